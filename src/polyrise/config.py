@@ -1,0 +1,172 @@
+"""Run configuration (YAML → pydantic). Unknown keys are errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from polyrise.errors import PolyriseError
+from polyrise.languages import get_language
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSettings(Section):
+    spec: str = "embedded:smollm2-135m-instruct"
+    """`embedded:<name>`, a Hugging Face id, a local model dir, or a dir holding a LoRA adapter."""
+    chat_template: str | None = None
+    """Jinja chat template for models whose tokenizer has none."""
+    trust_remote_code: bool = False
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """`auto`: bfloat16 on CUDA, float32 on CPU."""
+
+
+class PromptSource(Section):
+    """Where English prompts come from: the built-in set, a JSONL file (`id` + `instruction`), or an HF dataset."""
+
+    source: str = "builtin:quickstart"
+    """`builtin:<name>`, a path to a JSONL file, or `hf:<dataset name>`."""
+    split: str = "train"
+    column: str = "instruction"
+    id_column: str | None = None
+    limit: int | None = Field(default=None, ge=1)
+
+
+class SamplingSettings(Section):
+    temperature: float = Field(default=0.0, ge=0.0)
+    """0 means greedy."""
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    repetition_penalty: float = Field(default=1.0, gt=0.0)
+    max_new_tokens: int = Field(default=256, ge=1)
+    stop: list[str] = Field(default_factory=list)
+    seed: int = 0
+
+
+class GenerationSettings(Section):
+    engine: Literal["hf"] = "hf"
+    batch_size: int = Field(default=16, ge=1)
+    answer: SamplingSettings = Field(default_factory=SamplingSettings)
+    translate: SamplingSettings = Field(default_factory=lambda: SamplingSettings(max_new_tokens=256))
+
+
+class FilterSettings(Section):
+    """Bounds of the pair filters in `rewarding.py`."""
+
+    min_length_ratio: float = Field(default=0.3, gt=0.0)
+    """len(chosen) / len(rejected), in characters, must lie in [min, max]."""
+    max_length_ratio: float = Field(default=3.0, gt=0.0)
+    repeated_line_limit: int = Field(default=5, ge=2)
+    """A text where one non-empty line occurs this many times is degenerate."""
+    langid_min_chars: int = Field(default=20, ge=0)
+    """Texts shorter than this are not language-checked (py3langid is unreliable on them)."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FilterSettings:
+        if self.min_length_ratio > self.max_length_ratio:
+            raise ValueError("min_length_ratio must not exceed max_length_ratio")
+        return self
+
+
+class TrainingSettings(Section):
+    """DPO + NLL (TRL loss_type ["sigmoid", "sft"]) with the previous iterate as reference."""
+
+    method: Literal["lora", "full"] = "lora"
+    beta: float = Field(default=0.1, gt=0.0)
+    nll_weight: float = Field(default=1.0, ge=0.0)
+    learning_rate: float | None = Field(default=None, gt=0.0)
+    """Default: 5e-7 for full fine-tuning (the paper), 5e-5 for LoRA."""
+    epochs: float = Field(default=1.0, gt=0.0)
+    batch_size: int = Field(default=4, ge=1)
+    gradient_accumulation_steps: int = Field(default=1, ge=1)
+    max_length: int = Field(default=512, ge=16)
+    lora_r: int = Field(default=16, ge=1)
+    lora_alpha: int = Field(default=32, ge=1)
+    lora_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    lora_target_modules: list[str] | str = "all-linear"
+    save: Literal["merged", "adapter"] = "merged"
+    """`merged`: full safetensors weights; `adapter`: LoRA adapter + the base recorded in its config."""
+    gradient_checkpointing: bool = False
+
+    @property
+    def lr(self) -> float:
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return 5e-7 if self.method == "full" else 5e-5
+
+
+class HeldoutSettings(Section):
+    """A small held-out prompt set whose answers measure the off-target rate of M(t) vs M(t+1)."""
+
+    prompts: PromptSource = Field(default_factory=lambda: PromptSource(source="builtin:heldout"))
+    max_new_tokens: int = Field(default=128, ge=1)
+
+
+class RunConfig(Section):
+    name: str = "run"
+    output_dir: Path = Path("runs")
+    seed: int = 0
+    iterations: int = Field(default=1, ge=1)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    source_lang: str = "en"
+    languages: list[str] = Field(default_factory=lambda: ["es", "de", "fr"])
+    """Target languages (besides `source_lang`)."""
+    prompts: PromptSource = Field(default_factory=PromptSource)
+    generation: GenerationSettings = Field(default_factory=GenerationSettings)
+    filters: FilterSettings = Field(default_factory=FilterSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
+    heldout: HeldoutSettings | None = Field(default_factory=HeldoutSettings)
+
+    @field_validator("source_lang")
+    @classmethod
+    def _known_source(cls, code: str) -> str:
+        get_language(code)
+        return code
+
+    @field_validator("languages")
+    @classmethod
+    def _known_targets(cls, codes: list[str]) -> list[str]:
+        if not codes:
+            raise ValueError("at least one target language is needed")
+        for code in codes:
+            get_language(code)
+        if len(set(codes)) != len(codes):
+            raise ValueError(f"duplicate language codes in {codes}")
+        return codes
+
+    @model_validator(mode="after")
+    def _source_not_target(self) -> RunConfig:
+        if self.source_lang in self.languages:
+            raise ValueError(f"source_lang {self.source_lang!r} is also listed in languages")
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        return self.output_dir / self.name
+
+
+def load_config(path: str | Path, overrides: dict[str, object] | None = None) -> RunConfig:
+    """Read a YAML run config; every problem is one PolyriseError naming the file and the key."""
+    path = Path(path)
+    if not path.is_file():
+        raise PolyriseError(f"{path}: no such config file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise PolyriseError(f"{path}: invalid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise PolyriseError(f"{path}: the top level must be a mapping of keys")
+    data.update(overrides or {})
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{path}: {key}: {msg}")
+        raise PolyriseError("\n".join(problems)) from None

@@ -1,0 +1,50 @@
+"""Typed records that move between stages as JSONL rows; every record carries `id` and `lang`."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Prompt(Record):
+    """One instruction in one language; rows of different languages join on `id`."""
+
+    id: str
+    lang: str
+    instruction: str
+
+
+class Response(Record):
+    """A model's answer to a prompt in the prompt's language."""
+
+    id: str
+    lang: str
+    prompt: str
+    output: str
+
+
+class Translation(Record):
+    """A self-translation; `output` is None when no translation could be extracted (a counted failure)."""
+
+    id: str
+    kind: Literal["prompt", "response"]
+    src_lang: str
+    lang: str
+    source: str
+    output: str | None
+    raw: str
+
+
+class PreferencePair(Record):
+    """A DPO pair in TRL's preference format plus `id` and `lang`."""
+
+    id: str
+    lang: str
+    prompt: str
+    chosen: str
+    rejected: str

@@ -1,0 +1,51 @@
+"""Shared fixtures: the real SmolLM2 tokenizer and a tiny random Llama built from a config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from polyrise.models import resolve_model
+
+EMBEDDED_SPEC = "embedded:smollm2-135m-instruct"
+
+
+@pytest.fixture(scope="session")
+def embedded_dir() -> Path:
+    """The converted embedded checkpoint (converted once per machine into the polyrise cache)."""
+    return Path(resolve_model(EMBEDDED_SPEC).path)
+
+
+@pytest.fixture(scope="session")
+def tokenizer(embedded_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(embedded_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tokenizer) -> Path:
+    """A 2-layer random Llama with the real tokenizer and chat template, saved as a local model dir."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = LlamaForCausalLM(config)
+    out = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
