@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from polyrise.errors import PolyriseError
+
 
 @dataclass(frozen=True)
 class Language:
@@ -57,7 +59,7 @@ _TABLE = [
 LANGUAGES: dict[str, Language] = {row[0]: Language(*row) for row in _TABLE}
 
 
-class UnknownLanguageError(ValueError):
+class UnknownLanguageError(PolyriseError, ValueError):
     """A language code polyrise has no facts for."""
 
 

@@ -41,10 +41,12 @@ class Translation(Record):
 
 
 class PreferencePair(Record):
-    """A DPO pair in TRL's preference format plus `id` and `lang`."""
+    """A DPO pair in TRL's preference format plus `id`, `lang`, and `via`: the target language whose
+    answers built it (equal to `lang` for target-language pairs; the target for English pairs)."""
 
     id: str
     lang: str
+    via: str
     prompt: str
     chosen: str
     rejected: str

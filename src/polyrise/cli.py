@@ -1,0 +1,176 @@
+"""`polyrise` command line: a thin typer layer over the Python API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from polyrise.errors import PolyriseError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+console = Console()
+err_console = Console(stderr=True)
+
+Model = Annotated[str, typer.Option("--model", "-m", help="embedded:<name>, HF id, local dir or LoRA adapter dir")]
+Out = Annotated[Path, typer.Option("--out", "-o", help="output file")]
+Cache = Annotated[Path | None, typer.Option(help="generation cache (SQLite); default: beside --out")]
+
+
+def _langs(text: str) -> list[str]:
+    from polyrise.languages import get_language
+
+    codes = [c.strip() for c in text.split(",") if c.strip()]
+    for code in codes:
+        get_language(code)
+    return codes
+
+
+def _generator(model: str, batch_size: int, cache: Path | None, out: Path):
+    from polyrise.generation import Generator
+    from polyrise.generation.cache import GenerationCache
+    from polyrise.generation.hf import HFEngine
+    from polyrise.models import resolve_model
+
+    engine = HFEngine(resolve_model(model), batch_size=batch_size)
+    return Generator(engine, GenerationCache(cache or out.parent / "generations.sqlite"))
+
+
+@app.command()
+def run(config: Path, iterations: Annotated[int | None, typer.Option(help="override `iterations`")] = None) -> None:
+    """Run the Language-Imbalance-Driven-Rewarding loop of a YAML config (resumes where it stopped)."""
+    from polyrise.config import load_config
+    from polyrise.pipeline import run_pipeline
+
+    cfg = load_config(config, {"iterations": iterations} if iterations else None)
+    run_pipeline(cfg, console)
+    console.print(f"run directory: {cfg.run_dir}")
+
+
+@app.command()
+def generate(
+    prompts: Annotated[Path, typer.Argument(help="JSONL rows with id, lang, instruction")],
+    model: Model = "embedded:smollm2-135m-instruct",
+    out: Out = Path("responses.jsonl"),
+    max_new_tokens: int = 256,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    repetition_penalty: float = 1.0,
+    seed: int = 0,
+    batch_size: int = 16,
+    cache: Cache = None,
+) -> None:
+    """Answer every prompt of a JSONL file in its own language."""
+    from polyrise.config import SamplingSettings
+    from polyrise.generation import answer_prompts
+    from polyrise.io import read_jsonl, write_jsonl
+    from polyrise.records import Prompt
+
+    rows = read_jsonl(prompts, Prompt)
+    params = SamplingSettings(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                              repetition_penalty=repetition_penalty, seed=seed)
+    n = write_jsonl(out, answer_prompts(_generator(model, batch_size, cache, out), rows, params))
+    console.print(f"wrote {n} responses to {out}")
+
+
+@app.command()
+def translate(
+    inputs: Annotated[Path, typer.Argument(help="prompts (id, lang, instruction) or responses (id, lang, output) JSONL")],
+    to: Annotated[str, typer.Option(help="comma-separated target languages")],
+    model: Model = "embedded:smollm2-135m-instruct",
+    out: Out = Path("translations.jsonl"),
+    max_new_tokens: int = 256,
+    batch_size: int = 16,
+    cache: Cache = None,
+) -> None:
+    """Self-translate prompts or responses into other languages (failures are written with output null)."""
+    from pydantic import BaseModel, ConfigDict
+
+    from polyrise.config import SamplingSettings
+    from polyrise.io import read_jsonl, write_jsonl
+    from polyrise.translation import TranslationJob
+    from polyrise.translation import translate as run_translate
+
+    class Row(BaseModel):
+        model_config = ConfigDict(extra="ignore")
+        id: str
+        lang: str
+        instruction: str | None = None
+        output: str | None = None
+
+    targets = _langs(to)
+    jobs = []
+    for row in read_jsonl(inputs, Row):
+        kind = "prompt" if row.instruction is not None else "response"
+        text = row.instruction if row.instruction is not None else row.output
+        if text is None:
+            raise PolyriseError(f"{inputs}: row {row.id!r} has neither `instruction` nor `output`")
+        jobs.extend(TranslationJob(row.id, kind, row.lang, lang, text) for lang in targets if lang != row.lang)
+    results = run_translate(_generator(model, batch_size, cache, out), jobs, SamplingSettings(max_new_tokens=max_new_tokens))
+    write_jsonl(out, results)
+    console.print(f"wrote {len(results)} translations ({sum(r.output is None for r in results)} failed) to {out}")
+
+
+@app.command()
+def pairs(
+    prompts: Annotated[Path, typer.Option(help="prompts JSONL (all languages)")],
+    responses: Annotated[Path, typer.Option(help="responses JSONL")],
+    translations: Annotated[Path, typer.Option(help="cross-translations JSONL")],
+    languages: Annotated[str, typer.Option(help="comma-separated target languages")],
+    source_lang: str = "en",
+    out: Out = Path("pairs.jsonl"),
+) -> None:
+    """Build preference pairs in both directions; stats go to <out>_stats.json."""
+    from polyrise.config import FilterSettings
+    from polyrise.io import read_jsonl, write_json, write_jsonl
+    from polyrise.records import Prompt, Response, Translation
+    from polyrise.rewarding import build_pairs
+
+    prompt_map = {(p.id, p.lang): p.instruction for p in read_jsonl(prompts, Prompt)}
+    rows, stats = build_pairs(prompt_map, read_jsonl(responses, Response), read_jsonl(translations, Translation),
+                              source_lang, _langs(languages), FilterSettings())
+    write_json(out.with_name(out.stem + "_stats.json"), stats)
+    write_jsonl(out, rows)
+    console.print(f"wrote {len(rows)} pairs to {out}")
+
+
+@app.command()
+def train(
+    pairs_file: Annotated[Path, typer.Argument(metavar="PAIRS", help="pairs JSONL")],
+    model: Model = "embedded:smollm2-135m-instruct",
+    out: Annotated[Path, typer.Option("--out", "-o", help="output model dir")] = Path("model"),
+    config: Annotated[Path | None, typer.Option(help="YAML config whose `training` section is used")] = None,
+    seed: int = 0,
+) -> None:
+    """Train M(t+1) from pairs with DPO + NLL (reference = the given model)."""
+    from polyrise.config import TrainingSettings, load_config
+    from polyrise.io import read_jsonl
+    from polyrise.models import resolve_model
+    from polyrise.records import PreferencePair
+    from polyrise.training.dpo import train_dpo
+
+    settings = load_config(config).training if config else TrainingSettings()
+    metrics = train_dpo(resolve_model(model), read_jsonl(pairs_file, PreferencePair), out, settings, seed=seed)
+    console.print(metrics)
+    console.print(f"saved model to {out}")
+
+
+@app.command()
+def models(spec: Annotated[str, typer.Argument(help="model spec")] = "embedded:smollm2-135m-instruct") -> None:
+    """Resolve a model spec (converting the embedded model once) and print where it lives."""
+    from polyrise.models import resolve_model
+
+    resolved = resolve_model(spec)
+    console.print(f"{spec} → {resolved.path}" + (f" (adapter on {resolved.base.spec})" if resolved.base else ""))
+    console.print(f"fingerprint: {resolved.fingerprint()}")
+
+
+def main() -> None:
+    """Entry point: user errors print one clear message and exit 1."""
+    try:
+        app()
+    except PolyriseError as e:
+        err_console.print(f"[red]error:[/red] {e}")
+        raise SystemExit(1) from None

@@ -1,0 +1,82 @@
+"""Generation: the Engine protocol, chat requests, and cached generation over any engine."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from rich.progress import Progress
+
+from polyrise.config import SamplingSettings
+from polyrise.generation.cache import GenerationCache
+from polyrise.records import Prompt, Response
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """A chat to continue; `prefix` primes the assistant turn (e.g. "<translated>\\n")."""
+
+    messages: tuple[dict[str, str], ...]
+    prefix: str = ""
+
+    @classmethod
+    def user(cls, content: str, prefix: str = "") -> ChatRequest:
+        return cls(({"role": "user", "content": content},), prefix)
+
+
+class Engine(Protocol):
+    """What every engine (HF, vLLM, OpenAI-compatible) provides."""
+
+    fingerprint: str
+    """Identity of the weights; part of every cache key."""
+    batch_size: int
+
+    def render(self, request: ChatRequest) -> str:
+        """The exact text the model sees (the cache key's prompt part)."""
+        ...
+
+    def complete(self, requests: Sequence[ChatRequest], params: SamplingSettings) -> list[str]:
+        """Continuations after each request's prefix, in request order."""
+        ...
+
+
+@dataclass
+class Generator:
+    """Runs an engine through a persistent cache, so a killed or repeated stage never regenerates."""
+
+    engine: Engine
+    cache: GenerationCache
+    stats: dict[str, int] = field(default_factory=lambda: {"cached": 0, "generated": 0})
+
+    def generate(
+        self, requests: Sequence[ChatRequest], params: SamplingSettings, desc: str = "generating"
+    ) -> list[str]:
+        rendered = [self.engine.render(r) for r in requests]
+        keys = [self.cache.key(self.engine.fingerprint, text, params) for text in rendered]
+        found = self.cache.get_many(keys)
+        todo = sorted({k: i for i, k in enumerate(keys) if k not in found}.items(), key=lambda kv: len(rendered[kv[1]]))
+        self.stats["cached"] += len(requests) - len(todo)
+        chunk = max(self.engine.batch_size * 4, 1)
+        with Progress(transient=True) as progress:
+            task = progress.add_task(desc, total=len(requests), completed=len(requests) - len(todo))
+            for start in range(0, len(todo), chunk):
+                part = todo[start : start + chunk]
+                outputs = self.engine.complete([requests[i] for _, i in part], params)
+                new = {k: out for (k, _), out in zip(part, outputs, strict=True)}
+                self.cache.put_many(new)  # committed per chunk: a kill loses at most one chunk
+                found.update(new)
+                self.stats["generated"] += len(part)
+                progress.advance(task, len(part))
+        return [found[k] for k in keys]
+
+
+def answer_prompts(
+    generator: Generator, prompts: Sequence[Prompt], params: SamplingSettings, desc: str = "answering"
+) -> list[Response]:
+    """Each prompt's answer from the generator's model, in the prompt's language (the generate stage)."""
+    outputs = generator.generate([ChatRequest.user(p.instruction) for p in prompts], params, desc=desc)
+    return [
+        Response(id=p.id, lang=p.lang, prompt=p.instruction, output=out.strip())
+        for p, out in zip(prompts, outputs, strict=True)
+    ]

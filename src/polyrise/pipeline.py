@@ -1,0 +1,310 @@
+"""The iterative loop M0 → M1 → …: stages wired together, each skipped when its outputs and input hashes match."""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from polyrise.config import RunConfig
+from polyrise.errors import PolyriseError
+from polyrise.evaluation.fidelity import off_target_rates
+from polyrise.generation import Generator, answer_prompts
+from polyrise.generation.cache import GenerationCache
+from polyrise.generation.hf import HFEngine
+from polyrise.io import atomic_open, file_hash, read_jsonl, write_json, write_jsonl
+from polyrise.models import resolve_model
+from polyrise.prompt_sets import load_prompts
+from polyrise.records import PreferencePair, Prompt, Response, Translation
+from polyrise.rewarding import build_pairs
+from polyrise.translation import cross_translate, translate_prompts
+
+
+class Manifest:
+    """`manifest.json`: per stage its status, input hash, outputs, counts and seconds."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.stages: dict[str, dict[str, Any]] = (
+            json.loads(path.read_text())["stages"] if path.is_file() else {}
+        )
+
+    def is_done(self, key: str, input_hash: str, outputs: Sequence[Path]) -> bool:
+        entry = self.stages.get(key, {})
+        return (
+            entry.get("status") == "done"
+            and entry.get("input_hash") == input_hash
+            and all(p.exists() for p in outputs)
+        )
+
+    def record(self, key: str, entry: dict[str, Any]) -> None:
+        self.stages[key] = entry
+        write_json(self.path, {"stages": self.stages})
+
+
+def _digest(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class IterationPaths:
+    """The files of `iter_<t>/`."""
+
+    prompts: Path
+    prompt_translations: Path
+    responses: Path
+    translations: Path
+    pairs: Path
+    pairs_stats: Path
+    model: Path
+    heldout_before: Path
+    heldout_after: Path
+    scores: Path
+
+    @classmethod
+    def under(cls, root: Path) -> IterationPaths:
+        return cls(
+            prompts=root / "prompts.jsonl",
+            prompt_translations=root / "prompt_translations.jsonl",
+            responses=root / "responses.jsonl",
+            translations=root / "translations.jsonl",
+            pairs=root / "pairs.jsonl",
+            pairs_stats=root / "pairs_stats.json",
+            model=root / "model",
+            heldout_before=root / "eval" / "heldout_before.jsonl",
+            heldout_after=root / "eval" / "heldout_after.jsonl",
+            scores=root / "eval" / "scores.json",
+        )
+
+
+@dataclass
+class Runner:
+    """Runs one config's iterations; holds at most one loaded engine at a time."""
+
+    config: RunConfig
+    console: Console = field(default_factory=Console)
+    timings: list[tuple[str, float, str]] = field(default_factory=list)
+    _engine_spec: str | None = None
+    _generator: Generator | None = None
+
+    def __post_init__(self) -> None:
+        self.run_dir = self.config.run_dir
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise PolyriseError(f"{self.run_dir}: cannot create the run directory ({e.strerror})") from None
+        self.manifest = Manifest(self.run_dir / "manifest.json")
+        self.cache = GenerationCache(self.run_dir / "generations.sqlite")
+
+    # -- engines -----------------------------------------------------------------------------
+    def generator(self, spec: str) -> Generator:
+        if self._engine_spec != spec:
+            self.release_engine()
+            settings = self.config.model.model_copy(update={"spec": spec})
+            with self.console.status(f"loading {spec}"):
+                engine = HFEngine(resolve_model(spec), settings, batch_size=self.config.generation.batch_size)
+            self._generator, self._engine_spec = Generator(engine, self.cache), spec
+        assert self._generator is not None
+        return self._generator
+
+    def release_engine(self) -> None:
+        self._generator = self._engine_spec = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    # -- stage bookkeeping ---------------------------------------------------------------------
+    def stage(
+        self,
+        key: str,
+        inputs: Sequence[Path],
+        params: Any,
+        outputs: Sequence[Path],
+        body: Callable[[], dict[str, Any]],
+    ) -> None:
+        """Run `body` unless the manifest says it already produced `outputs` from the same inputs."""
+        input_hash = _digest(
+            [file_hash(p) if p.is_file() else _dir_fingerprint(p) for p in inputs], params
+        )
+        if self.manifest.is_done(key, input_hash, outputs):
+            self.timings.append((key, 0.0, "skipped (up to date)"))
+            self.console.print(f"[dim]{key}: up to date, skipped[/dim]")
+            return
+        self.console.print(f"[bold]{key}[/bold] …")
+        start = time.perf_counter()
+        counts = body()
+        seconds = time.perf_counter() - start
+        self.manifest.record(
+            key,
+            {"status": "done", "input_hash": input_hash, "outputs": [str(p) for p in outputs],
+             "counts": counts, "seconds": round(seconds, 2)},
+        )
+        summary = ", ".join(f"{k} {v}" for k, v in counts.items())
+        self.timings.append((key, seconds, summary))
+        self.console.print(f"{key}: {seconds:.1f} s ({summary})")
+
+    # -- the loop --------------------------------------------------------------------------------
+    def model_spec(self, t: int) -> str:
+        return self.config.model.spec if t == 0 else str(self.run_dir / f"iter_{t - 1}" / "model")
+
+    def run(self) -> list[dict[str, Any]]:
+        cfg = self.config
+        with atomic_open(self.run_dir / "config.yaml") as fh:
+            yaml.safe_dump(json.loads(cfg.model_dump_json()), fh, sort_keys=False, allow_unicode=True)
+        source_prompts = load_prompts(cfg.prompts, [cfg.source_lang], cfg.source_lang)
+        all_langs = [cfg.source_lang, *cfg.languages]
+        heldout = load_prompts(cfg.heldout.prompts, all_langs, cfg.source_lang) if cfg.heldout else []
+        summaries = []
+        for t in range(cfg.iterations):
+            summaries.append(self.iteration(t, source_prompts, heldout))
+        self.release_engine()
+        return summaries
+
+    def iteration(self, t: int, source_prompts: list[Prompt], heldout: list[Prompt]) -> dict[str, Any]:
+        cfg, gen = self.config, self.config.generation
+        paths = IterationPaths.under(self.run_dir / f"iter_{t}")
+        spec = self.model_spec(t)
+        model_inputs = [] if t == 0 else [Path(spec)]
+        model_params = cfg.model.model_dump()
+        langs = list(cfg.languages)
+
+        def prompts_stage() -> dict[str, Any]:
+            prompts, attempts = translate_prompts(self.generator(spec), source_prompts, langs, gen.translate)
+            write_jsonl(paths.prompt_translations, attempts)
+            write_jsonl(paths.prompts, prompts)
+            return {"prompts": len(prompts), "translation_failures": sum(a.output is None for a in attempts)}
+
+        self.stage(f"iter_{t}/prompts", model_inputs,
+                   [model_params, [p.model_dump() for p in source_prompts], langs, gen.translate.model_dump()],
+                   [paths.prompts, paths.prompt_translations], prompts_stage)
+
+        def generate_stage() -> dict[str, Any]:
+            prompts = read_jsonl(paths.prompts, Prompt)
+            return {"responses": write_jsonl(paths.responses, answer_prompts(self.generator(spec), prompts, gen.answer))}
+
+        self.stage(f"iter_{t}/generate", [*model_inputs, paths.prompts], [model_params, gen.answer.model_dump()],
+                   [paths.responses], generate_stage)
+
+        def translate_stage() -> dict[str, Any]:
+            responses = read_jsonl(paths.responses, Response)
+            translations = cross_translate(self.generator(spec), responses, cfg.source_lang, langs, gen.translate)
+            write_jsonl(paths.translations, translations)
+            return {"translations": len(translations), "failures": sum(x.output is None for x in translations)}
+
+        self.stage(f"iter_{t}/translate", [*model_inputs, paths.responses], [model_params, gen.translate.model_dump()],
+                   [paths.translations], translate_stage)
+
+        def pairs_stage() -> dict[str, Any]:
+            prompts = {(p.id, p.lang): p.instruction for p in read_jsonl(paths.prompts, Prompt)}
+            pairs, stats = build_pairs(
+                prompts, read_jsonl(paths.responses, Response), read_jsonl(paths.translations, Translation),
+                cfg.source_lang, langs, cfg.filters,
+            )
+            attempts = read_jsonl(paths.prompt_translations, Translation)
+            for lang in langs:
+                stats[lang]["prompt_translation_failures"] = sum(a.output is None and a.lang == lang for a in attempts)
+            write_json(paths.pairs_stats, stats)
+            write_jsonl(paths.pairs, pairs)
+            return {"pairs": len(pairs)}
+
+        self.stage(f"iter_{t}/pairs", [paths.prompts, paths.prompt_translations, paths.responses, paths.translations],
+                   [cfg.source_lang, langs, cfg.filters.model_dump()], [paths.pairs, paths.pairs_stats], pairs_stage)
+
+        heldout_params = gen.answer.model_copy(update={"max_new_tokens": cfg.heldout.max_new_tokens}) if heldout else None
+
+        def heldout_stage(model: str, out: Path) -> Callable[[], dict[str, Any]]:
+            def body() -> dict[str, Any]:
+                assert heldout_params is not None
+                return {"responses": write_jsonl(out, answer_prompts(self.generator(model), heldout, heldout_params,
+                                                                     desc="held-out answers"))}
+            return body
+
+        if heldout:
+            self.stage(f"iter_{t}/heldout_before", model_inputs,
+                       [model_params, [p.model_dump() for p in heldout], heldout_params.model_dump()],
+                       [paths.heldout_before], heldout_stage(spec, paths.heldout_before))
+
+        def train_stage() -> dict[str, Any]:
+            from polyrise.training.dpo import train_dpo
+
+            self.release_engine()  # free the generation copy of the weights before training
+            pairs = read_jsonl(paths.pairs, PreferencePair)
+            metrics = train_dpo(
+                resolve_model(spec), pairs, paths.model, cfg.training, seed=cfg.seed, dtype=cfg.model.dtype,
+                chat_template=cfg.model.chat_template, trust_remote_code=cfg.model.trust_remote_code,
+            )
+            return {"pairs": len(pairs), **{k: round(v, 4) for k, v in metrics.items()}}
+
+        self.stage(f"iter_{t}/train", [*model_inputs, paths.pairs], [model_params, cfg.training.model_dump(), cfg.seed],
+                   [paths.model], train_stage)
+
+        if heldout:
+            self.stage(f"iter_{t}/heldout_after", [paths.model],
+                       [model_params, [p.model_dump() for p in heldout], heldout_params.model_dump()],
+                       [paths.heldout_after], heldout_stage(str(paths.model), paths.heldout_after))
+            scores = {
+                f"M{t}": off_target_rates(read_jsonl(paths.heldout_before, Response), cfg.filters.langid_min_chars),
+                f"M{t + 1}": off_target_rates(read_jsonl(paths.heldout_after, Response), cfg.filters.langid_min_chars),
+            }
+            write_json(paths.scores, {"off_target": scores})
+        summary = {"iteration": t, "stats": json.loads(paths.pairs_stats.read_text()),
+                   "off_target": json.loads(paths.scores.read_text())["off_target"] if heldout else {}}
+        self.console.print(summary_table(summary, [cfg.source_lang, *langs]))
+        return summary
+
+
+def _dir_fingerprint(path: Path) -> str:
+    return resolve_model(str(path)).fingerprint() if path.is_dir() else "missing"
+
+
+def summary_table(summary: dict[str, Any], langs: list[str]) -> Table:
+    """Per language: pairs kept/dropped by reason, translation failures, off-target rate before → after."""
+    t = summary["iteration"]
+    table = Table(title=f"iteration {t}: M{t} → M{t + 1}")
+    for col in ("lang", "pairs kept (L / en)", "dropped (L / en)", "transl. failures", f"off-target M{t} → M{t + 1}"):
+        table.add_column(col)
+    for lang in langs:
+        s = summary["stats"].get(lang)
+        if s:
+            kept = f"{s['target']['kept']} / {s['english']['kept']}"
+            dropped = "; ".join(
+                f"{reason} {s['target']['dropped'][reason]}/{s['english']['dropped'][reason]}"
+                for reason in s["target"]["dropped"]
+                if s["target"]["dropped"][reason] or s["english"]["dropped"][reason]
+            ) or "-"
+            failures = str(s["prompt_translation_failures"] + s["target"]["dropped"]["translation_failure"]
+                           + s["english"]["dropped"]["translation_failure"])
+        else:
+            kept = dropped = failures = "-"
+        off = summary["off_target"]
+        before, after = off.get(f"M{t}", {}).get(lang), off.get(f"M{t + 1}", {}).get(lang)
+        rate = (f"{before['off_target']:.0%} → {after['off_target']:.0%} (n={after['n']})"
+                if before and after and before["n"] and after["n"] else "-")
+        table.add_row(lang, kept, dropped, failures, rate)
+    return table
+
+
+def run_pipeline(config: RunConfig, console: Console | None = None) -> list[dict[str, Any]]:
+    """Run every iteration of `config`; prints stage timings and per-language summaries."""
+    runner = Runner(config, console or Console())
+    start = time.perf_counter()
+    summaries = runner.run()
+    timing = Table(title="stage timings")
+    timing.add_column("stage")
+    timing.add_column("seconds", justify="right")
+    timing.add_column("result")
+    for key, seconds, note in runner.timings:
+        timing.add_row(key, f"{seconds:.1f}", note)
+    timing.add_row("total", f"{time.perf_counter() - start:.1f}", "")
+    runner.console.print(timing)
+    return summaries

@@ -1,0 +1,101 @@
+"""Load prompt sets: built-in files, JSONL/JSON files (optionally one per language), or HF datasets."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from polyrise.config import PromptSource
+from polyrise.errors import PolyriseError
+from polyrise.io import read_jsonl
+from polyrise.records import Prompt
+
+BUILTIN_PREFIX = "builtin:"
+HF_PREFIX = "hf:"
+
+
+class _PromptRow(BaseModel):
+    """A row of a user's prompt file: `id` + `instruction` (+ optional `lang`); other fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True)
+    id: str
+    instruction: str
+    lang: str | None = None
+
+
+def builtin_names() -> list[str]:
+    return sorted(p.name.removesuffix(".jsonl") for p in resources.files("polyrise.data").iterdir()
+                  if p.name.endswith(".jsonl"))
+
+
+def _read_rows(path: Path) -> list[_PromptRow]:
+    if path.suffix != ".json":
+        return read_jsonl(path, _PromptRow)
+    if not path.is_file():
+        raise PolyriseError(f"{path}: no such file")
+    try:
+        items = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise PolyriseError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+    if not isinstance(items, list):
+        raise PolyriseError(f"{path}: expected a JSON array of prompt objects")
+    rows = []
+    for i, item in enumerate(items):
+        try:
+            rows.append(_PromptRow.model_validate(item))
+        except ValidationError as e:
+            err = e.errors()[0]
+            raise PolyriseError(f"{path}: item {i}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+    return rows
+
+
+def _hf_rows(source: PromptSource) -> list[_PromptRow]:
+    import datasets
+
+    name = source.source.removeprefix(HF_PREFIX)
+    try:
+        data = datasets.load_dataset(name, split=source.split)
+    except Exception as e:  # datasets raises many types (network, missing split, ...)
+        raise PolyriseError(f"cannot load dataset {name!r} split {source.split!r}: {e}") from None
+    for col in filter(None, [source.column, source.id_column]):
+        if col not in data.column_names:
+            raise PolyriseError(f"dataset {name!r} has no column {col!r}; columns: {data.column_names}")
+    ids = data[source.id_column] if source.id_column else [f"{name}-{i}" for i in range(len(data))]
+    return [_PromptRow(id=str(i), instruction=text) for i, text in zip(ids, data[source.column], strict=True)]
+
+
+def load_prompts(source: PromptSource, langs: list[str], default_lang: str = "en") -> list[Prompt]:
+    """Prompts of `source` in `langs`. A path containing `{lang}` is read once per language.
+
+    Rows without `lang` are in `default_lang`. `limit` keeps the first N prompt ids.
+    """
+    spec = source.source
+    per_file: list[tuple[str, list[_PromptRow]]] = []
+    if spec.startswith(BUILTIN_PREFIX):
+        name = spec.removeprefix(BUILTIN_PREFIX)
+        if name not in builtin_names():
+            raise PolyriseError(f"unknown built-in prompt set {name!r}; known: {', '.join(builtin_names())}")
+        with resources.as_file(resources.files("polyrise.data") / f"{name}.jsonl") as path:
+            per_file.append((default_lang, read_jsonl(path, _PromptRow)))
+    elif spec.startswith(HF_PREFIX):
+        per_file.append((default_lang, _hf_rows(source)))
+    elif "{lang}" in spec:
+        per_file.extend((lang, _read_rows(Path(spec.format(lang=lang)))) for lang in langs)
+    else:
+        per_file.append((default_lang, _read_rows(Path(spec))))
+
+    prompts: dict[tuple[str, str], Prompt] = {}
+    for file_lang, rows in per_file:
+        for row in rows:
+            lang = row.lang or file_lang
+            if lang in langs:
+                prompts.setdefault((row.id, lang), Prompt(id=row.id, lang=lang, instruction=row.instruction))
+    order = list(dict.fromkeys(pid for pid, _ in prompts))
+    keep = set(order[: source.limit] if source.limit else order)
+    selected = [p for key, p in prompts.items() if key[0] in keep]
+    if not selected:
+        raise PolyriseError(f"prompt source {spec!r} has no prompts in languages {langs}")
+    return selected

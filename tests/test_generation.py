@@ -1,0 +1,123 @@
+"""HF engine and generation cache on a tiny random Llama with the real SmolLM2 tokenizer."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from polyrise.config import ModelSettings, SamplingSettings
+from polyrise.errors import PolyriseError
+from polyrise.generation import ChatRequest, Generator, answer_prompts
+from polyrise.generation.cache import GenerationCache
+from polyrise.generation.hf import HFEngine, truncate_at_stop
+from polyrise.models import resolve_model
+from polyrise.records import Prompt
+
+PROMPTS = [
+    "Hi",
+    "Give three tips for staying healthy and explain each one in detail.",
+    "¿Cuál es la capital de Francia?",
+    "Write a poem.",
+    "Explain the difference between weather and climate, with two examples of each.",
+]
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir):
+    return HFEngine(resolve_model(str(tiny_model_dir)), batch_size=4)
+
+
+def test_batched_greedy_equals_one_by_one(engine):
+    params = SamplingSettings(max_new_tokens=12)
+    requests = [ChatRequest.user(p) for p in PROMPTS]
+    batched = engine.complete(requests, params)
+    single = [engine.complete([r], params)[0] for r in requests]
+    assert batched == single
+    assert all(batched)
+
+
+def test_sampling_is_seeded(engine):
+    requests = [ChatRequest.user(p) for p in PROMPTS[:3]]
+    params = SamplingSettings(max_new_tokens=10, temperature=1.0, top_p=0.9, seed=7)
+    first = engine.complete(requests, params)
+    assert engine.complete(requests, params) == first
+    assert engine.complete(requests, params.model_copy(update={"seed": 8})) != first
+
+
+def test_render_applies_chat_template_and_prefix(engine):
+    text = engine.render(ChatRequest.user("Bonjour", prefix="<translated>\n"))
+    assert "<|im_start|>user\nBonjour<|im_end|>" in text
+    assert text.endswith("<|im_start|>assistant\n<translated>\n")
+
+
+def test_stop_strings_cut_output():
+    assert truncate_at_stop("abc</translated>rest", ["</translated>"]) == "abc"
+    assert truncate_at_stop("a STOP b END c", ["END", "STOP"]) == "a "
+    assert truncate_at_stop("nothing", []) == "nothing"
+
+
+def test_cache_hit_skips_generation(engine, tmp_path):
+    params = SamplingSettings(max_new_tokens=8)
+    requests = [ChatRequest.user(p) for p in PROMPTS]
+    gen = Generator(engine, GenerationCache(tmp_path / "c.sqlite"))
+    first = gen.generate(requests, params)
+    assert gen.stats == {"cached": 0, "generated": len(PROMPTS)}
+
+    reopened = Generator(engine, GenerationCache(tmp_path / "c.sqlite"))  # a new process would do this
+    assert reopened.generate(requests, params) == first
+    assert reopened.stats == {"cached": len(PROMPTS), "generated": 0}
+
+    reopened.generate(requests, params.model_copy(update={"max_new_tokens": 9}))
+    assert reopened.stats["generated"] == len(PROMPTS)  # other sampling params are other keys
+
+
+def test_duplicate_requests_generate_once(engine, tmp_path):
+    gen = Generator(engine, GenerationCache(tmp_path / "c.sqlite"))
+    out = gen.generate([ChatRequest.user("Hi")] * 3, SamplingSettings(max_new_tokens=4))
+    assert len(set(out)) == 1
+    assert gen.stats["generated"] == 1
+
+
+def test_answer_prompts_keeps_ids_and_languages(engine, tmp_path):
+    prompts = [Prompt(id="a", lang="en", instruction="Hi"), Prompt(id="a", lang="es", instruction="Hola")]
+    gen = Generator(engine, GenerationCache(tmp_path / "c.sqlite"))
+    responses = answer_prompts(gen, prompts, SamplingSettings(max_new_tokens=4))
+    assert [(r.id, r.lang, r.prompt) for r in responses] == [("a", "en", "Hi"), ("a", "es", "Hola")]
+
+
+def test_model_without_chat_template_is_an_error(tiny_model_dir, tmp_path):
+    bare = tmp_path / "bare"
+    shutil.copytree(tiny_model_dir, bare)
+    cfg_path = bare / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg.pop("chat_template", None)
+    cfg_path.write_text(json.dumps(cfg))
+    (bare / "chat_template.jinja").unlink(missing_ok=True)
+    with pytest.raises(PolyriseError, match="no chat template"):
+        HFEngine(resolve_model(str(bare)))
+    template = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}<assistant>"
+    engine = HFEngine(resolve_model(str(bare)), ModelSettings(spec=str(bare), chat_template=template))
+    assert engine.render(ChatRequest.user("x")) == "<user>x<assistant>"
+
+
+def test_missing_model_path_is_an_error(tmp_path):
+    with pytest.raises(PolyriseError, match="does not exist"):
+        resolve_model(str(tmp_path / "nope"))
+    with pytest.raises(PolyriseError, match="not a model directory"):
+        resolve_model(str(tmp_path))
+
+
+@pytest.mark.slow
+def test_embedded_model_generates_english_and_translates(tmp_path):
+    from polyrise.translation import TranslationJob, translate
+
+    engine = HFEngine(resolve_model("embedded:smollm2-135m-instruct"), batch_size=4)
+    gen = Generator(engine, GenerationCache(tmp_path / "c.sqlite"))
+    params = SamplingSettings(max_new_tokens=40)
+    [answer] = gen.generate([ChatRequest.user("What is the capital of France?")], params)
+    assert "Paris" in answer
+    [t] = translate(gen, [TranslationJob("x", "prompt", "en", "es", "Good morning, my friend.")], params)
+    assert t.output, t.raw
+    assert "<translated>" not in t.output and "</translated>" not in t.output
