@@ -1,0 +1,92 @@
+"""Self-translation: tag extraction (incl. malformed outputs) and failure accounting through an Engine."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+
+from polyrise.config import SamplingSettings
+from polyrise.generation import ChatRequest, Generator
+from polyrise.generation.cache import GenerationCache
+from polyrise.records import Prompt, Response
+from polyrise.translation import cross_translate, extract_translation, translate_prompts
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("<translated>\nHola mundo</translated>", "Hola mundo"),
+        ("<translated>\n  Hola mundo  \n</translated>\nThis means hello world.", "Hola mundo"),
+        ("<translated>\nHola mundo", "Hola mundo"),  # closing tag missing at the end of output
+        ("<translated>Línea uno\nLínea dos</translated>", "Línea uno\nLínea dos"),
+        ("<translated>\nHola\n<sentence>Hello</sentence>", "Hola"),  # went on to echo the source
+        ("<translated><sentence>Hola</sentence></translated>", "Hola"),  # wrapped in the wrong tag too
+        ("Sure! <translated>Bonjour</translated>", "Bonjour"),
+        ("<translated>\n   </translated>", None),
+        ("<translated></translated>", None),
+        ("Hola mundo", None),  # no tags at all
+        ("", None),
+    ],
+)
+def test_extract_translation(text, expected):
+    assert extract_translation(text) == expected
+
+
+class ScriptedEngine:
+    """An Engine that answers from a table (keyed by a word of the prompt), to test the protocol plumbing."""
+
+    fingerprint = "scripted"
+    batch_size = 8
+
+    def __init__(self, replies: dict[str, str]) -> None:
+        self.replies = replies
+        self.calls: list[SamplingSettings] = []
+
+    def render(self, request: ChatRequest) -> str:
+        return request.messages[-1]["content"] + "|" + request.prefix
+
+    def complete(self, requests: Sequence[ChatRequest], params: SamplingSettings) -> list[str]:
+        self.calls.append(params)
+        out = []
+        for r in requests:
+            content = r.messages[-1]["content"]
+            out.append(next((v for k, v in self.replies.items() if k in content), ""))
+        return out
+
+
+def test_translate_prompts_drops_failures_and_keeps_attempts(tmp_path):
+    engine = ScriptedEngine({"into Spanish": "Hola</translated>", "into German": "I cannot translate this."})
+    gen = Generator(engine, GenerationCache(tmp_path / "c.sqlite"))
+    source = [Prompt(id="1", lang="en", instruction="Hello")]
+    prompts, attempts = translate_prompts(gen, source, ["es", "de"], SamplingSettings())
+    # The extraction sees the primed "<translated>\n" prefix, so the German reply is taken as text;
+    # only an empty body counts as failure.
+    assert {(p.lang, p.instruction) for p in prompts} == {
+        ("en", "Hello"), ("es", "Hola"), ("de", "I cannot translate this.")
+    }
+    assert [a.lang for a in attempts] == ["es", "de"]
+    assert "</translated>" in engine.calls[0].stop
+
+
+def test_translation_failure_is_none_not_kept(tmp_path):
+    engine = ScriptedEngine({"into Spanish": "   </translated>"})
+    gen = Generator(engine, GenerationCache(tmp_path / "c.sqlite"))
+    prompts, attempts = translate_prompts(gen, [Prompt(id="1", lang="en", instruction="Hi")], ["es"], SamplingSettings())
+    assert [p.lang for p in prompts] == ["en"]
+    assert attempts[0].output is None and attempts[0].raw == "   </translated>"
+
+
+def test_cross_translate_builds_both_directions(tmp_path):
+    engine = ScriptedEngine({"into Spanish": "Respuesta", "into English": "Answer"})
+    gen = Generator(engine, GenerationCache(tmp_path / "c.sqlite"))
+    responses = [
+        Response(id="1", lang="en", prompt="Q", output="An answer"),
+        Response(id="1", lang="es", prompt="P", output="Una respuesta"),
+        Response(id="2", lang="es", prompt="P", output="Sin inglés"),  # no English answer: nothing to pair
+    ]
+    out = cross_translate(gen, responses, "en", ["es"], SamplingSettings())
+    assert {(t.id, t.src_lang, t.lang, t.source, t.output) for t in out} == {
+        ("1", "en", "es", "An answer", "Respuesta"),
+        ("1", "es", "en", "Una respuesta", "Answer"),
+    }
