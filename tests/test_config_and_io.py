@@ -1,0 +1,98 @@
+"""Bad input gets one clear error naming the file, line or key; writes are atomic."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from polyrise.config import PromptSource, load_config
+from polyrise.errors import PolyriseError
+from polyrise.io import read_jsonl, write_jsonl
+from polyrise.languages import get_language
+from polyrise.prompt_sets import load_prompts
+from polyrise.records import Prompt
+
+
+def _write(path, text):
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_quickstart_and_paper_configs_load():
+    from pathlib import Path
+
+    root = Path(__file__).parent.parent / "examples"
+    assert load_config(root / "quickstart.yaml").languages == ["es", "de", "fr"]
+    paper = load_config(root / "paper-llama3-8b.yaml")
+    assert (paper.iterations, paper.languages, paper.training.lr) == (2, ["es", "ru", "de", "fr"], 5e-7)
+
+
+def test_unknown_config_key_names_file_and_key(tmp_path):
+    cfg = _write(tmp_path / "c.yaml", "name: x\ntraining:\n  betta: 0.2\n")
+    with pytest.raises(PolyriseError, match=r"c\.yaml: training\.betta: Extra inputs are not permitted"):
+        load_config(cfg)
+
+
+def test_unknown_language_lists_known_codes(tmp_path):
+    cfg = _write(tmp_path / "c.yaml", "languages: [es, xx]\n")
+    with pytest.raises(PolyriseError, match=r"languages: unknown language code 'xx'; known codes: ar, bn"):
+        load_config(cfg)
+    with pytest.raises(PolyriseError, match="known codes"):
+        get_language("klingon")
+
+
+def test_bad_values_and_yaml(tmp_path):
+    with pytest.raises(PolyriseError, match=r"training\.beta: Input should be greater than 0"):
+        load_config(_write(tmp_path / "a.yaml", "training: {beta: -1}\n"))
+    with pytest.raises(PolyriseError, match="invalid YAML"):
+        load_config(_write(tmp_path / "b.yaml", "name: [unclosed\n"))
+    with pytest.raises(PolyriseError, match="also listed"):
+        load_config(_write(tmp_path / "d.yaml", "languages: [en, es]\n"))
+    with pytest.raises(PolyriseError, match="no such config file"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_malformed_jsonl_names_file_and_line(tmp_path):
+    bad = _write(tmp_path / "p.jsonl", '{"id": "1", "lang": "en", "instruction": "a"}\n\n{"id": "2", "lang": \n')
+    with pytest.raises(PolyriseError, match=r"p\.jsonl:3: invalid JSON"):
+        read_jsonl(bad, Prompt)
+    missing = _write(tmp_path / "q.jsonl", '{"id": "1", "lang": "en"}\n')
+    with pytest.raises(PolyriseError, match=r"q\.jsonl:1: instruction: Field required"):
+        read_jsonl(missing, Prompt)
+
+
+def test_empty_prompt_set_is_an_error(tmp_path):
+    empty = _write(tmp_path / "e.jsonl", "\n")
+    with pytest.raises(PolyriseError, match="has no prompts"):
+        load_prompts(PromptSource(source=str(empty)), ["en"])
+    with pytest.raises(PolyriseError, match="unknown built-in prompt set 'nope'; known: heldout, quickstart"):
+        load_prompts(PromptSource(source="builtin:nope"), ["en"])
+
+
+def test_prompt_sources(tmp_path):
+    for lang, text in [("en", "Hello"), ("es", "Hola")]:
+        _write(tmp_path / f"{lang}.jsonl", f'{{"id": 1, "instruction": "{text}"}}\n{{"id": 2, "instruction": "x"}}\n')
+    prompts = load_prompts(PromptSource(source=str(tmp_path / "{lang}.jsonl"), limit=1), ["en", "es"])
+    assert [(p.id, p.lang, p.instruction) for p in prompts] == [("1", "en", "Hello"), ("1", "es", "Hola")]
+    assert len(load_prompts(PromptSource(source="builtin:heldout"), ["en", "de"])) == 16
+
+
+def test_write_is_atomic(tmp_path):
+    target = tmp_path / "out.jsonl"
+    write_jsonl(target, [{"a": 1}])
+
+    def rows():
+        yield {"a": 2}
+        raise RuntimeError("killed mid-write")
+
+    with pytest.raises(RuntimeError):
+        write_jsonl(target, rows())
+    assert target.read_text() == '{"a": 1}\n'
+    assert os.listdir(tmp_path) == ["out.jsonl"]  # no temp file left behind
+
+
+def test_unwritable_output_dir(tmp_path):
+    blocker = _write(tmp_path / "file", "x")  # a file where a directory is needed
+    with pytest.raises(PolyriseError, match="cannot write here"):
+        write_jsonl(blocker / "sub" / "out.jsonl", [{"a": 1}])
