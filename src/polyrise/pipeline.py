@@ -99,6 +99,7 @@ class Runner:
 
     def __post_init__(self) -> None:
         self.run_dir = self.config.run_dir
+        resolve_model(self.config.model.spec)  # fail on a missing model before anything is written
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -190,7 +191,10 @@ class Runner:
 
         def generate_stage() -> dict[str, Any]:
             prompts = read_jsonl(paths.prompts, Prompt)
-            return {"responses": write_jsonl(paths.responses, answer_prompts(self.generator(spec), prompts, gen.answer))}
+            generator = self.generator(spec)
+            cached = generator.stats["cached"]
+            n = write_jsonl(paths.responses, answer_prompts(generator, prompts, gen.answer))
+            return {"responses": n, "from_cache": generator.stats["cached"] - cached}
 
         self.stage(f"iter_{t}/generate", [*model_inputs, paths.prompts], [model_params, gen.answer.model_dump()],
                    [paths.responses], generate_stage)

@@ -1,0 +1,171 @@
+"""DPO + NLL training on the tiny random Llama: saving, the NLL term, resuming a killed run."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from polyrise.config import TrainingSettings
+from polyrise.errors import PolyriseError
+from polyrise.models import ResolvedModel, load_model, resolve_model
+from polyrise.records import PreferencePair
+from polyrise.training.dpo import checkpoints_dir, train_dpo
+
+CPU = torch.device("cpu")
+
+
+def _pairs(n: int) -> list[PreferencePair]:
+    return [
+        PreferencePair(
+            id=f"p{i}",
+            lang="de",
+            via="de",
+            prompt=f"Write one sentence about topic {i}.",
+            chosen=f"Hier ist ein kurzer Satz über das Thema {i}.",
+            rejected=f"Here is a short sentence about topic {i}.",
+        )
+        for i in range(n)
+    ]
+
+
+def _settings(**overrides: object) -> TrainingSettings:
+    return TrainingSettings(**{"batch_size": 2, "max_length": 128, "learning_rate": 1e-3, **overrides})
+
+
+def _weights(resolved: ResolvedModel) -> dict[str, torch.Tensor]:
+    return load_model(resolved, device=CPU).state_dict()
+
+
+def _changed(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> list[str]:
+    assert a.keys() == b.keys()
+    return [k for k in a if not torch.equal(a[k], b[k])]
+
+
+@pytest.fixture(scope="module")
+def base(tiny_model_dir) -> ResolvedModel:
+    return resolve_model(str(tiny_model_dir))
+
+
+@pytest.fixture(scope="module")
+def merged_run(base, tmp_path_factory) -> tuple[Path, dict[str, float]]:
+    """An uninterrupted LoRA run saved merged: 4 pairs, batch 2 → 2 steps, a checkpoint after each."""
+    out = tmp_path_factory.mktemp("merged") / "model"
+    return out, train_dpo(base, _pairs(4), out, _settings(save="merged"))
+
+
+def test_lora_merged_saves_a_changed_full_model(base, merged_run):
+    out, metrics = merged_run
+    resolved = resolve_model(str(out))
+    assert resolved.base is None
+    assert (out / "model.safetensors").is_file()
+    config = json.loads((out / "config.json").read_text())
+    assert "quantization_config" not in config
+    assert config["use_cache"] is True
+    before, after = _weights(base), _weights(resolved)
+    assert any("q_proj" in k for k in _changed(before, after))
+    # LoRA on all-linear leaves the embeddings alone, up to bf16 rounding where CUDA trains in bf16
+    key = "model.embed_tokens.weight"
+    torch.testing.assert_close(after[key], before[key], rtol=2**-8, atol=0)
+    assert math.isfinite(metrics["train_loss"]) and math.isfinite(metrics["loss"])
+    assert {"rewards/accuracies", "rewards/margins", "train_runtime"} <= metrics.keys()
+    assert metrics["step"] == 2
+    assert not checkpoints_dir(out).exists()
+    assert not any(p.name.endswith(".tmp") for p in out.parent.iterdir())
+
+
+def test_adapter_save_records_the_base_and_drops_foreign_checkpoints(base, tmp_path):
+    out = tmp_path / "model"
+    stale = checkpoints_dir(out) / "checkpoint-7"  # left by another run: no run key, no trainer state
+    stale.mkdir(parents=True)
+    train_dpo(base, _pairs(2), out, _settings(save="adapter"))
+    adapter_config = json.loads((out / "adapter_config.json").read_text())
+    assert adapter_config["base_model_name_or_path"] == base.spec
+    assert not (out / "config.json").exists()
+    resolved = resolve_model(str(out))
+    assert resolved.base == base
+    assert _changed(_weights(base), _weights(resolved))
+    assert not checkpoints_dir(out).exists()
+
+
+def test_full_finetuning_changes_weights(base, tmp_path):
+    out = tmp_path / "model"
+    metrics = train_dpo(base, _pairs(1), out, _settings(method="full", batch_size=1))
+    assert metrics["step"] == 1
+    changed = _changed(_weights(base), _weights(resolve_model(str(out))))
+    assert any("embed_tokens" in k for k in changed)
+
+
+def test_nll_term_is_in_the_loss(base, tokenizer, tmp_path):
+    """At step 1 policy == reference: DPO loss = log 2, plus nll_weight x the chosen answer's mean NLL."""
+    pair = _pairs(1)
+    loss = {}
+    logps_chosen = {}
+    for w in (0.0, 1.0):
+        m = train_dpo(base, pair, tmp_path / f"nll{w}", _settings(batch_size=1, nll_weight=w))
+        assert m["step"] == 1
+        loss[w], logps_chosen[w] = m["loss"], m["logps/chosen"]
+    prompt = [{"role": "user", "content": pair[0].prompt}]
+    prompt_ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, return_dict=True)
+    prompt_ids = prompt_ids["input_ids"]
+    full = [*prompt, {"role": "assistant", "content": pair[0].chosen}]
+    full_ids = tokenizer.apply_chat_template(full, return_dict=True)["input_ids"]
+    assert full_ids[: len(prompt_ids)] == prompt_ids
+    chosen_nll = -logps_chosen[1.0] / (len(full_ids) - len(prompt_ids))
+    assert loss[0.0] == pytest.approx(math.log(2), abs=1e-4)
+    assert loss[1.0] == pytest.approx(math.log(2) + chosen_nll, rel=1e-3)
+    assert chosen_nll > 1.0
+
+
+def test_empty_pairs_is_an_error(base, tmp_path):
+    with pytest.raises(PolyriseError, match="no preference pairs"):
+        train_dpo(base, [], tmp_path / "model", _settings())
+    assert not any(tmp_path.iterdir())
+
+
+def test_prompts_longer_than_max_length_is_an_error(base, tmp_path):
+    with pytest.raises(PolyriseError, match="max_length=16 tokens"):
+        train_dpo(base, _pairs(2), tmp_path / "model", _settings(max_length=16))
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_killed_run_resumes_from_its_checkpoint(base, merged_run, tmp_path, monkeypatch):
+    """Kill the merged run's twin after its step-1 checkpoint; the rerun resumes there and ends identical."""
+    from trl import DPOTrainer
+
+    save_checkpoint = DPOTrainer._save_checkpoint
+
+    def save_then_die(self, *args, **kwargs):
+        save_checkpoint(self, *args, **kwargs)
+        raise _Killed
+
+    out = tmp_path / "model"
+    monkeypatch.setattr(DPOTrainer, "_save_checkpoint", save_then_die)
+    with pytest.raises(_Killed):
+        train_dpo(base, _pairs(4), out, _settings(save="merged"))
+    assert (checkpoints_dir(out) / "checkpoint-1").is_dir()
+    assert not out.exists()
+    monkeypatch.undo()
+
+    resumed_from = []
+    train = DPOTrainer.train
+
+    def spy_train(self, *args, resume_from_checkpoint=None, **kwargs):
+        resumed_from.append(resume_from_checkpoint)
+        return train(self, *args, resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+    monkeypatch.setattr(DPOTrainer, "train", spy_train)
+    metrics = train_dpo(base, _pairs(4), out, _settings(save="merged"))
+    assert resumed_from == [str(checkpoints_dir(out) / "checkpoint-1")]
+    assert metrics["step"] == 2
+    assert not checkpoints_dir(out).exists()
+    uninterrupted = _weights(resolve_model(str(merged_run[0])))
+    resumed = _weights(resolve_model(str(out)))
+    for key, value in uninterrupted.items():
+        torch.testing.assert_close(resumed[key], value, rtol=0, atol=1e-6)

@@ -1,0 +1,141 @@
+"""The whole loop on a tiny random model: artefacts, skipping, and resume after kill -9."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from polyrise.config import load_config
+from polyrise.io import read_jsonl
+from polyrise.models import load_model, resolve_model
+from polyrise.pipeline import run_pipeline
+from polyrise.records import PreferencePair, Prompt, Response
+
+
+def _config(tmp_path: Path, model_dir: Path, **extra) -> Path:
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(
+        "".join(json.dumps({"id": f"p{i}", "instruction": text}) + "\n"
+                for i, text in enumerate(["Give a tip.", "Name a colour.", "Say hello.", "Count to three."]))
+    )
+    cfg = {
+        "name": "tiny",
+        "output_dir": str(tmp_path / "runs"),
+        "model": {"spec": str(model_dir)},
+        "languages": ["es", "de"],
+        "prompts": {"source": str(prompts)},
+        # sampled: greedy decoding of a random model repeats one (often blank) token
+        "generation": {"batch_size": 4, "answer": {"max_new_tokens": 12, "temperature": 1.0},
+                       "translate": {"max_new_tokens": 12, "temperature": 1.0}},
+        # random-model text is no language and any length: keep every pair so training has data
+        "filters": {"langid_min_chars": 100000, "min_length_ratio": 0.001, "max_length_ratio": 1000,
+                    "repeated_line_limit": 1000},
+        "training": {"batch_size": 4, "max_length": 96, "learning_rate": 1e-3},
+        "heldout": {"prompts": {"source": "builtin:heldout", "limit": 2}, "max_new_tokens": 8},
+        **extra,
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_one_iteration_end_to_end_and_rerun_skips(tmp_path, tiny_model_dir):
+    config = load_config(_config(tmp_path, tiny_model_dir))
+    [summary] = run_pipeline(config)
+    it = config.run_dir / "iter_0"
+
+    prompts = read_jsonl(it / "prompts.jsonl", Prompt)
+    assert {p.lang for p in prompts} <= {"en", "es", "de"} and {p.lang for p in prompts} >= {"en"}
+    responses = read_jsonl(it / "responses.jsonl", Response)
+    assert sorted((r.id, r.lang) for r in responses) == sorted((p.id, p.lang) for p in prompts)
+
+    pairs = read_jsonl(it / "pairs.jsonl", PreferencePair)
+    for lang in ("es", "de"):
+        assert any(p.lang == lang and p.via == lang for p in pairs), lang
+        assert any(p.lang == "en" and p.via == lang for p in pairs), lang
+    stats = json.loads((it / "pairs_stats.json").read_text())
+    assert sum(s["target"]["kept"] + s["english"]["kept"] for s in stats.values()) == len(pairs)
+
+    base = load_model(resolve_model(str(tiny_model_dir)))
+    trained = load_model(resolve_model(str(it / "model")))
+    changed = [n for n, p in trained.state_dict().items() if not torch.equal(p, base.state_dict()[n])]
+    assert changed and all("proj" in n for n in changed)  # LoRA touched the linear layers only
+
+    scores = json.loads((it / "eval" / "scores.json").read_text())["off_target"]
+    assert set(scores) == {"M0", "M1"} and set(scores["M1"]) == {"en", "es", "de"}
+    assert summary["off_target"] == scores
+    manifest = json.loads((config.run_dir / "manifest.json").read_text())["stages"]
+    assert [k.split("/")[1] for k in manifest] == [
+        "prompts", "generate", "translate", "pairs", "heldout_before", "train", "heldout_after"
+    ]
+    assert all(v["status"] == "done" and v["seconds"] >= 0 for v in manifest.values())
+
+    before = {p.name: p.stat().st_mtime_ns for p in it.iterdir() if p.is_file()}
+    run_pipeline(config)  # everything is up to date: nothing is rewritten
+    assert before == {p.name: p.stat().st_mtime_ns for p in it.iterdir() if p.is_file()}
+
+    changed_cfg = load_config(_config(tmp_path, tiny_model_dir, filters={"langid_min_chars": 100000,
+                              "min_length_ratio": 0.001, "max_length_ratio": 1000, "repeated_line_limit": 999}))
+    run_pipeline(changed_cfg)
+    after = {p.name: p.stat().st_mtime_ns for p in it.iterdir() if p.is_file()}
+    assert after["responses.jsonl"] == before["responses.jsonl"]  # upstream of the change: kept
+    assert after["pairs.jsonl"] != before["pairs.jsonl"]  # the changed stage reran
+
+
+def _rows(db: Path) -> int:
+    try:
+        with sqlite3.connect(db, timeout=1) as con:
+            return con.execute("SELECT COUNT(*) FROM outputs").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def test_kill_9_during_generation_then_resume(tmp_path, tiny_model_dir):
+    config_path = _config(tmp_path, tiny_model_dir, iterations=1, heldout=None,
+                          generation={"batch_size": 1, "answer": {"max_new_tokens": 48, "temperature": 1.0},
+                                      "translate": {"max_new_tokens": 12, "temperature": 1.0}})
+    config = load_config(config_path)
+    db = config.run_dir / "generations.sqlite"
+    proc = subprocess.Popen([sys.executable, "-c", "from polyrise.cli import main; main()", "run", str(config_path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while _rows(db) < 6 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert _rows(db) >= 6, "the run should have cached some generations before it was killed"
+    it = config.run_dir / "iter_0"
+    assert not (it / "pairs.jsonl").exists()
+
+    run_pipeline(config)
+    prompts = read_jsonl(it / "prompts.jsonl", Prompt)
+    responses = read_jsonl(it / "responses.jsonl", Response)
+    keys = [(r.id, r.lang) for r in responses]
+    assert len(keys) == len(set(keys)) and set(keys) == {(p.id, p.lang) for p in prompts}
+    manifest = json.loads((config.run_dir / "manifest.json").read_text())["stages"]
+    assert manifest["iter_0/train"]["status"] == "done"
+    assert not list(config.run_dir.rglob("*.tmp"))
+
+
+@pytest.mark.parametrize("bad", ["missing-dir", "file-in-the-way"])
+def test_unusable_model_or_output_dir(tmp_path, tiny_model_dir, bad):
+    from polyrise.errors import PolyriseError
+
+    if bad == "missing-dir":
+        config = load_config(_config(tmp_path, tmp_path / "no-model"))
+        with pytest.raises(PolyriseError, match="does not exist"):
+            run_pipeline(config)
+    else:
+        (tmp_path / "runs").write_text("a file, not a directory")
+        config = load_config(_config(tmp_path, tiny_model_dir))
+        with pytest.raises(PolyriseError, match="cannot create the run directory"):
+            run_pipeline(config)
