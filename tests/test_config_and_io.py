@@ -72,7 +72,10 @@ def test_empty_prompt_set_is_an_error(tmp_path):
 
 def test_prompt_sources(tmp_path):
     for lang, text in [("en", "Hello"), ("es", "Hola")]:
-        _write(tmp_path / f"{lang}.jsonl", f'{{"id": 1, "instruction": "{text}"}}\n{{"id": 2, "instruction": "x"}}\n')
+        _write(
+            tmp_path / f"{lang}.jsonl",
+            f'{{"id": 1, "instruction": "{text}"}}\n{{"id": 2, "instruction": "x"}}\n',
+        )
     prompts = load_prompts(PromptSource(source=str(tmp_path / "{lang}.jsonl"), limit=1), ["en", "es"])
     assert [(p.id, p.lang, p.instruction) for p in prompts] == [("1", "en", "Hello"), ("1", "es", "Hola")]
     assert len(load_prompts(PromptSource(source="builtin:heldout"), ["en", "de"])) == 16

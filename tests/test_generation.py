@@ -38,6 +38,35 @@ def test_batched_greedy_equals_one_by_one(engine):
     assert all(batched)
 
 
+@pytest.mark.parametrize("penalty", [1.0, 1.3])
+def test_greedy_matches_transformers_generate(engine, penalty):
+    """The pruning decode loop is a faithful greedy decoder: same tokens as `model.generate`."""
+    import torch
+
+    params = SamplingSettings(max_new_tokens=16, repetition_penalty=penalty)
+    for prompt in PROMPTS[:3]:
+        ids = engine.tokenizer(engine.render(ChatRequest.user(prompt)), return_tensors="pt", add_special_tokens=False)
+        with torch.inference_mode():
+            ref = engine.model.generate(
+                **ids,
+                max_new_tokens=16,
+                do_sample=False,
+                repetition_penalty=penalty,
+                pad_token_id=engine.tokenizer.pad_token_id,
+            )
+        expected = engine.tokenizer.decode(ref[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+        assert engine.complete([ChatRequest.user(prompt)], params) == [expected]
+
+
+def test_stop_string_ends_a_row_early(engine):
+    params = SamplingSettings(max_new_tokens=20)
+    [full] = engine.complete([ChatRequest.user("Hi")], params)
+    stop = full[3:6]
+    assert stop and full.find(stop) >= 0
+    [cut] = engine.complete([ChatRequest.user("Hi")], params.model_copy(update={"stop": [stop]}))
+    assert cut == full[: full.find(stop)]
+
+
 def test_sampling_is_seeded(engine):
     requests = [ChatRequest.user(p) for p in PROMPTS[:3]]
     params = SamplingSettings(max_new_tokens=10, temperature=1.0, top_p=0.9, seed=7)

@@ -24,8 +24,10 @@ from polyrise.records import PreferencePair, Prompt, Response
 def _config(tmp_path: Path, model_dir: Path, **extra) -> Path:
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(
-        "".join(json.dumps({"id": f"p{i}", "instruction": text}) + "\n"
-                for i, text in enumerate(["Give a tip.", "Name a colour.", "Say hello.", "Count to three."]))
+        "".join(
+            json.dumps({"id": f"p{i}", "instruction": text}) + "\n"
+            for i, text in enumerate(["Give a tip.", "Name a colour.", "Say hello.", "Count to three."])
+        )
     )
     cfg = {
         "name": "tiny",
@@ -34,11 +36,18 @@ def _config(tmp_path: Path, model_dir: Path, **extra) -> Path:
         "languages": ["es", "de"],
         "prompts": {"source": str(prompts)},
         # sampled: greedy decoding of a random model repeats one (often blank) token
-        "generation": {"batch_size": 4, "answer": {"max_new_tokens": 12, "temperature": 1.0},
-                       "translate": {"max_new_tokens": 12, "temperature": 1.0}},
+        "generation": {
+            "batch_size": 4,
+            "answer": {"max_new_tokens": 12, "temperature": 1.0},
+            "translate": {"max_new_tokens": 12, "temperature": 1.0},
+        },
         # random-model text is no language and any length: keep every pair so training has data
-        "filters": {"langid_min_chars": 100000, "min_length_ratio": 0.001, "max_length_ratio": 1000,
-                    "repeated_line_limit": 1000},
+        "filters": {
+            "langid_min_chars": 100000,
+            "min_length_ratio": 0.001,
+            "max_length_ratio": 1000,
+            "repeated_line_limit": 1000,
+        },
         "training": {"batch_size": 4, "max_length": 96, "learning_rate": 1e-3},
         "heldout": {"prompts": {"source": "builtin:heldout", "limit": 2}, "max_new_tokens": 8},
         **extra,
@@ -75,7 +84,13 @@ def test_one_iteration_end_to_end_and_rerun_skips(tmp_path, tiny_model_dir):
     assert summary["off_target"] == scores
     manifest = json.loads((config.run_dir / "manifest.json").read_text())["stages"]
     assert [k.split("/")[1] for k in manifest] == [
-        "prompts", "generate", "translate", "pairs", "heldout_before", "train", "heldout_after"
+        "prompts",
+        "generate",
+        "translate",
+        "pairs",
+        "heldout_before",
+        "train",
+        "heldout_after",
     ]
     assert all(v["status"] == "done" and v["seconds"] >= 0 for v in manifest.values())
 
@@ -83,8 +98,18 @@ def test_one_iteration_end_to_end_and_rerun_skips(tmp_path, tiny_model_dir):
     run_pipeline(config)  # everything is up to date: nothing is rewritten
     assert before == {p.name: p.stat().st_mtime_ns for p in it.iterdir() if p.is_file()}
 
-    changed_cfg = load_config(_config(tmp_path, tiny_model_dir, filters={"langid_min_chars": 100000,
-                              "min_length_ratio": 0.001, "max_length_ratio": 1000, "repeated_line_limit": 999}))
+    changed_cfg = load_config(
+        _config(
+            tmp_path,
+            tiny_model_dir,
+            filters={
+                "langid_min_chars": 100000,
+                "min_length_ratio": 0.001,
+                "max_length_ratio": 1000,
+                "repeated_line_limit": 999,
+            },
+        )
+    )
     run_pipeline(changed_cfg)
     after = {p.name: p.stat().st_mtime_ns for p in it.iterdir() if p.is_file()}
     assert after["responses.jsonl"] == before["responses.jsonl"]  # upstream of the change: kept
@@ -100,13 +125,24 @@ def _rows(db: Path) -> int:
 
 
 def test_kill_9_during_generation_then_resume(tmp_path, tiny_model_dir):
-    config_path = _config(tmp_path, tiny_model_dir, iterations=1, heldout=None,
-                          generation={"batch_size": 1, "answer": {"max_new_tokens": 48, "temperature": 1.0},
-                                      "translate": {"max_new_tokens": 12, "temperature": 1.0}})
+    config_path = _config(
+        tmp_path,
+        tiny_model_dir,
+        iterations=1,
+        heldout=None,
+        generation={
+            "batch_size": 1,
+            "answer": {"max_new_tokens": 48, "temperature": 1.0},
+            "translate": {"max_new_tokens": 12, "temperature": 1.0},
+        },
+    )
     config = load_config(config_path)
     db = config.run_dir / "generations.sqlite"
-    proc = subprocess.Popen([sys.executable, "-c", "from polyrise.cli import main; main()", "run", str(config_path)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from polyrise.cli import main; main()", "run", str(config_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     while _rows(db) < 6 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)

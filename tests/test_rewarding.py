@@ -67,7 +67,7 @@ def test_each_filter_drops_and_counts(kwargs, direction, reason):
 
 def test_short_texts_skip_language_check():
     filters = FilterSettings(langid_min_chars=10_000, max_length_ratio=10)
-    pairs, stats = _build(to_es=EN.upper(), filters=filters)
+    _, stats = _build(to_es=EN.upper(), filters=filters)
     assert stats["es"]["target"]["kept"] == 1
 
 

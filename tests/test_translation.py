@@ -25,6 +25,9 @@ from polyrise.translation import cross_translate, extract_translation, translate
         ("Sure! <translated>Bonjour</translated>", "Bonjour"),
         ("<translated>\n   </translated>", None),
         ("<translated></translated>", None),
+        ("<TRANSLATED>Hola</Translated> more", "Hola"),  # tags in another case are still tags
+        ("<translated>\n<Spanish>\n<Translated></Translated>", None),  # only markup inside
+        ("<translated>12 + 7 = 19</translated>", "12 + 7 = 19"),
         ("Hola mundo", None),  # no tags at all
         ("", None),
     ],
@@ -63,7 +66,9 @@ def test_translate_prompts_drops_failures_and_keeps_attempts(tmp_path):
     # The extraction sees the primed "<translated>\n" prefix, so the German reply is taken as text;
     # only an empty body counts as failure.
     assert {(p.lang, p.instruction) for p in prompts} == {
-        ("en", "Hello"), ("es", "Hola"), ("de", "I cannot translate this.")
+        ("en", "Hello"),
+        ("es", "Hola"),
+        ("de", "I cannot translate this."),
     }
     assert [a.lang for a in attempts] == ["es", "de"]
     assert "</translated>" in engine.calls[0].stop
@@ -72,7 +77,9 @@ def test_translate_prompts_drops_failures_and_keeps_attempts(tmp_path):
 def test_translation_failure_is_none_not_kept(tmp_path):
     engine = ScriptedEngine({"into Spanish": "   </translated>"})
     gen = Generator(engine, GenerationCache(tmp_path / "c.sqlite"))
-    prompts, attempts = translate_prompts(gen, [Prompt(id="1", lang="en", instruction="Hi")], ["es"], SamplingSettings())
+    prompts, attempts = translate_prompts(
+        gen, [Prompt(id="1", lang="en", instruction="Hi")], ["es"], SamplingSettings()
+    )
     assert [p.lang for p in prompts] == ["en"]
     assert attempts[0].output is None and attempts[0].raw == "   </translated>"
 

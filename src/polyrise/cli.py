@@ -69,15 +69,22 @@ def generate(
     from polyrise.records import Prompt
 
     rows = read_jsonl(prompts, Prompt)
-    params = SamplingSettings(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                              repetition_penalty=repetition_penalty, seed=seed)
+    params = SamplingSettings(
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        repetition_penalty=repetition_penalty,
+        seed=seed,
+    )
     n = write_jsonl(out, answer_prompts(_generator(model, batch_size, cache, out), rows, params))
     console.print(f"wrote {n} responses to {out}")
 
 
 @app.command()
 def translate(
-    inputs: Annotated[Path, typer.Argument(help="prompts (id, lang, instruction) or responses (id, lang, output) JSONL")],
+    inputs: Annotated[
+        Path, typer.Argument(help="prompts (id, lang, instruction) or responses (id, lang, output) JSONL")
+    ],
     to: Annotated[str, typer.Option(help="comma-separated target languages")],
     model: Model = "embedded:smollm2-135m-instruct",
     out: Out = Path("translations.jsonl"),
@@ -108,7 +115,9 @@ def translate(
         if text is None:
             raise PolyriseError(f"{inputs}: row {row.id!r} has neither `instruction` nor `output`")
         jobs.extend(TranslationJob(row.id, kind, row.lang, lang, text) for lang in targets if lang != row.lang)
-    results = run_translate(_generator(model, batch_size, cache, out), jobs, SamplingSettings(max_new_tokens=max_new_tokens))
+    results = run_translate(
+        _generator(model, batch_size, cache, out), jobs, SamplingSettings(max_new_tokens=max_new_tokens)
+    )
     write_jsonl(out, results)
     console.print(f"wrote {len(results)} translations ({sum(r.output is None for r in results)} failed) to {out}")
 
@@ -129,8 +138,14 @@ def pairs(
     from polyrise.rewarding import build_pairs
 
     prompt_map = {(p.id, p.lang): p.instruction for p in read_jsonl(prompts, Prompt)}
-    rows, stats = build_pairs(prompt_map, read_jsonl(responses, Response), read_jsonl(translations, Translation),
-                              source_lang, _langs(languages), FilterSettings())
+    rows, stats = build_pairs(
+        prompt_map,
+        read_jsonl(responses, Response),
+        read_jsonl(translations, Translation),
+        source_lang,
+        _langs(languages),
+        FilterSettings(),
+    )
     write_json(out.with_name(out.stem + "_stats.json"), stats)
     write_jsonl(out, rows)
     console.print(f"wrote {len(rows)} pairs to {out}")
@@ -158,7 +173,9 @@ def train(
 
 
 @app.command()
-def models(spec: Annotated[str, typer.Argument(help="model spec")] = "embedded:smollm2-135m-instruct") -> None:
+def models(
+    spec: Annotated[str, typer.Argument(help="model spec")] = "embedded:smollm2-135m-instruct",
+) -> None:
     """Resolve a model spec (converting the embedded model once) and print where it lives."""
     from polyrise.models import resolve_model
 

@@ -35,16 +35,12 @@ class Manifest:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.stages: dict[str, dict[str, Any]] = (
-            json.loads(path.read_text())["stages"] if path.is_file() else {}
-        )
+        self.stages: dict[str, dict[str, Any]] = json.loads(path.read_text())["stages"] if path.is_file() else {}
 
     def is_done(self, key: str, input_hash: str, outputs: Sequence[Path]) -> bool:
         entry = self.stages.get(key, {})
         return (
-            entry.get("status") == "done"
-            and entry.get("input_hash") == input_hash
-            and all(p.exists() for p in outputs)
+            entry.get("status") == "done" and entry.get("input_hash") == input_hash and all(p.exists() for p in outputs)
         )
 
     def record(self, key: str, entry: dict[str, Any]) -> None:
@@ -134,9 +130,7 @@ class Runner:
         body: Callable[[], dict[str, Any]],
     ) -> None:
         """Run `body` unless the manifest says it already produced `outputs` from the same inputs."""
-        input_hash = _digest(
-            [file_hash(p) if p.is_file() else _dir_fingerprint(p) for p in inputs], params
-        )
+        input_hash = _digest([file_hash(p) if p.is_file() else _dir_fingerprint(p) for p in inputs], params)
         if self.manifest.is_done(key, input_hash, outputs):
             self.timings.append((key, 0.0, "skipped (up to date)"))
             self.console.print(f"[dim]{key}: up to date, skipped[/dim]")
@@ -147,8 +141,13 @@ class Runner:
         seconds = time.perf_counter() - start
         self.manifest.record(
             key,
-            {"status": "done", "input_hash": input_hash, "outputs": [str(p) for p in outputs],
-             "counts": counts, "seconds": round(seconds, 2)},
+            {
+                "status": "done",
+                "input_hash": input_hash,
+                "outputs": [str(p) for p in outputs],
+                "counts": counts,
+                "seconds": round(seconds, 2),
+            },
         )
         summary = ", ".join(f"{k} {v}" for k, v in counts.items())
         self.timings.append((key, seconds, summary))
@@ -185,9 +184,13 @@ class Runner:
             write_jsonl(paths.prompts, prompts)
             return {"prompts": len(prompts), "translation_failures": sum(a.output is None for a in attempts)}
 
-        self.stage(f"iter_{t}/prompts", model_inputs,
-                   [model_params, [p.model_dump() for p in source_prompts], langs, gen.translate.model_dump()],
-                   [paths.prompts, paths.prompt_translations], prompts_stage)
+        self.stage(
+            f"iter_{t}/prompts",
+            model_inputs,
+            [model_params, [p.model_dump() for p in source_prompts], langs, gen.translate.model_dump()],
+            [paths.prompts, paths.prompt_translations],
+            prompts_stage,
+        )
 
         def generate_stage() -> dict[str, Any]:
             prompts = read_jsonl(paths.prompts, Prompt)
@@ -196,23 +199,40 @@ class Runner:
             n = write_jsonl(paths.responses, answer_prompts(generator, prompts, gen.answer))
             return {"responses": n, "from_cache": generator.stats["cached"] - cached}
 
-        self.stage(f"iter_{t}/generate", [*model_inputs, paths.prompts], [model_params, gen.answer.model_dump()],
-                   [paths.responses], generate_stage)
+        self.stage(
+            f"iter_{t}/generate",
+            [*model_inputs, paths.prompts],
+            [model_params, gen.answer.model_dump()],
+            [paths.responses],
+            generate_stage,
+        )
 
         def translate_stage() -> dict[str, Any]:
             responses = read_jsonl(paths.responses, Response)
             translations = cross_translate(self.generator(spec), responses, cfg.source_lang, langs, gen.translate)
             write_jsonl(paths.translations, translations)
-            return {"translations": len(translations), "failures": sum(x.output is None for x in translations)}
+            return {
+                "translations": len(translations),
+                "failures": sum(x.output is None for x in translations),
+            }
 
-        self.stage(f"iter_{t}/translate", [*model_inputs, paths.responses], [model_params, gen.translate.model_dump()],
-                   [paths.translations], translate_stage)
+        self.stage(
+            f"iter_{t}/translate",
+            [*model_inputs, paths.responses],
+            [model_params, gen.translate.model_dump()],
+            [paths.translations],
+            translate_stage,
+        )
 
         def pairs_stage() -> dict[str, Any]:
             prompts = {(p.id, p.lang): p.instruction for p in read_jsonl(paths.prompts, Prompt)}
             pairs, stats = build_pairs(
-                prompts, read_jsonl(paths.responses, Response), read_jsonl(paths.translations, Translation),
-                cfg.source_lang, langs, cfg.filters,
+                prompts,
+                read_jsonl(paths.responses, Response),
+                read_jsonl(paths.translations, Translation),
+                cfg.source_lang,
+                langs,
+                cfg.filters,
             )
             attempts = read_jsonl(paths.prompt_translations, Translation)
             for lang in langs:
@@ -221,22 +241,38 @@ class Runner:
             write_jsonl(paths.pairs, pairs)
             return {"pairs": len(pairs)}
 
-        self.stage(f"iter_{t}/pairs", [paths.prompts, paths.prompt_translations, paths.responses, paths.translations],
-                   [cfg.source_lang, langs, cfg.filters.model_dump()], [paths.pairs, paths.pairs_stats], pairs_stage)
+        self.stage(
+            f"iter_{t}/pairs",
+            [paths.prompts, paths.prompt_translations, paths.responses, paths.translations],
+            [cfg.source_lang, langs, cfg.filters.model_dump()],
+            [paths.pairs, paths.pairs_stats],
+            pairs_stage,
+        )
 
-        heldout_params = gen.answer.model_copy(update={"max_new_tokens": cfg.heldout.max_new_tokens}) if heldout else None
+        heldout_params = (
+            gen.answer.model_copy(update={"max_new_tokens": cfg.heldout.max_new_tokens}) if heldout else None
+        )
 
         def heldout_stage(model: str, out: Path) -> Callable[[], dict[str, Any]]:
             def body() -> dict[str, Any]:
                 assert heldout_params is not None
-                return {"responses": write_jsonl(out, answer_prompts(self.generator(model), heldout, heldout_params,
-                                                                     desc="held-out answers"))}
+                return {
+                    "responses": write_jsonl(
+                        out,
+                        answer_prompts(self.generator(model), heldout, heldout_params, desc="held-out answers"),
+                    )
+                }
+
             return body
 
         if heldout:
-            self.stage(f"iter_{t}/heldout_before", model_inputs,
-                       [model_params, [p.model_dump() for p in heldout], heldout_params.model_dump()],
-                       [paths.heldout_before], heldout_stage(spec, paths.heldout_before))
+            self.stage(
+                f"iter_{t}/heldout_before",
+                model_inputs,
+                [model_params, [p.model_dump() for p in heldout], heldout_params.model_dump()],
+                [paths.heldout_before],
+                heldout_stage(spec, paths.heldout_before),
+            )
 
         def train_stage() -> dict[str, Any]:
             from polyrise.training.dpo import train_dpo
@@ -244,25 +280,43 @@ class Runner:
             self.release_engine()  # free the generation copy of the weights before training
             pairs = read_jsonl(paths.pairs, PreferencePair)
             metrics = train_dpo(
-                resolve_model(spec), pairs, paths.model, cfg.training, seed=cfg.seed, dtype=cfg.model.dtype,
-                chat_template=cfg.model.chat_template, trust_remote_code=cfg.model.trust_remote_code,
+                resolve_model(spec),
+                pairs,
+                paths.model,
+                cfg.training,
+                seed=cfg.seed,
+                dtype=cfg.model.dtype,
+                chat_template=cfg.model.chat_template,
+                trust_remote_code=cfg.model.trust_remote_code,
             )
             return {"pairs": len(pairs), **{k: round(v, 4) for k, v in metrics.items()}}
 
-        self.stage(f"iter_{t}/train", [*model_inputs, paths.pairs], [model_params, cfg.training.model_dump(), cfg.seed],
-                   [paths.model], train_stage)
+        self.stage(
+            f"iter_{t}/train",
+            [*model_inputs, paths.pairs],
+            [model_params, cfg.training.model_dump(), cfg.seed],
+            [paths.model],
+            train_stage,
+        )
 
         if heldout:
-            self.stage(f"iter_{t}/heldout_after", [paths.model],
-                       [model_params, [p.model_dump() for p in heldout], heldout_params.model_dump()],
-                       [paths.heldout_after], heldout_stage(str(paths.model), paths.heldout_after))
+            self.stage(
+                f"iter_{t}/heldout_after",
+                [paths.model],
+                [model_params, [p.model_dump() for p in heldout], heldout_params.model_dump()],
+                [paths.heldout_after],
+                heldout_stage(str(paths.model), paths.heldout_after),
+            )
             scores = {
                 f"M{t}": off_target_rates(read_jsonl(paths.heldout_before, Response), cfg.filters.langid_min_chars),
                 f"M{t + 1}": off_target_rates(read_jsonl(paths.heldout_after, Response), cfg.filters.langid_min_chars),
             }
             write_json(paths.scores, {"off_target": scores})
-        summary = {"iteration": t, "stats": json.loads(paths.pairs_stats.read_text()),
-                   "off_target": json.loads(paths.scores.read_text())["off_target"] if heldout else {}}
+        summary = {
+            "iteration": t,
+            "stats": json.loads(paths.pairs_stats.read_text()),
+            "off_target": json.loads(paths.scores.read_text())["off_target"] if heldout else {},
+        }
         self.console.print(summary_table(summary, [cfg.source_lang, *langs]))
         return summary
 
@@ -275,25 +329,40 @@ def summary_table(summary: dict[str, Any], langs: list[str]) -> Table:
     """Per language: pairs kept/dropped by reason, translation failures, off-target rate before → after."""
     t = summary["iteration"]
     table = Table(title=f"iteration {t}: M{t} → M{t + 1}")
-    for col in ("lang", "pairs kept (L / en)", "dropped (L / en)", "transl. failures", f"off-target M{t} → M{t + 1}"):
+    for col in (
+        "lang",
+        "pairs kept (L / en)",
+        "dropped (L / en)",
+        "transl. failures",
+        f"off-target M{t} → M{t + 1}",
+    ):
         table.add_column(col)
     for lang in langs:
         s = summary["stats"].get(lang)
         if s:
             kept = f"{s['target']['kept']} / {s['english']['kept']}"
-            dropped = "; ".join(
-                f"{reason} {s['target']['dropped'][reason]}/{s['english']['dropped'][reason]}"
-                for reason in s["target"]["dropped"]
-                if s["target"]["dropped"][reason] or s["english"]["dropped"][reason]
-            ) or "-"
-            failures = str(s["prompt_translation_failures"] + s["target"]["dropped"]["translation_failure"]
-                           + s["english"]["dropped"]["translation_failure"])
+            dropped = (
+                "; ".join(
+                    f"{reason} {s['target']['dropped'][reason]}/{s['english']['dropped'][reason]}"
+                    for reason in s["target"]["dropped"]
+                    if s["target"]["dropped"][reason] or s["english"]["dropped"][reason]
+                )
+                or "-"
+            )
+            failures = str(
+                s["prompt_translation_failures"]
+                + s["target"]["dropped"]["translation_failure"]
+                + s["english"]["dropped"]["translation_failure"]
+            )
         else:
             kept = dropped = failures = "-"
         off = summary["off_target"]
         before, after = off.get(f"M{t}", {}).get(lang), off.get(f"M{t + 1}", {}).get(lang)
-        rate = (f"{before['off_target']:.0%} → {after['off_target']:.0%} (n={after['n']})"
-                if before and after and before["n"] and after["n"] else "-")
+        rate = (
+            f"{before['off_target']:.0%} → {after['off_target']:.0%} (n={after['n']})"
+            if before and after and before["n"] and after["n"]
+            else "-"
+        )
         table.add_row(lang, kept, dropped, failures, rate)
     return table
 

@@ -27,8 +27,9 @@ class _PromptRow(BaseModel):
 
 
 def builtin_names() -> list[str]:
-    return sorted(p.name.removesuffix(".jsonl") for p in resources.files("polyrise.data").iterdir()
-                  if p.name.endswith(".jsonl"))
+    return sorted(
+        p.name.removesuffix(".jsonl") for p in resources.files("polyrise.data").iterdir() if p.name.endswith(".jsonl")
+    )
 
 
 def _read_rows(path: Path) -> list[_PromptRow]:

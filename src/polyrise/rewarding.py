@@ -91,8 +91,12 @@ def build_pairs(
                     counts["dropped"]["translation_failure"] += 1
                     continue
                 pair = PreferencePair(
-                    id=pid, lang=pair_lang, via=lang, prompt=prompts[(pid, pair_lang)],
-                    chosen=chosen, rejected=rejected,
+                    id=pid,
+                    lang=pair_lang,
+                    via=lang,
+                    prompt=prompts[(pid, pair_lang)],
+                    chosen=chosen,
+                    rejected=rejected,
                 )
                 reason = drop_reason(pair, filters)
                 if reason:

