@@ -289,7 +289,8 @@ class Runner:
                 chat_template=cfg.model.chat_template,
                 trust_remote_code=cfg.model.trust_remote_code,
             )
-            return {"pairs": len(pairs), **{k: round(v, 4) for k, v in metrics.items()}}
+            shown = ("train_loss", "rewards/accuracies", "rewards/margins", "train_runtime")
+            return {"pairs": len(pairs), **{k: round(metrics[k], 4) for k in shown if k in metrics}}
 
         self.stage(
             f"iter_{t}/train",
