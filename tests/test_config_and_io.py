@@ -81,6 +81,16 @@ def test_prompt_sources(tmp_path):
     assert len(load_prompts(PromptSource(source="builtin:heldout"), ["en", "de"])) == 16
 
 
+def test_hf_dataset_source_from_a_local_dataset_dir(tmp_path):
+    data = tmp_path / "ds"
+    data.mkdir()
+    (data / "train.jsonl").write_text('{"q": "What is 2+2?", "key": "a"}\n{"q": "Name a fruit.", "key": "b"}\n')
+    prompts = load_prompts(PromptSource(source=f"hf:{data}", column="q", id_column="key"), ["en"])
+    assert [(p.id, p.instruction) for p in prompts] == [("a", "What is 2+2?"), ("b", "Name a fruit.")]
+    with pytest.raises(PolyriseError, match="has no column 'instruction'"):
+        load_prompts(PromptSource(source=f"hf:{data}"), ["en"])
+
+
 def test_write_is_atomic(tmp_path):
     target = tmp_path / "out.jsonl"
     write_jsonl(target, [{"a": 1}])

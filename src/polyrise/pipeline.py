@@ -326,45 +326,57 @@ def _dir_fingerprint(path: Path) -> str:
     return resolve_model(str(path)).fingerprint() if path.is_dir() else "missing"
 
 
+_SHORT_REASONS = {
+    "translation_failure": "transl",
+    "empty": "empty",
+    "identical": "same",
+    "degenerate_repetition": "repeat",
+    "wrong_language": "lang",
+    "length_ratio": "ratio",
+}
+
+
+def _dropped(counts: dict[str, Any]) -> str:
+    return ", ".join(f"{_SHORT_REASONS[r]} {n}" for r, n in counts["dropped"].items() if n) or "-"
+
+
 def summary_table(summary: dict[str, Any], langs: list[str]) -> Table:
     """Per language: pairs kept/dropped by reason, translation failures, off-target rate before → after."""
     t = summary["iteration"]
-    table = Table(title=f"iteration {t}: M{t} → M{t + 1}")
+    table = Table(
+        title=f"iteration {t}: M{t} → M{t + 1}",
+        caption="dropped: " + ", ".join(f"{short} = {reason}" for reason, short in _SHORT_REASONS.items()),
+    )
     for col in (
         "lang",
-        "pairs kept (L / en)",
-        "dropped (L / en)",
-        "transl. failures",
-        f"off-target M{t} → M{t + 1}",
+        "kept L/en",
+        "dropped (pair in L)",
+        "dropped (pair in en)",
+        "transl. fail",
+        f"off-target M{t}→M{t + 1}",
     ):
         table.add_column(col)
     for lang in langs:
         s = summary["stats"].get(lang)
+        cells = ["-"] * 4
         if s:
-            kept = f"{s['target']['kept']} / {s['english']['kept']}"
-            dropped = (
-                "; ".join(
-                    f"{reason} {s['target']['dropped'][reason]}/{s['english']['dropped'][reason]}"
-                    for reason in s["target"]["dropped"]
-                    if s["target"]["dropped"][reason] or s["english"]["dropped"][reason]
-                )
-                or "-"
-            )
-            failures = str(
+            failures = (
                 s["prompt_translation_failures"]
                 + s["target"]["dropped"]["translation_failure"]
                 + s["english"]["dropped"]["translation_failure"]
             )
-        else:
-            kept = dropped = failures = "-"
+            cells = [
+                f"{s['target']['kept']}/{s['english']['kept']}",
+                _dropped(s["target"]),
+                _dropped(s["english"]),
+                str(failures),
+            ]
         off = summary["off_target"]
         before, after = off.get(f"M{t}", {}).get(lang), off.get(f"M{t + 1}", {}).get(lang)
-        rate = (
-            f"{before['off_target']:.0%} → {after['off_target']:.0%} (n={after['n']})"
-            if before and after and before["n"] and after["n"]
-            else "-"
-        )
-        table.add_row(lang, kept, dropped, failures, rate)
+        rate = "-"
+        if before and after and before["n"] and after["n"]:
+            rate = f"{before['off_target']:.0%} → {after['off_target']:.0%} (n={after['n']})"
+        table.add_row(lang, *cells, rate)
     return table
 
 
