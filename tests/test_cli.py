@@ -10,7 +10,10 @@ import sys
 def polyrise(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-c", "from polyrise.cli import main; main()", *args],
-        capture_output=True, text=True, cwd=cwd, timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
     )
 
 
@@ -27,11 +30,25 @@ def test_unknown_config_key_exits_1_with_one_message(tmp_path):
 def test_malformed_jsonl_names_file_and_line_and_writes_nothing(tmp_path):
     good = {"id": "1", "lang": "en", "instruction": "Hi"}
     (tmp_path / "prompts.jsonl").write_text(json.dumps(good) + "\n")
-    (tmp_path / "responses.jsonl").write_text(json.dumps({**good, "prompt": "Hi", "output": "x"}) + "\n{oops\n")
+    (tmp_path / "responses.jsonl").write_text(
+        json.dumps({"id": "1", "lang": "en", "prompt": "Hi", "output": "x"}) + "\n{oops\n"
+    )
     (tmp_path / "translations.jsonl").write_text("")
     out = tmp_path / "pairs.jsonl"
-    result = polyrise("pairs", "--prompts", "prompts.jsonl", "--responses", "responses.jsonl",
-                      "--translations", "translations.jsonl", "--languages", "es", "-o", str(out), cwd=tmp_path)
+    result = polyrise(
+        "pairs",
+        "--prompts",
+        "prompts.jsonl",
+        "--responses",
+        "responses.jsonl",
+        "--translations",
+        "translations.jsonl",
+        "--languages",
+        "es",
+        "-o",
+        str(out),
+        cwd=tmp_path,
+    )
     assert result.returncode == 1
     assert "responses.jsonl:2: invalid JSON" in result.stderr
     assert not out.exists()

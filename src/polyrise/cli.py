@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +13,6 @@ from polyrise.errors import PolyriseError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 console = Console()
-err_console = Console(stderr=True)
 
 Model = Annotated[str, typer.Option("--model", "-m", help="embedded:<name>, HF id, local dir or LoRA adapter dir")]
 Out = Annotated[Path, typer.Option("--out", "-o", help="output file")]
@@ -189,5 +189,5 @@ def main() -> None:
     try:
         app()
     except PolyriseError as e:
-        err_console.print(f"[red]error:[/red] {e}")
+        print(f"error: {e}", file=sys.stderr)  # plain: no wrapping or markup inside paths
         raise SystemExit(1) from None

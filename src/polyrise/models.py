@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,7 @@ def _embedded_dir(name: str) -> Path:
             return target
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+        print(f"polyrise: converting embedded model {name!r} once into {target}", file=sys.stderr)
         gguf_model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=filename)
         tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=filename)
         config = AutoConfig.from_pretrained(gguf_dir, gguf_file=filename)
