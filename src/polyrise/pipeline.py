@@ -174,8 +174,8 @@ class Runner:
         cfg, gen = self.config, self.config.generation
         paths = IterationPaths.under(self.run_dir / f"iter_{t}")
         spec = self.model_spec(t)
-        model_inputs = [] if t == 0 else [Path(spec)]
-        model_params = cfg.model.model_dump()
+        # the weights' fingerprint (not just the spec) so a changed local model dir reruns its stages
+        model_params = {**cfg.model.model_dump(), "fingerprint": resolve_model(spec).fingerprint()}
         langs = list(cfg.languages)
 
         def prompts_stage() -> dict[str, Any]:
@@ -186,7 +186,7 @@ class Runner:
 
         self.stage(
             f"iter_{t}/prompts",
-            model_inputs,
+            [],
             [model_params, [p.model_dump() for p in source_prompts], langs, gen.translate.model_dump()],
             [paths.prompts, paths.prompt_translations],
             prompts_stage,
@@ -201,7 +201,7 @@ class Runner:
 
         self.stage(
             f"iter_{t}/generate",
-            [*model_inputs, paths.prompts],
+            [paths.prompts],
             [model_params, gen.answer.model_dump()],
             [paths.responses],
             generate_stage,
@@ -218,7 +218,7 @@ class Runner:
 
         self.stage(
             f"iter_{t}/translate",
-            [*model_inputs, paths.responses],
+            [paths.responses],
             [model_params, gen.translate.model_dump()],
             [paths.translations],
             translate_stage,
@@ -268,7 +268,7 @@ class Runner:
         if heldout:
             self.stage(
                 f"iter_{t}/heldout_before",
-                model_inputs,
+                [],
                 [model_params, [p.model_dump() for p in heldout], heldout_params.model_dump()],
                 [paths.heldout_before],
                 heldout_stage(spec, paths.heldout_before),
@@ -294,7 +294,7 @@ class Runner:
 
         self.stage(
             f"iter_{t}/train",
-            [*model_inputs, paths.pairs],
+            [paths.pairs],
             [model_params, cfg.training.model_dump(), cfg.seed],
             [paths.model],
             train_stage,
