@@ -79,7 +79,7 @@ def test_one_iteration_end_to_end_and_rerun_skips(tmp_path, tiny_model_dir):
     changed = [n for n, p in trained.state_dict().items() if not torch.equal(p, base.state_dict()[n])]
     assert changed and all("proj" in n for n in changed)  # LoRA touched the linear layers only
 
-    scores = json.loads((it / "eval" / "scores.json").read_text())["off_target"]
+    scores = json.loads((it / "eval" / "scores.json").read_text())["heldout"]
     assert set(scores) == {"M0", "M1"} and set(scores["M1"]) == {"en", "es", "de"}
     assert summary["off_target"] == scores
     manifest = json.loads((config.run_dir / "manifest.json").read_text())["stages"]

@@ -312,11 +312,11 @@ class Runner:
                 f"M{t}": off_target_rates(read_jsonl(paths.heldout_before, Response), cfg.filters.langid_min_chars),
                 f"M{t + 1}": off_target_rates(read_jsonl(paths.heldout_after, Response), cfg.filters.langid_min_chars),
             }
-            write_json(paths.scores, {"off_target": scores})
+            write_json(paths.scores, {"heldout": scores})
         summary = {
             "iteration": t,
             "stats": json.loads(paths.pairs_stats.read_text()),
-            "off_target": json.loads(paths.scores.read_text())["off_target"] if heldout else {},
+            "off_target": json.loads(paths.scores.read_text())["heldout"] if heldout else {},
         }
         self.console.print(summary_table(summary, [cfg.source_lang, *langs]))
         return summary
