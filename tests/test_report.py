@@ -48,7 +48,7 @@ def test_report_tables_gaps_and_plots(run_dir):
 
 
 def test_no_or_bad_scores_is_an_error(tmp_path):
-    with pytest.raises(PolyriseError, match="no scores.json"):
+    with pytest.raises(PolyriseError, match=r"no scores\.json"):
         collect_scores(tmp_path)
     (tmp_path / "scores.json").write_text("{bad")
     with pytest.raises(PolyriseError, match=r"scores\.json:1: invalid JSON"):
