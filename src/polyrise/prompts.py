@@ -43,3 +43,73 @@ def judge_prompt(instruction: str, answer_a: str, answer_b: str, lang: str) -> s
         "Briefly explain your reasoning, then end with a final line that is exactly one of:\n"
         + "\n".join(JUDGE_VERDICTS)
     )
+
+
+MATH_ANSWER_PHRASES: dict[str, str] = {
+    "bn": "উত্তর হল",
+    "de": "Die Antwort lautet",
+    "en": "The answer is",
+    "es": "La respuesta es",
+    "fr": "La réponse est",
+    "ja": "答えは",
+    "ru": "Ответ —",
+    "sw": "Jibu ni",
+    "te": "సమాధానం",
+    "th": "คำตอบคือ",
+    "zh": "答案是",
+}
+"""The phrase that introduces the final number of a math answer (MGSM's native chain-of-thought phrases)."""
+
+MATH_INSTRUCTIONS: dict[str, str] = {
+    "bn": 'নিচের গণিত সমস্যাটি সমাধান করো। ধাপে ধাপে চিন্তা করো, তারপর শেষে লেখো "উত্তর হল N।", যেখানে N হল চূড়ান্ত সংখ্যা।',
+    "de": (
+        "Löse die folgende Mathematikaufgabe. Denke Schritt für Schritt nach und beende deine Antwort mit "
+        '"Die Antwort lautet N.", wobei N die endgültige Zahl ist.'
+    ),
+    "en": (
+        "Solve the following math problem. Think step by step, then end your reply with "
+        '"The answer is N.", where N is the final number.'
+    ),
+    "es": (
+        "Resuelve el siguiente problema de matemáticas. Razona paso a paso y termina tu respuesta con "
+        '"La respuesta es N.", donde N es el número final.'
+    ),
+    "fr": (
+        "Résous le problème de mathématiques suivant. Raisonne étape par étape, puis termine ta réponse par "
+        '"La réponse est N.", où N est le nombre final.'
+    ),
+    "ja": (
+        "次の算数の問題を解いてください。段階的に考え、最後に「答えはNです。」と書いてください。Nは最終的な数値です。"
+    ),
+    "ru": (
+        "Реши следующую математическую задачу. Рассуждай шаг за шагом и закончи ответ фразой "
+        '"Ответ — N.", где N — итоговое число.'
+    ),
+    "sw": (
+        "Tatua tatizo lifuatalo la hisabati. Fikiri hatua kwa hatua, kisha malizia jibu lako kwa "
+        '"Jibu ni N.", ambapo N ni namba ya mwisho.'
+    ),
+    "te": 'కింది గణిత సమస్యను పరిష్కరించండి. దశలవారీగా ఆలోచించి, చివరగా "సమాధానం N." అని రాయండి, ఇక్కడ N తుది సంఖ్య.',
+    "th": 'จงแก้โจทย์คณิตศาสตร์ต่อไปนี้ ให้คิดทีละขั้นตอน แล้วจบคำตอบด้วย "คำตอบคือ N" โดยที่ N คือตัวเลขคำตอบสุดท้าย',
+    "zh": "请解答下面的数学题。请逐步推理，并在最后写出“答案是 N。”，其中 N 是最终的数字。",  # noqa: RUF001
+}
+"""Zero-shot math instruction per language, written in that language; other languages get the English one."""
+
+
+def math_answer_phrase(lang: str) -> str:
+    """The answer phrase of `lang` (English for languages without one)."""
+    return MATH_ANSWER_PHRASES.get(lang, MATH_ANSWER_PHRASES["en"])
+
+
+def math_prompt(question: str, lang: str) -> str:
+    """The user turn of a math problem: the language's instruction, a blank line, the question."""
+    return f"{MATH_INSTRUCTIONS.get(lang, MATH_INSTRUCTIONS['en'])}\n\n{question}"
+
+
+def math_demo_answer(answer: str, lang: str, solution: str | None = None) -> str:
+    """A few-shot demonstration's assistant turn: the worked solution (if any), then phrase + number."""
+    phrase = math_answer_phrase(lang)
+    end = {"ja": "です。", "zh": "。", "bn": "।", "th": ""}.get(lang, ".")
+    sep = "" if lang == "ja" else " "
+    final = f"{phrase}{sep}{answer}{end}"
+    return f"{solution.strip()}\n{final}" if solution and solution.strip() else final

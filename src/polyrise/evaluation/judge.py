@@ -1,0 +1,397 @@
+"""X-AlpacaEval-style judged pairwise win rate (as in Language Imbalance Driven Rewarding, arXiv 2410.08964).
+
+A judge model compares the evaluated model's answer (`output`) with another answer (`other`: the GPT-4-turbo
+reference, or a competitor such as the previous iterate) in both orders; an answer not in the
+instruction's language must lose. Per-language win rates come with 95% percentile-bootstrap intervals.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel
+
+from polyrise.config import SamplingSettings
+from polyrise.errors import PolyriseError
+from polyrise.generation import ChatRequest, Generator
+from polyrise.io import atomic_open
+from polyrise.prompts import judge_prompt
+from polyrise.records import Prompt, Response
+
+Verdict = Literal["A", "B", "tie"]
+
+JUDGE_SAMPLING = SamplingSettings(temperature=0.0, max_new_tokens=512)
+"""Default judge decoding: greedy, room for a short rationale before the verdict line."""
+
+_VERDICT = re.compile(  # \uff1a: the full-width colon of CJK judges
+    r"(?i:\bwinner\b(?:\s+is\b)?)[\s*_:\uff1a=\-]*(?:(?i:answer|response|assistant)\s*)?[\[(\"'*_]*"
+    r"(?:(?i:(?:it'?s|it\s+is)\s+)?(?i:a)\s+(?P<atie>(?i:tie|draw))(?!\w)"  # "Winner: it's a tie"
+    r"|(?P<v>A|B|(?i:tie|draw))(?!\w)"
+    r"|(?P<lower>[ab])(?=[\])\"'*_.!]*[ \t]*$))",  # a lone lowercase a/b ends the line
+    re.MULTILINE,
+)
+_BRACKETED = re.compile(r"\[\[(?P<v>A|B|C|(?i:tie))\]\]")  # MT-bench style, [[C]] meaning a tie
+
+
+def _normalize(token: str) -> Verdict:
+    token = token.lower()
+    return "tie" if token in ("tie", "draw", "c") else "A" if token == "a" else "B"
+
+
+def parse_verdict(text: str) -> Verdict | None:
+    """The judge's verdict from its last `Winner: ...` line (`A`, `B` or `tie`); None when absent or ambiguous.
+
+    Tolerates markdown (`**Winner:** A`), `Winner: Answer B`, `Winner: [[A]]`, `draw` for tie, and MT-bench's
+    `[[A]]`/`[[B]]`/`[[C]]`. The last line holding a verdict decides; conflicting verdicts on it give None.
+    """
+    for pattern in (_VERDICT, _BRACKETED):
+        by_line: dict[int, set[Verdict]] = {}
+        for m in pattern.finditer(text):
+            groups = m.groupdict()
+            token = groups["v"] or groups.get("lower") or groups.get("atie") or ""
+            by_line.setdefault(text.count("\n", 0, m.start()), set()).add(_normalize(token))
+        if by_line:
+            found = by_line[max(by_line)]
+            return next(iter(found)) if len(found) == 1 else None
+    return None
+
+
+@dataclass(frozen=True)
+class JudgeItem:
+    """One comparison: `output` is the evaluated model's answer, `other` the reference or competitor's."""
+
+    id: str
+    lang: str
+    instruction: str
+    output: str
+    other: str
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """Both orders' verdicts and `output`'s score: 1 win, 0.5 tie, 0 loss, averaged over the parseable orders.
+
+    `verdict_ab` is the judge's verdict with `output` as A, `verdict_ba` with `output` as B (so there "B" is
+    a win). `score` is None (invalid) when neither order gave a parseable verdict.
+    """
+
+    id: str
+    lang: str
+    verdict_ab: Verdict | None
+    verdict_ba: Verdict | None
+    score: float | None
+    raw_ab: str = ""
+    raw_ba: str = ""
+
+    @property
+    def invalid(self) -> bool:
+        return self.score is None
+
+
+_OUTPUT_SCORE = {("ab", "A"): 1.0, ("ab", "B"): 0.0, ("ba", "A"): 0.0, ("ba", "B"): 1.0}
+
+
+def score_verdicts(verdict_ab: Verdict | None, verdict_ba: Verdict | None) -> float | None:
+    """`output`'s score from both orders' verdicts (order-inconsistent wins average to 0.5)."""
+    scores = [
+        0.5 if v == "tie" else _OUTPUT_SCORE[(order, v)]
+        for order, v in (("ab", verdict_ab), ("ba", verdict_ba))
+        if v is not None
+    ]
+    return sum(scores) / len(scores) if scores else None
+
+
+def judge(generator: Generator, items: Sequence[JudgeItem], params: SamplingSettings | None = None) -> list[Judgement]:
+    """Judge every item in both orders (one batched, cached `generate` call); results in item order."""
+    params = params or JUDGE_SAMPLING
+    requests = []
+    for it in items:
+        requests.append(ChatRequest.user(judge_prompt(it.instruction, it.output, it.other, it.lang)))
+        requests.append(ChatRequest.user(judge_prompt(it.instruction, it.other, it.output, it.lang)))
+    raw = generator.generate(requests, params, desc="judging")
+    out = []
+    for i, it in enumerate(items):
+        ab, ba = raw[2 * i], raw[2 * i + 1]
+        v_ab, v_ba = parse_verdict(ab), parse_verdict(ba)
+        out.append(Judgement(it.id, it.lang, v_ab, v_ba, score_verdicts(v_ab, v_ba), ab, ba))
+    return out
+
+
+def _bootstrap_means(scores: np.ndarray, rng: np.random.Generator, n_boot: int) -> np.ndarray:
+    idx = rng.integers(0, len(scores), size=(n_boot, len(scores)))
+    return scores[idx].mean(axis=1)
+
+
+def _summary(
+    point: float, boots: np.ndarray | None, n: int, wins: int, ties: int, losses: int, invalid: int
+) -> dict[str, float | int]:
+    if boots is None:
+        low = high = float("nan")
+    else:
+        low, high = (float(x) for x in np.percentile(boots, [2.5, 97.5]))
+    return {
+        "win_rate": point,
+        "ci_low": low,
+        "ci_high": high,
+        "n": n,
+        "wins": wins,
+        "ties": ties,
+        "losses": losses,
+        "invalid": invalid,
+    }
+
+
+def win_rates(judgements: Iterable[Judgement], seed: int = 0, n_boot: int = 1000) -> dict[str, dict[str, float | int]]:
+    """Per language and `"average"`: win rate of `output` (mean score in [0, 1], ties half) with a 95%
+    percentile-bootstrap interval; `n` valid judgements, `wins`/`ties`/`losses` (score above / equal to /
+    below 0.5), `invalid` (excluded). The average is the mean of the language win rates, its interval a
+    bootstrap stratified by language. Each language's resampling is seeded by (seed, lang): reproducible,
+    and independent of which other languages are present.
+    """
+    by_lang: dict[str, list[Judgement]] = {}
+    for j in judgements:
+        by_lang.setdefault(j.lang, []).append(j)
+    result: dict[str, dict[str, float | int]] = {}
+    lang_boots: list[np.ndarray] = []
+    totals = {"n": 0, "wins": 0, "ties": 0, "losses": 0, "invalid": 0}
+    for lang in sorted(by_lang):
+        js = by_lang[lang]
+        scores = np.array([j.score for j in js if j.score is not None], dtype=float)
+        counts = {
+            "n": len(scores),
+            "wins": int((scores > 0.5).sum()),
+            "ties": int((scores == 0.5).sum()),
+            "losses": int((scores < 0.5).sum()),
+            "invalid": len(js) - len(scores),
+        }
+        for k, v in counts.items():
+            totals[k] += v
+        if len(scores):
+            rng = np.random.default_rng([seed, zlib.crc32(lang.encode())])
+            boots = _bootstrap_means(scores, rng, n_boot)
+            lang_boots.append(boots)
+            result[lang] = _summary(float(scores.mean()), boots, **counts)
+        else:
+            result[lang] = _summary(float("nan"), None, **counts)
+    rates = [float(r["win_rate"]) for r in result.values() if r["n"]]
+    average = float(np.mean(rates)) if rates else float("nan")
+    result["average"] = _summary(average, np.mean(lang_boots, axis=0) if lang_boots else None, **totals)
+    return result
+
+
+# ---- data: rows, loaders, joins, alpaca_eval output files ---------------------------------------------
+
+
+def _fields(row: BaseModel | Mapping[str, Any]) -> dict[str, Any]:
+    """A row (Response, Prompt, dict) as a dict with `instruction` (a Response's `prompt` counts)."""
+    data = row.model_dump() if isinstance(row, BaseModel) else dict(row)
+    if "instruction" not in data and "prompt" in data:
+        data["instruction"] = data["prompt"]
+    missing = [k for k in ("id", "lang", "instruction", "output") if data.get(k) is None]
+    if missing:
+        raise PolyriseError(f"an output row lacks {', '.join(missing)}: {str(data)[:200]}")
+    return data
+
+
+def _read_rows(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """Rows of a JSON array or JSONL file, each with its location (`file:line` or `file: item i`)."""
+    if not path.is_file():
+        raise PolyriseError(f"{path}: no such file")
+    text = path.read_text(encoding="utf-8")
+    rows: list[tuple[str, Any]] = []
+    if text.lstrip().startswith("["):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise PolyriseError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+        rows = [(f"{path}: item {i}", row) for i, row in enumerate(data)]
+    else:
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    rows.append((f"{path}:{lineno}", json.loads(line)))
+                except json.JSONDecodeError as e:
+                    raise PolyriseError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
+    for where, row in rows:
+        if not isinstance(row, dict):
+            raise PolyriseError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    return rows
+
+
+def _text_field(where: str, row: Mapping[str, Any], key: str) -> str:
+    value = row.get(key)
+    if not isinstance(value, str) or (key == "instruction" and not value.strip()):
+        raise PolyriseError(f"{where}: missing or non-text {key!r}")
+    return value
+
+
+def _id_field(where: str, row: Mapping[str, Any]) -> str:
+    value = row.get("id")
+    if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
+        raise PolyriseError(f"{where}: missing 'id' (a string or an integer)")
+    return str(value)
+
+
+def _paths(path_or_template: str | Path, langs: Sequence[str]) -> list[tuple[str | None, Path]]:
+    """(lang, path) per language for a `{lang}` template; one (None, path) for a plain path."""
+    text = str(path_or_template)
+    if "{lang}" in text:
+        return [(lang, Path(text.format(lang=lang))) for lang in langs]
+    return [(None, Path(text))]
+
+
+def load_instructions(path_or_template: str | Path, langs: Sequence[str], limit: int | None = None) -> list[Prompt]:
+    """Instructions from X-AlpacaEval JSON arrays or JSONL files with `id` + `instruction`.
+
+    A `{lang}` in the path is replaced by each language code. A plain path holds one language (the single
+    entry of `langs`) unless its rows carry a `lang` field; rows are then filtered to `langs`. `limit` keeps
+    the first rows of each language. Errors name `file:line` (JSONL) or `file: item i` (JSON array).
+    """
+    prompts: list[Prompt] = []
+    for file_lang, path in _paths(path_or_template, langs):
+        seen: dict[str, set[str]] = {}
+        for where, row in _read_rows(path):
+            lang = file_lang or row.get("lang")
+            if lang is None:
+                if len(langs) != 1:
+                    raise PolyriseError(
+                        f"{where}: no 'lang' field, and {path} has no {{lang}} placeholder to tell which of "
+                        f"{list(langs)} it holds"
+                    )
+                lang = langs[0]
+            if lang not in langs:
+                continue
+            ids = seen.setdefault(lang, set())
+            if limit is not None and len(ids) >= limit:
+                continue
+            id_ = _id_field(where, row)
+            if id_ in ids:
+                raise PolyriseError(f"{where}: duplicate id {id_!r} for language {lang!r}")
+            ids.add(id_)
+            prompts.append(Prompt(id=id_, lang=lang, instruction=_text_field(where, row, "instruction")))
+    return prompts
+
+
+def load_alpaca_eval_outputs(path_or_template: str | Path, langs: Sequence[str]) -> list[Response]:
+    """Answers from alpaca_eval `model_outputs.json` files (`{lang}` in the path); ids are required."""
+    out: list[Response] = []
+    for file_lang, path in _paths(path_or_template, langs):
+        for where, row in _read_rows(path):
+            lang = file_lang or row.get("lang") or (langs[0] if len(langs) == 1 else None)
+            if lang is None:
+                raise PolyriseError(f"{where}: no 'lang' field and no {{lang}} placeholder in {path}")
+            if lang in langs:
+                out.append(
+                    Response(
+                        id=_id_field(where, row),
+                        lang=lang,
+                        prompt=_text_field(where, row, "instruction"),
+                        output=_text_field(where, row, "output"),
+                    )
+                )
+    return out
+
+
+def items_vs_reference(
+    outputs: Sequence[BaseModel | Mapping[str, Any]],
+    reference_path_template: str,
+    *,
+    check_instructions: bool = True,
+) -> list[JudgeItem]:
+    """Pair each output (rows with id/lang/instruction-or-prompt/output) with the reference answer from an
+    alpaca_eval-format file (`{lang}` in the path, e.g. the GPT-4-turbo X-AlpacaEval outputs).
+
+    Joins on `id`; a reference file without ids (the English GPT-4-turbo file) is joined on the instruction
+    text. Outputs missing from the reference, or whose instruction differs from the reference's, are errors.
+    """
+    rows = [_fields(r) for r in outputs]
+    references: dict[str, tuple[Path, dict[str, dict[str, Any]], dict[str, dict[str, Any]]]] = {}
+    items = []
+    for row in rows:
+        lang = row["lang"]
+        if lang not in references:
+            path = Path(reference_path_template.format(lang=lang))
+            by_id, by_instruction = {}, {}
+            for where, ref in _read_rows(path):
+                _text_field(where, ref, "output")
+                if "id" in ref:
+                    by_id[_id_field(where, ref)] = ref
+                by_instruction[_text_field(where, ref, "instruction").strip()] = ref
+            references[lang] = (path, by_id, by_instruction)
+        path, by_id, by_instruction = references[lang]
+        id_, instruction = str(row["id"]), row["instruction"]
+        ref = by_id.get(id_) if by_id else by_instruction.get(instruction.strip())
+        if ref is None:
+            raise PolyriseError(f"{path}: no reference answer for id {id_!r} ({lang})")
+        if check_instructions and ref["instruction"].strip() != instruction.strip():
+            raise PolyriseError(
+                f"{path}: id {id_!r}: the reference's instruction differs from the evaluated one "
+                f"({ref['instruction'][:60]!r} vs {instruction[:60]!r})"
+            )
+        items.append(JudgeItem(id_, lang, instruction, row["output"], ref["output"]))
+    return items
+
+
+def items_head_to_head(
+    outputs_a: Sequence[BaseModel | Mapping[str, Any]], outputs_b: Sequence[BaseModel | Mapping[str, Any]]
+) -> list[JudgeItem]:
+    """Pair two models' answers (e.g. M(t+1) as `a` vs M(t) as `b`) on (id, lang); `a` is the evaluated
+    `output`. Both sides must answer the same prompts: a missing or duplicate key is an error."""
+
+    def index(rows: Sequence[BaseModel | Mapping[str, Any]], side: str) -> dict[tuple[str, str], dict[str, Any]]:
+        out: dict[tuple[str, str], dict[str, Any]] = {}
+        for r in map(_fields, rows):
+            key = (str(r["id"]), r["lang"])
+            if key in out:
+                raise PolyriseError(f"outputs {side}: duplicate row for id {key[0]!r} ({key[1]})")
+            out[key] = r
+        return out
+
+    a, b = index(outputs_a, "a"), index(outputs_b, "b")
+    if a.keys() != b.keys():
+        only_a, only_b = sorted(a.keys() - b.keys()), sorted(b.keys() - a.keys())
+        raise PolyriseError(
+            f"head-to-head outputs do not cover the same prompts: {len(only_a)} only in a (e.g. {only_a[:3]}), "
+            f"{len(only_b)} only in b (e.g. {only_b[:3]})"
+        )
+    return [
+        JudgeItem(id_, lang, r["instruction"], r["output"], b[(id_, lang)]["output"]) for (id_, lang), r in a.items()
+    ]
+
+
+def write_alpaca_eval_outputs(
+    path: str | Path,
+    rows: Sequence[BaseModel | Mapping[str, Any]],
+    generator_name: str,
+    *,
+    dataset: str = "x-alpacaeval",
+) -> list[Path]:
+    """Write answers as alpaca_eval `model_outputs.json` (a list of {instruction, output, generator,
+    dataset, id}), atomically. A `{lang}` in `path` writes one file per language. Returns the paths written.
+    A row's own `dataset` field wins over `dataset`."""
+    groups: dict[Path, list[dict[str, Any]]] = {}
+    for r in map(_fields, rows):
+        target = Path(str(path).format(lang=r["lang"])) if "{lang}" in str(path) else Path(path)
+        groups.setdefault(target, []).append(
+            {
+                "instruction": r["instruction"],
+                "output": r["output"],
+                "generator": generator_name,
+                "dataset": r.get("dataset") or dataset,
+                "id": str(r["id"]),
+            }
+        )
+    if not groups and "{lang}" not in str(path):
+        groups[Path(path)] = []
+    for target, records in groups.items():
+        with atomic_open(target) as fh:
+            json.dump(records, fh, ensure_ascii=False, indent=2)
+            fh.write("\n")
+    return list(groups)

@@ -1,0 +1,194 @@
+"""Translation quality: sacrebleu scores, parallel data loading, and self-translation scored through an Engine."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+import sacrebleu
+
+from polyrise.config import SamplingSettings
+from polyrise.errors import PolyriseError
+from polyrise.evaluation.translation import (
+    ParallelRow,
+    bleu_tokenize,
+    corpus_scores,
+    load_parallel,
+    self_translation_quality,
+)
+from polyrise.generation import ChatRequest, Generator
+from polyrise.generation.cache import GenerationCache
+from polyrise.languages import get_language
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # /work/shared/data beside the repo
+ALPAGASUS = SHARED_DATA / "alpagasus-1k"
+ALPAGASUS_LANGS = ["ar", "de", "en", "es", "fr", "it", "ja", "ko", "ru", "th", "zh"]
+
+HYPS = ["The cat sat on the mat.", "It is raining heavily today", "A quick brown dog jumps."]
+REFS = ["The cat sat on the mat.", "It rains heavily today.", "The quick brown fox jumps over the lazy dog."]
+
+
+def test_identical_texts_score_100():
+    scores = corpus_scores(REFS, REFS)
+    assert scores["chrf++"] == pytest.approx(100.0)
+    assert scores["bleu"] == pytest.approx(100.0)
+    assert scores["n"] == 3
+    assert corpus_scores(["今天天气很好。"], ["今天天气很好。"], lang="zh")["bleu"] == pytest.approx(100.0)
+
+
+def test_scores_match_sacrebleu_directly():
+    scores = corpus_scores(HYPS, REFS, lang="en")
+    assert scores["chrf++"] == pytest.approx(sacrebleu.corpus_chrf(HYPS, [REFS], word_order=2).score)
+    assert scores["bleu"] == pytest.approx(sacrebleu.corpus_bleu(HYPS, [REFS], tokenize="13a").score)
+    assert scores["bleu_tokenize"] == "13a"
+    # Pinned values (sacrebleu 2.6 defaults), so a silent change of metric settings shows up here.
+    assert (round(scores["chrf++"], 2), round(scores["bleu"], 2)) == (58.83, 42.89)
+    assert 0 < scores["bleu"] < scores["chrf++"] < 100
+
+
+def test_bleu_tokenizer_follows_target_language():
+    assert bleu_tokenize("zh") == "zh"
+    assert bleu_tokenize("th") == "char"
+    assert bleu_tokenize("de") == bleu_tokenize(None) == "13a"
+    assert bleu_tokenize("ja") in {"ja-mecab", "char"}  # mecab only with sacrebleu[ja]
+    assert bleu_tokenize("ko") in {"ko-mecab", "char"}
+    # Without a tokenizer, Thai BLEU of a one-word difference is 0; per character it is not.
+    th = corpus_scores(["วันนี้อากาศดีมาก"], ["วันนี้อากาศดี"], lang="th")
+    assert th["bleu_tokenize"] == "char" and th["bleu"] > 0
+
+
+def test_corpus_scores_edge_cases():
+    with pytest.raises(PolyriseError, match="2 hypotheses but 1 references"):
+        corpus_scores(["a", "b"], ["a"])
+    empty = corpus_scores([], [])
+    assert empty["n"] == 0 and empty["chrf++"] != empty["chrf++"]  # NaN
+
+
+# ------------------------------------------------------------------------------------------------ parallel
+
+
+def _write(path: Path, rows: list[dict | str]) -> None:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)) + "\n" for r in rows))
+
+
+def test_load_parallel_joins_on_id_in_first_language_order(tmp_path):
+    _write(tmp_path / "en.jsonl", [{"id": i, "instruction": f"text {i}"} for i in ("b", "a", "c", "d")])
+    _write(tmp_path / "de.jsonl", [{"id": i, "instruction": f"Text {i}"} for i in ("a", "b", "d")] + [""])
+    rows = load_parallel(tmp_path / "{lang}.jsonl", ["en", "de"])
+    assert rows == [
+        ParallelRow("b", {"en": "text b", "de": "Text b"}),
+        ParallelRow("a", {"en": "text a", "de": "Text a"}),
+        ParallelRow("d", {"en": "text d", "de": "Text d"}),
+    ]  # "c" has no German text
+    assert [r.id for r in load_parallel(str(tmp_path / "{lang}.jsonl"), ["en", "de"], limit=2)] == ["b", "a"]
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ([{"id": "1", "instruction": "x"}, {"id": "1", "instruction": "y"}], r"en\.jsonl:2: duplicate id '1'"),
+        ([{"id": "1", "instruction": "x"}, {"id": "2"}], r"en\.jsonl:2: instruction: a string is required"),
+        ([{"id": 3, "instruction": "x"}], r"en\.jsonl:1: id: a string is required"),
+        (["not json"], r"en\.jsonl:1: invalid JSON"),
+    ],
+)
+def test_load_parallel_errors_name_file_and_line(tmp_path, rows, message):
+    _write(tmp_path / "en.jsonl", rows)
+    with pytest.raises(PolyriseError, match=message):
+        load_parallel(tmp_path / "{lang}.jsonl", ["en"])
+
+
+def test_load_parallel_bad_arguments(tmp_path):
+    with pytest.raises(PolyriseError, match=r"\{lang\} placeholder"):
+        load_parallel(tmp_path / "en.jsonl", ["en"])
+    with pytest.raises(PolyriseError, match="no such file"):
+        load_parallel(tmp_path / "{lang}.jsonl", ["en"])
+
+
+@pytest.mark.skipif(not ALPAGASUS.is_dir(), reason="shared reference data not present")
+def test_load_parallel_on_alpagasus():
+    rows = load_parallel(ALPAGASUS / "{lang}.jsonl", ALPAGASUS_LANGS)
+    assert len(rows) == 1000
+    assert rows[0].id == "alpagasus-0" and set(rows[0].texts) == set(ALPAGASUS_LANGS)
+    assert rows[0].texts["ja"] == "健康を維持するためのヒントを3つ挙げてください。"
+    limited = load_parallel(ALPAGASUS / "{lang}.jsonl", ["en", "zh"], limit=5)
+    assert [r.id for r in limited] == [f"alpagasus-{i}" for i in range(5)]
+
+
+# ---------------------------------------------------------------------------------------- self-translation
+
+_TARGET = re.compile(r"into (\w+)\.")
+
+
+class TranslatingEngine:
+    """An Engine that 'translates' by table lookup of (text, target language name); unknown → no translation."""
+
+    fingerprint = "table"
+    batch_size = 4
+
+    def __init__(self, table: dict[tuple[str, str], str]) -> None:
+        self.table = table
+        self.requests: list[ChatRequest] = []
+
+    def render(self, request: ChatRequest) -> str:
+        return request.messages[-1]["content"] + "|" + request.prefix
+
+    def complete(self, requests: Sequence[ChatRequest], params: SamplingSettings) -> list[str]:
+        self.requests.extend(requests)
+        out = []
+        for r in requests:
+            content = r.messages[-1]["content"]
+            text = content.rsplit("<sentence>", 1)[1].removesuffix("</sentence>")  # the last one is the text
+            target = _TARGET.search(content).group(1)
+            found = self.table.get((text, target))
+            out.append(f"{found}</translated>" if found is not None else "</translated>")
+        return out
+
+
+PARALLEL = [
+    ParallelRow("1", {"en": "Good morning.", "de": "Guten Morgen.", "es": "Buenos días."}),
+    ParallelRow("2", {"en": "Where is the station?", "de": "Wo ist der Bahnhof?", "es": "¿Dónde está la estación?"}),
+]
+
+
+def test_self_translation_quality_scores_both_directions(tmp_path):
+    de, es, en = (get_language(c).name for c in ("de", "es", "en"))
+    table = {
+        ("Good morning.", de): "Guten Morgen.",
+        ("Where is the station?", de): "Wo ist der Bahnhof?",
+        ("Guten Morgen.", en): "Good morning.",
+        # "Wo ist der Bahnhof?" → English fails (no text extracted)
+        ("Good morning.", es): "Buen día.",
+        ("Where is the station?", es): "¿Dónde está la estación?",
+        ("Buenos días.", en): "Good day.",
+        ("¿Dónde está la estación?", en): "Where is the station?",
+    }
+    engine = TranslatingEngine(table)
+    gen = Generator(engine, GenerationCache(tmp_path / "c.sqlite"))
+    params = SamplingSettings(max_new_tokens=32)
+    result = self_translation_quality(gen, PARALLEL, "en", ["de", "en", "es"], params)
+
+    assert list(result) == ["en-de", "en-es", "de-en", "es-en"]
+    assert len(engine.requests) == 8 and all(r.prefix == "<translated>\n" for r in engine.requests)
+    assert result["en-de"] == {"chrf++": pytest.approx(100.0), "bleu": pytest.approx(100.0), "n": 2,
+                               "bleu_tokenize": "13a", "failed": 0}  # fmt: skip
+    # The failed translation is scored as an empty hypothesis, and counted.
+    expected = corpus_scores(["Good morning.", ""], ["Good morning.", "Where is the station?"], lang="en")
+    assert result["de-en"] == {**expected, "failed": 1}
+    assert result["de-en"]["chrf++"] < 100
+    expected_es = corpus_scores(["Buen día.", "¿Dónde está la estación?"], [r.texts["es"] for r in PARALLEL], "es")
+    assert result["en-es"] == {**expected_es, "failed": 0}
+    assert result["es-en"]["failed"] == 0 and result["es-en"]["n"] == 2
+
+    again = self_translation_quality(gen, PARALLEL, "en", ["de", "es"], params)
+    assert again == result and len(engine.requests) == 8  # all from the generation cache
+
+
+def test_self_translation_quality_needs_every_language(tmp_path):
+    gen = Generator(TranslatingEngine({}), GenerationCache(tmp_path / "c.sqlite"))
+    rows = [ParallelRow("1", {"en": "Hi"})]
+    with pytest.raises(PolyriseError, match="row '1' has no text in fr"):
+        self_translation_quality(gen, rows, "en", ["fr"], SamplingSettings())
