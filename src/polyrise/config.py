@@ -106,6 +106,69 @@ class HeldoutSettings(Section):
     max_new_tokens: int = Field(default=128, ge=1)
 
 
+class JudgeSettings(Section):
+    """The judge of pairwise win rates: a local polyrise model spec, or an OpenAI-compatible endpoint."""
+
+    model: str | None = None
+    base_url: str | None = None
+    api_model: str | None = None
+    """The model name at `base_url`."""
+    api_key_env: str | None = "OPENAI_API_KEY"
+    """Environment variable holding the API key (None for a local server without auth)."""
+    max_new_tokens: int = Field(default=512, ge=1)
+
+    @model_validator(mode="after")
+    def _one_judge(self) -> JudgeSettings:
+        if (self.model is None) == (self.base_url is None):
+            raise ValueError("give either judge.model (a model spec) or judge.base_url + judge.api_model")
+        if self.base_url is not None and not self.api_model:
+            raise ValueError("judge.base_url needs judge.api_model")
+        return self
+
+
+class EvalTask(Section):
+    """One evaluation, run by `polyrise eval` or after every iteration of `polyrise run`."""
+
+    task: Literal["mgsm", "judge", "choice", "translation"]
+    source: str = ""
+    """mgsm: a JSONL/TSV path (may hold `{lang}`), `hf:<name>` or `gsm-symbolic`; judge: instructions
+    (X-AlpacaEval JSON or JSONL, `{lang}`); choice: `xnli`, `xcopa`, `pawsx` or a JSONL path with `{lang}`;
+    translation: aligned JSONL files with `{lang}` (id + instruction)."""
+    name: str | None = None
+    """Key of the scores (default: the task, or the choice preset)."""
+    langs: list[str] | None = None
+    """Default: the run's source and target languages."""
+    limit: int | None = Field(default=None, ge=1)
+    max_new_tokens: int = Field(default=256, ge=1)
+    few_shot: int = Field(default=0, ge=0)
+    reference: str | None = None
+    """judge: reference outputs in alpaca_eval format (`{lang}`); without it, M(t+1) is judged against M(t)."""
+    judge: JudgeSettings | None = None
+    normalize: Literal["chars", "tokens", "none"] = "chars"
+    """choice: length normalisation of the option log-likelihood."""
+
+    @field_validator("langs")
+    @classmethod
+    def _known_langs(cls, codes: list[str] | None) -> list[str] | None:
+        for code in codes or []:
+            get_language(code)
+        return codes
+
+    @model_validator(mode="after")
+    def _complete(self) -> EvalTask:
+        if not self.source and self.task != "mgsm":
+            raise ValueError(f"task {self.task!r} needs a source")
+        if self.task == "judge" and self.judge is None:
+            raise ValueError("task 'judge' needs a judge (judge.model or judge.base_url)")
+        return self
+
+    @property
+    def key(self) -> str:
+        if self.name:
+            return self.name
+        return self.source if self.task == "choice" and "/" not in self.source else self.task
+
+
 class RunConfig(Section):
     name: str = "run"
     output_dir: Path = Path("runs")
@@ -120,6 +183,8 @@ class RunConfig(Section):
     filters: FilterSettings = Field(default_factory=FilterSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     heldout: HeldoutSettings | None = Field(default_factory=HeldoutSettings)
+    evaluation: list[EvalTask] = Field(default_factory=list)
+    """Evaluations of M0 and of every new iterate."""
 
     @field_validator("source_lang")
     @classmethod
