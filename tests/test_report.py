@@ -16,11 +16,17 @@ def run_dir(tmp_path):
     it0.mkdir(parents=True)
     it1.mkdir(parents=True)
     mgsm = lambda en, es: {"en": {"accuracy": en, "n": 10}, "es": {"accuracy": es, "n": 10}}  # noqa: E731
-    (it0 / "scores.json").write_text(json.dumps({
-        "mgsm": {"M0": mgsm(0.5, 0.1), "M1": mgsm(0.5, 0.3)},
-        "heldout": {"M0": {"en": {"off_target": 0.0, "n": 8}, "de": {"off_target": 0.5, "n": 8}},
-                    "M1": {"en": {"off_target": 0.0, "n": 8}, "de": {"off_target": 0.25, "n": 8}}},
-    }))
+    (it0 / "scores.json").write_text(
+        json.dumps(
+            {
+                "mgsm": {"M0": mgsm(0.5, 0.1), "M1": mgsm(0.5, 0.3)},
+                "heldout": {
+                    "M0": {"en": {"off_target": 0.0, "n": 8}, "de": {"off_target": 0.5, "n": 8}},
+                    "M1": {"en": {"off_target": 0.0, "n": 8}, "de": {"off_target": 0.25, "n": 8}},
+                },
+            }
+        )
+    )
     (it1 / "scores.json").write_text(json.dumps({"mgsm": {"M1": mgsm(0.5, 0.3), "M2": mgsm(0.6, 0.4)}}))
     return tmp_path
 
@@ -40,8 +46,12 @@ def test_report_tables_gaps_and_plots(run_dir):
     assert "## heldout: off_target (lower is better)" in md
     assert "| de | 0.500 | 0.250 |" in md
     plots = sorted(p.name for p in (run_dir / "plots").glob("*.png"))
-    assert plots == ["heldout_off_target_by_language.png", "heldout_off_target_gap.png",
-                     "mgsm_accuracy_by_language.png", "mgsm_accuracy_gap.png"]
+    assert plots == [
+        "heldout_off_target_by_language.png",
+        "heldout_off_target_gap.png",
+        "mgsm_accuracy_by_language.png",
+        "mgsm_accuracy_gap.png",
+    ]
     page = html_path.read_text()
     assert page.count('src="data:image/png;base64,') == 4  # readable without a server
     assert "plots/" not in page

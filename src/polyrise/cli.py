@@ -172,6 +172,132 @@ def train(
     console.print(f"saved model to {out}")
 
 
+@app.command("eval")
+def eval_(
+    task: Annotated[str, typer.Option(help="mgsm, judge, choice or translation")],
+    model: Model = "embedded:smollm2-135m-instruct",
+    source: Annotated[str, typer.Option(help="data: see `EvalTask.source` (mgsm default: gsm-symbolic)")] = "",
+    langs: Annotated[str, typer.Option(help="comma-separated languages")] = "en,es,de,fr",
+    limit: Annotated[int | None, typer.Option(help="first N items per language")] = None,
+    max_new_tokens: int = 256,
+    few_shot: int = 0,
+    out: Annotated[Path, typer.Option("--out", "-o", help="output dir (per-sample JSONL + scores.json)")] = Path(
+        "eval"
+    ),
+    label: Annotated[str, typer.Option(help="name of this model in scores.json")] = "model",
+    reference: Annotated[str | None, typer.Option(help="judge: alpaca_eval reference outputs ({lang})")] = None,
+    baseline_model: Annotated[str | None, typer.Option(help="judge: head-to-head against this model")] = None,
+    judge_model: Annotated[str | None, typer.Option(help="judge: a local model spec")] = None,
+    judge_url: Annotated[str | None, typer.Option(help="judge: OpenAI-compatible base URL")] = None,
+    judge_api_model: Annotated[str | None, typer.Option(help="judge: model name at --judge-url")] = None,
+    judge_api_key_env: str = "OPENAI_API_KEY",
+    normalize: Annotated[str, typer.Option(help="choice: chars, tokens or none")] = "chars",
+    batch_size: int = 16,
+    seed: int = 0,
+) -> None:
+    """Evaluate a model on one task per language; merges its scores into <out>/scores.json."""
+    import json
+
+    from pydantic import ValidationError
+
+    from polyrise.config import EvalTask, JudgeSettings
+    from polyrise.evaluate import judge_generator, run_task
+    from polyrise.io import write_json
+    from polyrise.pipeline import scores_table
+
+    try:
+        judge = None
+        if judge_model or judge_url:
+            judge = JudgeSettings(
+                model=judge_model, base_url=judge_url, api_model=judge_api_model, api_key_env=judge_api_key_env or None
+            )
+        spec = EvalTask(
+            task=task,
+            source=source,
+            langs=_langs(langs),
+            limit=limit,
+            max_new_tokens=max_new_tokens,
+            few_shot=few_shot,
+            reference=reference,
+            judge=judge,
+            normalize=normalize,
+        )
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise PolyriseError(
+            f"--{'-'.join(map(str, err['loc'])) or task}: {err['msg'].removeprefix('Value error, ')}"
+        ) from None
+    generator = _generator(model, batch_size, None, out / "scores.json")
+    judge_gen = judge_generator(judge, generator.cache) if judge else None
+    baseline = None
+    if baseline_model is not None:
+        baseline = "baseline"
+        run_task(
+            spec,
+            _generator(baseline_model, batch_size, None, out / "scores.json"),
+            spec.langs or [],
+            out,
+            baseline,
+            seed=seed,
+        )
+    scores = run_task(spec, generator, spec.langs or [], out, label, seed=seed, judge=judge_gen, baseline=baseline)
+    path = out / "scores.json"
+    merged = json.loads(path.read_text()) if path.is_file() else {}
+    merged.setdefault(spec.key, {})[label] = scores
+    write_json(path, merged)
+    console.print(scores_table(spec.key, {label: scores}))
+    console.print(f"per-sample rows and scores in {out}/")
+
+
+@app.command()
+def score(
+    task: Annotated[str, typer.Argument(help="mgsm")],
+    predictions: Annotated[Path, typer.Argument(help="JSONL rows with id, lang, output, gold")],
+) -> None:
+    """Re-score saved outputs without a model: accuracy, off-target rate and unparseable outputs per language."""
+    from pydantic import BaseModel, ConfigDict
+    from rich.table import Table
+
+    from polyrise.evaluation.math import MathPrediction, score_math
+    from polyrise.io import read_jsonl
+
+    if task != "mgsm":
+        raise PolyriseError(f"unknown task {task!r} for `score`; known: mgsm")
+
+    class Row(BaseModel):
+        model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True)
+        id: str
+        lang: str
+        output: str
+        gold: str
+
+    rows = [MathPrediction(**r.model_dump()) for r in read_jsonl(predictions, Row)]
+    scores = score_math(rows)
+    table = Table(title=f"mgsm: {predictions}")
+    for col in ("lang", "accuracy", "n", "unparseable", "off-target", "too short for langid"):
+        table.add_column(col, justify="right")
+    for lang in sorted(scores, key=lambda r: (r != "en", r)):
+        s = scores[lang]
+        table.add_row(
+            lang,
+            f"{s['accuracy']:.3f}",
+            str(s["n"]),
+            str(s["unparseable"]),
+            f"{s['off_target']:.3f}",
+            str(s["skipped"]),
+        )
+    console.print(table)
+
+
+@app.command()
+def report(run_dir: Annotated[Path, typer.Argument(help="a run directory (or an eval --out dir)")]) -> None:
+    """Write report.md and report.html (tables per metric and language, plots) for a run."""
+    from polyrise.report import write_report
+
+    md, page = write_report(run_dir)
+    console.print(f"wrote {md} and {page}")
+
+
 @app.command()
 def models(
     spec: Annotated[str, typer.Argument(help="model spec")] = "embedded:smollm2-135m-instruct",

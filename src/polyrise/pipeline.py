@@ -18,6 +18,7 @@ from rich.table import Table
 
 from polyrise.config import RunConfig
 from polyrise.errors import PolyriseError
+from polyrise.evaluate import judge_generator, run_task
 from polyrise.evaluation.fidelity import off_target_rates
 from polyrise.generation import Generator, answer_prompts
 from polyrise.generation.cache import GenerationCache
@@ -65,6 +66,7 @@ class IterationPaths:
     model: Path
     heldout_before: Path
     heldout_after: Path
+    eval_scores: Path
     scores: Path
 
     @classmethod
@@ -79,6 +81,7 @@ class IterationPaths:
             model=root / "model",
             heldout_before=root / "eval" / "heldout_before.jsonl",
             heldout_after=root / "eval" / "heldout_after.jsonl",
+            eval_scores=root / "eval" / "eval_scores.json",
             scores=root / "eval" / "scores.json",
         )
 
@@ -300,6 +303,7 @@ class Runner:
             train_stage,
         )
 
+        scores: dict[str, Any] = {}
         if heldout:
             self.stage(
                 f"iter_{t}/heldout_after",
@@ -308,18 +312,54 @@ class Runner:
                 [paths.heldout_after],
                 heldout_stage(str(paths.model), paths.heldout_after),
             )
-            scores = {
-                f"M{t}": off_target_rates(read_jsonl(paths.heldout_before, Response), cfg.filters.langid_min_chars),
-                f"M{t + 1}": off_target_rates(read_jsonl(paths.heldout_after, Response), cfg.filters.langid_min_chars),
+            min_chars = cfg.filters.langid_min_chars
+            scores["heldout"] = {
+                f"M{t}": off_target_rates(read_jsonl(paths.heldout_before, Response), min_chars),
+                f"M{t + 1}": off_target_rates(read_jsonl(paths.heldout_after, Response), min_chars),
             }
-            write_json(paths.scores, {"heldout": scores})
+        if cfg.evaluation:
+            self.stage(
+                f"iter_{t}/eval",
+                [paths.model],
+                [model_params, [task.model_dump() for task in cfg.evaluation], cfg.seed],
+                [paths.eval_scores],
+                lambda: self.evaluate(t, spec, str(paths.model), paths.eval_scores),
+            )
+            scores.update(json.loads(paths.eval_scores.read_text()))
+        if scores:
+            write_json(paths.scores, scores)
         summary = {
             "iteration": t,
             "stats": json.loads(paths.pairs_stats.read_text()),
-            "off_target": json.loads(paths.scores.read_text())["heldout"] if heldout else {},
+            "off_target": scores.get("heldout", {}),
+            "scores": scores,
         }
         self.console.print(summary_table(summary, [cfg.source_lang, *langs]))
+        for key in scores.keys() - {"heldout"}:
+            self.console.print(scores_table(key, scores[key]))
         return summary
+
+    def evaluate(self, t: int, before: str, after: str, out: Path) -> dict[str, Any]:
+        """Run every configured evaluation on M(t) and M(t+1); M(t+1) is judged head-to-head against M(t)."""
+        cfg = self.config
+        langs = [cfg.source_lang, *cfg.languages]
+        judges: dict[str, Generator] = {}
+        results: dict[str, dict[str, Any]] = {}
+        for label, spec in ((f"M{t}", before), (f"M{t + 1}", after)):
+            generator = self.generator(spec)
+            for task in cfg.evaluation:
+                judge = None
+                if task.judge is not None:
+                    settings_key = task.judge.model_dump_json()
+                    if settings_key not in judges:
+                        judges[settings_key] = judge_generator(task.judge, self.cache)
+                    judge = judges[settings_key]
+                baseline = f"M{t}" if label != f"M{t}" else None
+                results.setdefault(task.key, {})[label] = run_task(
+                    task, generator, langs, out.parent, label, seed=cfg.seed, judge=judge, baseline=baseline
+                )
+        write_json(out, results)
+        return {"tasks": len(cfg.evaluation)}
 
 
 def _dir_fingerprint(path: Path) -> str:
@@ -377,6 +417,31 @@ def summary_table(summary: dict[str, Any], langs: list[str]) -> Table:
         if before and after and before["n"] and after["n"]:
             rate = f"{before['off_target']:.0%} → {after['off_target']:.0%} (n={after['n']})"
         table.add_row(lang, *cells, rate)
+    return table
+
+
+def scores_table(task: str, by_model: dict[str, Any]) -> Table:
+    """One evaluation task: rows (languages or directions) x models, for each headline metric it reports."""
+    from polyrise.report import HEADLINE_METRICS, metric_table
+
+    table = Table(title=f"evaluation: {task}")
+    table.add_column("row")
+    columns = []
+    for metric in HEADLINE_METRICS:
+        rows, labels, values = metric_table(by_model, metric)
+        if values:
+            columns.append((metric, rows, labels, values))
+    all_rows = list(dict.fromkeys(r for _, rows, _, _ in columns for r in rows))
+    for metric, _, labels, _ in columns:
+        for label in labels:
+            table.add_column(f"{metric} {label}", justify="right")
+    for row in all_rows:
+        cells = [
+            f"{values[(row, label)]:.3f}" if (row, label) in values else "-"
+            for _, _, labels, values in columns
+            for label in labels
+        ]
+        table.add_row(row, *cells)
     return table
 
 
