@@ -290,6 +290,24 @@ def score(
 
 
 @app.command()
+def harness(
+    tasks: Annotated[str, typer.Option(help="comma-separated lm-evaluation-harness task names, e.g. xnli_en,xcopa_it")],
+    model: Model = "embedded:smollm2-135m-instruct",
+    limit: Annotated[int | None, typer.Option(help="first N examples per task")] = None,
+    batch_size: int = 8,
+    device: str = "cpu",
+    out: Annotated[Path, typer.Option("--out", "-o", help="results JSON")] = Path("harness_results.json"),
+) -> None:
+    """Run lm-evaluation-harness tasks on a model (needs the `eval` extra; MGSM goes through `polyrise eval`)."""
+    from polyrise.evaluation.harness import run_harness
+    from polyrise.io import write_json
+
+    results = run_harness(model, [t.strip() for t in tasks.split(",") if t.strip()], limit, batch_size, device)
+    write_json(out, results.get("results", results))
+    console.print(results.get("results", results))
+
+
+@app.command()
 def report(run_dir: Annotated[Path, typer.Argument(help="a run directory (or an eval --out dir)")]) -> None:
     """Write report.md and report.html (tables per metric and language, plots) for a run."""
     from polyrise.report import write_report
