@@ -245,7 +245,7 @@ def test_load_jsonl_custom_columns(tmp_path):
         ('{"query": "Q"}', r"bad\.jsonl:3: missing key 'response'"),
         ('{"query": "Q", "response": "eighteen"}', r"bad\.jsonl:3: answer: answer 'eighteen' is not a number"),
         ('{"query": 5, "response": "5"}', r"bad\.jsonl:3: question: "),
-        ('["Q", "5"]', r"bad\.jsonl:3: expected a JSON object"),
+        ('["Q", "5"]', r"bad\.jsonl:3: a row must be a JSON object"),
     ],
 )
 def test_load_jsonl_errors_name_file_and_line(tmp_path, line, message):

@@ -24,22 +24,32 @@ def _describe(err: ValidationError) -> str:
     return f"{where}: {first['msg']}"
 
 
-def read_jsonl(path: str | Path, record: type[R]) -> list[R]:
-    """Parse every row of a JSONL file into `record`; a bad row raises an error naming `file:line`."""
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for every non-blank line; invalid JSON or a non-object names `file:line`."""
     path = Path(path)
     if not path.is_file():
         raise PolyriseError(f"{path}: no such file")
-    rows: list[R] = []
     with path.open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
             try:
-                rows.append(record.model_validate(json.loads(line)))
+                row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise PolyriseError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
-            except ValidationError as e:
-                raise PolyriseError(f"{path}:{lineno}: {_describe(e)}") from None
+            if not isinstance(row, dict):
+                raise PolyriseError(f"{path}:{lineno}: a row must be a JSON object")
+            yield lineno, row
+
+
+def read_jsonl(path: str | Path, record: type[R]) -> list[R]:
+    """Parse every row of a JSONL file into `record`; a bad row raises an error naming `file:line`."""
+    rows: list[R] = []
+    for lineno, row in iter_jsonl(path):
+        try:
+            rows.append(record.model_validate(row))
+        except ValidationError as e:
+            raise PolyriseError(f"{path}:{lineno}: {_describe(e)}") from None
     return rows
 
 

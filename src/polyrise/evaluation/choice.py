@@ -16,7 +16,6 @@ verbatim, so they usually start with a space. Unknown keys are errors.
 from __future__ import annotations
 
 import inspect
-import json
 import string
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 from rich.progress import Progress
 
 from polyrise.errors import PolyriseError
+from polyrise.io import iter_jsonl
 
 Normalize = Literal["chars", "tokens"] | None
 
@@ -85,29 +85,18 @@ def _first_error(err: ValidationError) -> str:
 
 
 def _read_choice_file(path: Path, lang: str | None) -> list[ChoiceItem]:
-    if not path.is_file():
-        raise PolyriseError(f"{path}: no such file")
     items: list[ChoiceItem] = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise PolyriseError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise PolyriseError(f"{path}:{lineno}: a row must be a JSON object")
-            if lang is not None:
-                if row.setdefault("lang", lang) != lang:
-                    raise PolyriseError(f"{path}:{lineno}: lang {row['lang']!r} in the file of language {lang!r}")
-                row.setdefault("id", str(lineno))
-            if "id" in row and not isinstance(row["id"], str):
-                row["id"] = str(row["id"])
-            try:
-                items.append(ChoiceItem.model_validate(row))
-            except ValidationError as e:
-                raise PolyriseError(f"{path}:{lineno}: {_first_error(e)}") from None
+    for lineno, row in iter_jsonl(path):
+        if lang is not None:
+            if row.setdefault("lang", lang) != lang:
+                raise PolyriseError(f"{path}:{lineno}: lang {row['lang']!r} in the file of language {lang!r}")
+            row.setdefault("id", str(lineno))
+        if "id" in row and not isinstance(row["id"], str):
+            row["id"] = str(row["id"])
+        try:
+            items.append(ChoiceItem.model_validate(row))
+        except ValidationError as e:
+            raise PolyriseError(f"{path}:{lineno}: {_first_error(e)}") from None
     return items
 
 

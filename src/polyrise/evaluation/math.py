@@ -8,7 +8,6 @@ lm-evaluation-harness's `flexible-extract`.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import tomllib
@@ -26,6 +25,7 @@ from polyrise.config import SamplingSettings
 from polyrise.errors import PolyriseError
 from polyrise.evaluation.fidelity import off_target_rates
 from polyrise.generation import ChatRequest, Generator
+from polyrise.io import iter_jsonl
 from polyrise.languages import LANGUAGES
 from polyrise.prompts import math_demo_answer, math_prompt
 from polyrise.records import Record, Response
@@ -273,32 +273,21 @@ def load_mgsm_jsonl(
 ) -> list[MathProblem]:
     """MGSM JSONL rows (`query`, `response`); ids are `mgsm-<row index>`, so languages join on id."""
     path = Path(path)
-    if not path.is_file():
-        raise PolyriseError(f"{path}: no such file")
     problems: list[MathProblem] = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise PolyriseError(f"{where}: invalid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise PolyriseError(f"{where}: expected a JSON object")
-            for col in (question_column, answer_column):
-                if col not in row:
-                    raise PolyriseError(f"{where}: missing key {col!r}")
-            problems.append(
-                _problem(
-                    where,
-                    id=f"mgsm-{len(problems)}",
-                    lang=lang,
-                    question=row[question_column],
-                    answer=row[answer_column],
-                )
+    for lineno, row in iter_jsonl(path):
+        where = f"{path}:{lineno}"
+        for col in (question_column, answer_column):
+            if col not in row:
+                raise PolyriseError(f"{where}: missing key {col!r}")
+        problems.append(
+            _problem(
+                where,
+                id=f"mgsm-{len(problems)}",
+                lang=lang,
+                question=row[question_column],
+                answer=row[answer_column],
             )
+        )
     return problems
 
 

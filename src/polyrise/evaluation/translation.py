@@ -10,7 +10,6 @@ chrF++ (`CHRF(word_order=2)`) needs no tokenizer and is the headline metric.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -19,6 +18,7 @@ from pathlib import Path
 from polyrise.config import SamplingSettings
 from polyrise.errors import PolyriseError
 from polyrise.generation import Generator
+from polyrise.io import iter_jsonl
 from polyrise.translation import TranslationJob, translate
 
 _PREFERRED_TOKENIZE = {"zh": "zh", "ja": "ja-mecab", "ko": "ko-mecab", "th": "char"}
@@ -74,25 +74,14 @@ class ParallelRow:
 
 
 def _read_texts(path: Path, column: str) -> dict[str, str]:
-    if not path.is_file():
-        raise PolyriseError(f"{path}: no such file")
     texts: dict[str, str] = {}
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise PolyriseError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise PolyriseError(f"{path}:{lineno}: a row must be a JSON object")
-            for key in ("id", column):
-                if not isinstance(row.get(key), str):
-                    raise PolyriseError(f"{path}:{lineno}: {key}: a string is required")
-            if row["id"] in texts:
-                raise PolyriseError(f"{path}:{lineno}: duplicate id {row['id']!r}")
-            texts[row["id"]] = row[column]
+    for lineno, row in iter_jsonl(path):
+        for key in ("id", column):
+            if not isinstance(row.get(key), str):
+                raise PolyriseError(f"{path}:{lineno}: {key}: a string is required")
+        if row["id"] in texts:
+            raise PolyriseError(f"{path}:{lineno}: duplicate id {row['id']!r}")
+        texts[row["id"]] = row[column]
     return texts
 
 
