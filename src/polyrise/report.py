@@ -120,6 +120,17 @@ def _plots(
     return paths
 
 
+def _add_table(md: list[str], body: list[str], columns: list[str], rows: list[list[str]]) -> None:
+    """Append one table, its first cell of each row a header, to the Markdown lines and the HTML parts."""
+    md += ["| | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    md += ["| " + " | ".join(row) + " |" for row in rows]
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    cells = "".join(
+        f"<tr><th>{html.escape(row[0])}</th>" + "".join(f"<td>{c}</td>" for c in row[1:]) + "</tr>" for row in rows
+    )
+    body.append(f"<table><tr><th></th>{head}</tr>{cells}</table>")
+
+
 def write_report(run_dir: str | Path) -> tuple[Path, Path]:
     """Write `report.md`, `report.html` (plots embedded, readable without a server) and `plots/*.png`."""
     run_dir = Path(run_dir)
@@ -133,46 +144,16 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
                 continue
             direction = "lower is better" if metric in LOWER_IS_BETTER else "higher is better"
             title = f"{task}: {metric} ({direction})"
-            md += [f"## {title}", "", "| | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
-            md += [f"| {r} | " + " | ".join(_fmt(values.get((r, lab))) for lab in labels) + " |" for r in rows]
-            body += [
-                f"<h2>{html.escape(title)}</h2>",
-                "<table><tr><th></th>" + "".join(f"<th>{html.escape(lab)}</th>" for lab in labels) + "</tr>",
-            ]
-            body += [
-                "<tr><th>"
-                + html.escape(r)
-                + "</th>"
-                + "".join(f"<td>{_fmt(values.get((r, lab)))}</td>" for lab in labels)
-                + "</tr>"
-                for r in rows
-            ]
-            body.append("</table>")
+            md += [f"## {title}", ""]
+            body.append(f"<h2>{html.escape(title)}</h2>")
+            _add_table(md, body, labels, [[r] + [_fmt(values.get((r, lab))) for lab in labels] for r in rows])
             gaps = gap_to_english(rows, labels, values)
             if gaps:
+                caption = f"Gap to English ({metric}, English minus language):"
+                md += ["", caption, ""]
+                body.append(f"<p>{html.escape(caption)}</p>")
                 gap_rows = [r for r in rows if r not in ("en", "average")] + ["mean"]
-                md += [
-                    "",
-                    f"Gap to English ({metric}, English minus language):",
-                    "",
-                    "| | " + " | ".join(gaps) + " |",
-                    "|---" * (len(gaps) + 1) + "|",
-                ]
-                md += [f"| {r} | " + " | ".join(_fmt(gaps[lab].get(r)) for lab in gaps) + " |" for r in gap_rows]
-                body += [
-                    f"<p>Gap to English ({html.escape(metric)}, English minus language)</p><table><tr><th></th>"
-                    + "".join(f"<th>{html.escape(lab)}</th>" for lab in gaps)
-                    + "</tr>"
-                ]
-                body += [
-                    "<tr><th>"
-                    + html.escape(r)
-                    + "</th>"
-                    + "".join(f"<td>{_fmt(gaps[lab].get(r))}</td>" for lab in gaps)
-                    + "</tr>"
-                    for r in gap_rows
-                ]
-                body.append("</table>")
+                _add_table(md, body, list(gaps), [[r] + [_fmt(gaps[lab].get(r)) for lab in gaps] for r in gap_rows])
             for png in _plots(task, metric, rows, labels, values, gaps, run_dir / "plots"):
                 md += ["", f"![{png.stem}](plots/{png.name})"]
                 data = base64.b64encode(png.read_bytes()).decode()
