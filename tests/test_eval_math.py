@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from engines import ScriptedEngine
 
 from polyrise.config import SamplingSettings
 from polyrise.errors import PolyriseError
@@ -428,24 +428,6 @@ def test_score_math_counts():
 def test_score_math_names_a_row_with_a_bad_gold():
     with pytest.raises(PolyriseError, match=r"prediction '7' \(en\): gold answer 'n/a' is not a number"):
         score_math([MathPrediction(id="7", lang="en", output="The answer is 3.", gold="n/a")])
-
-
-class ScriptedEngine:
-    """An Engine that answers from a table keyed by a substring of the last user turn."""
-
-    fingerprint = "scripted-math"
-    batch_size = 2
-
-    def __init__(self, replies: dict[str, str]) -> None:
-        self.replies = replies
-        self.seen: list[ChatRequest] = []
-
-    def render(self, request: ChatRequest) -> str:
-        return "\n".join(f"<{m['role']}>{m['content']}" for m in request.messages) + "|" + request.prefix
-
-    def complete(self, requests: Sequence[ChatRequest], params: SamplingSettings) -> list[str]:
-        self.seen.extend(requests)
-        return [next((v for k, v in self.replies.items() if k in r.messages[-1]["content"]), "") for r in requests]
 
 
 def test_evaluate_math_through_a_scripted_engine(tmp_path):

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import pytest
+from engines import ScriptedEngine
 
 from polyrise.config import SamplingSettings
-from polyrise.generation import ChatRequest, Generator
+from polyrise.generation import Generator
 from polyrise.generation.cache import GenerationCache
 from polyrise.records import Prompt, Response
 from polyrise.translation import cross_translate, extract_translation, translate_prompts
@@ -34,28 +33,6 @@ from polyrise.translation import cross_translate, extract_translation, translate
 )
 def test_extract_translation(text, expected):
     assert extract_translation(text) == expected
-
-
-class ScriptedEngine:
-    """An Engine that answers from a table (keyed by a word of the prompt), to test the protocol plumbing."""
-
-    fingerprint = "scripted"
-    batch_size = 8
-
-    def __init__(self, replies: dict[str, str]) -> None:
-        self.replies = replies
-        self.calls: list[SamplingSettings] = []
-
-    def render(self, request: ChatRequest) -> str:
-        return request.messages[-1]["content"] + "|" + request.prefix
-
-    def complete(self, requests: Sequence[ChatRequest], params: SamplingSettings) -> list[str]:
-        self.calls.append(params)
-        out = []
-        for r in requests:
-            content = r.messages[-1]["content"]
-            out.append(next((v for k, v in self.replies.items() if k in content), ""))
-        return out
 
 
 def test_translate_prompts_drops_failures_and_keeps_attempts(tmp_path):
