@@ -13,7 +13,8 @@ from polyrise.config import TrainingSettings
 from polyrise.errors import PolyriseError
 from polyrise.models import ResolvedModel, load_model, resolve_model
 from polyrise.records import PreferencePair
-from polyrise.training.dpo import checkpoints_dir, train_dpo
+from polyrise.training.dpo import train_dpo
+from polyrise.training.runs import checkpoints_dir
 
 CPU = torch.device("cpu")
 

@@ -50,6 +50,18 @@ def run(config: Path, iterations: Annotated[int | None, typer.Option(help="overr
 
 
 @app.command()
+def align(config: Path) -> None:
+    """Question alignment: SFT on question translation pairs of a config's `alignment` section, evaluated before
+    and after on trained and unseen languages (the same as `run` with `method: question-alignment`)."""
+    from polyrise.config import load_config
+    from polyrise.pipeline import run_pipeline
+
+    cfg = load_config(config, {"method": "question-alignment"})
+    run_pipeline(cfg, console)
+    console.print(f"run directory: {cfg.run_dir}  (report: polyrise report {cfg.run_dir})")
+
+
+@app.command()
 def generate(
     prompts: Annotated[Path, typer.Argument(help="JSONL rows with id, lang, instruction")],
     model: Model = "embedded:smollm2-135m-instruct",

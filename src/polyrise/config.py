@@ -169,8 +169,53 @@ class EvalTask(Section):
         return self.source if self.task == "choice" and "/" not in self.source else self.task
 
 
+class AlignmentSettings(Section):
+    """Question alignment (Zhang et al. 2024): LoRA SFT on question translation pairs, no answers."""
+
+    train: list[str]
+    """Training directions: `zh` is a question in zh → the same question in the run's `source_lang`;
+    `en-zh` names both ends. Languages of the run not named here are the unseen ones."""
+    questions: PromptSource = Field(default_factory=PromptSource)
+    """A source with `{lang}` (aligned files, rows joined on `id`), or English questions that the model
+    self-translates into the training languages."""
+    template: str = "{question}"
+    """The user turn of a training example; `{question}` is the question in the source language."""
+
+    @field_validator("train")
+    @classmethod
+    def _directions(cls, entries: list[str]) -> list[str]:
+        if not entries:
+            raise ValueError("at least one training direction is needed, e.g. [zh]")
+        for entry in entries:
+            codes = entry.split("-")
+            if len(codes) > 2 or len(set(codes)) != len(codes):
+                raise ValueError(f"{entry!r} is not a language (zh) or a direction (en-zh)")
+            for code in codes:
+                get_language(code)
+        return entries
+
+    @field_validator("template")
+    @classmethod
+    def _has_question(cls, template: str) -> str:
+        if "{question}" not in template:
+            raise ValueError("the template must contain {question}")
+        return template
+
+    def directions(self, target: str) -> list[tuple[str, str]]:
+        """(question language, completion language) per training entry; a bare code translates into `target`."""
+        pairs = [tuple(e.split("-")) if "-" in e else (e, target) for e in self.train]
+        return list(dict.fromkeys((a, b) for a, b in pairs))
+
+    def trained_languages(self, target: str) -> list[str]:
+        """The languages whose questions the model is trained on."""
+        return list(dict.fromkeys(src for src, _ in self.directions(target)))
+
+
 class RunConfig(Section):
     name: str = "run"
+    method: Literal["language-imbalance", "question-alignment"] = "language-imbalance"
+    """`language-imbalance`: the self-rewarding DPO loop; `question-alignment`: one SFT step on question
+    translation pairs (`alignment` section), evaluated on trained and unseen languages."""
     output_dir: Path = Path("runs")
     seed: int = 0
     iterations: int = Field(default=1, ge=1)
@@ -185,6 +230,8 @@ class RunConfig(Section):
     heldout: HeldoutSettings | None = Field(default_factory=HeldoutSettings)
     evaluation: list[EvalTask] = Field(default_factory=list)
     """Evaluations of M0 and of every new iterate."""
+    alignment: AlignmentSettings | None = None
+    """Question-alignment data; needed by `method: question-alignment`."""
 
     @field_validator("source_lang")
     @classmethod
@@ -207,6 +254,28 @@ class RunConfig(Section):
     def _source_not_target(self) -> RunConfig:
         if self.source_lang in self.languages:
             raise ValueError(f"source_lang {self.source_lang!r} is also listed in languages")
+        return self
+
+    @model_validator(mode="after")
+    def _alignment_complete(self) -> RunConfig:
+        if self.method != "question-alignment":
+            if self.alignment is not None:
+                raise ValueError(
+                    "an `alignment` section is only used by method 'question-alignment' "
+                    "(set method: question-alignment, or run `polyrise align`)"
+                )
+            return self
+        if self.alignment is None:
+            raise ValueError("method 'question-alignment' needs an `alignment` section (at least alignment.train)")
+        if self.iterations != 1:
+            raise ValueError("method 'question-alignment' trains once: iterations must be 1")
+        run_langs = {self.source_lang, *self.languages}
+        for src, tgt in self.alignment.directions(self.source_lang):
+            for code in (src, tgt):
+                if code not in run_langs:
+                    raise ValueError(
+                        f"alignment.train uses {code!r}, which is not source_lang or in languages {self.languages}"
+                    )
         return self
 
     @property

@@ -16,6 +16,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from polyrise.alignment import DROP_REASONS, build_question_pairs
 from polyrise.config import RunConfig
 from polyrise.errors import PolyriseError
 from polyrise.evaluate import judge_generator, run_task
@@ -26,7 +27,7 @@ from polyrise.generation.hf import HFEngine
 from polyrise.io import atomic_open, file_hash, read_jsonl, write_json, write_jsonl
 from polyrise.models import resolve_model
 from polyrise.prompt_sets import load_prompts
-from polyrise.records import PreferencePair, Prompt, Response, Translation
+from polyrise.records import PreferencePair, Prompt, QuestionPair, Response, Translation
 from polyrise.rewarding import build_pairs
 from polyrise.translation import cross_translate, translate_prompts
 
@@ -63,6 +64,8 @@ class IterationPaths:
     translations: Path
     pairs: Path
     pairs_stats: Path
+    question_pairs: Path
+    question_stats: Path
     model: Path
     heldout_before: Path
     heldout_after: Path
@@ -78,6 +81,8 @@ class IterationPaths:
             translations=root / "translations.jsonl",
             pairs=root / "pairs.jsonl",
             pairs_stats=root / "pairs_stats.json",
+            question_pairs=root / "question_pairs.jsonl",
+            question_stats=root / "question_pairs_stats.json",
             model=root / "model",
             heldout_before=root / "eval" / "heldout_before.jsonl",
             heldout_after=root / "eval" / "heldout_after.jsonl",
@@ -164,7 +169,9 @@ class Runner:
         cfg = self.config
         with atomic_open(self.run_dir / "config.yaml") as fh:
             yaml.safe_dump(json.loads(cfg.model_dump_json()), fh, sort_keys=False, allow_unicode=True)
-        source_prompts = load_prompts(cfg.prompts, [cfg.source_lang], cfg.source_lang)
+        source_prompts = []
+        if cfg.method == "language-imbalance":
+            source_prompts = load_prompts(cfg.prompts, [cfg.source_lang], cfg.source_lang)
         all_langs = [cfg.source_lang, *cfg.languages]
         heldout = load_prompts(cfg.heldout.prompts, all_langs, cfg.source_lang) if cfg.heldout else []
         summaries = []
@@ -174,11 +181,58 @@ class Runner:
         return summaries
 
     def iteration(self, t: int, source_prompts: list[Prompt], heldout: list[Prompt]) -> dict[str, Any]:
-        cfg, gen = self.config, self.config.generation
+        """Data stages of the method, held-out answers of M(t), training, then M(t+1)'s answers and evaluations."""
+        cfg = self.config
         paths = IterationPaths.under(self.run_dir / f"iter_{t}")
         spec = self.model_spec(t)
         # the weights' fingerprint (not just the spec) so a changed local model dir reruns its stages
         model_params = {**cfg.model.model_dump(), "fingerprint": resolve_model(spec).fingerprint()}
+        if cfg.method == "question-alignment":
+            self.question_data(t, paths, spec, model_params)
+            train_data = paths.question_pairs
+        else:
+            self.preference_data(t, paths, spec, model_params, source_prompts)
+            train_data = paths.pairs
+        return self.train_and_evaluate(t, paths, spec, model_params, heldout, train_data)
+
+    def question_data(self, t: int, paths: IterationPaths, spec: str, model_params: dict[str, Any]) -> None:
+        """Question-alignment examples from aligned files, or from the model's translations of English questions."""
+        cfg = self.config
+        assert cfg.alignment is not None
+        align = cfg.alignment
+        directions = align.directions(cfg.source_lang)
+        needed = list(dict.fromkeys(code for pair in directions for code in pair))
+        aligned_files = "{lang}" in align.questions.source
+        translate_params = cfg.generation.translate.model_dump()
+
+        def body() -> dict[str, Any]:
+            failed: set[tuple[str, str]] = set()
+            if aligned_files:
+                prompts = load_prompts(align.questions, needed, cfg.source_lang)
+            else:
+                english = load_prompts(align.questions, [cfg.source_lang], cfg.source_lang)
+                others = [lang for lang in needed if lang != cfg.source_lang]
+                prompts, attempts = translate_prompts(self.generator(spec), english, others, cfg.generation.translate)
+                write_jsonl(paths.prompt_translations, attempts)
+                failed = {(a.id, a.lang) for a in attempts if a.output is None}
+            pairs, stats = build_question_pairs(prompts, directions, align.template, failed)
+            write_json(paths.question_stats, stats)
+            write_jsonl(paths.question_pairs, pairs)
+            return {"question_pairs": len(pairs)}
+
+        self.stage(
+            f"iter_{t}/questions",
+            [],
+            [align.model_dump(), cfg.source_lang] + ([] if aligned_files else [model_params, translate_params]),
+            [paths.question_pairs, paths.question_stats],
+            body,
+        )
+
+    def preference_data(
+        self, t: int, paths: IterationPaths, spec: str, model_params: dict[str, Any], source_prompts: list[Prompt]
+    ) -> None:
+        """Language-imbalance pairs: self-translated prompts, answers, cross-translations, filtered pairs."""
+        cfg, gen = self.config, self.config.generation
         langs = list(cfg.languages)
 
         def prompts_stage() -> dict[str, Any]:
@@ -252,6 +306,16 @@ class Runner:
             pairs_stage,
         )
 
+    def train_and_evaluate(
+        self,
+        t: int,
+        paths: IterationPaths,
+        spec: str,
+        model_params: dict[str, Any],
+        heldout: list[Prompt],
+        train_data: Path,
+    ) -> dict[str, Any]:
+        cfg, gen = self.config, self.config.generation
         heldout_params = (
             gen.answer.model_copy(update={"max_new_tokens": cfg.heldout.max_new_tokens}) if heldout else None
         )
@@ -278,13 +342,18 @@ class Runner:
             )
 
         def train_stage() -> dict[str, Any]:
-            from polyrise.training.dpo import train_dpo
-
             self.release_engine()  # free the generation copy of the weights before training
-            pairs = read_jsonl(paths.pairs, PreferencePair)
-            metrics = train_dpo(
+            if cfg.method == "question-alignment":
+                from polyrise.training.sft import train_sft as trainer
+
+                rows: list[Any] = read_jsonl(train_data, QuestionPair)
+            else:
+                from polyrise.training.dpo import train_dpo as trainer
+
+                rows = read_jsonl(train_data, PreferencePair)
+            metrics = trainer(
                 resolve_model(spec),
-                pairs,
+                rows,
                 paths.model,
                 cfg.training,
                 seed=cfg.seed,
@@ -292,12 +361,12 @@ class Runner:
                 chat_template=cfg.model.chat_template,
                 trust_remote_code=cfg.model.trust_remote_code,
             )
-            shown = ("train_loss", "rewards/accuracies", "rewards/margins", "train_runtime")
-            return {"pairs": len(pairs), **{k: round(metrics[k], 4) for k in shown if k in metrics}}
+            shown = ("train_loss", "rewards/accuracies", "rewards/margins", "mean_token_accuracy", "train_runtime")
+            return {"examples": len(rows), **{k: round(metrics[k], 4) for k in shown if k in metrics}}
 
         self.stage(
             f"iter_{t}/train",
-            [paths.pairs],
+            [train_data],
             [model_params, cfg.training.model_dump(), cfg.seed],
             [paths.model],
             train_stage,
@@ -328,13 +397,17 @@ class Runner:
             scores.update(json.loads(paths.eval_scores.read_text()))
         if scores:
             write_json(paths.scores, scores)
+        stats_file = paths.question_stats if cfg.method == "question-alignment" else paths.pairs_stats
         summary = {
             "iteration": t,
-            "stats": json.loads(paths.pairs_stats.read_text()),
+            "stats": json.loads(stats_file.read_text()),
             "off_target": scores.get("heldout", {}),
             "scores": scores,
         }
-        self.console.print(summary_table(summary, [cfg.source_lang, *langs]))
+        if cfg.method == "question-alignment":
+            self.console.print(question_table(summary["stats"]))
+        else:
+            self.console.print(summary_table(summary, [cfg.source_lang, *cfg.languages]))
         for key in scores.keys() - {"heldout"}:
             self.console.print(scores_table(key, scores[key]))
         return summary
@@ -417,6 +490,16 @@ def summary_table(summary: dict[str, Any], langs: list[str]) -> Table:
         if before and after and before["n"] and after["n"]:
             rate = f"{before['off_target']:.0%} → {after['off_target']:.0%} (n={after['n']})"
         table.add_row(lang, *cells, rate)
+    return table
+
+
+def question_table(stats: dict[str, Any]) -> Table:
+    """Per training direction: question pairs kept and dropped by reason."""
+    table = Table(title="question-alignment data")
+    for col in ("direction", "kept", *DROP_REASONS):
+        table.add_column(col, justify="right")
+    for direction, s in stats.items():
+        table.add_row(direction, str(s["kept"]), *(str(s["dropped"][r]) for r in DROP_REASONS))
     return table
 
 

@@ -50,3 +50,14 @@ class PreferencePair(Record):
     prompt: str
     chosen: str
     rejected: str
+
+
+class QuestionPair(Record):
+    """A question-alignment SFT example: the question in `lang` (the prompt) → the same question in `target`
+    (the completion, the only tokens trained on)."""
+
+    id: str
+    lang: str
+    target: str
+    prompt: str
+    completion: str

@@ -6,6 +6,7 @@ import base64
 import html
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 from polyrise.errors import PolyriseError
@@ -75,12 +76,32 @@ def gap_to_english(rows: list[str], labels: list[str], values: dict) -> dict[str
     return gaps
 
 
+def trained_languages(run_dir: Path) -> list[str]:
+    """The languages whose questions a question-alignment run trained on (from its `config.yaml`); else none."""
+    from polyrise.config import load_config
+
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return []
+    cfg = load_config(path)
+    if cfg.method != "question-alignment" or cfg.alignment is None:
+        return []
+    return cfg.alignment.trained_languages(cfg.source_lang)
+
+
 def _fmt(value: float | None) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:.3f}"
 
 
 def _plots(
-    task: str, metric: str, rows: list[str], labels: list[str], values: dict, gaps: dict, out: Path
+    task: str,
+    metric: str,
+    rows: list[str],
+    labels: list[str],
+    values: dict,
+    gaps: dict,
+    out: Path,
+    shown: Callable[[str], str],
 ) -> list[Path]:
     import matplotlib
 
@@ -95,7 +116,7 @@ def _plots(
     for i, label in enumerate(labels):
         xs = [j + i * width for j in range(len(rows))]
         ax.bar(xs, [values.get((r, label), math.nan) for r in rows], width, label=label)
-    ax.set_xticks([j + width * (len(labels) - 1) / 2 for j in range(len(rows))], rows)
+    ax.set_xticks([j + width * (len(labels) - 1) / 2 for j in range(len(rows))], [shown(r) for r in rows])
     ax.set_ylabel(metric)
     ax.set_title(f"{task}: {metric} per language and iteration")
     ax.legend(fontsize="small")
@@ -107,7 +128,7 @@ def _plots(
         fig, ax = plt.subplots(figsize=(5, 3.2))
         gap_langs = [r for r in rows if any(r in g for g in gaps.values())]
         for lang in gap_langs:
-            ax.plot(list(gaps), [gaps[label].get(lang, math.nan) for label in gaps], marker="o", label=lang)
+            ax.plot(list(gaps), [gaps[label].get(lang, math.nan) for label in gaps], marker="o", label=shown(lang))
         ax.plot(list(gaps), [gaps[label]["mean"] for label in gaps], "k--", marker="s", label="mean")
         ax.axhline(0, color="grey", linewidth=0.8)
         ax.set_ylabel(f"English - language ({metric})")
@@ -137,6 +158,20 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
     scores = collect_scores(run_dir)
     md = [f"# polyrise report: {run_dir.name}", ""]
     body = [f"<h1>polyrise report: {html.escape(run_dir.name)}</h1>"]
+    trained = trained_languages(run_dir)
+    if trained:
+        note = (
+            f"Question alignment: languages marked * ({', '.join(trained)}) were in training "
+            "(directions are marked when they involve one); the other languages are unseen. "
+            "M0 is the model before alignment, M1 after."
+        )
+        md += [note, ""]
+        body.append(f"<p>{html.escape(note)}</p>")
+
+    def shown(row: str) -> str:
+        """A language, or a direction such as zh-en, marked when a training language is in it."""
+        return f"{row} *" if any(part in trained for part in row.split("-")) else row
+
     for task in sorted(scores):
         for metric in HEADLINE_METRICS:
             rows, labels, values = metric_table(scores[task], metric)
@@ -146,15 +181,16 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
             title = f"{task}: {metric} ({direction})"
             md += [f"## {title}", ""]
             body.append(f"<h2>{html.escape(title)}</h2>")
-            _add_table(md, body, labels, [[r] + [_fmt(values.get((r, lab))) for lab in labels] for r in rows])
+            _add_table(md, body, labels, [[shown(r)] + [_fmt(values.get((r, lab))) for lab in labels] for r in rows])
             gaps = gap_to_english(rows, labels, values)
             if gaps:
                 caption = f"Gap to English ({metric}, English minus language):"
                 md += ["", caption, ""]
                 body.append(f"<p>{html.escape(caption)}</p>")
                 gap_rows = [r for r in rows if r not in ("en", "average")] + ["mean"]
-                _add_table(md, body, list(gaps), [[r] + [_fmt(gaps[lab].get(r)) for lab in gaps] for r in gap_rows])
-            for png in _plots(task, metric, rows, labels, values, gaps, run_dir / "plots"):
+                gap_cells = [[shown(r)] + [_fmt(gaps[lab].get(r)) for lab in gaps] for r in gap_rows]
+                _add_table(md, body, list(gaps), gap_cells)
+            for png in _plots(task, metric, rows, labels, values, gaps, run_dir / "plots", shown):
                 md += ["", f"![{png.stem}](plots/{png.name})"]
                 data = base64.b64encode(png.read_bytes()).decode()
                 body.append(f'<img alt="{png.stem}" src="data:image/png;base64,{data}">')

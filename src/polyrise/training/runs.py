@@ -1,0 +1,155 @@
+"""What every polyrise training run shares: loading, LoRA, resumable checkpoints and the atomic save of M(t+1).
+
+Both trainers (DPO + NLL in `dpo.py`, question-alignment SFT in `sft.py`) are TRL trainers driven the same
+way: checkpoints under `<out>.checkpoints` keyed by the run's identity, resumed after a kill, and the final
+model written to a temp dir and renamed, so `<out>` is either absent or complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel
+
+from polyrise.config import TrainingSettings
+from polyrise.models import EMBEDDED_PREFIX, ResolvedModel, load_model, load_tokenizer
+
+CHECKPOINT_EVERY = 0.1
+"""Checkpoint every this fraction of the optimizer steps (TRL/transformers ratio semantics)."""
+_RUN_KEY_FILE = "polyrise-run-key.txt"
+
+
+def checkpoints_dir(out_dir: Path) -> Path:
+    """Where the checkpoints of the training that writes `out_dir` live until it finishes."""
+    return out_dir.parent / (out_dir.name + ".checkpoints")
+
+
+def run_key(base: ResolvedModel, rows: Sequence[BaseModel], settings: TrainingSettings, seed: int, dtype: str) -> str:
+    """Identity of a training run: a checkpoint is only resumed by the run that wrote it."""
+    h = hashlib.sha256()
+    header = {"base": base.fingerprint(), "settings": settings.model_dump(mode="json"), "seed": seed}
+    h.update(json.dumps({**header, "dtype": dtype}, sort_keys=True).encode())
+    for row in rows:
+        h.update(row.model_dump_json().encode() + b"\n")
+    return h.hexdigest()
+
+
+def checkpoint_to_resume(ckpt_dir: Path, key: str) -> str | None:
+    """The latest checkpoint a killed run of this same training left, if any; other runs' are deleted."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    key_file = ckpt_dir / _RUN_KEY_FILE
+    if ckpt_dir.is_dir() and not (key_file.is_file() and key_file.read_text() == key):
+        shutil.rmtree(ckpt_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    key_file.write_text(key)
+    return get_last_checkpoint(str(ckpt_dir))
+
+
+def trainer_arguments(settings: TrainingSettings, ckpt_dir: Path, seed: int) -> dict[str, Any]:
+    """Keyword arguments common to TRL's `DPOConfig` and `SFTConfig` (bf16 only on a CUDA that has it)."""
+    cuda = torch.cuda.is_available()
+    return {
+        "output_dir": str(ckpt_dir),
+        "learning_rate": settings.lr,
+        "num_train_epochs": settings.epochs,
+        "per_device_train_batch_size": settings.batch_size,
+        "gradient_accumulation_steps": settings.gradient_accumulation_steps,
+        "max_length": settings.max_length,
+        "gradient_checkpointing": settings.gradient_checkpointing,
+        "bf16": cuda and torch.cuda.is_bf16_supported(),
+        "use_cpu": not cuda,
+        "seed": seed,
+        "logging_steps": 1,
+        "disable_tqdm": False,
+        "report_to": "none",
+        "save_strategy": "steps",
+        "save_steps": CHECKPOINT_EVERY,
+        "save_total_limit": 1,
+    }
+
+
+def load_for_training(
+    base: ResolvedModel, settings: TrainingSettings, dtype: str, chat_template: str | None, trust_remote_code: bool
+) -> tuple[Any, Any, Any]:
+    """(tokenizer, model, LoRA config or None). `dtype="auto"` keeps full fine-tuning's weights in float32
+    (bf16 autocast on CUDA): 5e-7-sized updates vanish in bf16 weights."""
+    tokenizer = load_tokenizer(base, chat_template, trust_remote_code=trust_remote_code)
+    train_dtype = "float32" if settings.method == "full" and dtype == "auto" else dtype
+    model = load_model(base, dtype=train_dtype, trust_remote_code=trust_remote_code)
+    if settings.method != "lora":
+        return tokenizer, model, None
+    from peft import LoraConfig
+
+    lora = LoraConfig(
+        r=settings.lora_r,
+        lora_alpha=settings.lora_alpha,
+        lora_dropout=settings.lora_dropout,
+        target_modules=settings.lora_target_modules,
+        task_type="CAUSAL_LM",
+    )
+    return tokenizer, model, lora
+
+
+def _adapter_base_spec(base: ResolvedModel) -> str:
+    """The spec an adapter records as its base; a local dir is made absolute so it resolves from any cwd."""
+    path = Path(base.spec).expanduser()
+    if base.spec.startswith(EMBEDDED_PREFIX) or not path.is_dir():
+        return base.spec
+    return str(path.resolve())
+
+
+def _save(
+    model: Any, tokenizer: Any, target: Path, settings: TrainingSettings, base: ResolvedModel, use_cache: bool
+) -> None:
+    """Write M(t+1): a LoRA adapter that records its base, or full safetensors weights (merged for LoRA).
+
+    `use_cache` is the base config's value, which `Trainer` overwrites with `TrainingArguments.use_cache`.
+    """
+    if settings.method == "lora" and settings.save == "adapter":
+        model.peft_config["default"].base_model_name_or_path = _adapter_base_spec(base)
+        model.save_pretrained(target)
+    else:
+        if settings.method == "lora":
+            model = model.merge_and_unload()
+        model.config.use_cache = use_cache
+        model.save_pretrained(target)
+        cfg_path = target / "config.json"
+        cfg = json.loads(cfg_path.read_text())
+        cfg.pop("quantization_config", None)
+        cfg_path.write_text(json.dumps(cfg, indent=2))
+    tokenizer.save_pretrained(target)
+
+
+def train_and_save(
+    trainer: Any,
+    resume: str | None,
+    tokenizer: Any,
+    out_dir: Path,
+    settings: TrainingSettings,
+    base: ResolvedModel,
+    use_cache: bool,
+) -> dict[str, float]:
+    """Train (resuming from `resume`), save the model atomically to `out_dir`, drop the checkpoints.
+
+    Returns the last step's logged metrics merged with the run summary (`train_loss`, `train_runtime`).
+    """
+    result = trainer.train(resume_from_checkpoint=resume)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    _save(trainer.accelerator.unwrap_model(trainer.model), tokenizer, tmp, settings, base, use_cache)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+    shutil.rmtree(checkpoints_dir(out_dir))
+
+    step_logs = [log for log in trainer.state.log_history if "loss" in log]
+    metrics = {**(step_logs[-1] if step_logs else {}), **result.metrics}
+    return {key: float(value) for key, value in metrics.items() if isinstance(value, int | float)}
