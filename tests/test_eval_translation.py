@@ -86,6 +86,19 @@ def test_load_parallel_joins_on_id_in_first_language_order(tmp_path):
     assert [r.id for r in load_parallel(str(tmp_path / "{lang}.jsonl"), ["en", "de"], limit=2)] == ["b", "a"]
 
 
+def test_load_parallel_reads_json_arrays_with_integer_ids(tmp_path):
+    """The X-AlpacaEval shape: one JSON array per language, integer ids."""
+    (tmp_path / "en.json").write_text(json.dumps([{"id": 1, "instruction": "Hi"}, {"id": 2, "instruction": "Bye"}]))
+    (tmp_path / "de.json").write_text(json.dumps([{"id": 2, "instruction": "Tschüss", "dataset": "x"}]))
+    assert load_parallel(tmp_path / "{lang}.json", ["en", "de"]) == [ParallelRow("2", {"en": "Bye", "de": "Tschüss"})]
+    (tmp_path / "de.json").write_text(json.dumps([{"id": 2}]))
+    with pytest.raises(PolyriseError, match=r"de\.json: item 0: instruction: a string is required"):
+        load_parallel(tmp_path / "{lang}.json", ["en", "de"])
+    (tmp_path / "de.json").write_text(json.dumps({"id": 2}))
+    with pytest.raises(PolyriseError, match="expected a JSON array of objects"):
+        load_parallel(tmp_path / "{lang}.json", ["en", "de"])
+
+
 @pytest.mark.parametrize(
     ("rows", "message"),
     [

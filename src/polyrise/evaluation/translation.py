@@ -10,6 +10,7 @@ chrF++ (`CHRF(word_order=2)`) needs no tokenizer and is the headline metric.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -73,14 +74,31 @@ class ParallelRow:
     texts: dict[str, str] = field(hash=False)
 
 
+def _json_items(path: Path) -> list[tuple[str, dict]]:
+    """(`file: item N`, object) of a JSON array file (the X-AlpacaEval shape, whose ids are integers → text)."""
+    if not path.is_file():
+        raise PolyriseError(f"{path}: no such file")
+    try:
+        items = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise PolyriseError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise PolyriseError(f"{path}: expected a JSON array of objects")
+    for item in items:
+        if isinstance(item.get("id"), int):
+            item["id"] = str(item["id"])
+    return [(f"{path}: item {i}", item) for i, item in enumerate(items)]
+
+
 def _read_texts(path: Path, column: str) -> dict[str, str]:
+    rows = _json_items(path) if path.suffix == ".json" else [(f"{path}:{n}", row) for n, row in iter_jsonl(path)]
     texts: dict[str, str] = {}
-    for lineno, row in iter_jsonl(path):
+    for where, row in rows:
         for key in ("id", column):
             if not isinstance(row.get(key), str):
-                raise PolyriseError(f"{path}:{lineno}: {key}: a string is required")
+                raise PolyriseError(f"{where}: {key}: a string is required")
         if row["id"] in texts:
-            raise PolyriseError(f"{path}:{lineno}: duplicate id {row['id']!r}")
+            raise PolyriseError(f"{where}: duplicate id {row['id']!r}")
         texts[row["id"]] = row[column]
     return texts
 
@@ -90,7 +108,8 @@ def load_parallel(
 ) -> list[ParallelRow]:
     """Rows whose `id` occurs in every language's file (`{lang}` in the path), in the first language's order.
 
-    Files are JSONL with `id` and `column` (default `instruction`: the shape of alpagasus-1k/<lang>.jsonl).
+    Files are JSONL with `id` and `column` (default `instruction`: the shape of alpagasus-1k/<lang>.jsonl), or
+    JSON arrays of such objects (x-alpacaeval/<lang>.json).
     `limit` keeps the first rows after the join.
     """
     template = str(path_template)
