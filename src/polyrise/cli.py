@@ -186,7 +186,7 @@ def train(
 
 @app.command("eval")
 def eval_(
-    task: Annotated[str, typer.Option(help="mgsm, judge, choice or translation")],
+    task: Annotated[str, typer.Option(help="mgsm, judge, choice, translation or classify")],
     model: Model = "embedded:smollm2-135m-instruct",
     source: Annotated[str, typer.Option(help="data: see `EvalTask.source` (mgsm default: gsm-symbolic)")] = "",
     langs: Annotated[str, typer.Option(help="comma-separated languages")] = "en,es,de,fr",
@@ -203,7 +203,10 @@ def eval_(
     judge_url: Annotated[str | None, typer.Option(help="judge: OpenAI-compatible base URL")] = None,
     judge_api_model: Annotated[str | None, typer.Option(help="judge: model name at --judge-url")] = None,
     judge_api_key_env: str = "OPENAI_API_KEY",
-    normalize: Annotated[str, typer.Option(help="choice: chars, tokens or none")] = "chars",
+    normalize: Annotated[str, typer.Option(help="choice, classify: chars, tokens or none")] = "chars",
+    labels: Annotated[str | None, typer.Option(help="classify: comma-separated labels (default: the data's)")] = None,
+    constrain: Annotated[str, typer.Option(help="classify: loglik or generate")] = "loglik",
+    demos: Annotated[str | None, typer.Option(help="classify: demonstrations JSONL; default: the other items")] = None,
     batch_size: int = 16,
     seed: int = 0,
 ) -> None:
@@ -233,6 +236,9 @@ def eval_(
             reference=reference,
             judge=judge,
             normalize=normalize,
+            labels=[s.strip() for s in labels.split(",")] if labels else None,
+            constrain=constrain,
+            demos=demos,
         )
     except ValidationError as e:
         err = e.errors()[0]

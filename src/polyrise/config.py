@@ -129,11 +129,12 @@ class JudgeSettings(Section):
 class EvalTask(Section):
     """One evaluation, run by `polyrise eval` or after every iteration of `polyrise run`."""
 
-    task: Literal["mgsm", "judge", "choice", "translation"]
+    task: Literal["mgsm", "judge", "choice", "translation", "classify"]
     source: str = ""
     """mgsm: a JSONL/TSV path (may hold `{lang}`), `hf:<name>` or `gsm-symbolic`; judge: instructions
     (X-AlpacaEval JSON or JSONL, `{lang}`); choice: `xnli`, `xcopa`, `pawsx` or a JSONL path with `{lang}`;
-    translation: aligned JSONL files with `{lang}` (id + instruction)."""
+    translation: aligned JSONL files with `{lang}` (id + instruction); classify: JSONL (id, lang, text, label),
+    may hold `{lang}`."""
     name: str | None = None
     """Key of the scores (default: the task, or the choice preset)."""
     langs: list[str] | None = None
@@ -145,7 +146,14 @@ class EvalTask(Section):
     """judge: reference outputs in alpaca_eval format (`{lang}`); without it, M(t+1) is judged against M(t)."""
     judge: JudgeSettings | None = None
     normalize: Literal["chars", "tokens", "none"] = "chars"
-    """choice: length normalisation of the option log-likelihood."""
+    """choice and classify (loglik): length normalisation of the option log-likelihood."""
+    labels: list[str] | None = Field(default=None, min_length=2)
+    """classify: the label set (default: the sorted labels in the data); other labels in the data are errors."""
+    constrain: Literal["loglik", "generate"] = "loglik"
+    """classify: pick the label by log-likelihood, or decode it with every non-label token masked out."""
+    demos: str | None = None
+    """classify: JSONL of demonstrations (`{lang}`); default: the other items of the same language. `few_shot` of
+    them precede every item."""
 
     @field_validator("langs")
     @classmethod

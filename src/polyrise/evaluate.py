@@ -60,20 +60,50 @@ def run_task(
         predictions, scores = evaluate_math(generator, problems, params, task.few_shot)
         write_jsonl(out, predictions)
         return scores
-    if task.task == "choice":
-        from polyrise.evaluation.choice import PRESETS, choice_accuracy, load_choice_jsonl, load_preset, score_choices
+    if task.task in ("choice", "classify"):
+        from polyrise.evaluation.choice import (
+            PRESETS,
+            choice_accuracy,
+            first_per_lang,
+            load_choice_jsonl,
+            load_preset,
+            score_choices,
+        )
 
+    if task.task == "choice":
         engine = generator.engine
         if not hasattr(engine, "model"):
             raise PolyriseError("multiple-choice scoring needs log-likelihoods: use a local (HF) model")
         if task.source in PRESETS:
             items = [item for lang in langs for item in load_preset(task.source, lang, limit=task.limit)]
         else:
-            items = load_choice_jsonl(task.source, langs)[: task.limit]
+            items = first_per_lang(load_choice_jsonl(task.source, langs), task.limit)
         normalize = None if task.normalize == "none" else task.normalize
         predictions = score_choices(engine.model, engine.tokenizer, items, engine.batch_size, normalize)
         write_jsonl(out, predictions)
         return choice_accuracy(predictions)
+    if task.task == "classify":
+        from polyrise.evaluation import fewshot
+
+        engine = generator.engine
+        if not hasattr(engine, "model"):
+            raise PolyriseError("few-shot classification needs the model's logits: use a local (HF) model")
+        items = fewshot.load_classify_jsonl(task.source, langs, task.labels)
+        pool = fewshot.load_classify_jsonl(task.demos, langs, task.labels) if task.demos else items
+        predictions = fewshot.classify(
+            engine.model,
+            engine.tokenizer,
+            first_per_lang(items, task.limit),
+            fewshot.label_set([*items, *pool], task.labels),
+            k=task.few_shot,
+            demos=pool,
+            seed=seed,
+            constrain=task.constrain,
+            normalize=None if task.normalize == "none" else task.normalize,
+            batch_size=engine.batch_size,
+        )
+        write_jsonl(out, predictions)
+        return fewshot.fewshot_accuracy(predictions)
     if task.task == "translation":
         from polyrise.evaluation.translation import load_parallel, self_translation_quality
 

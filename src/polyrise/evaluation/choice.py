@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import inspect
 import string
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, TypeVar
 
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
@@ -28,6 +29,14 @@ from rich.progress import Progress
 
 from polyrise.errors import PolyriseError
 from polyrise.io import iter_jsonl
+
+
+class _InLanguage(Protocol):
+    lang: str
+
+
+L = TypeVar("L", bound=_InLanguage)
+Item = TypeVar("Item", bound=BaseModel)
 
 Normalize = Literal["chars", "tokens"] | None
 
@@ -84,35 +93,61 @@ def _first_error(err: ValidationError) -> str:
     return f"{where}: {first['msg'].removeprefix('Value error, ')}"
 
 
-def _read_choice_file(path: Path, lang: str | None) -> list[ChoiceItem]:
-    items: list[ChoiceItem] = []
-    for lineno, row in iter_jsonl(path):
-        if lang is not None:
-            if row.setdefault("lang", lang) != lang:
-                raise PolyriseError(f"{path}:{lineno}: lang {row['lang']!r} in the file of language {lang!r}")
-            row.setdefault("id", str(lineno))
-        if "id" in row and not isinstance(row["id"], str):
-            row["id"] = str(row["id"])
-        try:
-            items.append(ChoiceItem.model_validate(row))
-        except ValidationError as e:
-            raise PolyriseError(f"{path}:{lineno}: {_first_error(e)}") from None
-    return items
+def load_items(
+    path: str | Path,
+    langs: Sequence[str] | None,
+    record: type[Item],
+    check: Callable[[Item], str | None] | None = None,
+) -> list[Item]:
+    """Rows of one JSONL file, or of a `{lang}` path template for each of `langs`, as `record`s.
 
-
-def load_choice_jsonl(path: str | Path, langs: Sequence[str] | None = None) -> list[ChoiceItem]:
-    """Read choice items from one JSONL file, or from a `{lang}` path template for each of `langs`.
-
-    A single file must give `id` and `lang` in every row; `langs` then keeps only those languages.
-    Errors name `file:line`.
+    A single file must give `id` and `lang` in every row (`langs` then keeps only those languages); in a
+    template's files they default to the file's language and the 1-based line number. `check` returns a
+    problem with a valid row, or None. Errors name `file:line`.
     """
+
+    def read(file: Path, lang: str | None) -> list[Item]:
+        items: list[Item] = []
+        for lineno, row in iter_jsonl(file):
+            if lang is not None:
+                if row.setdefault("lang", lang) != lang:
+                    raise PolyriseError(f"{file}:{lineno}: lang {row['lang']!r} in the file of language {lang!r}")
+                row.setdefault("id", str(lineno))
+            if "id" in row and not isinstance(row["id"], str):
+                row["id"] = str(row["id"])
+            try:
+                item = record.model_validate(row)
+            except ValidationError as e:
+                raise PolyriseError(f"{file}:{lineno}: {_first_error(e)}") from None
+            problem = check(item) if check else None
+            if problem:
+                raise PolyriseError(f"{file}:{lineno}: {problem}")
+            items.append(item)
+        return items
+
     template = str(path)
     if "{lang}" in template:
         if not langs:
             raise PolyriseError(f"{template}: a {{lang}} path template needs the list of languages")
-        return [item for lang in langs for item in _read_choice_file(Path(template.format(lang=lang)), lang)]
-    items = _read_choice_file(Path(template), None)
+        return [item for lang in langs for item in read(Path(template.format(lang=lang)), lang)]
+    items = read(Path(template), None)
     return [i for i in items if i.lang in langs] if langs else items
+
+
+def load_choice_jsonl(path: str | Path, langs: Sequence[str] | None = None) -> list[ChoiceItem]:
+    """Read choice items from one JSONL file, or from a `{lang}` path template for each of `langs`."""
+    return load_items(path, langs, ChoiceItem)
+
+
+def first_per_lang(items: Iterable[L], limit: int | None) -> list[L]:
+    """The first `limit` items of every language (all items with None), in their order."""
+    seen: Counter[str] = Counter()
+    kept = []
+    for item in items:
+        seen[item.lang] += 1
+        if limit is None or seen[item.lang] <= limit:
+            kept.append(item)
+    return kept
 
 
 @dataclass(frozen=True)
