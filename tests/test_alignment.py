@@ -28,11 +28,11 @@ def _p(pid: str, lang: str, text: str) -> Prompt:
 def test_pairs_join_on_id_and_count_every_drop():
     prompts = [
         _p("a", "en", "How old is Tom?"),
-        _p("a", "zh", "汤姆几岁？"),
+        _p("a", "zh", "汤姆几岁"),
         _p("a", "de", "Wie alt ist Tom?"),
         _p("b", "en", "Where is the cat?"),
-        _p("b", "zh", "猫在哪里？"),  # no German row
-        _p("c", "zh", "为什么？"),  # no English row
+        _p("b", "zh", "猫在哪里"),  # no German row
+        _p("c", "zh", "为什么"),  # no English row
         _p("d", "en", "OK?"),
         _p("d", "zh", "OK?"),  # untranslated
         _p("e", "en", "What is 2+2?"),  # its German translation failed
@@ -47,7 +47,7 @@ def test_pairs_join_on_id_and_count_every_drop():
         ("a", "en", "zh"),
         ("b", "en", "zh"),
     ]
-    assert pairs[0].prompt == "Q: 汤姆几岁？" and pairs[0].completion == "How old is Tom?"
+    assert pairs[0].prompt == "Q: 汤姆几岁" and pairs[0].completion == "How old is Tom?"
     assert stats["zh-en"] == {
         "kept": 2,
         # c has no English row, d is untranslated, e has no Chinese row
@@ -87,7 +87,7 @@ def test_alignment_settings_directions_and_errors(tmp_path):
 
 
 def _question_pairs() -> list[QuestionPair]:
-    rows = [("汤姆几岁？", "How old is Tom?"), ("猫在哪里？", "Where is the cat?"), ("今天星期几？", "What day is it?")]
+    rows = [("汤姆几岁", "How old is Tom?"), ("猫在哪里", "Where is the cat?"), ("今天星期几", "What day is it?")]
     return [
         QuestionPair(id=str(i), lang="zh", target="en", prompt=q, completion=a) for i, (q, a) in enumerate(rows * 2)
     ]
@@ -156,12 +156,14 @@ def _align_config(tmp_path: Path, model_dir: Path, questions: str, **extra) -> P
 def _aligned_files(tmp_path: Path) -> str:
     rows = {
         "en": ["How old is Tom?", "Where is the cat?", "What day is it?", "Who wrote this?"],
-        "zh": ["汤姆几岁？", "猫在哪里？", "今天星期几？"],  # q3 missing in zh
+        "zh": ["汤姆几岁", "猫在哪里", "今天星期几"],  # q3 missing in zh
         "de": ["Wie alt ist Tom?", "Wo ist die Katze?", "Welcher Tag ist heute?", "Wer hat das geschrieben?"],
     }
     for lang, texts in rows.items():
         (tmp_path / f"q_{lang}.jsonl").write_text(
-            "".join(json.dumps({"id": f"q{i}", "instruction": t}, ensure_ascii=False) + "\n" for i, t in enumerate(texts))
+            "".join(
+                json.dumps({"id": f"q{i}", "instruction": t}, ensure_ascii=False) + "\n" for i, t in enumerate(texts)
+            )
         )
     return str(tmp_path / "q_{lang}.jsonl")
 

@@ -346,6 +346,120 @@ def models(
     console.print(f"fingerprint: {resolved.fingerprint()}")
 
 
+analyze_app = typer.Typer(
+    no_args_is_help=True, help="Look inside models: logit lens, representation similarity, transfer."
+)
+app.add_typer(analyze_app, name="analyze")
+
+AnalysisModels = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--model", "-m", help="label=SPEC or SPEC (label: its last path part); repeat to compare (before=… after=…)"
+    ),
+]
+AnalysisLangs = Annotated[str, typer.Option(help="comma-separated languages")]
+AnalysisSource = Annotated[str, typer.Option(help="prompts: builtin:<name>, a JSONL path with {lang}, hf:<dataset>")]
+AnalysisLimit = Annotated[int | None, typer.Option(min=1, help="first N prompt ids per language")]
+AnalysisBatch = Annotated[int, typer.Option(min=1)]
+AnalysisOut = Annotated[Path, typer.Option("--out", "-o", help="output dir")]
+
+
+def _analysis_inputs(entries: list[str] | None, langs: list[str], source: str, limit: int | None):
+    """({label: spec} from `label=SPEC` or `SPEC` entries, the prompts): both checked before any model loads."""
+    from polyrise.config import PromptSource
+    from polyrise.prompt_sets import load_prompts
+
+    models: dict[str, str] = {}
+    for entry in entries or ["embedded:smollm2-135m-instruct"]:
+        label, sep, spec = entry.partition("=")
+        if not (sep and label) or "/" in label:
+            label, spec = Path(entry.rstrip("/")).name or entry, entry
+        if label in models:
+            raise PolyriseError(f"--model: label {label!r} given twice; name the models as label=SPEC")
+        models[label] = spec
+    return models, load_prompts(PromptSource(source=source, limit=limit), langs)
+
+
+def _print_analysis(title: str, columns: list[str], rows: list[list[str]], paths: list[Path]) -> None:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col, justify="right")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"wrote {', '.join(str(p) for p in paths)}")
+
+
+@analyze_app.command("logit-lens")
+def analyze_logit_lens(
+    model: AnalysisModels = None,
+    langs: AnalysisLangs = "en,es,de,fr",
+    source: AnalysisSource = "builtin:heldout",
+    limit: AnalysisLimit = None,
+    batch_size: AnalysisBatch = 16,
+    out: AnalysisOut = Path("analysis"),
+) -> None:
+    """Logit lens: per layer, next-token probability on English vs prompt-language tokens (logit_lens.json/md/png)."""
+    from polyrise.analysis.logit_lens import lens_table, run_logit_lens, write_logit_lens
+
+    models, prompts = _analysis_inputs(model, _langs(langs), source, limit)
+    results = run_logit_lens(models, prompts, batch_size=batch_size)
+    _print_analysis("logit lens", *lens_table(results), write_logit_lens(results, out))
+
+
+@analyze_app.command("similarity")
+def analyze_similarity(
+    model: AnalysisModels = None,
+    langs: Annotated[str, typer.Option(help="comma-separated languages (English is always added)")] = "en,es,de,fr",
+    source: AnalysisSource = "builtin:heldout",
+    limit: AnalysisLimit = None,
+    batch_size: AnalysisBatch = 16,
+    layer: Annotated[int | None, typer.Option(help="layer of the PCA plot (0 = embeddings; default: middle)")] = None,
+    out: AnalysisOut = Path("analysis"),
+) -> None:
+    """Similarity of aligned sentences' representations to English per layer, ranking + PCA (similarity.*)."""
+    from polyrise.analysis.similarity import run_similarity, similarity_table, write_similarity
+
+    codes = ["en", *(code for code in _langs(langs) if code != "en")]
+    models, prompts = _analysis_inputs(model, codes, source, limit)
+    results = run_similarity(models, prompts, batch_size=batch_size, layer=layer)
+    _print_analysis("similarity to English", *similarity_table(results), write_similarity(results, out))
+
+
+@analyze_app.command("transfer")
+def analyze_transfer(
+    inputs: Annotated[list[Path], typer.Argument(metavar="RUN_OR_SCORES...", help="run dirs or scores.json files")],
+    trained: Annotated[
+        str | None, typer.Option(help="comma-separated trained languages (default: from the run's config)")
+    ] = None,
+    base: Annotated[str, typer.Option(help="label of the model before training")] = "M0",
+    tuned: Annotated[str, typer.Option(help="label of the model after training")] = "M1",
+    task: Annotated[list[str] | None, typer.Option(help="only these tasks (repeatable)")] = None,
+    out: AnalysisOut = Path("analysis"),
+) -> None:
+    """Cross-lingual transfer: each unseen language's gain relative to the mean gain of the trained ones."""
+    from polyrise.analysis.transfer import load_scores, write_transfer
+
+    scores, from_runs = load_scores(inputs)
+    results, paths = write_transfer(scores, _langs(trained) if trained else from_runs, base, tuned, out, task)
+    rows = [
+        [
+            name,
+            metric,
+            lang + (" *" if r["trained"] else ""),
+            f"{r['gain']:+.3f}",
+            "-" if r["transfer"] is None else f"{r['transfer']:.2f}",
+        ]
+        for name, by_metric in results.items()
+        for metric, by_lang in by_metric.items()
+        for lang, r in by_lang.items()
+    ]
+    columns = ["task", "metric", "lang", "gain", "transfer"]
+    _print_analysis(f"transfer {base} → {tuned} (* trained)", columns, rows, paths)
+
+
 def main() -> None:
     """Entry point: user errors print one clear message and exit 1."""
     try:
