@@ -31,6 +31,18 @@ def test_gain_and_transfer_ratio():
     assert rows["en"]["transfer"] == pytest.approx(0.0)
 
 
+def test_directions_to_and_from_english_are_compared_within_their_group():
+    by_model = _scores(
+        {"zh-en": 10.0, "de-en": 20.0, "en-zh": 1.0, "en-de": 10.0, "de-fr": 5.0},
+        {"zh-en": 14.0, "de-en": 22.0, "en-zh": 2.0, "en-de": 8.0, "de-fr": 9.0},
+        "chrf++",
+    )
+    rows = transfer(by_model, "chrf++", "M0", "M1", ["zh"])
+    assert list(rows) == ["zh-en", "de-en", "en-zh", "en-de"]  # de-fr has no English side
+    assert rows["de-en"]["group"] == "L-en" and rows["de-en"]["transfer"] == pytest.approx(0.5)  # 2 / 4
+    assert rows["en-de"]["group"] == "en-L" and rows["en-de"]["transfer"] == pytest.approx(-2.0)  # -2 / 1
+
+
 def test_lower_is_better_metrics_flip_the_sign_and_zero_gain_is_undefined():
     off = _scores({"zh": 0.5, "de": 0.4}, {"zh": 0.25, "de": 0.3}, "off_target")
     rows = transfer(off, "off_target", "M0", "M1", ["zh"])

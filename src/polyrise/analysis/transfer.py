@@ -3,7 +3,8 @@
 For every language L with scores of a base and a tuned model, the gain is tuned - base (base - tuned for metrics
 where lower is better, so a gain is always an improvement). The transfer to an unseen L is gain(L) divided by the
 mean gain over the trained languages S: 1 means the unseen language gained as much as the trained ones, 0 nothing,
-negative that it got worse. It is undefined when the trained languages gained nothing.
+negative that it got worse. It is undefined when the trained languages gained nothing. Translation directions to
+and from English (`de-en`, `en-de`) are compared within their own group (`L-en`, `en-L`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from polyrise.io import write_json
 from polyrise.report import HEADLINE_METRICS, LOWER_IS_BETTER, Scores, collect_scores, trained_languages
 
 TransferRows = dict[str, dict[str, Any]]
-"""language → {"base", "tuned", "gain", "transfer", "trained"}."""
+"""language or direction → {"group", "base", "tuned", "gain", "transfer", "trained"}."""
 
 
 def load_scores(paths: Sequence[Path]) -> tuple[Scores, list[str]]:
@@ -55,27 +56,46 @@ def load_scores(paths: Sequence[Path]) -> tuple[Scores, list[str]]:
 def transfer(
     by_model: dict[str, dict[str, dict[str, float]]], metric: str, base: str, tuned: str, trained: Sequence[str]
 ) -> TransferRows:
-    """Gain and transfer ratio per language (languages, not directions or averages) for one metric."""
+    """Gain and transfer ratio per language and per direction to or from English, for one metric."""
     for label in (base, tuned):
         if label not in by_model:
             raise PolyriseError(f"no scores of model {label!r}; models: {', '.join(sorted(by_model))}")
     sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
     rows: TransferRows = {}
-    for lang, cells in by_model[tuned].items():
-        before = by_model[base].get(lang, {})
-        if "-" in lang or lang == "average" or metric not in cells or metric not in before:
+    for key, cells in by_model[tuned].items():
+        before = by_model[base].get(key, {})
+        group = _language_and_group(key)
+        if group is None or metric not in cells or metric not in before:
             continue
-        rows[lang] = {
+        lang, kind = group
+        rows[key] = {
+            "group": kind,
             "base": float(before[metric]),
             "tuned": float(cells[metric]),
             "gain": sign * (float(cells[metric]) - float(before[metric])),
             "trained": lang in trained,
         }
-    trained_gains = [r["gain"] for r in rows.values() if r["trained"]]
-    mean_gain = sum(trained_gains) / len(trained_gains) if trained_gains else math.nan
-    for row in rows.values():
-        row["transfer"] = None if row["trained"] or not mean_gain else row["gain"] / mean_gain
-    return dict(sorted(rows.items(), key=lambda kv: (not kv[1]["trained"], kv[0] != "en", kv[0])))
+    for kind in {r["group"] for r in rows.values()}:
+        members = [r for r in rows.values() if r["group"] == kind]
+        trained_gains = [r["gain"] for r in members if r["trained"]]
+        mean_gain = sum(trained_gains) / len(trained_gains) if trained_gains else 0.0
+        for row in members:
+            row["transfer"] = None if row["trained"] or not mean_gain else row["gain"] / mean_gain
+    return dict(sorted(rows.items(), key=lambda kv: (kv[1]["group"], not kv[1]["trained"], kv[0] != "en", kv[0])))
+
+
+def _language_and_group(row: str) -> tuple[str, str] | None:
+    """(language, group) of a score row: `de` → (de, "L"); a direction to or from English, `de-en` → (de, "L-en")
+    and `en-de` → (de, "en-L"). Gains are compared within a group. Averages and other directions: None."""
+    if row == "average":
+        return None
+    parts = row.split("-")
+    if len(parts) == 1:
+        return row, "L"
+    if len(parts) == 2 and "en" in parts and parts[0] != parts[1]:
+        lang = parts[1] if parts[0] == "en" else parts[0]
+        return lang, row.replace(lang, "L", 1)
+    return None
 
 
 def _cell(value: float | None) -> str:
