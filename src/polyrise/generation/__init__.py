@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from rich.progress import Progress
 
@@ -23,6 +23,12 @@ class ChatRequest:
     @classmethod
     def user(cls, content: str, prefix: str = "") -> ChatRequest:
         return cls(({"role": "user", "content": content},), prefix)
+
+
+def render_chat(tokenizer: Any, request: ChatRequest) -> str:
+    """The prompt text a local engine feeds its model: the chat template with the generation prompt, then the prefix."""
+    text = tokenizer.apply_chat_template(list(request.messages), tokenize=False, add_generation_prompt=True)
+    return text + request.prefix
 
 
 class Engine(Protocol):

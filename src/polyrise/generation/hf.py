@@ -15,7 +15,7 @@ from transformers.generation.logits_process import (
 )
 
 from polyrise.config import ModelSettings, SamplingSettings
-from polyrise.generation import ChatRequest
+from polyrise.generation import ChatRequest, render_chat
 from polyrise.models import ResolvedModel, load_model, load_tokenizer
 
 
@@ -58,8 +58,7 @@ class HFEngine:
         self.eos_ids = {*(eos if isinstance(eos, list) else [eos]), self.tokenizer.eos_token_id} - {None}
 
     def render(self, request: ChatRequest) -> str:
-        text = self.tokenizer.apply_chat_template(list(request.messages), tokenize=False, add_generation_prompt=True)
-        return text + request.prefix
+        return render_chat(self.tokenizer, request)
 
     def complete(self, requests: Sequence[ChatRequest], params: SamplingSettings) -> list[str]:
         encoded = [self.tokenizer(self.render(r), add_special_tokens=False)["input_ids"] for r in requests]

