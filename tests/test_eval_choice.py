@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+from engines import biased_llama
 
 from polyrise.errors import PolyriseError
 from polyrise.evaluation.choice import (
@@ -29,32 +30,12 @@ def _unigram_llama(tokenizer, logprobs: dict[str, float]):
     The hidden state is multiplied by an all-zero lm_head, so the logits are the lm_head's bias; the rest of
     the probability mass goes to the EOS token.
     """
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        tie_word_embeddings=False,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    model = LlamaForCausalLM(config).eval()
-    head = torch.nn.Linear(16, len(tokenizer), bias=True)
-    with torch.no_grad():
-        head.weight.zero_()
-        head.bias.fill_(-1e4)
-        for text, lp in logprobs.items():
-            [tok] = tokenizer(text)["input_ids"]
-            head.bias[tok] = lp
-        rest = 1 - sum(math.exp(lp) for lp in logprobs.values())
-        head.bias[tokenizer.eos_token_id] = math.log(rest)
-    model.lm_head = head
-    return model
+    bias = {}
+    for text, lp in logprobs.items():
+        [tok] = tokenizer(text)["input_ids"]
+        bias[tok] = lp
+    bias[tokenizer.eos_token_id] = math.log(1 - sum(math.exp(lp) for lp in logprobs.values()))
+    return biased_llama(tokenizer, bias, default=-1e4)
 
 
 def _item(context: str, choices: list[str], label: int = 0, item_id: str = "1", lang: str = "en") -> ChoiceItem:

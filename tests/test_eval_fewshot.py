@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from engines import ScriptedEngine
+from engines import ScriptedEngine, biased_llama
 
 from polyrise.config import EvalTask
 from polyrise.errors import PolyriseError
@@ -46,33 +46,6 @@ def tiny_model(tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
-
-
-def _biased_llama(tokenizer, bias: dict[int, float]):
-    """A Llama whose logits ignore the input: an all-zero lm_head whose bias is `bias` (0 for other tokens)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        tie_word_embeddings=False,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    model = LlamaForCausalLM(config).eval()
-    head = torch.nn.Linear(16, len(tokenizer), bias=True)
-    with torch.no_grad():
-        head.weight.zero_()
-        head.bias.zero_()
-        for token, value in bias.items():
-            head.bias[token] = value
-    model.lm_head = head
-    return model
 
 
 def _token(tokenizer, text: str) -> int:
@@ -254,9 +227,9 @@ def test_generate_returns_a_label_even_when_the_model_wants_something_else(token
     labels = ["yes", "yes sir"]
     prompts = ["Well?\nAnswer:"] * 3
     # EOS and " maybe" are masked at the start; after " yes", EOS beats " sir"
-    model = _biased_llama(tokenizer, {eos: 30.0, maybe: 40.0})
+    model = biased_llama(tokenizer, {eos: 30.0, maybe: 40.0})
     assert generate_labels(model, tokenizer, prompts, labels, temperature=temperature) == [("yes", [yes, eos])] * 3
-    model = _biased_llama(tokenizer, {sir: 30.0, maybe: 40.0})
+    model = biased_llama(tokenizer, {sir: 30.0, maybe: 40.0})
     assert generate_labels(model, tokenizer, prompts, labels, temperature=temperature) == [("yes sir", [yes, sir])] * 3
 
 
@@ -285,7 +258,7 @@ def test_loglik_picks_the_argmax_of_the_label_logliks(tiny_model, tokenizer):
 
 @pytest.mark.parametrize("constrain", ["loglik", "generate"])
 def test_a_certain_label_is_always_picked_and_scored_per_language(tokenizer, constrain):
-    model = _biased_llama(tokenizer, {_token(tokenizer, " neutral"): 40.0})
+    model = biased_llama(tokenizer, {_token(tokenizer, " neutral"): 40.0})
     labels = ["contradiction", "entailment", "neutral"]
     items = _items("en", 6, labels=labels) + _items("fr", 3, labels=labels)
     preds = classify(model, tokenizer, items, k=1, constrain=constrain, normalize="chars")
