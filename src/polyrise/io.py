@@ -42,6 +42,20 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
             yield lineno, row
 
 
+def read_json_array(path: str | Path) -> list[Any]:
+    """The items of a file holding one JSON array (the X-AlpacaEval shape); errors name the file (and line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise PolyriseError(f"{path}: no such file")
+    try:
+        items = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise PolyriseError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+    if not isinstance(items, list):
+        raise PolyriseError(f"{path}: expected a JSON array of objects")
+    return items
+
+
 def read_jsonl(path: str | Path, record: type[R]) -> list[R]:
     """Parse every row of a JSONL file into `record`; a bad row raises an error naming `file:line`."""
     rows: list[R] = []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from importlib import resources
 from pathlib import Path
 
@@ -10,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from polyrise.config import PromptSource
 from polyrise.errors import PolyriseError
-from polyrise.io import read_jsonl
+from polyrise.io import read_json_array, read_jsonl
 from polyrise.records import Prompt
 
 BUILTIN_PREFIX = "builtin:"
@@ -35,16 +34,8 @@ def builtin_names() -> list[str]:
 def _read_rows(path: Path) -> list[_PromptRow]:
     if path.suffix != ".json":
         return read_jsonl(path, _PromptRow)
-    if not path.is_file():
-        raise PolyriseError(f"{path}: no such file")
-    try:
-        items = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise PolyriseError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
-    if not isinstance(items, list):
-        raise PolyriseError(f"{path}: expected a JSON array of prompt objects")
     rows = []
-    for i, item in enumerate(items):
+    for i, item in enumerate(read_json_array(path)):
         try:
             rows.append(_PromptRow.model_validate(item))
         except ValidationError as e:

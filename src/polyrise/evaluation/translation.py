@@ -10,7 +10,6 @@ chrF++ (`CHRF(word_order=2)`) needs no tokenizer and is the headline metric.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -19,7 +18,7 @@ from pathlib import Path
 from polyrise.config import SamplingSettings
 from polyrise.errors import PolyriseError
 from polyrise.generation import Generator
-from polyrise.io import iter_jsonl
+from polyrise.io import iter_jsonl, read_json_array
 from polyrise.translation import TranslationJob, translate
 
 _PREFERRED_TOKENIZE = {"zh": "zh", "ja": "ja-mecab", "ko": "ko-mecab", "th": "char"}
@@ -76,13 +75,8 @@ class ParallelRow:
 
 def _json_items(path: Path) -> list[tuple[str, dict]]:
     """(`file: item N`, object) of a JSON array file (the X-AlpacaEval shape, whose ids are integers → text)."""
-    if not path.is_file():
-        raise PolyriseError(f"{path}: no such file")
-    try:
-        items = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise PolyriseError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
-    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+    items = read_json_array(path)
+    if not all(isinstance(item, dict) for item in items):
         raise PolyriseError(f"{path}: expected a JSON array of objects")
     for item in items:
         if isinstance(item.get("id"), int):
