@@ -1,8 +1,14 @@
-"""Test doubles: a scripted Engine (prompting, caching, extraction, scoring) and a Llama with fixed logits."""
+"""Test doubles: a scripted Engine (prompting, caching, extraction, scoring), a Llama with fixed logits, and a fake
+OpenAI-compatible HTTP server."""
 
 from __future__ import annotations
 
+import json
+import threading
+import time
 from collections.abc import Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from polyrise.config import SamplingSettings
 from polyrise.generation import ChatRequest
@@ -54,3 +60,67 @@ def biased_llama(tokenizer, bias: dict[int, float], default: float = 0.0):
             head.bias[token] = value
     model.lm_head = head
     return model
+
+
+class FakeServer(ThreadingHTTPServer):
+    """Records every request; answers `echo:<last message content>` unless told to fail or misbehave."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.lock = threading.Lock()
+        self.requests: list[dict[str, Any]] = []
+        self.failures: list[int] = []  # statuses to answer with, one per request, before succeeding
+        self.always: int | None = None  # a status every request gets
+        self.raw_reply: bytes | None = None  # a 200 body to send instead of the echo
+        self.delay: dict[str, float] = {}  # seconds to wait before answering a message content
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: FakeServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # keep pytest output quiet
+        pass
+
+    def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self) -> None:
+        srv = self.server
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        with srv.lock:
+            srv.requests.append(
+                {"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body}
+            )
+            status = srv.failures.pop(0) if srv.failures else srv.always
+            srv.in_flight += 1
+            srv.max_in_flight = max(srv.max_in_flight, srv.in_flight)
+        try:
+            if self.path != "/v1/chat/completions":
+                self._send(404, b'{"error": "not found"}')
+                return
+            content = body["messages"][-1]["content"]
+            time.sleep(srv.delay.get(content, 0.0))
+            if status is not None:
+                self._send(status, b'{"error": "unavailable"}', {"retry-after-ms": "5"})
+            elif srv.raw_reply is not None:
+                self._send(200, srv.raw_reply)
+            else:
+                reply = {"choices": [{"index": 0, "message": {"role": "assistant", "content": f"echo:{content}"}}]}
+                self._send(200, json.dumps(reply).encode())
+        finally:
+            with srv.lock:
+                srv.in_flight -= 1

@@ -142,10 +142,15 @@ def _align_config(tmp_path: Path, model_dir: Path, questions: str, **extra) -> P
         "model": {"spec": str(model_dir)},
         "languages": ["zh", "de", "fr"],
         "alignment": {"train": ["zh"], "questions": {"source": questions}},
-        "generation": {"batch_size": 4, "answer": {"max_new_tokens": 6}, "translate": {"max_new_tokens": 8}},
+        "generation": {
+            "policy": {"batch_size": 4},
+            "answer": {"max_new_tokens": 6},
+            "translate": {"max_new_tokens": 8},
+        },
         "training": {"batch_size": 2, "max_length": 64, "learning_rate": 1e-3},
         "heldout": {"prompts": {"source": "builtin:heldout", "limit": 2}, "max_new_tokens": 6},
         "evaluation": [{"task": "translation", "source": questions, "langs": ["en", "zh", "de"], "max_new_tokens": 8}],
+        "stage_processes": False,
         **extra,
     }
     path = tmp_path / "align.yaml"
@@ -207,7 +212,7 @@ def test_align_self_translates_english_questions(tmp_path, tiny_model_dir):
         evaluation=[],
         heldout=None,
         # sampled: a random model's greedy output repeats one token; the data stage must cope with failures
-        generation={"batch_size": 4, "translate": {"max_new_tokens": 8, "temperature": 1.0}},
+        generation={"policy": {"batch_size": 4}, "translate": {"max_new_tokens": 8, "temperature": 1.0}},
     )
     cfg = load_config(config, {"method": "question-alignment"})
     from polyrise.pipeline import run_pipeline

@@ -62,3 +62,22 @@ def test_unknown_language_and_missing_model(tmp_path):
     result = polyrise("translate", str(tmp_path / "r.jsonl"), "--to", "es", "-m", str(tmp_path / "nope"))
     assert result.returncode == 1
     assert "does not exist" in result.stderr
+
+
+def test_generate_through_an_openai_server_and_engine_flag_errors(tmp_path, server):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(
+        "".join(json.dumps({"id": f"q{i}", "lang": "en", "instruction": f"hi {i}"}) + "\n" for i in range(3))
+    )
+    out = tmp_path / "responses.jsonl"
+    args = ["generate", str(prompts), "-o", str(out), "--engine", "openai", "--model", "m", "--api-key-env", ""]
+    result = polyrise(*args, "--base-url", server.base_url)
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line)["output"] for line in out.read_text().splitlines()] == [f"echo:hi {i}" for i in range(3)]
+    again = polyrise(*args, "--base-url", server.base_url)
+    assert "(3 from cache)" in again.stdout and len(server.requests) == 3
+
+    missing = polyrise(*args)
+    assert missing.returncode == 1 and "--engine openai needs --base-url and --model" in missing.stderr
+    unknown = polyrise("generate", str(prompts), "--engine", "tgi")
+    assert unknown.returncode == 1 and "--engine: Input should be 'hf', 'vllm' or 'openai'" in unknown.stderr

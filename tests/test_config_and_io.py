@@ -109,3 +109,36 @@ def test_unwritable_output_dir(tmp_path):
     blocker = _write(tmp_path / "file", "x")  # a file where a directory is needed
     with pytest.raises(PolyriseError, match="cannot write here"):
         write_jsonl(blocker / "sub" / "out.jsonl", [{"a": 1}])
+
+
+@pytest.mark.parametrize(
+    ("generation", "message"),
+    [
+        ("policy: {engine: openai, openai: {base_url: 'http://h/v1', model: m}}", "cannot serve the iterates"),
+        ("policy: {model: other}", r"generation: policy\.model: the policy is `model\.spec`"),
+        ("translator: {engine: hf}", r"translator\.model: a translator on hf/vllm needs a model spec"),
+        ("translator: {engine: openai}", r"generation\.translator: .*engine 'openai' needs an `openai` section"),
+        ("policy: {engine: vllm, openai: {base_url: u, model: m}}", "only used by engine 'openai', not 'vllm'"),
+        ("policy: {engine: tgi}", r"generation\.policy\.engine: Input should be 'hf', 'vllm' or 'openai'"),
+    ],
+)
+def test_engine_roles_are_checked(tmp_path, generation, message):
+    with pytest.raises(PolyriseError, match=message):
+        load_config(_write(tmp_path / "c.yaml", f"generation:\n  {generation}\n"))
+
+
+def test_engine_roles_load(tmp_path):
+    text = """
+generation:
+  policy: {engine: vllm, batch_size: 64, vllm: {tensor_parallel_size: 2}}
+  translator: {engine: openai, openai: {base_url: "http://localhost:8001/v1", model: mt, api_key_env: null}}
+evaluation:
+  - task: judge
+    source: "x/{lang}.json"
+    judge: {engine: openai, openai: {base_url: "https://api.example/v1", model: gpt, max_concurrency: 4}}
+"""
+    cfg = load_config(_write(tmp_path / "c.yaml", text))
+    assert cfg.generation.policy.vllm.tensor_parallel_size == 2 and cfg.generation.translator.openai.model == "mt"
+    assert cfg.evaluation[0].judge.openai.api_key_env == "OPENAI_API_KEY"  # the variable's name, never the key
+    with pytest.raises(PolyriseError, match=r"evaluation\.0\.judge: .*needs judge\.model"):
+        load_config(_write(tmp_path / "d.yaml", "evaluation: [{task: judge, source: s, judge: {engine: vllm}}]\n"))

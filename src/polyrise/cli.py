@@ -28,25 +28,76 @@ def _langs(text: str) -> list[str]:
     return codes
 
 
-def _generator(model: str, batch_size: int, cache: Path | None, out: Path):
-    from polyrise.generation import Generator
-    from polyrise.generation.cache import GenerationCache
-    from polyrise.generation.hf import HFEngine
-    from polyrise.models import resolve_model
+EngineName = Annotated[str, typer.Option("--engine", help="hf, vllm, or openai (then --model is the server's name)")]
+BaseUrl = Annotated[str | None, typer.Option(help="openai engine: the API root, e.g. http://localhost:8000/v1")]
+ApiKeyEnv = Annotated[str, typer.Option(help="openai engine: environment variable holding the API key ('' for none)")]
 
-    engine = HFEngine(resolve_model(model), batch_size=batch_size)
-    return Generator(engine, GenerationCache(cache or out.parent / "generations.sqlite"))
+
+def _engine_settings(
+    engine: str, model: str | None, batch_size: int, base_url: str | None, api_key_env: str, flag: str = ""
+):
+    """EngineSettings from the command-line options `--{flag}engine`, `--{flag}model`, ... ."""
+    from pydantic import ValidationError
+
+    from polyrise.config import EngineSettings, OpenAISettings
+
+    try:
+        if engine != "openai":
+            return EngineSettings(engine=engine, model=model, batch_size=batch_size)
+        if not base_url or not model:
+            raise PolyriseError(
+                f"--{flag}engine openai needs --{flag}{'url' if flag else 'base-url'} and --{flag}model"
+            )
+        server = OpenAISettings(
+            base_url=base_url, model=model, api_key_env=api_key_env or None, max_concurrency=batch_size
+        )
+        return EngineSettings(engine="openai", openai=server)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise PolyriseError(f"--{flag}{'-'.join(map(str, err['loc'])) or 'engine'}: {err['msg']}") from None
+
+
+def _generator(settings, cache: Path):
+    from polyrise.generation import Generator, open_engine
+    from polyrise.generation.cache import GenerationCache
+
+    return Generator(open_engine(settings), GenerationCache(cache))
 
 
 @app.command()
-def run(config: Path, iterations: Annotated[int | None, typer.Option(help="override `iterations`")] = None) -> None:
+def run(
+    config: Path,
+    iterations: Annotated[int | None, typer.Option(help="override `iterations`")] = None,
+    num_processes: Annotated[
+        int | None,
+        typer.Option(min=1, help="train on N processes (GPUs) via accelerate; default: training.num_processes"),
+    ] = None,
+    accelerate_config: Annotated[
+        Path | None, typer.Option(help="e.g. examples/accelerate/ddp.yaml; default: training.accelerate_config")
+    ] = None,
+) -> None:
     """Run the Language-Imbalance-Driven-Rewarding loop of a YAML config (resumes where it stopped)."""
     from polyrise.config import load_config
     from polyrise.pipeline import run_pipeline
 
     cfg = load_config(config, {"iterations": iterations} if iterations else None)
+    launch = {"num_processes": num_processes, "accelerate_config": accelerate_config}
+    if any(v is not None for v in launch.values()):
+        cfg.training = cfg.training.model_validate(
+            cfg.training.model_dump() | {k: v for k, v in launch.items() if v is not None}
+        )
     run_pipeline(cfg, console)
     console.print(f"run directory: {cfg.run_dir}")
+
+
+@app.command(hidden=True)
+def stage(run_dir: Path, body: str, args: str, result: Path) -> None:
+    """A stage process of `polyrise run` (started by the run itself): one stage body, its outcome to RESULT."""
+    import json
+
+    from polyrise.pipeline import run_stage
+
+    run_stage(run_dir, body, json.loads(args), result)
 
 
 @app.command()
@@ -73,6 +124,9 @@ def generate(
     seed: int = 0,
     batch_size: int = 16,
     cache: Cache = None,
+    engine: EngineName = "hf",
+    base_url: BaseUrl = None,
+    api_key_env: ApiKeyEnv = "OPENAI_API_KEY",
 ) -> None:
     """Answer every prompt of a JSONL file in its own language."""
     from polyrise.config import SamplingSettings
@@ -88,8 +142,11 @@ def generate(
         repetition_penalty=repetition_penalty,
         seed=seed,
     )
-    n = write_jsonl(out, answer_prompts(_generator(model, batch_size, cache, out), rows, params))
-    console.print(f"wrote {n} responses to {out}")
+    generator = _generator(
+        _engine_settings(engine, model, batch_size, base_url, api_key_env), cache or out.parent / "generations.sqlite"
+    )
+    n = write_jsonl(out, answer_prompts(generator, rows, params))
+    console.print(f"wrote {n} responses to {out} ({generator.stats['cached']} from cache)")
 
 
 @app.command()
@@ -103,6 +160,9 @@ def translate(
     max_new_tokens: int = 256,
     batch_size: int = 16,
     cache: Cache = None,
+    engine: EngineName = "hf",
+    base_url: BaseUrl = None,
+    api_key_env: ApiKeyEnv = "OPENAI_API_KEY",
 ) -> None:
     """Self-translate prompts or responses into other languages (failures are written with output null)."""
     from pydantic import BaseModel, ConfigDict
@@ -120,6 +180,7 @@ def translate(
         output: str | None = None
 
     targets = _langs(to)
+    settings = _engine_settings(engine, model, batch_size, base_url, api_key_env)
     jobs = []
     for row in read_jsonl(inputs, Row):
         kind = "prompt" if row.instruction is not None else "response"
@@ -127,11 +188,13 @@ def translate(
         if text is None:
             raise PolyriseError(f"{inputs}: row {row.id!r} has neither `instruction` nor `output`")
         jobs.extend(TranslationJob(row.id, kind, row.lang, lang, text) for lang in targets if lang != row.lang)
-    results = run_translate(
-        _generator(model, batch_size, cache, out), jobs, SamplingSettings(max_new_tokens=max_new_tokens)
-    )
+    generator = _generator(settings, cache or out.parent / "generations.sqlite")
+    results = run_translate(generator, jobs, SamplingSettings(max_new_tokens=max_new_tokens))
     write_jsonl(out, results)
-    console.print(f"wrote {len(results)} translations ({sum(r.output is None for r in results)} failed) to {out}")
+    failed = sum(r.output is None for r in results)
+    console.print(
+        f"wrote {len(results)} translations ({failed} failed, {generator.stats['cached']} from cache) to {out}"
+    )
 
 
 @app.command()
@@ -170,16 +233,42 @@ def train(
     out: Annotated[Path, typer.Option("--out", "-o", help="output model dir")] = Path("model"),
     config: Annotated[Path | None, typer.Option(help="YAML config whose `training` section is used")] = None,
     seed: int = 0,
+    num_processes: Annotated[
+        int | None, typer.Option(min=1, help="N processes (GPUs) via accelerate; default: training.num_processes")
+    ] = None,
+    accelerate_config: Annotated[
+        Path | None, typer.Option(help="e.g. examples/accelerate/ddp.yaml; default: training.accelerate_config")
+    ] = None,
+    launched: Annotated[bool, typer.Option("--launched", hidden=True, help="internal: an accelerate worker")] = False,
 ) -> None:
-    """Train M(t+1) from pairs with DPO + NLL (reference = the given model)."""
+    """Train M(t+1) from pairs with DPO + NLL (reference = the given model), on several GPUs with --num-processes."""
     from polyrise.config import TrainingSettings, load_config
     from polyrise.io import read_jsonl
     from polyrise.models import resolve_model
     from polyrise.records import PreferencePair
-    from polyrise.training.dpo import train_dpo
+    from polyrise.training.launch import launch_command, run_launched, should_launch
 
     settings = load_config(config).training if config else TrainingSettings()
-    metrics = train_dpo(resolve_model(model), read_jsonl(pairs_file, PreferencePair), out, settings, seed=seed)
+    overrides = {"num_processes": num_processes, "accelerate_config": accelerate_config}
+    settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    base = resolve_model(model)  # before the workers start: they must not all convert the embedded model at once
+    pairs = read_jsonl(pairs_file, PreferencePair)
+    if not launched and should_launch(settings.num_processes, settings.accelerate_config):
+        # the workers rerun this command; --launched keeps them from relaunching
+        worker = ["polyrise.cli", "train", str(pairs_file), "--model", model, "--out", str(out), "--seed", str(seed)]
+        worker += ["--num-processes", str(settings.num_processes), "--launched"]
+        worker += ["--config", str(config)] if config else []
+        worker += ["--accelerate-config", str(settings.accelerate_config)] if settings.accelerate_config else []
+        run_launched(launch_command(settings.num_processes, settings.accelerate_config) + worker)
+        return
+    from polyrise.training.dpo import train_dpo
+
+    metrics = train_dpo(base, pairs, out, settings, seed=seed)
+    if launched:
+        from accelerate import PartialState
+
+        if not PartialState().is_main_process:
+            return
     console.print(metrics)
     console.print(f"saved model to {out}")
 
@@ -199,9 +288,13 @@ def eval_(
     label: Annotated[str, typer.Option(help="name of this model in scores.json")] = "model",
     reference: Annotated[str | None, typer.Option(help="judge: alpaca_eval reference outputs ({lang})")] = None,
     baseline_model: Annotated[str | None, typer.Option(help="judge: head-to-head against this model")] = None,
-    judge_model: Annotated[str | None, typer.Option(help="judge: a local model spec")] = None,
+    judge_model: Annotated[
+        str | None, typer.Option(help="judge: a model spec, or the model name at --judge-url")
+    ] = None,
+    judge_engine: Annotated[
+        str | None, typer.Option(help="judge: hf, vllm or openai (default: openai with --judge-url)")
+    ] = None,
     judge_url: Annotated[str | None, typer.Option(help="judge: OpenAI-compatible base URL")] = None,
-    judge_api_model: Annotated[str | None, typer.Option(help="judge: model name at --judge-url")] = None,
     judge_api_key_env: str = "OPENAI_API_KEY",
     normalize: Annotated[str, typer.Option(help="choice, classify: chars, tokens or none")] = "chars",
     labels: Annotated[str | None, typer.Option(help="classify: comma-separated labels (default: the data's)")] = None,
@@ -209,6 +302,9 @@ def eval_(
     demos: Annotated[str | None, typer.Option(help="classify: demonstrations JSONL; default: the other items")] = None,
     batch_size: int = 16,
     seed: int = 0,
+    engine: EngineName = "hf",
+    base_url: BaseUrl = None,
+    api_key_env: ApiKeyEnv = "OPENAI_API_KEY",
 ) -> None:
     """Evaluate a model on one task per language; merges its scores into <out>/scores.json."""
     import json
@@ -216,16 +312,23 @@ def eval_(
     from pydantic import ValidationError
 
     from polyrise.config import EvalTask, JudgeSettings
-    from polyrise.evaluate import judge_generator, run_task
+    from polyrise.evaluate import run_task
+    from polyrise.generation import Generator, open_engine
     from polyrise.io import write_json
     from polyrise.pipeline import scores_table
 
     try:
         judge = None
         if judge_model or judge_url:
-            judge = JudgeSettings(
-                model=judge_model, base_url=judge_url, api_model=judge_api_model, api_key_env=judge_api_key_env or None
+            engine_settings = _engine_settings(
+                judge_engine or ("openai" if judge_url else "hf"),
+                judge_model,
+                batch_size,
+                judge_url,
+                judge_api_key_env,
+                flag="judge-",
             )
+            judge = JudgeSettings.model_validate(engine_settings.model_dump())
         spec = EvalTask(
             task=task,
             source=source,
@@ -245,14 +348,17 @@ def eval_(
         raise PolyriseError(
             f"--{'-'.join(map(str, err['loc'])) or task}: {err['msg'].removeprefix('Value error, ')}"
         ) from None
-    generator = _generator(model, batch_size, None, out / "scores.json")
-    judge_gen = judge_generator(judge, generator.cache) if judge else None
+    generator = _generator(
+        _engine_settings(engine, model, batch_size, base_url, api_key_env), out / "generations.sqlite"
+    )
+    judge_gen = Generator(open_engine(judge), generator.cache) if judge else None
     baseline = None
     if baseline_model is not None:
         baseline = "baseline"
+        baseline_settings = _engine_settings(engine, baseline_model, batch_size, base_url, api_key_env)
         run_task(
             spec,
-            _generator(baseline_model, batch_size, None, out / "scores.json"),
+            Generator(open_engine(baseline_settings), generator.cache),
             spec.langs or [],
             out,
             baseline,
@@ -467,3 +573,7 @@ def main() -> None:
     except PolyriseError as e:
         print(f"error: {e}", file=sys.stderr)  # plain: no wrapping or markup inside paths
         raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()

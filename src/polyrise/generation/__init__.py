@@ -8,7 +8,8 @@ from typing import Any, Protocol
 
 from rich.progress import Progress
 
-from polyrise.config import SamplingSettings
+from polyrise.config import EngineSettings, ModelSettings, SamplingSettings
+from polyrise.errors import PolyriseError
 from polyrise.generation.cache import GenerationCache
 from polyrise.records import Prompt, Response
 
@@ -45,6 +46,29 @@ class Engine(Protocol):
     def complete(self, requests: Sequence[ChatRequest], params: SamplingSettings) -> list[str]:
         """Continuations after each request's prefix, in request order."""
         ...
+
+
+def open_engine(settings: EngineSettings, model: ModelSettings | None = None) -> Engine:
+    """The engine a role's settings name. `model` gives the local model's spec and loading options (default:
+    `settings.model` with default options); the `openai` engine ignores it."""
+    if settings.engine == "openai":
+        from polyrise.generation.openai import OpenAIEngine
+
+        assert settings.openai is not None
+        return OpenAIEngine(settings.openai)
+    from polyrise.models import resolve_model
+
+    if model is None:
+        if settings.model is None:
+            raise PolyriseError(f"engine {settings.engine!r} needs a model spec")
+        model = ModelSettings(spec=settings.model)
+    if settings.engine == "vllm":
+        from polyrise.generation.vllm import VLLMEngine
+
+        return VLLMEngine(resolve_model(model.spec), model, settings.vllm, batch_size=settings.batch_size)
+    from polyrise.generation.hf import HFEngine
+
+    return HFEngine(resolve_model(model.spec), model, batch_size=settings.batch_size)
 
 
 @dataclass

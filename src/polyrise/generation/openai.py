@@ -1,10 +1,14 @@
-"""OpenAI-compatible chat engine: vLLM's OpenAI server (`python -m vllm.entrypoints.openai.api_server`),
-OpenAI itself, or any server speaking `POST {base_url}/chat/completions`.
+"""OpenAI-compatible chat engine over the `openai` SDK: vLLM's OpenAI server
+(`python -m vllm.entrypoints.openai.api_server`), llama.cpp's server, TGI, OpenAI itself, or any server speaking
+`POST {base_url}/chat/completions`.
 
-Assistant prefixes (`ChatRequest.prefix`, used by self-translation) are sent as a final assistant message
-with vLLM's extra fields `continue_final_message: true, add_generation_prompt: false`, so the server
-continues that message. Plain OpenAI does not support prefill: it rejects those fields or answers a fresh
-turn, so use an OpenAI endpoint only for requests without a prefix (answering, judging).
+The SDK does the HTTP work: timeouts, and retries with exponential backoff (honouring Retry-After) on 408, 409, 429,
+5xx and connection errors. Requests run `max_concurrency` at a time. The API key is read from a named environment
+variable and only handed to the client: it is never part of a cache key, a config dump or an error message.
+
+Assistant prefixes (`ChatRequest.prefix`, used by self-translation) are sent as a final assistant message with vLLM's
+extra fields `continue_final_message: true, add_generation_prompt: false`, so the server continues that message.
+Plain OpenAI does not support prefill, so use such endpoints for requests without a prefix (answering, judging).
 """
 
 from __future__ import annotations
@@ -12,22 +16,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-try:
-    import httpx
-except ImportError:  # pragma: no cover - huggingface_hub ships the API-compatible fork instead
-    import httpx2 as httpx  # type: ignore[no-redef]
+import openai
 
-from polyrise.config import SamplingSettings
+from polyrise.config import OpenAISettings, SamplingSettings
 from polyrise.errors import PolyriseError
 from polyrise.generation import ChatRequest
 
-RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
-"""Statuses worth retrying (rate limits, overload, restarts); every other 5xx is retried too."""
+NO_KEY = "EMPTY"
+"""Sent when no key is configured (vLLM's convention for servers started without `--api-key`)."""
 
 
 def _truncate_at_stop(text: str, stop: Sequence[str]) -> str:
@@ -36,49 +36,27 @@ def _truncate_at_stop(text: str, stop: Sequence[str]) -> str:
     return text[:cut]
 
 
-def _seconds(retry_after: str | None) -> float | None:
-    """A numeric Retry-After header in seconds (capped at a minute); None when absent or a date."""
-    try:
-        return min(max(float(retry_after), 0.0), 60.0) if retry_after else None
-    except ValueError:
-        return None
-
-
 class OpenAIEngine:
-    """Engine over an OpenAI-compatible chat-completions server; `batch_size` requests run concurrently."""
+    """Engine over an OpenAI-compatible chat-completions server."""
 
-    def __init__(
-        self,
-        base_url: str,
-        model: str,
-        api_key_env: str | None = "OPENAI_API_KEY",
-        batch_size: int = 8,
-        timeout: float = 120,
-        max_retries: int = 3,
-        *,
-        retry_backoff: float = 1.0,
-    ) -> None:
-        """`base_url` is the API root (e.g. `http://localhost:8000/v1`); the key is read from the
-        environment variable `api_key_env` (None: send no key, as for a local vLLM server)."""
-        if batch_size < 1:
-            raise PolyriseError(f"batch_size must be at least 1, got {batch_size}")
-        self.base_url = base_url.rstrip("/")
+    def __init__(self, settings: OpenAISettings) -> None:
+        self.settings = settings
+        self.base_url = settings.base_url.rstrip("/")
         self.url = f"{self.base_url}/chat/completions"
-        self.model = model
-        self.batch_size = batch_size
-        self.timeout = timeout
-        self.max_retries = max(0, max_retries)
-        self.retry_backoff = retry_backoff
-        self.fingerprint = hashlib.sha256(f"{self.base_url}\n{model}".encode()).hexdigest()[:16]
-        self._headers = {"Content-Type": "application/json"}
-        if api_key_env is not None:
-            key = os.environ.get(api_key_env)
+        self.model = settings.model
+        self.batch_size = settings.max_concurrency
+        self.fingerprint = hashlib.sha256(f"{self.base_url}\n{settings.model}".encode()).hexdigest()[:16]
+        key = NO_KEY
+        if settings.api_key_env is not None:
+            key = os.environ.get(settings.api_key_env, "")
             if not key:
                 raise PolyriseError(
-                    f"environment variable {api_key_env} is not set; it must hold the API key for {self.base_url} "
-                    "(pass api_key_env=None for a server without authentication)"
+                    f"environment variable {settings.api_key_env} is not set; it must hold the API key for "
+                    f"{self.base_url} (set api_key_env: null for a server without authentication)"
                 )
-            self._headers["Authorization"] = f"Bearer {key}"
+        self.client = openai.OpenAI(
+            base_url=self.base_url, api_key=key, timeout=settings.timeout, max_retries=settings.max_retries
+        )
 
     def render(self, request: ChatRequest) -> str:
         """Canonical JSON of (model, messages, prefix): the cache key's prompt part."""
@@ -88,10 +66,16 @@ class OpenAIEngine:
             ensure_ascii=False,
         )
 
-    def body(self, request: ChatRequest, params: SamplingSettings) -> dict[str, Any]:
-        """The JSON body POSTed for one request."""
+    def arguments(self, request: ChatRequest, params: SamplingSettings) -> dict[str, Any]:
+        """Keyword arguments of `chat.completions.create` for one request."""
         messages = [dict(m) for m in request.messages]
-        body: dict[str, Any] = {
+        extra: dict[str, Any] = {}
+        if params.repetition_penalty != 1.0:
+            extra["repetition_penalty"] = params.repetition_penalty  # vLLM extra field
+        if request.prefix:
+            messages.append({"role": "assistant", "content": request.prefix})
+            extra |= {"continue_final_message": True, "add_generation_prompt": False}  # vLLM extra fields
+        arguments: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
             "max_tokens": params.max_new_tokens,
@@ -100,25 +84,17 @@ class OpenAIEngine:
             "seed": params.seed,
         }
         if params.stop:
-            body["stop"] = list(params.stop)
-        if params.repetition_penalty != 1.0:
-            body["repetition_penalty"] = params.repetition_penalty  # vLLM extra field
-        if request.prefix:
-            messages.append({"role": "assistant", "content": request.prefix})
-            body["continue_final_message"] = True  # vLLM extra fields: continue the assistant prefix
-            body["add_generation_prompt"] = False
-        return body
+            arguments["stop"] = list(params.stop)
+        if extra:
+            arguments["extra_body"] = extra
+        return arguments
 
     def complete(self, requests: Sequence[ChatRequest], params: SamplingSettings) -> list[str]:
         """Continuations after each request's prefix, in request order."""
         if not requests:
             return []
-        bodies = [self.body(r, params) for r in requests]
-        with (
-            httpx.Client(timeout=httpx.Timeout(self.timeout), headers=self._headers) as client,
-            ThreadPoolExecutor(max_workers=min(self.batch_size, len(bodies))) as pool,
-        ):
-            futures = [pool.submit(self._post, client, body) for body in bodies]
+        with ThreadPoolExecutor(max_workers=min(self.batch_size, len(requests))) as pool:
+            futures = [pool.submit(self._create, self.arguments(r, params)) for r in requests]
             try:
                 outputs = [f.result() for f in futures]
             except BaseException:
@@ -127,42 +103,39 @@ class OpenAIEngine:
                 raise
         return [_truncate_at_stop(text, params.stop) for text in outputs]
 
-    def _post(self, client: httpx.Client, body: dict[str, Any]) -> str:
-        """One chat completion, retried with exponential backoff on 429/5xx and connection errors."""
-        problem, retry_after = "", None
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                time.sleep(retry_after if retry_after is not None else self.retry_backoff * 2 ** (attempt - 1))
-            try:
-                response = client.post(self.url, json=body)
-            except httpx.TransportError as e:
-                problem, retry_after = f"{type(e).__name__}: {e}", None
-                continue
-            if response.status_code in RETRY_STATUS or response.status_code >= 500:
-                problem = f"HTTP {response.status_code}: {response.text[:300]}"
-                retry_after = _seconds(response.headers.get("retry-after"))
-                continue
-            if response.status_code != 200:
-                hint = ""
-                if response.status_code in (401, 403):
-                    hint = " (check the API key)"
-                elif response.status_code == 400 and body.get("continue_final_message"):
-                    hint = " (the server may not support assistant prefill; vLLM does, plain OpenAI does not)"
-                raise PolyriseError(f"{self.url}: HTTP {response.status_code}{hint}: {response.text[:500]}")
-            return self._content(response)
-        raise PolyriseError(f"{self.url}: request failed after {self.max_retries + 1} attempts; last error: {problem}")
-
-    def _content(self, response: httpx.Response) -> str:
+    def _create(self, arguments: dict[str, Any]) -> str:
+        """One chat completion; SDK errors become one PolyriseError naming the URL and the model."""
+        where = f"{self.url} (model {self.model!r})"
         try:
-            data = response.json()
-        except ValueError:
-            raise PolyriseError(f"{self.url}: response is not valid JSON: {response.text[:300]!r}") from None
-        try:
-            content = data["choices"][0]["message"]["content"]
-        except (KeyError, IndexError, TypeError):
+            completion = self.client.chat.completions.create(**arguments)
+        except openai.AuthenticationError as e:
+            key = f"the key in ${self.settings.api_key_env}" if self.settings.api_key_env else "no key configured"
+            raise PolyriseError(f"{where}: HTTP 401, the server refused the API key ({key}): {e.message}") from None
+        except openai.PermissionDeniedError as e:
+            raise PolyriseError(f"{where}: HTTP 403, this key may not use the model: {e.message}") from None
+        except openai.NotFoundError as e:
             raise PolyriseError(
-                f"{self.url}: unexpected response, no choices[0].message.content: {json.dumps(data)[:300]}"
+                f"{where}: HTTP 404, the server has no such model or route (its models: {self.base_url}/models): "
+                f"{e.message}"
             ) from None
-        if content is not None and not isinstance(content, str):
-            raise PolyriseError(f"{self.url}: choices[0].message.content is not a string: {content!r:.200}")
-        return content or ""
+        except openai.BadRequestError as e:
+            hint = ""
+            if arguments.get("extra_body", {}).get("continue_final_message"):
+                hint = " (the server may not support assistant prefill; vLLM does, plain OpenAI does not)"
+            raise PolyriseError(f"{where}: HTTP 400{hint}: {e.message}") from None
+        except openai.APIStatusError as e:
+            raise PolyriseError(
+                f"{where}: HTTP {e.status_code} after {self.settings.max_retries + 1} attempts: {e.message}"
+            ) from None
+        except openai.APIConnectionError as e:  # includes timeouts
+            raise PolyriseError(
+                f"{where}: {type(e).__name__} after {self.settings.max_retries + 1} attempts "
+                f"(is the server running?): {e.message}"
+            ) from None
+        except openai.APIError as e:  # a 200 whose body is not a chat completion
+            raise PolyriseError(f"{where}: unexpected response ({type(e).__name__}): {e.message}") from None
+        except ValueError as e:
+            raise PolyriseError(f"{where}: the response is not valid JSON ({e})") from None
+        if not completion.choices:
+            raise PolyriseError(f"{where}: unexpected response, no choices: {completion.model_dump_json()[:300]}")
+        return completion.choices[0].message.content or ""

@@ -64,7 +64,6 @@ def train_dpo(
         raise PolyriseError(f"no preference pairs to train {out_dir} on (the filters may have rejected all)")
     out_dir = Path(out_dir)
     ckpt_dir = checkpoints_dir(out_dir)
-    resume = checkpoint_to_resume(ckpt_dir, run_key(base, pairs, settings, seed, dtype))
     args = DPOConfig(
         loss_type=["sigmoid", "sft"],
         loss_weights=[1.0, settings.nll_weight],
@@ -72,6 +71,7 @@ def train_dpo(
         disable_dropout=settings.method == "full" or settings.lora_dropout == 0,
         **trainer_arguments(settings, ckpt_dir, seed),
     )
+    resume = checkpoint_to_resume(ckpt_dir, run_key(base, pairs, settings, seed, dtype))  # after the args: see runs.py
     tokenizer, model, peft_config = load_for_training(base, settings, dtype, chat_template, trust_remote_code)
     use_cache = model.config.use_cache
     ref_model = None if peft_config else load_model(base, dtype=dtype, trust_remote_code=trust_remote_code)

@@ -3,6 +3,10 @@
 Both trainers (DPO + NLL in `dpo.py`, question-alignment SFT in `sft.py`) are TRL trainers driven the same
 way: checkpoints under `<out>.checkpoints` keyed by the run's identity, resumed after a kill, and the final
 model written to a temp dir and renamed, so `<out>` is either absent or complete.
+
+Under `accelerate launch` (`launch.py`) every process runs the same code; only the main process writes the run
+key, the model and `training_log.jsonl` and deletes checkpoints, the others wait for it. Build the trainer's
+`TrainingArguments` before calling `checkpoint_to_resume`: they set up the process group (backend, timeout).
 """
 
 from __future__ import annotations
@@ -19,11 +23,15 @@ import torch
 from pydantic import BaseModel
 
 from polyrise.config import TrainingSettings
+from polyrise.errors import PolyriseError
 from polyrise.models import EMBEDDED_PREFIX, ResolvedModel, load_model, load_tokenizer
+from polyrise.training.launch import LAUNCH_FIELDS
 
 CHECKPOINT_EVERY = 0.1
 """Checkpoint every this fraction of the optimizer steps (TRL/transformers ratio semantics)."""
 _RUN_KEY_FILE = "polyrise-run-key.txt"
+TRAINING_LOG = "training_log.jsonl"
+"""Written beside the weights: the trainer's log history, one JSON row per logged step, then the run summary."""
 
 
 def checkpoints_dir(out_dir: Path) -> Path:
@@ -31,10 +39,36 @@ def checkpoints_dir(out_dir: Path) -> Path:
     return out_dir.parent / (out_dir.name + ".checkpoints")
 
 
+def world_size() -> int:
+    """Processes in this training: the launcher's WORLD_SIZE (or MPI's), 1 for a plain process."""
+    from accelerate.utils import get_int_from_env
+
+    return get_int_from_env(["WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"], 1)
+
+
+def _process_state() -> Any:
+    """accelerate's process state when several processes train together, None for a single process."""
+    if world_size() <= 1:
+        return None
+    from accelerate import PartialState
+
+    # normally set up by the TrainingArguments already (`cpu` is then ignored); gloo on a CPU-only machine
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
 def run_key(base: ResolvedModel, rows: Sequence[BaseModel], settings: TrainingSettings, seed: int, dtype: str) -> str:
-    """Identity of a training run: a checkpoint is only resumed by the run that wrote it."""
+    """Identity of a training run: a checkpoint is only resumed by the run that wrote it.
+
+    How the run is launched does not count, the number of processes it trains on (the global batch) does.
+    """
     h = hashlib.sha256()
-    header = {"base": base.fingerprint(), "settings": settings.model_dump(mode="json"), "seed": seed}
+    header = {
+        "base": base.fingerprint(),
+        "settings": settings.model_dump(mode="json", exclude=set(LAUNCH_FIELDS)),
+        "seed": seed,
+    }
+    if (processes := world_size()) > 1:
+        header["world_size"] = processes
     h.update(json.dumps({**header, "dtype": dtype}, sort_keys=True).encode())
     for row in rows:
         h.update(row.model_dump_json().encode() + b"\n")
@@ -42,14 +76,21 @@ def run_key(base: ResolvedModel, rows: Sequence[BaseModel], settings: TrainingSe
 
 
 def checkpoint_to_resume(ckpt_dir: Path, key: str) -> str | None:
-    """The latest checkpoint a killed run of this same training left, if any; other runs' are deleted."""
+    """The latest checkpoint a killed run of this same training left, if any; other runs' are deleted.
+
+    With several processes the main one checks and writes, and every process returns the same answer.
+    """
     from transformers.trainer_utils import get_last_checkpoint
 
-    key_file = ckpt_dir / _RUN_KEY_FILE
-    if ckpt_dir.is_dir() and not (key_file.is_file() and key_file.read_text() == key):
-        shutil.rmtree(ckpt_dir)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    key_file.write_text(key)
+    state = _process_state()
+    if state is None or state.is_main_process:
+        key_file = ckpt_dir / _RUN_KEY_FILE
+        if ckpt_dir.is_dir() and not (key_file.is_file() and key_file.read_text() == key):
+            shutil.rmtree(ckpt_dir)
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        key_file.write_text(key)
+    if state is not None:
+        state.wait_for_everyone()
     return get_last_checkpoint(str(ckpt_dir))
 
 
@@ -107,25 +148,41 @@ def _adapter_base_spec(base: ResolvedModel) -> str:
 
 
 def _save(
-    model: Any, tokenizer: Any, target: Path, settings: TrainingSettings, base: ResolvedModel, use_cache: bool
+    model: Any,
+    tokenizer: Any,
+    target: Path,
+    settings: TrainingSettings,
+    base: ResolvedModel,
+    use_cache: bool,
+    state_dict: dict[str, Any] | None = None,
 ) -> None:
     """Write M(t+1): a LoRA adapter that records its base, or full safetensors weights (merged for LoRA).
 
     `use_cache` is the base config's value, which `Trainer` overwrites with `TrainingArguments.use_cache`.
+    `state_dict`: the weights gathered from a sharded model (FSDP, ZeRO-3), whose own parameters are shards.
     """
     if settings.method == "lora" and settings.save == "adapter":
         model.peft_config["default"].base_model_name_or_path = _adapter_base_spec(base)
-        model.save_pretrained(target)
+        model.save_pretrained(target, state_dict=state_dict)
     else:
         if settings.method == "lora":
+            assert state_dict is None, "a sharded LoRA model cannot be merged (train_and_save refuses it)"
             model = model.merge_and_unload()
         model.config.use_cache = use_cache
-        model.save_pretrained(target)
+        model.save_pretrained(target, state_dict=state_dict)
         cfg_path = target / "config.json"
         cfg = json.loads(cfg_path.read_text())
         cfg.pop("quantization_config", None)
         cfg_path.write_text(json.dumps(cfg, indent=2))
     tokenizer.save_pretrained(target)
+
+
+def _is_sharded(trainer: Any) -> bool:
+    """Whether no process holds the whole model: FSDP, or DeepSpeed ZeRO stage 3."""
+    if trainer.is_fsdp_enabled:
+        return True
+    plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
+    return trainer.is_deepspeed_enabled and plugin is not None and plugin.zero_stage == 3
 
 
 def train_and_save(
@@ -139,16 +196,35 @@ def train_and_save(
 ) -> dict[str, float]:
     """Train (resuming from `resume`), save the model atomically to `out_dir`, drop the checkpoints.
 
+    The trainer's log history (per-step loss, rewards, learning rate; the summary last) is saved with the model
+    as `training_log.jsonl`. With several processes every one trains and returns the metrics (averaged over
+    the processes by the trainer), the main one saves; with FSDP or DeepSpeed ZeRO-3 the weights are first
+    gathered from their shards by accelerate (`get_state_dict`, a collective every process joins).
     Returns the last step's logged metrics merged with the run summary (`train_loss`, `train_runtime`).
     """
+    accelerator = trainer.accelerator
+    sharded = _is_sharded(trainer)
+    if sharded and settings.method == "lora" and settings.save == "merged":
+        raise PolyriseError(
+            "LoRA under FSDP or DeepSpeed ZeRO-3 saves the adapter only: set training.save: adapter "
+            "(polyrise loads an adapter dir as a model), or train LoRA with DDP (examples/accelerate/ddp.yaml)"
+        )
     result = trainer.train(resume_from_checkpoint=resume)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    _save(trainer.accelerator.unwrap_model(trainer.model), tokenizer, tmp, settings, base, use_cache)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
-    shutil.rmtree(checkpoints_dir(out_dir))
+    # gathering the shards is a collective: every process takes part, the main one receives the weights
+    state_dict = None
+    if sharded:  # as `Trainer.save_model`: the DeepSpeed engine, or the FSDP-wrapped model
+        state_dict = accelerator.get_state_dict(trainer.deepspeed if trainer.is_deepspeed_enabled else trainer.model)
+    if accelerator.is_main_process:
+        tmp = out_dir.parent / f".{out_dir.name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        _save(accelerator.unwrap_model(trainer.model), tokenizer, tmp, settings, base, use_cache, state_dict)
+        with open(tmp / TRAINING_LOG, "w", encoding="utf-8") as fh:
+            fh.writelines(json.dumps(row, default=str) + "\n" for row in trainer.state.log_history)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+        shutil.rmtree(checkpoints_dir(out_dir))
+    accelerator.wait_for_everyone()
 
     step_logs = [log for log in trainer.state.log_history if "loss" in log]
     metrics = {**(step_logs[-1] if step_logs else {}), **result.metrics}

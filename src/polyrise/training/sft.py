@@ -61,8 +61,8 @@ def train_sft(
         raise PolyriseError(f"no question pairs to train {out_dir} on (every row was missing or dropped)")
     out_dir = Path(out_dir)
     ckpt_dir = checkpoints_dir(out_dir)
-    resume = checkpoint_to_resume(ckpt_dir, run_key(base, pairs, settings, seed, dtype))
     args = SFTConfig(completion_only_loss=True, **trainer_arguments(settings, ckpt_dir, seed))
+    resume = checkpoint_to_resume(ckpt_dir, run_key(base, pairs, settings, seed, dtype))  # after the args: see runs.py
     tokenizer, model, peft_config = load_for_training(base, settings, dtype, chat_template, trust_remote_code)
     use_cache = model.config.use_cache
     trainer = SFTTrainer(
