@@ -118,6 +118,19 @@ def test_one_iteration_end_to_end_and_rerun_skips(tmp_path, tiny_model_dir):
     assert after["pairs.jsonl"] != before["pairs.jsonl"]  # the changed stage reran
 
 
+def _processes_using(run_dir: Path) -> list[str]:
+    """Command lines of live processes that name `run_dir` (a stage process does)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if str(run_dir) in text:
+            found.append(text)
+    return found
+
+
 def _rows(db: Path) -> int:
     try:
         with sqlite3.connect(db, timeout=1) as con:
@@ -151,6 +164,10 @@ def test_kill_9_during_generation_then_resume(tmp_path, tiny_model_dir):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert _rows(db) >= 6, "the run should have cached some generations before it was killed"
+    deadline = time.time() + 30
+    while _processes_using(config.run_dir) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not _processes_using(config.run_dir), "the stage process must die with the run"
     it = config.run_dir / "iter_0"
     assert not (it / "pairs.jsonl").exists()
 

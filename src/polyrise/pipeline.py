@@ -119,7 +119,11 @@ class Runner:
             raise PolyriseError(f"{self.run_dir}: cannot create the run directory ({e.strerror})") from None
         self.manifest = Manifest(self.run_dir / "manifest.json")
         self.cache = GenerationCache(self.run_dir / "generations.sqlite")
-        if not self.child:  # the stage processes rebuild the run from this file
+        if not self.child:
+            for orphan in self.run_dir.rglob(".*.tmp"):  # a killed run's unfinished atomic writes
+                if orphan.is_file():
+                    orphan.unlink()
+            # the stage processes rebuild the run from this file
             with atomic_open(self.run_dir / "config.yaml") as fh:
                 yaml.safe_dump(json.loads(self.config.model_dump_json()), fh, sort_keys=False, allow_unicode=True)
 
