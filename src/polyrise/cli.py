@@ -566,6 +566,36 @@ def analyze_transfer(
     _print_analysis(f"transfer {base} → {tuned} (* trained)", columns, rows, paths)
 
 
+sandbox_app = typer.Typer(
+    no_args_is_help=True, help="The cloned-language sandbox: a tiny model with a known language imbalance."
+)
+app.add_typer(sandbox_app, name="sandbox")
+
+
+@sandbox_app.command("build")
+def sandbox_build(
+    out: Annotated[Path, typer.Option("--out", "-o", help="output dir (model/, prompts/, eval/, sandbox.json)")],
+    seed: int = 0,
+    english_task: Annotated[int | None, typer.Option(help="English task examples (default: DataMix)")] = None,
+    clone_task: Annotated[int | None, typer.Option(help="task examples per clone")] = None,
+    translation: Annotated[int | None, typer.Option(help="translation examples per clone and direction")] = None,
+    epochs: Annotated[float | None, typer.Option(help="training epochs (default: TrainSettings)")] = None,
+    threads: Annotated[int, typer.Option(min=1, help="torch CPU threads (part of a build's reproducibility)")] = 1,
+) -> None:
+    """Train the sandbox's M0 from scratch on an imbalanced mix, write its data, and print its M0 numbers."""
+    from dataclasses import replace
+
+    from polyrise.sandbox import DataMix, TrainSettings, build_sandbox, summary_table
+
+    knobs = {"english_task": english_task, "clone_task": clone_task, "translation": translation}
+    mix = replace(DataMix(), **{k: v for k, v in knobs.items() if v is not None})
+    train = TrainSettings() if epochs is None else replace(TrainSettings(), epochs=epochs)
+    info = build_sandbox(out, seed, mix=mix, train=train, threads=threads, console=console)
+    title = "M0: task accuracy (greedy, final integer exact) and self-translation exact match (q: questions only)"
+    _print_analysis(title, *summary_table(info), [out / "sandbox.json", info.model_dir])
+    console.print(f"built in {info.seconds['total']:.0f} s (training {info.seconds['train']:.0f} s)")
+
+
 def main() -> None:
     """Entry point: user errors print one clear message and exit 1."""
     try:

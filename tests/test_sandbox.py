@@ -1,0 +1,249 @@
+"""The cloned-language sandbox: languages, tokenizer, build outputs, reproducibility, and (slow) the M0 imbalance."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import string
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from polyrise import sandbox as sb
+from polyrise.config import SamplingSettings
+from polyrise.evaluation.math import extract_answer, load_math
+from polyrise.languages import get_language
+from polyrise.prompts import TRANSLATION_PREFIX, translation_prompt
+from polyrise.translation import extract_translation
+
+LANGS = ["en", *sb.CLONES]
+SHARED = set(string.digits) | set(string.punctuation)
+
+TINY = {
+    "mix": sb.DataMix(english_task=24, clone_task=2, translation=6),
+    "model_size": sb.ModelSize(hidden=32, layers=1, heads=2, intermediate=64),
+    "train": sb.TrainSettings(epochs=1, batch_size=8),
+    "sizes": sb.Sizes(eval=6, translation_test=3, prompts=5),
+}
+
+
+@pytest.fixture(scope="module")
+def world():
+    return sb.make_clones()
+
+
+@pytest.fixture(scope="module")
+def problems():
+    return sb.sample_problems(random.Random(0), 60, set())
+
+
+@pytest.fixture(scope="module")
+def tokenizer(world, problems):
+    texts = [sb.render(t, lang, world) for p in problems for t in (p.question, p.answer) for lang in LANGS]
+    return sb.build_tokenizer(texts, sb.instruction_phrases(LANGS))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """One tiny build with its M0 measurements (seconds on CPU)."""
+    return sb.build_sandbox(tmp_path_factory.mktemp("sandbox") / "a", seed=3, progress=False, **TINY)
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[A-Za-z]+", text))
+
+
+def test_clone_codes_are_languages_polyrise_knows():
+    for code in sb.CLONES:
+        lang = get_language(code)
+        assert lang.name in translation_prompt("x", "en", code)
+        assert len(code) == 3 and "qaa" <= code <= "qtz"  # ISO 639 private use: never a real language
+
+
+def test_clones_share_no_words_with_english_or_each_other(world, problems):
+    words = {lang: set() for lang in LANGS}
+    for p in problems:
+        for lang in LANGS:
+            for text in (p.question, p.answer):
+                rendered = sb.render(text, lang, world)
+                words[lang] |= _words(rendered)
+                assert set(rendered) - set(string.ascii_letters) - {" "} <= SHARED
+    for a in LANGS:
+        for b in LANGS:
+            if a < b:
+                assert not words[a] & words[b], (a, b)
+    # clone words are not English words, not even the instruction words
+    english = {w.lower() for w in sb.english_words()} | sb._instruction_words()
+    for code in sb.CLONES:
+        assert not {w.lower() for w in words[code]} & english
+
+
+def test_reversed_clone_reorders_every_sentence(world):
+    p = sb.Problem(0, "Tom", "Anna", "apples", 3, 4)
+    assert p.question == "Tom has 3 apples. Tom buys 4 more apples. How many apples does Tom have now?"
+    assert p.answer == "3 + 4 = 7. Tom has 7 apples."
+    same, rev = world["qaa"], world["qab"]
+    assert same.order == "same" and rev.order == "reversed"
+    lex = same.lexicon
+    assert same.render("Tom has 3 apples.") == f"{lex['tom']} {lex['has']} 3 {lex['apples']}."
+    lex = rev.lexicon
+    assert rev.render("Tom has 3 apples.") == f"{lex['apples']} 3 {lex['has']} {lex['tom']}."
+    # the equation is one unit: it is not reversed, so its last number is still the result
+    assert rev.render(p.answer).startswith("3 + 4 = 7. ")
+    assert rev.render(p.question).split()[:2] != same.render(p.question).split()[:2]
+
+
+def test_answers_are_scored_by_their_final_integer_in_every_language(world, problems):
+    for p in problems:
+        for lang in LANGS:
+            assert extract_answer(sb.render(p.answer, lang, world), lang) == str(p.n)
+
+
+def test_tokenizer_round_trips_and_has_the_protocol_tokens(tokenizer, world, problems):
+    for tag in (*sb.TAGS, sb.END):
+        ids = tokenizer(tag, add_special_tokens=False)["input_ids"]
+        assert len(ids) == 1 and ids[0] != tokenizer.unk_token_id
+    texts = [sb.render(t, lang, world) for p in problems[:20] for t in (p.question, p.answer) for lang in LANGS]
+    texts += [translation_prompt(texts[0], "en", c) for c in sb.CLONES] + ["7\n\n 12  .", " Tom has\n"]
+    for text in texts:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        assert tokenizer.unk_token_id not in ids
+        assert tokenizer.decode(ids, skip_special_tokens=True) == text
+    # numbers are digit tokens (the first may carry the space before the number)
+    assert tokenizer.convert_ids_to_tokens(tokenizer("17", add_special_tokens=False)["input_ids"]) == ["1", "7"]
+    assert tokenizer.tokenize("has 17") == ["has", " 1", "7"]
+    # an edited instruction (not one of the phrase tokens) still encodes word by word
+    edited = "Translate the following text into English. Write only the English translation."
+    assert tokenizer.unk_token_id not in tokenizer(edited, add_special_tokens=False)["input_ids"]
+
+
+def test_chat_template_and_translation_protocol(tokenizer, world, problems):
+    src = sb.render(problems[0].question, "qab", world)
+    tgt = problems[0].question
+    messages = sb.translation_example(src, tgt, "qab", "en")
+    prompt = tokenizer.apply_chat_template(list(messages[:1]), tokenize=False, add_generation_prompt=True)
+    assert prompt == f"<|user|>\n{translation_prompt(src, 'qab', 'en')}<|end|>\n<|assistant|>\n"
+    assert messages[1]["content"] == f"{TRANSLATION_PREFIX}{tgt}</translated>"
+    # what the engine decodes (skip_special_tokens) still holds the tags that translation.py extracts between
+    ids = tokenizer(messages[1]["content"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    assert extract_translation(tokenizer.decode(ids, skip_special_tokens=True)) == tgt
+    example = sb.encode_example(tokenizer, messages)
+    trained = [t for t, label in zip(example["input_ids"], example["labels"], strict=True) if label != -100]
+    assert trained[-1] == tokenizer.eos_token_id and tokenizer.eos_token == sb.END
+    assert tokenizer.decode(trained, skip_special_tokens=True) == messages[1]["content"]
+    full = tokenizer.apply_chat_template(list(messages), tokenize=False)
+    assert example["input_ids"] == tokenizer(full, add_special_tokens=False)["input_ids"][: len(example["input_ids"])]
+
+
+def test_training_mix_is_imbalanced_as_asked(world, problems):
+    mix = sb.DataMix(english_task=10, clone_task=2, translation=3)
+    examples = sb.training_examples(
+        sb.sample_problems(random.Random(1), sb.n_training_problems(mix, 2), set()), mix, world, random.Random(1)
+    )
+    kinds = {}
+    for e in examples:
+        kinds[e.kind] = kinds.get(e.kind, 0) + 1
+    assert kinds == {
+        "task-en": 10,
+        "task-qaa": 2,
+        "task-qab": 2,
+        "translate-en-qaa": 3,
+        "translate-qaa-en": 3,
+        "translate-en-qab": 3,
+        "translate-qab-en": 3,
+    }
+
+
+def test_build_writes_documented_files_that_polyrise_loads(tiny):
+    from polyrise.config import PromptSource
+    from polyrise.generation import ChatRequest
+    from polyrise.generation.hf import HFEngine
+    from polyrise.models import load_model, load_tokenizer, resolve_model
+    from polyrise.prompt_sets import load_prompts
+
+    out = Path(tiny.out)
+    info = json.loads((out / "sandbox.json").read_text())
+    assert info["seed"] == 3 and info["languages"] == LANGS and info["mix"]["clone_task"] == 2
+    assert set(info["accuracy"]) == set(LANGS) and set(info["gap"]) == set(sb.CLONES)
+    assert set(info["translation_exact"]) == {f"{a}-{b}" for c in sb.CLONES for a, b in (("en", c), (c, "en"))}
+
+    rows = {lang: [json.loads(line) for line in (out / "eval" / f"{lang}.jsonl").open()] for lang in LANGS}
+    assert all(set(r) == {"query", "response"} for r in rows["en"])
+    answers = {lang: [r["response"] for r in rows[lang]] for lang in LANGS}
+    assert len(rows["en"]) == 6 and all(answers[lang] == answers["en"] for lang in LANGS)
+    problems = load_math(str(out / "eval" / "{lang}.jsonl"), LANGS)
+    assert len(problems) == 18
+
+    prompts = load_prompts(PromptSource(source=str(out / "prompts" / "train.jsonl")), ["en"])
+    assert len(prompts) == 5 and all(p.lang == "en" for p in prompts)
+    held_out = {r["query"] for r in rows["en"]}
+    assert not held_out & {p.instruction for p in prompts}
+    parallel = {lang: [json.loads(line) for line in (out / "translation" / f"{lang}.jsonl").open()] for lang in LANGS}
+    assert [r["id"] for r in parallel["qab"]] == [r["id"] for r in parallel["en"]] and len(parallel["en"]) == 6
+
+    resolved = resolve_model(str(out / "model"))
+    tokenizer = load_tokenizer(resolved)
+    assert tokenizer.chat_template and tokenizer.eos_token == sb.END
+    model = load_model(resolved)
+    assert model.generation_config.eos_token_id == tokenizer.eos_token_id
+    engine = HFEngine(resolved, model=model, tokenizer=tokenizer)
+    (text,) = engine.complete([ChatRequest.user(rows["qaa"][0]["query"])], SamplingSettings(max_new_tokens=4))
+    assert isinstance(text, str)
+
+
+def test_same_seed_same_weights(tiny, tmp_path):
+    again = sb.build_sandbox(tmp_path / "b", seed=3, evaluate=False, progress=False, **TINY)
+    assert again.weights_sha256 == tiny.weights_sha256
+    for name in ("eval/qab.jsonl", "prompts/train.jsonl", "model/tokenizer.json"):
+        assert (tmp_path / "b" / name).read_bytes() == (Path(tiny.out) / name).read_bytes()
+    other = sb.build_sandbox(tmp_path / "c", seed=4, evaluate=False, progress=False, **TINY)
+    assert other.weights_sha256 != tiny.weights_sha256
+
+
+def test_cli_builds(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from polyrise import cli
+
+    def fake_build(out, seed, **kw):
+        assert kw["mix"] == replace(sb.DataMix(), clone_task=5) and kw["train"].epochs == 0.5
+        return sb.SandboxInfo(
+            out=str(out), seed=seed, languages=LANGS, clones=dict(sb.CLONES), mix={}, model_size={}, train={},
+            sizes={}, accuracy={"en": 0.9, "qaa": 0.5, "qab": 0.4}, gap={"qaa": 0.4, "qab": 0.5},
+            translation_exact={"en-qaa": 0.7}, seconds={"total": 1.0, "train": 0.5},
+        )  # fmt: skip
+
+    monkeypatch.setattr(sb, "build_sandbox", fake_build)
+    result = CliRunner().invoke(
+        cli.app, ["sandbox", "build", "--out", str(tmp_path), "--seed", "2", "--clone-task", "5", "--epochs", "0.5"]
+    )
+    assert result.exit_code == 0, result.output
+    qab = next(line for line in result.output.splitlines() if " qab " in line)
+    assert "0.400" in qab and "+0.500" in qab
+    assert "0.700" in next(line for line in result.output.splitlines() if " qaa " in line)
+
+
+@pytest.mark.slow
+def test_default_build_has_the_imbalance(tmp_path):
+    """The real default build (about 2 CPU-minutes): English clearly above every clone.
+
+    Measured for seeds 0, 1, 2 (docs/sandbox.md): English 0.995-1.000, gaps 0.345-0.575 (the smallest: qaa, seed 0,
+    0.345). The bounds keep about 0.15 below that: 4 standard errors of an accuracy near 0.6 on 200 problems, room
+    for another CPU's floating-point results (the weights are byte-identical only on the same machine and threads).
+    """
+    info = sb.build_sandbox(tmp_path / "sandbox", seed=0, progress=False)
+    assert info.accuracy["en"] >= 0.9
+    for code in sb.CLONES:
+        assert info.gap[code] >= 0.2, info.gap
+
+
+def test_example_run_config_loads_and_uses_the_build_layout():
+    from polyrise.config import load_config
+
+    cfg = load_config(Path(__file__).parent.parent / "examples" / "sandbox.yaml")
+    assert cfg.languages == list(sb.CLONES) and cfg.iterations == 3 and cfg.heldout is None
+    assert cfg.model.spec.endswith("/model") and cfg.prompts.source.endswith("/prompts/train.jsonl")
+    mgsm = next(task for task in cfg.evaluation if task.task == "mgsm")
+    assert mgsm.source.endswith("/eval/{lang}.jsonl") and mgsm.langs == LANGS
