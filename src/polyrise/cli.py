@@ -275,7 +275,7 @@ def train(
 
 @app.command("eval")
 def eval_(
-    task: Annotated[str, typer.Option(help="mgsm, judge, choice, translation or classify")],
+    task: Annotated[str, typer.Option(help="mgsm, judge, choice, translation, classify or reflik")],
     model: Model = "embedded:smollm2-135m-instruct",
     source: Annotated[str, typer.Option(help="data: see `EvalTask.source` (mgsm default: gsm-symbolic)")] = "",
     langs: Annotated[str, typer.Option(help="comma-separated languages")] = "en,es,de,fr",

@@ -197,18 +197,20 @@ class JudgeSettings(EngineSettings):
 class EvalTask(Section):
     """One evaluation, run by `polyrise eval` or after every iteration of `polyrise run`."""
 
-    task: Literal["mgsm", "judge", "choice", "translation", "classify"]
+    task: Literal["mgsm", "judge", "choice", "translation", "classify", "reflik"]
     source: str = ""
     """mgsm: a JSONL/TSV path (may hold `{lang}`), `hf:<name>` or `gsm-symbolic`; judge: instructions
     (X-AlpacaEval JSON or JSONL, `{lang}`); choice: `xnli`, `xcopa`, `pawsx` or a JSONL path with `{lang}`;
     translation: aligned JSONL files with `{lang}` (id + instruction); classify: JSONL (id, lang, text, label),
-    may hold `{lang}`."""
+    may hold `{lang}`; reflik: reference answers in alpaca_eval format (instruction + output, `{lang}`), e.g. the
+    GPT-4-turbo X-AlpacaEval answers."""
     name: str | None = None
     """Key of the scores (default: the task, or the choice preset)."""
     langs: list[str] | None = None
     """Default: the run's source and target languages."""
     limit: int | None = Field(default=None, ge=1)
     max_new_tokens: int = Field(default=256, ge=1)
+    """Generation length; reflik: the number of each reference answer's first tokens that are scored."""
     few_shot: int = Field(default=0, ge=0)
     reference: str | None = None
     """judge: reference outputs in alpaca_eval format (`{lang}`); without it, M(t+1) is judged against M(t)."""

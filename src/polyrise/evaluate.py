@@ -90,6 +90,14 @@ def run_task(
         )
         write_jsonl(out, predictions)
         return fewshot.fewshot_accuracy(predictions)
+    if task.task == "reflik":
+        from polyrise.evaluation.judge import load_alpaca_eval_outputs
+        from polyrise.evaluation.reflik import reference_nll, reflik_scores
+
+        references = load_alpaca_eval_outputs(task.source, langs, task.limit)
+        rows = reference_nll(generator.engine, references, task.max_new_tokens, generator.cache)
+        write_jsonl(out, rows)
+        return reflik_scores(rows)
     if task.task == "translation":
         from polyrise.evaluation.translation import load_parallel, self_translation_quality
 

@@ -12,9 +12,9 @@ from pathlib import Path
 from polyrise.errors import PolyriseError
 from polyrise.io import atomic_open
 
-HEADLINE_METRICS = ("accuracy", "win_rate", "off_target", "chrf++", "bleu")
+HEADLINE_METRICS = ("accuracy", "win_rate", "off_target", "chrf++", "bleu", "nll")
 """Metrics that get a table and plots; counts (n, skipped, ...) stay in the JSON."""
-LOWER_IS_BETTER = {"off_target"}
+LOWER_IS_BETTER = {"off_target", "nll"}
 
 Scores = dict[str, dict[str, dict[str, dict[str, float]]]]
 """task → model label (M0, M1, ...) → row (a language, a direction, "average") → metric → value."""

@@ -432,6 +432,31 @@ def _score_batch(model: Any, seqs: list[tuple[list[int], int]], pad_id: int, kee
     return results
 
 
+def score_continuations(
+    model: Any, tokenizer: Any, seqs: Sequence[tuple[list[int], int]], batch_size: int, desc: str
+) -> list[tuple[float, int]]:
+    """(sum of log P(continuation | context), continuation tokens) for each (token ids, context length) row.
+
+    Rows are scored in length-sorted, left-padded batches of `batch_size` (padding is done here, whatever
+    the tokenizer's `padding_side`), with a progress bar; results come back in row order.
+    """
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if pad_id is None:
+        pad_id = 0  # masked out anyway
+    keep = _accepts_logits_to_keep(model)
+    order = sorted(range(len(seqs)), key=lambda k: -len(seqs[k][0]))
+    scores: list[tuple[float, int]] = [(0.0, 0)] * len(seqs)
+    step = max(batch_size, 1)
+    with Progress(transient=True) as progress:
+        task = progress.add_task(desc, total=len(seqs))
+        for start in range(0, len(order), step):
+            idx = order[start : start + step]
+            for k, result in zip(idx, _score_batch(model, [seqs[k] for k in idx], pad_id, keep), strict=True):
+                scores[k] = result
+            progress.advance(task, len(idx))
+    return scores
+
+
 def score_choices(
     model: Any,
     tokenizer: Any,
@@ -441,28 +466,16 @@ def score_choices(
 ) -> list[ChoicePrediction]:
     """Pick a choice for every item by log P(choice | context), in item order.
 
-    All (item, choice) pairs are scored in length-sorted, left-padded batches of `batch_size` (padding is
-    done here, whatever the tokenizer's `padding_side`). `normalize`: "chars" divides each log-likelihood by
-    the choice's length in characters (lm-eval's acc_norm), "tokens" by its token count, None keeps the sum.
+    All (item, choice) pairs are scored by `score_continuations` in batches of `batch_size`. `normalize`:
+    "chars" divides each log-likelihood by the choice's length in characters (lm-eval's acc_norm), "tokens" by
+    its token count, None keeps the sum.
     Ties go to the lower index.
     """
     if normalize not in ("chars", "tokens", None):
         raise PolyriseError(f"normalize must be 'chars', 'tokens' or None, not {normalize!r}")
     pairs = [(i, j) for i, item in enumerate(items) for j in range(len(item.choices))]
     encoded = [encode_pair(tokenizer, items[i].context, items[i].choices[j]) for i, j in pairs]
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    if pad_id is None:
-        pad_id = 0  # masked out anyway
-    keep = _accepts_logits_to_keep(model)
-    order = sorted(range(len(pairs)), key=lambda k: -len(encoded[k][0]))
-    scores: list[tuple[float, int]] = [(0.0, 0)] * len(pairs)
-    with Progress(transient=True) as progress:
-        task = progress.add_task("scoring choices", total=len(pairs))
-        for start in range(0, len(order), max(batch_size, 1)):
-            idx = order[start : start + batch_size]
-            for k, result in zip(idx, _score_batch(model, [encoded[k] for k in idx], pad_id, keep), strict=True):
-                scores[k] = result
-            progress.advance(task, len(idx))
+    scores = score_continuations(model, tokenizer, encoded, batch_size, desc="scoring choices")
 
     per_item: list[list[tuple[float, int]]] = [[] for _ in items]
     for (i, _), s in zip(pairs, scores, strict=True):

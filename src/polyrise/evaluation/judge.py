@@ -279,23 +279,32 @@ def load_instructions(path_or_template: str | Path, langs: Sequence[str], limit:
     return prompts
 
 
-def load_alpaca_eval_outputs(path_or_template: str | Path, langs: Sequence[str]) -> list[Response]:
-    """Answers from alpaca_eval `model_outputs.json` files (`{lang}` in the path); ids are required."""
+def load_alpaca_eval_outputs(
+    path_or_template: str | Path, langs: Sequence[str], limit: int | None = None
+) -> list[Response]:
+    """Answers from alpaca_eval `model_outputs.json` files (`{lang}` in the path); the first `limit` per language.
+
+    A row without `id` gets its 1-based position in the file (the numbering of the X-AlpacaEval files, whose
+    English GPT-4-turbo file has no ids).
+    """
     out: list[Response] = []
+    counts: dict[str, int] = {}
     for file_lang, path in _paths(path_or_template, langs):
-        for where, row in _read_rows(path):
+        for number, (where, row) in enumerate(_read_rows(path), start=1):
             lang = file_lang or row.get("lang") or (langs[0] if len(langs) == 1 else None)
             if lang is None:
                 raise PolyriseError(f"{where}: no 'lang' field and no {{lang}} placeholder in {path}")
-            if lang in langs:
-                out.append(
-                    Response(
-                        id=_id_field(where, row),
-                        lang=lang,
-                        prompt=_text_field(where, row, "instruction"),
-                        output=_text_field(where, row, "output"),
-                    )
+            if lang not in langs or (limit is not None and counts.get(lang, 0) >= limit):
+                continue
+            counts[lang] = counts.get(lang, 0) + 1
+            out.append(
+                Response(
+                    id=_id_field(where, row) if "id" in row else str(number),
+                    lang=lang,
+                    prompt=_text_field(where, row, "instruction"),
+                    output=_text_field(where, row, "output"),
                 )
+            )
     return out
 
 

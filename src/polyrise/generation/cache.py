@@ -1,4 +1,7 @@
-"""Persistent generation cache: SQLite in WAL mode, keyed by (model fingerprint, rendered prompt, sampling)."""
+"""Persistent generation cache: SQLite in WAL mode, keyed by (model fingerprint, rendered prompt, sampling).
+
+Also holds reference-answer log-likelihoods (`evaluation/reflik.py`), keyed by the answer instead of sampling.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import json
 import sqlite3
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from polyrise.config import SamplingSettings
 from polyrise.errors import PolyriseError
@@ -25,8 +29,10 @@ class GenerationCache:
             raise PolyriseError(f"{self.path}: cannot open generation cache ({e})") from None
 
     @staticmethod
-    def key(fingerprint: str, rendered: str, params: SamplingSettings) -> str:
-        blob = json.dumps([fingerprint, rendered, params.model_dump()], sort_keys=True, ensure_ascii=False)
+    def key(fingerprint: str, rendered: str, params: SamplingSettings | Mapping[str, Any]) -> str:
+        """`params`: the sampling settings, or what else besides the prompt determines a cached value."""
+        dumped = params.model_dump() if isinstance(params, SamplingSettings) else dict(params)
+        blob = json.dumps([fingerprint, rendered, dumped], sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def get_many(self, keys: Iterable[str]) -> dict[str, str]:

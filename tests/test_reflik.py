@@ -1,0 +1,133 @@
+"""Reference likelihood (`polyrise eval --task reflik`): per-token NLL of reference answers per language."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from polyrise.errors import PolyriseError
+from polyrise.evaluation.judge import load_alpaca_eval_outputs
+from polyrise.evaluation.reflik import ReferenceNLL, reference_nll, reflik_scores
+from polyrise.generation import ChatRequest
+from polyrise.generation.cache import GenerationCache
+from polyrise.generation.hf import HFEngine
+from polyrise.models import resolve_model
+from polyrise.records import Response
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+REFS = [
+    Response(id="1", lang="en", prompt="Name a colour.", output="Blue is a colour of the sky and the sea."),
+    Response(id="2", lang="en", prompt="Say hi.", output="Hi!"),
+    Response(id="1", lang="de", prompt="Nenne eine Farbe.", output="Blau ist die Farbe des Himmels."),
+]
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir):
+    return HFEngine(resolve_model(str(tiny_model_dir)), batch_size=2)
+
+
+def _unbatched_nll(engine, ref: Response, max_tokens: int) -> tuple[float, int]:
+    """The answer's NLL from one unpadded forward pass, the straightforward way."""
+    tok = engine.tokenizer
+    context = tok(engine.render(ChatRequest.user(ref.prompt)), add_special_tokens=False)["input_ids"]
+    answer = tok(ref.output, add_special_tokens=False)["input_ids"][:max_tokens]
+    ids = torch.tensor([context + answer])
+    with torch.no_grad():
+        logprobs = torch.log_softmax(engine.model(input_ids=ids).logits[0].float(), -1)
+    nll = -sum(logprobs[len(context) + i - 1, t].item() for i, t in enumerate(answer))
+    return nll, len(answer)
+
+
+def test_batched_scores_equal_unpadded_forward_passes(engine):
+    rows = reference_nll(engine, REFS, max_answer_tokens=6)
+    for ref, row in zip(REFS, rows, strict=True):
+        nll, n = _unbatched_nll(engine, ref, 6)
+        assert (row.id, row.lang, row.tokens) == (ref.id, ref.lang, n)
+        assert row.nll == pytest.approx(nll, rel=1e-4)
+    assert rows[1].tokens < 6 == rows[0].tokens  # "Hi!" is shorter than the cut; the others are cut at 6
+
+
+def test_cache_serves_a_rerun_and_keys_on_the_truncation(engine, tmp_path, monkeypatch):
+    cache = GenerationCache(tmp_path / "c.sqlite")
+    first = reference_nll(engine, REFS, 6, cache)
+    assert len(cache) == 3
+
+    def boom(*args, **kwargs):
+        raise AssertionError("the model was called although every answer was cached")
+
+    monkeypatch.setattr("polyrise.evaluation.reflik.score_continuations", boom)
+    assert reference_nll(engine, REFS, 6, cache) == first
+    with pytest.raises(AssertionError, match="model was called"):
+        reference_nll(engine, REFS, 7, cache)  # another truncation is another key
+
+
+def test_scores_pool_tokens_per_language():
+    rows = [
+        ReferenceNLL(id="1", lang="en", nll=6.0, tokens=3),
+        ReferenceNLL(id="2", lang="en", nll=2.0, tokens=1),
+        ReferenceNLL(id="1", lang="de", nll=9.0, tokens=3),
+    ]
+    scores = reflik_scores(rows)
+    assert scores["en"] == {"nll": 2.0, "ppl": pytest.approx(math.e**2), "n": 2, "tokens": 4}
+    assert scores["de"]["nll"] == 3.0
+
+
+def test_needs_a_local_engine_and_nonempty_answers(engine):
+    class Remote:
+        fingerprint = "x"
+        batch_size = 1
+
+    with pytest.raises(PolyriseError, match="local \\(hf\\) engine"):
+        reference_nll(Remote(), REFS, 4)
+    with pytest.raises(PolyriseError, match="reference answer '9' \\(de\\) is empty"):
+        reference_nll(engine, [Response(id="9", lang="de", prompt="q", output="")], 4)
+
+
+def test_loader_numbers_rows_without_ids_and_limits(tmp_path):
+    (tmp_path / "en.json").write_text(json.dumps([{"instruction": f"q{i}", "output": f"a{i}"} for i in range(3)]))
+    (tmp_path / "de.json").write_text(json.dumps([{"id": 7, "instruction": "f", "output": "b"}]))
+    rows = load_alpaca_eval_outputs(str(tmp_path / "{lang}.json"), ["en", "de"], limit=2)
+    assert [(r.id, r.lang, r.output) for r in rows] == [("1", "en", "a0"), ("2", "en", "a1"), ("7", "de", "b")]
+
+
+def test_cli_writes_scores_and_rows_and_names_a_bad_file(tiny_model_dir, tmp_path):
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    for lang in ("en", "de"):
+        rows = [{"instruction": r.prompt, "output": r.output} for r in REFS if r.lang == lang]
+        (refs / f"{lang}.json").write_text(json.dumps(rows))
+    out = tmp_path / "eval"
+    args = ["eval", "--task", "reflik", "--model", str(tiny_model_dir), "--langs", "en,de", "--out", str(out)]
+    cmd = [sys.executable, "-m", "polyrise.cli", *args, "--source", str(refs / "{lang}.json"), "--label", "M0"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    scores = json.loads((out / "scores.json").read_text())["reflik"]["M0"]
+    assert set(scores) == {"en", "de"} and scores["en"]["n"] == 2 and scores["de"]["n"] == 1
+    assert all(s["nll"] > 0 for s in scores.values())
+    assert len((out / "reflik_M0.jsonl").read_text().splitlines()) == 3
+    assert "nll M0" in done.stdout
+
+    (refs / "de.json").write_text(json.dumps([{"instruction": "f"}]))
+    bad = subprocess.run([*cmd[:-1], "M1"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1
+    assert "de.json: item 0: missing or non-text 'output'" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (out / "reflik_M1.jsonl").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED / "x-alpacaeval-gpt4-turbo").is_dir(), reason="shared X-AlpacaEval data not present")
+def test_embedded_model_finds_english_references_likelier(embedded_dir):
+    """SmolLM2-135M is English-centric: GPT-4-turbo's English answers cost it fewer nats per token."""
+    engine = HFEngine(resolve_model(str(embedded_dir)), batch_size=8)
+    refs = load_alpaca_eval_outputs(str(SHARED / "x-alpacaeval-gpt4-turbo" / "{lang}.json"), ["en", "de"], limit=8)
+    scores = reflik_scores(reference_nll(engine, refs, max_answer_tokens=64))
+    assert scores["en"]["n"] == scores["de"]["n"] == 8
+    assert scores["en"]["nll"] < scores["de"]["nll"]
