@@ -121,6 +121,17 @@ def test_nll_term_is_in_the_loss(base, tokenizer, tmp_path):
     assert chosen_nll > 1.0
 
 
+def test_swap_preferences_trains_on_the_opposite_preference(base, tmp_path):
+    """The ablation control: at step 1, the swapped run's chosen is the plain run's rejected, and vice versa."""
+    plain = train_dpo(base, _pairs(1), tmp_path / "plain", _settings(batch_size=1, nll_weight=0.0))
+    swapped = train_dpo(
+        base, _pairs(1), tmp_path / "swapped", _settings(batch_size=1, nll_weight=0.0, swap_preferences=True)
+    )
+    assert swapped["logps/chosen"] == pytest.approx(plain["logps/rejected"], rel=1e-5)
+    assert swapped["logps/rejected"] == pytest.approx(plain["logps/chosen"], rel=1e-5)
+    assert plain["logps/chosen"] != pytest.approx(plain["logps/rejected"], rel=1e-3)
+
+
 def test_empty_pairs_is_an_error(base, tmp_path):
     with pytest.raises(PolyriseError, match="no preference pairs"):
         train_dpo(base, [], tmp_path / "model", _settings())

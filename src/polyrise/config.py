@@ -146,6 +146,9 @@ class TrainingSettings(Section):
     method: Literal["lora", "full"] = "lora"
     beta: float = Field(default=0.1, gt=0.0)
     nll_weight: float = Field(default=1.0, ge=0.0)
+    swap_preferences: bool = False
+    """Ablation control: train on every pair with chosen and rejected exchanged (the reward turned upside down;
+    it should hurt). The pairs file is unchanged."""
     learning_rate: float | None = Field(default=None, gt=0.0)
     """Default: 5e-7 for full fine-tuning (the paper), 5e-5 for LoRA."""
     epochs: float = Field(default=1.0, gt=0.0)

@@ -24,20 +24,22 @@ from polyrise.training.runs import (
 )
 
 
-def _preference_dataset(pairs: Sequence[PreferencePair]) -> Any:
-    """Pairs in TRL's conversational preference format, so the tokenizer's chat template is applied."""
+def _preference_dataset(pairs: Sequence[PreferencePair], swap: bool = False) -> Any:
+    """Pairs in TRL's conversational preference format, so the tokenizer's chat template is applied;
+    `swap` exchanges chosen and rejected (the ablation control)."""
     from datasets import Dataset
 
-    return Dataset.from_list(
-        [
+    rows = []
+    for p in pairs:
+        chosen, rejected = (p.rejected, p.chosen) if swap else (p.chosen, p.rejected)
+        rows.append(
             {
                 "prompt": [{"role": "user", "content": p.prompt}],
-                "chosen": [{"role": "assistant", "content": p.chosen}],
-                "rejected": [{"role": "assistant", "content": p.rejected}],
+                "chosen": [{"role": "assistant", "content": chosen}],
+                "rejected": [{"role": "assistant", "content": rejected}],
             }
-            for p in pairs
-        ]
-    )
+        )
+    return Dataset.from_list(rows)
 
 
 def train_dpo(
@@ -79,7 +81,7 @@ def train_dpo(
         model=model,
         ref_model=ref_model,
         args=args,
-        train_dataset=_preference_dataset(pairs),
+        train_dataset=_preference_dataset(pairs, settings.swap_preferences),
         processing_class=tokenizer,
         peft_config=peft_config,
     )
