@@ -1,0 +1,175 @@
+"""Seeded sandbox studies: the unmodified pipeline on `polyrise sandbox build` worlds, over seeds and controls.
+
+Every (seed, variant) is an ordinary `polyrise run` of a base config (e.g. `examples/sandbox.yaml`) whose model,
+prompts and MGSM evaluation point at that seed's sandbox, with the variant's settings changed; the summary is
+the exact-match task accuracy per variant, language and iterate as mean ± sample sd over the seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from polyrise.config import RunConfig, load_config
+from polyrise.errors import PolyriseError
+from polyrise.io import atomic_open, write_json
+
+NO_FILTERS = {"min_length_ratio": 1e-9, "max_length_ratio": 1e9, "repeated_line_limit": 10**9}
+"""Pair filters that keep every pair (empty and identical pairs, which carry no preference, still drop)."""
+VARIANTS: dict[str, dict[str, Any]] = {
+    "rewarding": {},
+    "swapped": {"training": {"swap_preferences": True}},
+    "nll0": {"training": {"nll_weight": 0.0}},
+    "no-filters": {"filters": NO_FILTERS},
+}
+"""Changes to the base config: the method as configured (`rewarding`), and the controls."""
+
+
+def study_config(base: RunConfig, sandbox_dir: Path, seed: int, variant: str, out: Path, iterations: int) -> RunConfig:
+    """`base` with `variant`'s changes, run on the sandbox in `sandbox_dir` (its model, train prompts and eval set)."""
+    if variant not in VARIANTS:
+        raise PolyriseError(f"unknown study variant {variant!r}; known: {', '.join(VARIANTS)}")
+    info = json.loads((sandbox_dir / "sandbox.json").read_text())
+    data = base.model_dump(mode="json")
+    for section, changes in VARIANTS[variant].items():
+        data[section] = {**data[section], **changes}
+    data.update(
+        name=f"seed{seed}-{variant}",
+        output_dir=str(out / "runs"),
+        seed=seed,
+        iterations=iterations,
+        model={**data["model"], "spec": str(sandbox_dir / "model")},
+        prompts={**data["prompts"], "source": str(sandbox_dir / "prompts" / "train.jsonl")},
+        evaluation=[
+            {
+                "task": "mgsm",
+                "source": str(sandbox_dir / "eval" / "{lang}.jsonl"),
+                "langs": info["languages"],
+                "max_new_tokens": next((t.max_new_tokens for t in base.evaluation if t.task == "mgsm"), 48),
+            }
+        ],
+    )
+    return RunConfig.model_validate(data)
+
+
+def run_study(
+    out: Path,
+    base_config: Path,
+    seeds: Sequence[int],
+    variants: Sequence[str],
+    iterations: int,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Build (or reuse) each seed's sandbox in `out/sandbox-seed<S>`, run every variant on it, and summarise all
+    runs found in `out/runs` (`summarize_study`). A killed study resumes: sandboxes with a `sandbox.json` are
+    reused and the runs resume from their stage caches."""
+    from polyrise.pipeline import run_pipeline
+    from polyrise.sandbox import build_sandbox
+
+    console = console or Console()
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise PolyriseError(f"unknown study variant {unknown[0]!r}; known: {', '.join(VARIANTS)}")
+    base = load_config(base_config)
+    configs = []
+    for seed in seeds:
+        sandbox_dir = out / f"sandbox-seed{seed}"
+        if not (sandbox_dir / "sandbox.json").is_file():
+            console.print(f"[bold]building the sandbox for seed {seed}[/]")
+            build_sandbox(sandbox_dir, seed, console=console)
+        configs += [study_config(base, sandbox_dir, seed, v, out, iterations) for v in variants]
+    for cfg in configs:
+        console.print(f"[bold]study run {cfg.name}[/] ({cfg.iterations} iterations)")
+        run_pipeline(cfg, console)
+    return summarize_study(out)
+
+
+def summarize_study(out: Path) -> dict[str, Any]:
+    """Mean ± sd over seeds of MGSM accuracy for every variant, language and iterate in `out/runs/seed*-*`;
+    writes `study.json`, `study.md` and `study.png` into `out`."""
+    from polyrise.report import collect_scores
+
+    per_seed: dict[tuple[str, str, str], dict[int, float]] = {}
+    for run_dir in sorted((out / "runs").glob("seed*-*")):
+        seed_part, variant = run_dir.name.split("-", 1)
+        if not any(run_dir.glob("iter_*/eval/scores.json")):
+            continue
+        for label, rows in collect_scores(run_dir).get("mgsm", {}).items():
+            for lang, cells in rows.items():
+                per_seed.setdefault((variant, lang, label), {})[int(seed_part[4:])] = float(cells["accuracy"])
+    if not per_seed:
+        raise PolyriseError(f"{out / 'runs'}: no evaluated study runs (seed<S>-<variant>) to summarise")
+    cells = {
+        "|".join(key): {
+            "mean": statistics.fmean(values.values()),
+            "sd": statistics.stdev(values.values()) if len(values) > 1 else math.nan,
+            "seeds": dict(sorted(values.items())),
+        }
+        for key, values in sorted(per_seed.items())
+    }
+    write_json(out / "study.json", cells)
+    _write_markdown(out / "study.md", per_seed)
+    _plot(out / "study.png", per_seed)
+    return cells
+
+
+def _labels(per_seed: dict[tuple[str, str, str], dict[int, float]]) -> list[str]:
+    return sorted({label for _, _, label in per_seed}, key=lambda label: int(label[1:]))
+
+
+def _write_markdown(path: Path, per_seed: dict[tuple[str, str, str], dict[int, float]]) -> None:
+    labels = _labels(per_seed)
+    lines = [
+        "MGSM exact-match accuracy, mean ± sd over seeds (n = seeds with that iterate)",
+        "",
+        "| variant | lang | " + " | ".join(labels) + " |",
+        "|---" * (len(labels) + 2) + "|",
+    ]
+    for variant, lang in sorted({(v, lang) for v, lang, _ in per_seed}, key=lambda k: (k[0] != "rewarding", k)):
+        row = []
+        for label in labels:
+            values = list(per_seed.get((variant, lang, label), {}).values())
+            sd = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
+            row.append(f"{statistics.fmean(values):.3f}{sd} (n={len(values)})" if values else "-")
+        lines.append(f"| {variant} | {lang} | " + " | ".join(row) + " |")
+    with atomic_open(path) as fh:
+        fh.write("\n".join(lines) + "\n")
+
+
+def _plot(path: Path, per_seed: dict[tuple[str, str, str], dict[int, float]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    variants = sorted({v for v, _, _ in per_seed}, key=lambda v: (v != "rewarding", v))
+    langs = sorted({lang for _, lang, _ in per_seed}, key=lambda lang: (lang != "en", lang))
+    labels = _labels(per_seed)
+    fig, axes = plt.subplots(1, len(langs), figsize=(3.6 * len(langs), 3.2), sharey=True, squeeze=False)
+    for ax, lang in zip(axes[0], langs, strict=True):
+        for variant in variants:
+            xs, means, sds = [], [], []
+            for x, label in enumerate(labels):
+                values = list(per_seed.get((variant, lang, label), {}).values())
+                if values:
+                    xs.append(x)
+                    means.append(statistics.fmean(values))
+                    sds.append(statistics.stdev(values) if len(values) > 1 else 0.0)
+            ax.errorbar(xs, means, yerr=sds, marker="o", capsize=3, label=variant)
+        ax.set_xticks(range(len(labels)), labels)
+        ax.set_title(lang)
+        ax.set_xlabel("iterate")
+    axes[0][0].set_ylabel("accuracy (mean ± sd over seeds)")
+    axes[0][-1].legend(fontsize="small")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    tmp.replace(path)

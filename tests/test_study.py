@@ -1,0 +1,89 @@
+"""Sandbox studies: variant configs over a seed's sandbox, and the mean ± sd summary over seeds."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+from polyrise.config import load_config
+from polyrise.errors import PolyriseError
+from polyrise.study import NO_FILTERS, run_study, study_config, summarize_study
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sandbox.yaml"
+
+
+def _fake_sandbox(path: Path) -> Path:
+    (path / "model").mkdir(parents=True)
+    (path / "model" / "config.json").write_text("{}")
+    (path / "sandbox.json").write_text(json.dumps({"languages": ["en", "qaa", "qab"]}))
+    return path
+
+
+def test_variant_configs_point_at_the_seed_sandbox_and_change_only_their_settings(tmp_path):
+    base = load_config(EXAMPLE)
+    box = _fake_sandbox(tmp_path / "box")
+    plain = study_config(base, box, 4, "rewarding", tmp_path / "study", 2)
+    assert (plain.name, plain.seed, plain.iterations) == ("seed4-rewarding", 4, 2)
+    assert plain.run_dir == tmp_path / "study" / "runs" / "seed4-rewarding"
+    assert plain.model.spec == str(box / "model")
+    assert plain.prompts.source == str(box / "prompts" / "train.jsonl")
+    [task] = plain.evaluation
+    assert (task.task, task.source, task.langs) == ("mgsm", str(box / "eval" / "{lang}.jsonl"), ["en", "qaa", "qab"])
+    assert plain.training == base.training and plain.filters == base.filters
+
+    swapped = study_config(base, box, 4, "swapped", tmp_path / "study", 2)
+    assert swapped.training.swap_preferences and not plain.training.swap_preferences
+    assert swapped.training.model_copy(update={"swap_preferences": False}) == base.training
+    assert study_config(base, box, 4, "nll0", tmp_path, 1).training.nll_weight == 0.0
+    assert base.training.nll_weight == 1.0  # so `rewarding` is the NLL-1 arm
+    unfiltered = study_config(base, box, 4, "no-filters", tmp_path, 1).filters
+    assert unfiltered.model_dump() == {**base.filters.model_dump(), **NO_FILTERS}
+    with pytest.raises(PolyriseError, match="unknown study variant 'bogus'"):
+        study_config(base, box, 4, "bogus", tmp_path, 1)
+
+
+def test_unknown_variant_fails_before_any_sandbox_is_built(tmp_path):
+    with pytest.raises(PolyriseError, match="unknown study variant 'nll2'"):
+        run_study(tmp_path, EXAMPLE, [0], ["rewarding", "nll2"], 1)
+    assert not list(tmp_path.iterdir())
+
+
+def _scores(run: Path, t: int, by_label: dict[str, dict[str, float]]) -> None:
+    path = run / f"iter_{t}" / "eval" / "scores.json"
+    path.parent.mkdir(parents=True)
+    rows = {
+        label: {lang: {"accuracy": acc, "n": 200} for lang, acc in accs.items()} for label, accs in by_label.items()
+    }
+    path.write_text(json.dumps({"mgsm": rows, "translation": {"M0": {"en-qaa": {"chrf++": 1.0}}}}))
+
+
+def test_summary_is_mean_and_sample_sd_over_seeds(tmp_path):
+    runs = tmp_path / "runs"
+    _scores(runs / "seed0-rewarding", 0, {"M0": {"en": 1.0, "qaa": 0.6}, "M1": {"en": 1.0, "qaa": 0.7}})
+    _scores(runs / "seed1-rewarding", 0, {"M0": {"en": 0.9, "qaa": 0.4}, "M1": {"en": 1.0, "qaa": 0.6}})
+    _scores(runs / "seed1-rewarding", 1, {"M2": {"en": 1.0, "qaa": 0.8}})
+    _scores(runs / "seed0-no-filters", 0, {"M0": {"en": 1.0, "qaa": 0.6}, "M1": {"en": 0.5, "qaa": 0.5}})
+    (runs / "seed2-rewarding").mkdir()  # started, never evaluated: left out
+
+    cells = summarize_study(tmp_path)
+    m1 = cells["rewarding|qaa|M1"]
+    assert m1["mean"] == pytest.approx(0.65) and m1["sd"] == pytest.approx(statistics.stdev([0.7, 0.6]))
+    assert m1["seeds"] == {0: 0.7, 1: 0.6}
+    assert cells["rewarding|qaa|M2"]["seeds"] == {1: 0.8}
+    assert cells["no-filters|en|M1"]["mean"] == 0.5
+    assert json.loads((tmp_path / "study.json").read_text())["rewarding|en|M0"]["mean"] == pytest.approx(0.95)
+    table = (tmp_path / "study.md").read_text().splitlines()
+    assert table[2] == "| variant | lang | M0 | M1 | M2 |"
+    assert "| rewarding | qaa | 0.500 ± 0.141 (n=2) | 0.650 ± 0.071 (n=2) | 0.800 (n=1) |" in table
+    assert table.index("| rewarding | en | 0.950 ± 0.071 (n=2) | 1.000 ± 0.000 (n=2) | 1.000 (n=1) |") < table.index(
+        "| no-filters | en | 1.000 (n=1) | 0.500 (n=1) | - |"
+    )
+    assert (tmp_path / "study.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_summary_without_runs_is_an_error(tmp_path):
+    with pytest.raises(PolyriseError, match="no evaluated study runs"):
+        summarize_study(tmp_path)
