@@ -87,3 +87,21 @@ def test_summary_is_mean_and_sample_sd_over_seeds(tmp_path):
 def test_summary_without_runs_is_an_error(tmp_path):
     with pytest.raises(PolyriseError, match="no evaluated study runs"):
         summarize_study(tmp_path)
+
+
+def test_controls_start_from_a_copy_of_the_rewarding_runs_generations(tmp_path):
+    from polyrise.generation.cache import GenerationCache
+    from polyrise.study import _share_generations
+
+    source = tmp_path / "seed0-rewarding"
+    cache = GenerationCache(source / "generations.sqlite")
+    cache.put_many({"k": "an answer"})  # left open, as a live run would: the copy goes through SQLite's backup
+    control = tmp_path / "seed0-swapped"
+    _share_generations(source, control)
+    assert GenerationCache(control / "generations.sqlite").get_many(["k"]) == {"k": "an answer"}
+    assert not list(control.glob(".*.tmp"))
+    cache.put_many({"k2": "later"})
+    _share_generations(source, control)  # an existing cache of the control is never replaced
+    assert GenerationCache(control / "generations.sqlite").get_many(["k", "k2"]) == {"k": "an answer"}
+    _share_generations(tmp_path / "seed1-rewarding", tmp_path / "seed1-nll0")  # nothing to share yet
+    assert not (tmp_path / "seed1-nll0").exists()

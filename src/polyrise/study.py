@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
 import statistics
 from collections.abc import Sequence
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -83,11 +85,26 @@ def run_study(
         if not (sandbox_dir / "sandbox.json").is_file():
             console.print(f"[bold]building the sandbox for seed {seed}[/]")
             build_sandbox(sandbox_dir, seed, console=console)
-        configs += [study_config(base, sandbox_dir, seed, v, out, iterations) for v in variants]
+        ordered = sorted(variants, key=lambda v: v != "rewarding")  # the controls reuse its generations
+        configs += [study_config(base, sandbox_dir, seed, v, out, iterations) for v in ordered]
     for cfg in configs:
         console.print(f"[bold]study run {cfg.name}[/] ({cfg.iterations} iterations)")
+        _share_generations(out / "runs" / f"seed{cfg.seed}-rewarding", cfg.run_dir)
         run_pipeline(cfg, console)
     return summarize_study(out)
+
+
+def _share_generations(source_run: Path, run_dir: Path) -> None:
+    """Start a new control run with a copy of the same seed's `rewarding` generation cache: before training, a
+    control generates exactly what that run generated (cache keys hold the weights' fingerprint)."""
+    source, target = source_run / "generations.sqlite", run_dir / "generations.sqlite"
+    if run_dir == source_run or target.exists() or not source.is_file():
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir / ".generations.sqlite.tmp"
+    with closing(sqlite3.connect(source)) as src, closing(sqlite3.connect(tmp)) as dst:
+        src.backup(dst)
+    tmp.replace(target)
 
 
 def summarize_study(out: Path) -> dict[str, Any]:
