@@ -7,7 +7,7 @@ import importlib.util
 import pytest
 import yaml
 
-from polyrise.config import SamplingSettings, load_config
+from polyrise.config import SamplingSettings, VLLMSettings, load_config
 from polyrise.errors import PolyriseError
 from polyrise.generation import ChatRequest
 from polyrise.models import resolve_model
@@ -75,7 +75,7 @@ def test_vllm_serves_a_lora_iterate_without_merging(embedded_dir, tmp_path):
 
     requests = [ChatRequest.user(t) for t in ("Name three colours.", "What is 2 + 2?", "Say hello in Spanish.")]
     params = SamplingSettings(max_new_tokens=16)
-    engine = VLLMEngine(resolved)
+    engine = VLLMEngine(resolved, vllm=VLLMSettings(enforce_eager=True))  # eager: a quicker start
     assert engine.lora is not None
     lora = engine.complete(requests, params)
     engine.lora = None  # the same engine on the base weights
@@ -105,7 +105,10 @@ def test_run_stage_with_vllm_in_its_own_process(embedded_dir, tmp_path):
         "output_dir": str(tmp_path / "runs"),
         "model": {"spec": str(embedded_dir)},
         "languages": ["es"],
-        "generation": {"policy": {"engine": "vllm"}, "answer": {"max_new_tokens": 24}},
+        "generation": {
+            "policy": {"engine": "vllm", "vllm": {"enforce_eager": True}},
+            "answer": {"max_new_tokens": 24},
+        },
     }
     path.write_text(yaml.safe_dump(settings))
     runner = Runner(load_config(path))

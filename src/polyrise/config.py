@@ -57,6 +57,9 @@ class VLLMSettings(Section):
     max_model_len: int | None = Field(default=None, ge=16)
     """Longest prompt + answer in tokens (default: the model's)."""
     max_lora_rank: int = Field(default=64, ge=1)
+    enforce_eager: bool = False
+    """Run the model eagerly: no CUDA graphs or torch.compile, so the engine starts in far less time and
+    generates more slowly (short jobs, tests)."""
 
 
 class OpenAISettings(Section):

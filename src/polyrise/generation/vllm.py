@@ -59,6 +59,7 @@ class VLLMEngine:
             "max_model_len": vllm.max_model_len,
             "trust_remote_code": settings.trust_remote_code,
             "enable_lora": resolved.base is not None,
+            "enforce_eager": vllm.enforce_eager,
             "seed": 0,
         }
         share = vllm.gpu_memory_utilization
