@@ -81,6 +81,12 @@ def test_summary_is_mean_and_sample_sd_over_seeds(tmp_path):
     assert table.index("| rewarding | en | 0.950 ± 0.071 (n=2) | 1.000 ± 0.000 (n=2) | 1.000 (n=1) |") < table.index(
         "| no-filters | en | 1.000 (n=1) | 0.500 (n=1) | - |"
     )
+    # paired with the same seed's M0: seed 0 +0.1, seed 1 +0.2
+    assert m1["change_mean"] == pytest.approx(0.15) and m1["change_sd"] == pytest.approx(statistics.stdev([0.1, 0.2]))
+    assert "change_mean" not in cells["rewarding|qaa|M0"]
+    change = table[table.index("Change from M0 (the same seed's M0), mean ± sd over seeds") :]
+    assert "| rewarding | qaa | +0.150 ± 0.071 (n=2) | +0.400 (n=1) |" in change
+    assert "| no-filters | en | -0.500 (n=1) | - |" in change
     assert (tmp_path / "study.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -122,41 +122,57 @@ def summarize_study(out: Path) -> dict[str, Any]:
                 per_seed.setdefault((variant, lang, label), {})[int(seed_part[4:])] = float(cells["accuracy"])
     if not per_seed:
         raise PolyriseError(f"{out / 'runs'}: no evaluated study runs (seed<S>-<variant>) to summarise")
+    change = {
+        (variant, lang, label): {seed: acc - per_seed[(variant, lang, "M0")][seed] for seed, acc in values.items()}
+        for (variant, lang, label), values in per_seed.items()
+        if label != "M0" and (variant, lang, "M0") in per_seed
+    }
     cells = {
         "|".join(key): {
-            "mean": statistics.fmean(values.values()),
-            "sd": statistics.stdev(values.values()) if len(values) > 1 else math.nan,
+            **_mean_sd(values),
+            **{f"change_{k}": v for k, v in _mean_sd(change.get(key, {})).items() if key in change},
             "seeds": dict(sorted(values.items())),
         }
         for key, values in sorted(per_seed.items())
     }
     write_json(out / "study.json", cells)
-    _write_markdown(out / "study.md", per_seed)
+    with atomic_open(out / "study.md") as fh:
+        fh.write(_table("MGSM exact-match accuracy, mean ± sd over seeds (n = seeds with that iterate)", per_seed))
+        fh.write("\n")
+        fh.write(_table("Change from M0 (the same seed's M0), mean ± sd over seeds", change, signed=True))
     _plot(out / "study.png", per_seed)
     return cells
+
+
+def _mean_sd(values: dict[int, float]) -> dict[str, float]:
+    if not values:
+        return {}
+    return {
+        "mean": statistics.fmean(values.values()),
+        "sd": statistics.stdev(values.values()) if len(values) > 1 else math.nan,
+    }
 
 
 def _labels(per_seed: dict[tuple[str, str, str], dict[int, float]]) -> list[str]:
     return sorted({label for _, _, label in per_seed}, key=lambda label: int(label[1:]))
 
 
-def _write_markdown(path: Path, per_seed: dict[tuple[str, str, str], dict[int, float]]) -> None:
-    labels = _labels(per_seed)
-    lines = [
-        "MGSM exact-match accuracy, mean ± sd over seeds (n = seeds with that iterate)",
-        "",
-        "| variant | lang | " + " | ".join(labels) + " |",
-        "|---" * (len(labels) + 2) + "|",
-    ]
-    for variant, lang in sorted({(v, lang) for v, lang, _ in per_seed}, key=lambda k: (k[0] != "rewarding", k)):
+def _table(title: str, data: dict[tuple[str, str, str], dict[int, float]], signed: bool = False) -> str:
+    """A Markdown table: a row per (variant, language), a column per iterate, cells `mean ± sd (n=seeds)`."""
+    labels = _labels(data)
+    lines = [title, "", "| variant | lang | " + " | ".join(labels) + " |", "|---" * (len(labels) + 2) + "|"]
+    number = "{:+.3f}" if signed else "{:.3f}"
+    for variant, lang in sorted({(v, lang) for v, lang, _ in data}, key=lambda k: (k[0] != "rewarding", k)):
         row = []
         for label in labels:
-            values = list(per_seed.get((variant, lang, label), {}).values())
-            sd = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
-            row.append(f"{statistics.fmean(values):.3f}{sd} (n={len(values)})" if values else "-")
+            stats = _mean_sd(data.get((variant, lang, label), {}))
+            if not stats:
+                row.append("-")
+                continue
+            sd = "" if math.isnan(stats["sd"]) else f" ± {stats['sd']:.3f}"
+            row.append(f"{number.format(stats['mean'])}{sd} (n={len(data[(variant, lang, label)])})")
         lines.append(f"| {variant} | {lang} | " + " | ".join(row) + " |")
-    with atomic_open(path) as fh:
-        fh.write("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
 def _plot(path: Path, per_seed: dict[tuple[str, str, str], dict[int, float]]) -> None:
