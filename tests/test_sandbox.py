@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import statistics
 import string
 from dataclasses import replace
 from pathlib import Path
@@ -225,25 +226,64 @@ def test_cli_builds(tmp_path, monkeypatch):
     assert "0.700" in next(line for line in result.output.splitlines() if " qaa " in line)
 
 
+@pytest.fixture(scope="module")
+def seed0_sandbox(tmp_path_factory) -> Path:
+    """The real default build for seed 0 (about 2 CPU-minutes), shared by the slow tests below."""
+    out = tmp_path_factory.mktemp("study") / "sandbox-seed0"
+    sb.build_sandbox(out, seed=0, progress=False)
+    return out
+
+
 @pytest.mark.slow
-def test_default_build_has_the_imbalance(tmp_path):
-    """The real default build (about 2 CPU-minutes): English clearly above every clone.
+def test_default_build_has_the_imbalance(seed0_sandbox):
+    """English clearly above every clone.
 
-    Measured for seeds 0, 1, 2 (docs/sandbox.md): English 0.995-1.000, gaps 0.345-0.575 (the smallest: qaa, seed 0,
-    0.345). The bounds keep about 0.15 below that: 4 standard errors of an accuracy near 0.6 on 200 problems, room
-    for another CPU's floating-point results (the weights are byte-identical only on the same machine and threads).
+    Measured for seeds 0-5 (docs/sandbox.md): English 0.980-1.000, gaps 0.245-0.810 (seed 0: 0.345 and 0.535).
+    The bounds keep about 0.15 below seed 0's: 4 standard errors of an accuracy near 0.6 on 200 problems, room for
+    another CPU's floating-point results (the weights are byte-identical only on the same machine and threads).
     """
-    info = sb.build_sandbox(tmp_path / "sandbox", seed=0, progress=False)
-    assert info.accuracy["en"] >= 0.9
+    info = json.loads((seed0_sandbox / "sandbox.json").read_text())
+    assert info["accuracy"]["en"] >= 0.9
     for code in sb.CLONES:
-        assert info.gap[code] >= 0.2, info.gap
+        assert info["gap"][code] >= 0.2, info["gap"]
 
 
-def test_example_run_config_loads_and_uses_the_build_layout():
+@pytest.mark.slow
+def test_three_rewarding_iterations_keep_the_measured_direction(seed0_sandbox, tmp_path):
+    """`polyrise run examples/sandbox.yaml` on seed 0 for 3 iterations (about 3 CPU-minutes), as in the study.
+
+    The study (docs/sandbox.md, 6 seeds) measured M3 - M0: English -0.028 ± 0.041 (worst seed: seed 0, -0.100) and
+    the clones' mean +0.090 ± 0.118 (seed 0: -0.045, the lowest). Both bounds are -0.15: the study's mean - 3 sd for
+    English and mean - 2 sd for the clones, so any seed, or another CPU's rounding (which acts like another seed),
+    stays inside them. They guard against a broken loop, not for a gain on this seed: seed 0 is the study's weakest.
+    The swapped-preference control ended at English -0.34 on seed 0 (-0.05 to -0.63 over the seeds), outside the
+    English bound. The study's seed-0 values are printed for comparison; on the machine and thread count of the
+    study they repeat exactly.
+    """
+    import io
+
+    import torch
+    from rich.console import Console
+
     from polyrise.config import load_config
+    from polyrise.pipeline import run_pipeline
+    from polyrise.report import collect_scores
+    from polyrise.study import study_config
 
-    cfg = load_config(Path(__file__).parent.parent / "examples" / "sandbox.yaml")
-    assert cfg.languages == list(sb.CLONES) and cfg.iterations == 3 and cfg.heldout is None
-    assert cfg.model.spec.endswith("/model") and cfg.prompts.source.endswith("/prompts/train.jsonl")
-    mgsm = next(task for task in cfg.evaluation if task.task == "mgsm")
-    assert mgsm.source.endswith("/eval/{lang}.jsonl") and mgsm.langs == LANGS
+    example = Path(__file__).resolve().parents[1] / "examples" / "sandbox.yaml"
+    cfg = study_config(load_config(example), seed0_sandbox, 0, "rewarding", tmp_path, iterations=3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the study ran (OMP_NUM_THREADS=1)
+    try:
+        run_pipeline(cfg, Console(file=io.StringIO()))
+    finally:
+        torch.set_num_threads(threads)
+    acc = {
+        label: {lang: c["accuracy"] for lang, c in rows.items()}
+        for label, rows in collect_scores(cfg.run_dir)["mgsm"].items()
+    }
+    english = acc["M3"]["en"] - acc["M0"]["en"]
+    clones = statistics.fmean(acc["M3"][c] - acc["M0"][c] for c in sb.CLONES)
+    print(f"seed 0, M3 - M0: English {english:+.3f} (study: -0.100), clones' mean {clones:+.3f} (study: -0.045)")
+    assert english >= -0.15, acc
+    assert clones >= -0.15, acc
