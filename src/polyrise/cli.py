@@ -19,10 +19,15 @@ Out = Annotated[Path, typer.Option("--out", "-o", help="output file")]
 Cache = Annotated[Path | None, typer.Option(help="generation cache (SQLite); default: beside --out")]
 
 
+def _comma_list(text: str) -> list[str]:
+    """The non-empty, stripped items of a comma-separated option."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
 def _langs(text: str) -> list[str]:
     from polyrise.languages import get_language
 
-    codes = [c.strip() for c in text.split(",") if c.strip()]
+    codes = _comma_list(text)
     for code in codes:
         get_language(code)
     return codes
@@ -426,7 +431,7 @@ def harness(
     from polyrise.evaluation.harness import run_harness
     from polyrise.io import write_json
 
-    results = run_harness(model, [t.strip() for t in tasks.split(",") if t.strip()], limit, batch_size, device)
+    results = run_harness(model, _comma_list(tasks), limit, batch_size, device)
     write_json(out, results.get("results", results))
     console.print(results.get("results", results))
 
@@ -611,10 +616,10 @@ def sandbox_study(
     from polyrise.study import run_study
 
     try:
-        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+        seed_list = [int(s) for s in _comma_list(seeds)]
     except ValueError:
         raise PolyriseError(f"--seeds: expected comma-separated integers, got {seeds!r}") from None
-    run_study(out, config, seed_list, [v.strip() for v in variants.split(",") if v.strip()], iterations, console)
+    run_study(out, config, seed_list, _comma_list(variants), iterations, console)
     console.print((out / "study.md").read_text())
     console.print(f"written: {out / 'study.md'}, {out / 'study.json'}, {out / 'study.png'}")
 

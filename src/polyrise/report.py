@@ -20,7 +20,8 @@ Scores = dict[str, dict[str, dict[str, dict[str, float]]]]
 """task → model label (M0, M1, ...) → row (a language, a direction, "average") → metric → value."""
 
 
-def _model_order(label: str) -> tuple[int, str]:
+def model_order(label: str) -> tuple[int, str]:
+    """Sort key of model labels: M0, M1, ..., M10 in number order, other labels after them."""
     return (int(label[1:]), label) if label[:1] == "M" and label[1:].isdigit() else (10**6, label)
 
 
@@ -48,7 +49,7 @@ def collect_scores(run_dir: Path) -> Scores:
 
 def metric_table(by_model: dict[str, dict[str, dict[str, float]]], metric: str) -> tuple[list[str], list[str], dict]:
     """(row keys, model labels, {(row, label): value}) for one metric; rows ordered with English first."""
-    labels = sorted(by_model, key=_model_order)
+    labels = sorted(by_model, key=model_order)
     values = {
         (row, label): float(cells[metric])
         for label in labels

@@ -21,6 +21,7 @@ from rich.console import Console
 from polyrise.config import RunConfig, load_config
 from polyrise.errors import PolyriseError
 from polyrise.io import atomic_open, write_json
+from polyrise.report import collect_scores, model_order
 
 NO_FILTERS = {"min_length_ratio": 1e-9, "max_length_ratio": 1e9, "repeated_line_limit": 10**9}
 """Pair filters that keep every pair (empty and identical pairs, which carry no preference, still drop)."""
@@ -33,13 +34,18 @@ VARIANTS: dict[str, dict[str, Any]] = {
 """Changes to the base config: the method as configured (`rewarding`), and the controls."""
 
 
-def study_config(base: RunConfig, sandbox_dir: Path, seed: int, variant: str, out: Path, iterations: int) -> RunConfig:
-    """`base` with `variant`'s changes, run on the sandbox in `sandbox_dir` (its model, train prompts and eval set)."""
+def variant_changes(variant: str) -> dict[str, Any]:
+    """The config sections a study variant changes; an unknown name is an error listing the known ones."""
     if variant not in VARIANTS:
         raise PolyriseError(f"unknown study variant {variant!r}; known: {', '.join(VARIANTS)}")
+    return VARIANTS[variant]
+
+
+def study_config(base: RunConfig, sandbox_dir: Path, seed: int, variant: str, out: Path, iterations: int) -> RunConfig:
+    """`base` with `variant`'s changes, run on the sandbox in `sandbox_dir` (its model, train prompts and eval set)."""
     info = json.loads((sandbox_dir / "sandbox.json").read_text())
     data = base.model_dump(mode="json")
-    for section, changes in VARIANTS[variant].items():
+    for section, changes in variant_changes(variant).items():
         data[section] = {**data[section], **changes}
     data.update(
         name=f"seed{seed}-{variant}",
@@ -75,9 +81,8 @@ def run_study(
     from polyrise.sandbox import build_sandbox
 
     console = console or Console()
-    unknown = [v for v in variants if v not in VARIANTS]
-    if unknown:
-        raise PolyriseError(f"unknown study variant {unknown[0]!r}; known: {', '.join(VARIANTS)}")
+    for variant in variants:  # fail before any sandbox is built
+        variant_changes(variant)
     base = load_config(base_config)
     configs = []
     for seed in seeds:
@@ -110,8 +115,6 @@ def _share_generations(source_run: Path, run_dir: Path) -> None:
 def summarize_study(out: Path) -> dict[str, Any]:
     """Mean ± sd over seeds of MGSM accuracy for every variant, language and iterate in `out/runs/seed*-*`;
     writes `study.json`, `study.md` and `study.png` into `out`."""
-    from polyrise.report import collect_scores
-
     per_seed: dict[tuple[str, str, str], dict[int, float]] = {}
     for run_dir in sorted((out / "runs").glob("seed*-*")):
         seed_part, variant = run_dir.name.split("-", 1)
@@ -154,7 +157,7 @@ def _mean_sd(values: dict[int, float]) -> dict[str, float]:
 
 
 def _labels(per_seed: dict[tuple[str, str, str], dict[int, float]]) -> list[str]:
-    return sorted({label for _, _, label in per_seed}, key=lambda label: int(label[1:]))
+    return sorted({label for _, _, label in per_seed}, key=model_order)
 
 
 def _table(title: str, data: dict[tuple[str, str, str], dict[int, float]], signed: bool = False) -> str:
