@@ -45,7 +45,7 @@ from polyrise.config import PromptSource, SamplingSettings
 from polyrise.generation import ChatRequest
 from polyrise.generation.hf import HFEngine
 from polyrise.models import resolve_model
-from polyrise.prompt_sets import load_prompts
+from polyrise.sources import load_prompts
 
 HF_ONE = "HF model.generate, one prompt at a time"
 HF_BATCH = "HF model.generate, batches of {bs}, left pad"

@@ -10,8 +10,8 @@ from polyrise.config import PromptSource, load_config
 from polyrise.errors import PolyriseError
 from polyrise.io import read_jsonl, write_jsonl
 from polyrise.languages import get_language
-from polyrise.prompt_sets import load_prompts
 from polyrise.records import Prompt
+from polyrise.sources import load_prompts
 
 
 def _write(path, text):

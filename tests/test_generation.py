@@ -140,7 +140,7 @@ def test_missing_model_path_is_an_error(tmp_path):
 
 @pytest.mark.slow
 def test_embedded_model_generates_english_and_translates(tmp_path):
-    from polyrise.translation import TranslationJob, translate
+    from polyrise.self_translation import TranslationJob, translate
 
     engine = HFEngine(resolve_model("embedded:smollm2-135m-instruct"), batch_size=4)
     gen = Generator(engine, GenerationCache(tmp_path / "c.sqlite"))

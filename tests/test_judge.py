@@ -26,8 +26,8 @@ from polyrise.evaluation.judge import (
 )
 from polyrise.generation import ChatRequest, Generator
 from polyrise.generation.cache import GenerationCache
-from polyrise.prompts import judge_prompt
 from polyrise.records import Response
+from polyrise.templates import judge_prompt
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 

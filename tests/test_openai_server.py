@@ -121,7 +121,7 @@ def _engine(server: Server, **kwargs) -> OpenAIEngine:
 def test_greedy_answers_and_prefill_match_the_hf_engine(server, key, embedded_dir):
     from polyrise.generation.hf import HFEngine
     from polyrise.models import resolve_model
-    from polyrise.prompts import TRANSLATION_PREFIX, translation_prompt
+    from polyrise.templates import TRANSLATION_PREFIX, translation_prompt
 
     params = SamplingSettings(max_new_tokens=24)
     requests = [ChatRequest.user(p) for p in PROMPTS]

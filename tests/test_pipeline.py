@@ -19,8 +19,8 @@ from polyrise.errors import PolyriseError
 from polyrise.io import read_jsonl
 from polyrise.models import load_model, resolve_model
 from polyrise.pipeline import Runner, run_pipeline
-from polyrise.prompts import translation_prompt
 from polyrise.records import PreferencePair, Prompt, Response, Translation
+from polyrise.templates import translation_prompt
 
 
 def _config(tmp_path: Path, model_dir: Path, **extra) -> Path:

@@ -16,8 +16,8 @@ from polyrise import sandbox as sb
 from polyrise.config import SamplingSettings
 from polyrise.evaluation.math import extract_answer, load_math
 from polyrise.languages import get_language
-from polyrise.prompts import TRANSLATION_PREFIX, translation_prompt
-from polyrise.translation import extract_translation
+from polyrise.self_translation import extract_translation
+from polyrise.templates import TRANSLATION_PREFIX, translation_prompt
 
 LANGS = ["en", *sb.CLONES]
 SHARED = set(string.digits) | set(string.punctuation)
@@ -162,7 +162,7 @@ def test_build_writes_documented_files_that_polyrise_loads(tiny):
     from polyrise.generation import ChatRequest
     from polyrise.generation.hf import HFEngine
     from polyrise.models import load_model, load_tokenizer, resolve_model
-    from polyrise.prompt_sets import load_prompts
+    from polyrise.sources import load_prompts
 
     out = Path(tiny.out)
     info = json.loads((out / "sandbox.json").read_text())

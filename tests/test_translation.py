@@ -9,7 +9,7 @@ from polyrise.config import SamplingSettings
 from polyrise.generation import Generator
 from polyrise.generation.cache import GenerationCache
 from polyrise.records import Prompt, Response
-from polyrise.translation import cross_translate, extract_translation, translate_prompts
+from polyrise.self_translation import cross_translate, extract_translation, translate_prompts
 
 
 @pytest.mark.parametrize(

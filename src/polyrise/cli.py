@@ -174,8 +174,8 @@ def translate(
 
     from polyrise.config import SamplingSettings
     from polyrise.io import read_jsonl, write_jsonl
-    from polyrise.translation import TranslationJob
-    from polyrise.translation import translate as run_translate
+    from polyrise.self_translation import TranslationJob
+    from polyrise.self_translation import translate as run_translate
 
     class Row(BaseModel):
         model_config = ConfigDict(extra="ignore")
@@ -478,7 +478,7 @@ AnalysisOut = Annotated[Path, typer.Option("--out", "-o", help="output dir")]
 def _analysis_inputs(entries: list[str] | None, langs: list[str], source: str, limit: int | None):
     """({label: spec} from `label=SPEC` or `SPEC` entries, the prompts): both checked before any model loads."""
     from polyrise.config import PromptSource
-    from polyrise.prompt_sets import load_prompts
+    from polyrise.sources import load_prompts
 
     models: dict[str, str] = {}
     for entry in entries or ["embedded:smollm2-135m-instruct"]:

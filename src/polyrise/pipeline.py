@@ -31,11 +31,11 @@ from polyrise.generation import Engine, Generator, answer_prompts, open_engine
 from polyrise.generation.cache import GenerationCache
 from polyrise.io import atomic_open, file_hash, read_jsonl, write_json, write_jsonl
 from polyrise.models import resolve_model
-from polyrise.prompt_sets import load_prompts
 from polyrise.records import PreferencePair, Prompt, QuestionPair, Response, Translation
 from polyrise.rewarding import build_pairs
+from polyrise.self_translation import cross_translate, translate_prompts
+from polyrise.sources import load_prompts
 from polyrise.training.launch import LAUNCH_FIELDS, launch_command, should_launch
-from polyrise.translation import cross_translate, translate_prompts
 
 
 class Manifest:

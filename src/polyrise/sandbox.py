@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from polyrise.errors import PolyriseError
-from polyrise.prompts import TRANSLATION_PREFIX, math_prompt, translation_prompt
+from polyrise.templates import TRANSLATION_PREFIX, math_prompt, translation_prompt
 
 SOURCE_LANG = "en"
 
@@ -649,7 +649,7 @@ def _sha256(path: Path) -> str:
 
 def measure_m0(info: SandboxInfo, *, model: Any = None, tokenizer: Any = None) -> SandboxInfo:
     """Fill `info` with the model's task accuracy per language (MGSM scorer on `eval/{lang}.jsonl`) and the
-    exact-match self-translation accuracy per direction (`polyrise.translation.translate` on `translation/`)."""
+    exact-match self-translation accuracy per direction (`polyrise.self_translation.translate` on `translation/`)."""
     from polyrise.config import SamplingSettings
     from polyrise.evaluation.math import evaluate_math, load_math
     from polyrise.generation import Generator
@@ -657,7 +657,7 @@ def measure_m0(info: SandboxInfo, *, model: Any = None, tokenizer: Any = None) -
     from polyrise.generation.hf import HFEngine
     from polyrise.io import iter_jsonl
     from polyrise.models import resolve_model
-    from polyrise.translation import TranslationJob, translate
+    from polyrise.self_translation import TranslationJob, translate
 
     out = Path(info.out)
     langs = info.languages

@@ -22,8 +22,8 @@ from polyrise.config import SamplingSettings
 from polyrise.errors import PolyriseError
 from polyrise.generation import ChatRequest, Generator
 from polyrise.io import atomic_open
-from polyrise.prompts import judge_prompt
 from polyrise.records import Prompt, Response
+from polyrise.templates import judge_prompt
 
 Verdict = Literal["A", "B", "tie"]
 

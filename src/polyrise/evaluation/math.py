@@ -27,8 +27,8 @@ from polyrise.evaluation.fidelity import off_target_rates
 from polyrise.generation import ChatRequest, Generator
 from polyrise.io import iter_jsonl
 from polyrise.languages import LANGUAGES
-from polyrise.prompts import math_demo_answer, math_prompt
 from polyrise.records import Record, Response
+from polyrise.templates import math_demo_answer, math_prompt
 
 HF_PREFIX = "hf:"
 GSM_SYMBOLIC = "gsm-symbolic"

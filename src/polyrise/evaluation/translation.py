@@ -19,7 +19,7 @@ from polyrise.config import SamplingSettings
 from polyrise.errors import PolyriseError
 from polyrise.generation import Generator
 from polyrise.io import iter_jsonl, read_json_array
-from polyrise.translation import TranslationJob, translate
+from polyrise.self_translation import TranslationJob, translate
 
 _PREFERRED_TOKENIZE = {"zh": "zh", "ja": "ja-mecab", "ko": "ko-mecab", "th": "char"}
 

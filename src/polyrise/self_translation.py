@@ -9,8 +9,8 @@ from typing import Literal
 
 from polyrise.config import SamplingSettings
 from polyrise.generation import ChatRequest, Generator
-from polyrise.prompts import TRANSLATION_PREFIX, translation_prompt
 from polyrise.records import Prompt, Response, Translation
+from polyrise.templates import TRANSLATION_PREFIX, translation_prompt
 
 _OPEN = re.compile(r"<translated>", re.IGNORECASE)
 _CLOSE = "</translated>"
