@@ -11,11 +11,11 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from polyrise.alignment import build_question_pairs
 from polyrise.cli import app
-from polyrise.config import AlignmentSettings, TrainingSettings, load_config
+from polyrise.config import AlignmentSettings, SFTSettings, load_config
 from polyrise.errors import PolyriseError
 from polyrise.io import read_jsonl
+from polyrise.methods.question_alignment import build_question_pairs
 from polyrise.models import load_model, resolve_model
 from polyrise.records import Prompt, QuestionPair
 from polyrise.training.sft import train_sft
@@ -106,7 +106,7 @@ def test_sft_trains_on_the_completion_only(tiny_model_dir, tokenizer, tmp_path, 
     monkeypatch.setattr(SFTTrainer, "compute_loss", spy)
     pairs = _question_pairs()
     out = tmp_path / "aligned"
-    settings = TrainingSettings(batch_size=2, max_length=64, learning_rate=1e-3)
+    settings = SFTSettings(batch_size=2, max_length=64, learning_rate=1e-3)
     metrics = train_sft(resolve_model(str(tiny_model_dir)), pairs, out, settings)
     assert metrics["train_loss"] > 0 and len(seen) == 3  # 6 examples / batch 2, one epoch
 
@@ -132,7 +132,7 @@ def test_sft_trains_on_the_completion_only(tiny_model_dir, tokenizer, tmp_path, 
 
 def test_sft_refuses_empty_data(tiny_model_dir, tmp_path):
     with pytest.raises(PolyriseError, match="no question pairs"):
-        train_sft(resolve_model(str(tiny_model_dir)), [], tmp_path / "m", TrainingSettings())
+        train_sft(resolve_model(str(tiny_model_dir)), [], tmp_path / "m", SFTSettings())
 
 
 def _align_config(tmp_path: Path, model_dir: Path, questions: str, **extra) -> Path:
@@ -190,7 +190,7 @@ def test_align_command_end_to_end_and_report_marks_trained_languages(tmp_path, t
     assert set(scores["heldout"]) == {"M0", "M1"}
     assert yaml.safe_load((run / "config.yaml").read_text())["method"] == "question-alignment"
     manifest = json.loads((run / "manifest.json").read_text())["stages"]
-    assert {"iter_0/questions", "iter_0/train", "iter_0/eval"} <= set(manifest)
+    assert {"iter_0/questions", "iter_0/train", "iter_0/eval_M0", "iter_0/eval_M1"} <= set(manifest)
     assert "iter_0/pairs" not in manifest
 
     rerun = CliRunner().invoke(app, ["align", str(config)])
@@ -215,7 +215,7 @@ def test_align_self_translates_english_questions(tmp_path, tiny_model_dir):
         generation={"policy": {"batch_size": 4}, "translate": {"max_new_tokens": 8, "temperature": 1.0}},
     )
     cfg = load_config(config, {"method": "question-alignment"})
-    from polyrise.pipeline import run_pipeline
+    from polyrise.runner import run_pipeline
 
     try:
         run_pipeline(cfg)

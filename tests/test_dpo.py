@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from polyrise.config import TrainingSettings
+from polyrise.config import DPOSettings
 from polyrise.errors import PolyriseError
 from polyrise.models import ResolvedModel, load_model, resolve_model
 from polyrise.records import PreferencePair
@@ -33,8 +33,8 @@ def _pairs(n: int) -> list[PreferencePair]:
     ]
 
 
-def _settings(**overrides: object) -> TrainingSettings:
-    return TrainingSettings(**{"batch_size": 2, "max_length": 128, "learning_rate": 1e-3, **overrides})
+def _settings(**overrides: object) -> DPOSettings:
+    return DPOSettings(**{"batch_size": 2, "max_length": 128, "learning_rate": 1e-3, **overrides})
 
 
 def _weights(resolved: ResolvedModel) -> dict[str, torch.Tensor]:

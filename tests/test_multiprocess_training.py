@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from polyrise.config import TrainingSettings
+from polyrise.config import DPOSettings
 from polyrise.errors import PolyriseError
 from polyrise.models import ResolvedModel, load_model, resolve_model
 from polyrise.records import PreferencePair
@@ -98,10 +98,10 @@ def test_run_key_ignores_how_the_run_is_launched_but_not_the_world_size(monkeypa
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     base = ResolvedModel("org/model", "org/model")
     rows = _pairs(2)
-    key = run_key(base, rows, TrainingSettings(), 0, "auto")
-    assert run_key(base, rows, TrainingSettings(num_processes=8, accelerate_config=Path("a.yaml")), 0, "auto") == key
+    key = run_key(base, rows, DPOSettings(), 0, "auto")
+    assert run_key(base, rows, DPOSettings(num_processes=8, accelerate_config=Path("a.yaml")), 0, "auto") == key
     monkeypatch.setenv("WORLD_SIZE", "2")
-    assert run_key(base, rows, TrainingSettings(num_processes=2), 0, "auto") != key
+    assert run_key(base, rows, DPOSettings(num_processes=2), 0, "auto") != key
 
 
 def test_run_launched_streams_output_and_quotes_a_failing_child(capfd):
@@ -190,7 +190,7 @@ def _step_losses(model_dir: Path) -> dict[int, float]:
 def test_two_processes_train_like_one_with_the_same_global_batch(tiny_model_dir, tmp_path):
     """16 pairs, 4 optimizer steps: 2 CPU processes x batch 2 vs 1 process x batch 4, same seed and order."""
     pairs = _pairs(16)
-    settings = TrainingSettings(batch_size=4, max_length=64, learning_rate=1e-3, save="merged")
+    settings = DPOSettings(batch_size=4, max_length=64, learning_rate=1e-3, save="merged")
     single = tmp_path / "single" / "model"
     train_dpo(resolve_model(str(tiny_model_dir)), pairs, single, settings)
 

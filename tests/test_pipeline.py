@@ -18,8 +18,8 @@ from polyrise.config import load_config
 from polyrise.errors import PolyriseError
 from polyrise.io import read_jsonl
 from polyrise.models import load_model, resolve_model
-from polyrise.pipeline import Runner, run_pipeline
 from polyrise.records import PreferencePair, Prompt, Response, Translation
+from polyrise.runner import Runner, run_pipeline
 from polyrise.templates import translation_prompt
 
 
@@ -86,13 +86,13 @@ def test_one_iteration_end_to_end_and_rerun_skips(tmp_path, tiny_model_dir):
     assert json.dumps(summary["off_target"]) == json.dumps(scores)  # NaN (nothing identifiable) != NaN
     manifest = json.loads((config.run_dir / "manifest.json").read_text())["stages"]
     assert [k.split("/")[1] for k in manifest] == [
+        "heldout_M0",
         "prompts",
         "generate",
         "translate",
         "pairs",
-        "heldout_before",
         "train",
-        "heldout_after",
+        "heldout_M1",
     ]
     assert all(v["status"] == "done" and v["seconds"] >= 0 for v in manifest.values())
 
@@ -241,10 +241,10 @@ def test_a_failing_stage_process_reports_its_own_message(tmp_path, tiny_model_di
     config = load_config(_config(tmp_path, tiny_model_dir))
     assert config.stage_processes
     runner = Runner(config)
-    paths = runner.paths(0)  # no prompts.jsonl yet: the generate stage's child fails reading it
+    generate = runner.find_stage("iter_0/generate")  # no prompts.jsonl yet: the stage's child fails reading it
     with pytest.raises(PolyriseError, match=r"stage iter_0/generate failed: .*prompts\.jsonl"):
-        runner.stage("iter_0/generate", [], {}, [paths.responses], "generate_body", 0)
-    assert not paths.responses.exists() and runner.manifest.stages == {}
+        runner.run_stage(generate)
+    assert not any(p.exists() for p in generate.outputs) and runner.manifest.stages == {}
 
 
 def test_fixed_translator_over_an_openai_server(tmp_path, tiny_model_dir, server):

@@ -266,7 +266,7 @@ def test_three_rewarding_iterations_keep_the_measured_direction(seed0_sandbox, t
     from rich.console import Console
 
     from polyrise.config import load_config
-    from polyrise.pipeline import run_pipeline
+    from polyrise.runner import run_pipeline
     from polyrise.report import collect_scores
     from polyrise.study import study_config
 

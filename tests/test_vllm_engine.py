@@ -17,7 +17,7 @@ HAS_VLLM = importlib.util.find_spec("vllm") is not None
 
 @pytest.mark.skipif(HAS_VLLM, reason="vLLM is installed")
 def test_engine_vllm_without_vllm_names_the_extra(tmp_path, tiny_model_dir):
-    from polyrise.pipeline import Runner
+    from polyrise.runner import Runner
 
     path = tmp_path / "c.yaml"
     path.write_text(
@@ -97,8 +97,8 @@ def test_run_stage_with_vllm_in_its_own_process(embedded_dir, tmp_path):
     from polyrise.generation import Generator, answer_prompts, open_engine
     from polyrise.generation.cache import GenerationCache
     from polyrise.io import read_jsonl, write_jsonl
-    from polyrise.pipeline import Runner
     from polyrise.records import Prompt, Response
+    from polyrise.runner import Runner
 
     path = tmp_path / "c.yaml"
     settings = {
@@ -112,16 +112,17 @@ def test_run_stage_with_vllm_in_its_own_process(embedded_dir, tmp_path):
     }
     path.write_text(yaml.safe_dump(settings))
     runner = Runner(load_config(path))
-    paths = runner.paths(0)
+    generate = runner.find_stage("iter_0/generate")
+    [prompts_file], [responses_file] = generate.inputs, generate.outputs
     prompts = [
         Prompt(id=f"p{i}", lang="en", instruction=t)
         for i, t in enumerate(["Name three colours.", "What is 2 + 2?", "Say hello."])
     ]
-    paths.prompts.parent.mkdir(parents=True)
-    write_jsonl(paths.prompts, prompts)
-    runner.stage("iter_0/generate", [paths.prompts], {}, [paths.responses], "generate_body", 0)
+    prompts_file.parent.mkdir(parents=True)
+    write_jsonl(prompts_file, prompts)
+    runner.run_stage(generate)
     assert runner._engine_key is None  # the parent only orchestrated: the engine lived in the stage process
-    served = read_jsonl(paths.responses, Response)
+    served = read_jsonl(responses_file, Response)
     hf = Generator(open_engine(EngineSettings(model=str(embedded_dir))), GenerationCache(tmp_path / "hf.sqlite"))
     local = answer_prompts(hf, prompts, runner.config.generation.answer)
     same = sum(a.output == b.output for a, b in zip(served, local, strict=True))

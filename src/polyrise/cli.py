@@ -83,7 +83,7 @@ def run(
 ) -> None:
     """Run the Language-Imbalance-Driven-Rewarding loop of a YAML config (resumes where it stopped)."""
     from polyrise.config import load_config
-    from polyrise.pipeline import run_pipeline
+    from polyrise.runner import run_pipeline
 
     cfg = load_config(config, {"iterations": iterations} if iterations else None)
     launch = {"num_processes": num_processes, "accelerate_config": accelerate_config}
@@ -96,13 +96,11 @@ def run(
 
 
 @app.command(hidden=True)
-def stage(run_dir: Path, body: str, args: str, result: Path) -> None:
-    """A stage process of `polyrise run` (started by the run itself): one stage body, its outcome to RESULT."""
-    import json
+def stage(run_dir: Path, name: str, result: Path) -> None:
+    """A stage process of `polyrise run` (started by the run itself): one stage, its outcome to RESULT."""
+    from polyrise.runner import run_stage
 
-    from polyrise.pipeline import run_stage
-
-    run_stage(run_dir, body, json.loads(args), result)
+    run_stage(run_dir, name, result)
 
 
 @app.command()
@@ -110,7 +108,7 @@ def align(config: Path) -> None:
     """Question alignment: SFT on question translation pairs of a config's `alignment` section, evaluated before
     and after on trained and unseen languages (the same as `run` with `method: question-alignment`)."""
     from polyrise.config import load_config
-    from polyrise.pipeline import run_pipeline
+    from polyrise.runner import run_pipeline
 
     cfg = load_config(config, {"method": "question-alignment"})
     run_pipeline(cfg, console)
@@ -214,8 +212,8 @@ def pairs(
     """Build preference pairs in both directions; stats go to <out>_stats.json."""
     from polyrise.config import FilterSettings
     from polyrise.io import read_jsonl, write_json, write_jsonl
+    from polyrise.methods.language_imbalance import build_pairs
     from polyrise.records import Prompt, Response, Translation
-    from polyrise.rewarding import build_pairs
 
     prompt_map = {(p.id, p.lang): p.instruction for p in read_jsonl(prompts, Prompt)}
     rows, stats = build_pairs(
@@ -234,10 +232,19 @@ def pairs(
 @app.command()
 def train(
     pairs_file: Annotated[Path, typer.Argument(metavar="PAIRS", help="pairs JSONL")],
-    model: Model = "embedded:smollm2-135m-instruct",
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="model spec (default: the config's model.spec, or embedded)")
+    ] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="output model dir")] = Path("model"),
-    config: Annotated[Path | None, typer.Option(help="YAML config whose `training` section is used")] = None,
-    seed: int = 0,
+    config: Annotated[
+        Path | None, typer.Option(help="YAML config whose `model` and `training` sections are used (and `seed`)")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="default: the config's seed, or 0")] = None,
+    dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16 or float16 (default: model.dtype)")] = None,
+    chat_template: Annotated[
+        Path | None, typer.Option(help="a Jinja chat template file, for a tokenizer without one")
+    ] = None,
+    trust_remote_code: Annotated[bool | None, typer.Option(help="default: model.trust_remote_code")] = None,
     num_processes: Annotated[
         int | None, typer.Option(min=1, help="N processes (GPUs) via accelerate; default: training.num_processes")
     ] = None,
@@ -246,29 +253,48 @@ def train(
     ] = None,
     launched: Annotated[bool, typer.Option("--launched", hidden=True, help="internal: an accelerate worker")] = False,
 ) -> None:
-    """Train M(t+1) from pairs with DPO + NLL (reference = the given model), on several GPUs with --num-processes."""
-    from polyrise.config import TrainingSettings, load_config
+    """Train M(t+1) from pairs with DPO + NLL (reference = the given model), on several GPUs with --num-processes.
+
+    The same code path as a run's training stage: the model and training settings are validated by the config's
+    own models, so `--dtype bf16` fails as `training.dtype` would in a config."""
+    from polyrise.config import RunConfig, load_config
     from polyrise.io import read_jsonl
     from polyrise.models import resolve_model
     from polyrise.records import PreferencePair
     from polyrise.training.launch import launch_command, run_launched, should_launch
 
-    settings = load_config(config).training if config else TrainingSettings()
-    overrides = {"num_processes": num_processes, "accelerate_config": accelerate_config}
-    settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
-    base = resolve_model(model)  # before the workers start: they must not all convert the embedded model at once
+    cfg = load_config(config) if config else RunConfig()
+    template = chat_template.read_text(encoding="utf-8") if chat_template else None
+    model_overrides = {"spec": model, "dtype": dtype, "chat_template": template, "trust_remote_code": trust_remote_code}
+    train_overrides = {"num_processes": num_processes, "accelerate_config": accelerate_config}
+    settings = _validated(cfg.model, model_overrides, "model"), _validated(cfg.training, train_overrides, "training")
+    model_settings, training = settings
+    run_seed = cfg.seed if seed is None else seed
+    base = resolve_model(model_settings.spec)  # before the workers start: they must not all convert the model at once
     pairs = read_jsonl(pairs_file, PreferencePair)
-    if not launched and should_launch(settings.num_processes, settings.accelerate_config):
+    if not launched and should_launch(training.num_processes, training.accelerate_config):
         # the workers rerun this command; --launched keeps them from relaunching
-        worker = ["polyrise.cli", "train", str(pairs_file), "--model", model, "--out", str(out), "--seed", str(seed)]
-        worker += ["--num-processes", str(settings.num_processes), "--launched"]
+        worker = ["polyrise.cli", "train", str(pairs_file), "--out", str(out), "--seed", str(run_seed)]
+        worker += ["--model", model_settings.spec, "--dtype", model_settings.dtype]
+        worker += ["--num-processes", str(training.num_processes), "--launched"]
         worker += ["--config", str(config)] if config else []
-        worker += ["--accelerate-config", str(settings.accelerate_config)] if settings.accelerate_config else []
-        run_launched(launch_command(settings.num_processes, settings.accelerate_config) + worker)
+        worker += ["--chat-template", str(chat_template)] if chat_template else []
+        worker += ["--trust-remote-code"] if model_settings.trust_remote_code else []
+        worker += ["--accelerate-config", str(training.accelerate_config)] if training.accelerate_config else []
+        run_launched(launch_command(training.num_processes, training.accelerate_config) + worker)
         return
     from polyrise.training.dpo import train_dpo
 
-    metrics = train_dpo(base, pairs, out, settings, seed=seed)
+    metrics = train_dpo(
+        base,
+        pairs,
+        out,
+        training,
+        seed=run_seed,
+        dtype=model_settings.dtype,
+        chat_template=model_settings.chat_template,
+        trust_remote_code=model_settings.trust_remote_code,
+    )
     if launched:
         from accelerate import PartialState
 
@@ -276,6 +302,21 @@ def train(
             return
     console.print(metrics)
     console.print(f"saved model to {out}")
+
+
+def _validated(section, overrides: dict[str, object], name: str):
+    """`section` with the given (non-None) option values, validated by the section's own pydantic model; an error
+    names the option."""
+    from pydantic import ValidationError
+
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return type(section).model_validate(section.model_dump() | given)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = str(err["loc"][0]) if err["loc"] else ""
+        option = "--" + {"spec": "model"}.get(key, key).replace("_", "-")
+        raise PolyriseError(f"{option} ({name}.{key}): {err['msg']}") from None
 
 
 @app.command("eval")
@@ -320,7 +361,7 @@ def eval_(
     from polyrise.evaluate import run_task
     from polyrise.generation import Generator, open_engine
     from polyrise.io import write_json
-    from polyrise.pipeline import scores_table
+    from polyrise.report import scores_table
 
     try:
         judge = None

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from polyrise.errors import PolyriseError
 from polyrise.languages import get_language
@@ -144,14 +152,9 @@ class FilterSettings(Section):
 
 
 class TrainingSettings(Section):
-    """DPO + NLL (TRL loss_type ["sigmoid", "sft"]) with the previous iterate as reference."""
+    """What every trainer shares: LoRA or full fine-tuning, optimisation, saving, launching."""
 
     method: Literal["lora", "full"] = "lora"
-    beta: float = Field(default=0.1, gt=0.0)
-    nll_weight: float = Field(default=1.0, ge=0.0)
-    swap_preferences: bool = False
-    """Ablation control: train on every pair with chosen and rejected exchanged (the reward turned upside down;
-    it should hurt). The pairs file is unchanged."""
     learning_rate: float | None = Field(default=None, gt=0.0)
     """Default: 5e-7 for full fine-tuning (the paper), 5e-5 for LoRA."""
     epochs: float = Field(default=1.0, gt=0.0)
@@ -179,6 +182,20 @@ class TrainingSettings(Section):
         if self.learning_rate is not None:
             return self.learning_rate
         return 5e-7 if self.method == "full" else 5e-5
+
+
+class DPOSettings(TrainingSettings):
+    """DPO + NLL (TRL loss_type ["sigmoid", "sft"]) with the previous iterate as reference."""
+
+    beta: float = Field(default=0.1, gt=0.0)
+    nll_weight: float = Field(default=1.0, ge=0.0)
+    swap_preferences: bool = False
+    """Ablation control: train on every pair with chosen and rejected exchanged (the reward turned upside down;
+    it should hurt). The pairs file is unchanged."""
+
+
+class SFTSettings(TrainingSettings):
+    """Supervised fine-tuning on the completion only (question alignment)."""
 
 
 class HeldoutSettings(Section):
@@ -297,9 +314,9 @@ class AlignmentSettings(Section):
 
 class RunConfig(Section):
     name: str = "run"
-    method: Literal["language-imbalance", "question-alignment"] = "language-imbalance"
-    """`language-imbalance`: the self-rewarding DPO loop; `question-alignment`: one SFT step on question
-    translation pairs (`alignment` section), evaluated on trained and unseen languages."""
+    method: str = "language-imbalance"
+    """A module of `polyrise.methods`: `language-imbalance` (the self-rewarding DPO loop) or `question-alignment`
+    (one SFT step on question translation pairs, `alignment` section, evaluated on trained and unseen languages)."""
     output_dir: Path = Path("runs")
     seed: int = 0
     iterations: int = Field(default=1, ge=1)
@@ -310,7 +327,8 @@ class RunConfig(Section):
     prompts: PromptSource = Field(default_factory=PromptSource)
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
     filters: FilterSettings = Field(default_factory=FilterSettings)
-    training: TrainingSettings = Field(default_factory=TrainingSettings)
+    training: SerializeAsAny[TrainingSettings] = Field(default_factory=DPOSettings)
+    """The method's training settings (`DPOSettings` for language-imbalance, `SFTSettings` for question-alignment)."""
     heldout: HeldoutSettings | None = Field(default_factory=HeldoutSettings)
     evaluation: list[EvalTask] = Field(default_factory=list)
     """Evaluations of M0 and of every new iterate."""
@@ -343,26 +361,46 @@ class RunConfig(Section):
             raise ValueError(f"source_lang {self.source_lang!r} is also listed in languages")
         return self
 
+    @model_validator(mode="before")
+    @classmethod
+    def _method_training(cls, data: Any) -> Any:
+        """Validate `training` as the settings of the configured method (an unknown method is reported by
+        `_known_method`)."""
+        if not isinstance(data, dict) or isinstance(data.get("training"), TrainingSettings):
+            return data
+        from polyrise.methods import load_method
+
+        try:
+            settings = load_method(str(data.get("method", "language-imbalance"))).settings
+        except PolyriseError:
+            return data
+        try:
+            return {**data, "training": settings.model_validate(data.get("training") or {})}
+        except ValidationError as e:
+            errors = [
+                {"type": err["type"], "loc": ("training", *err["loc"]), "input": err["input"]}
+                | ({"ctx": err["ctx"]} if "ctx" in err else {})
+                for err in e.errors()
+            ]
+            raise ValidationError.from_exception_data(cls.__name__, errors) from None  # type: ignore[arg-type]
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, name: str) -> str:
+        from polyrise.methods import load_method
+
+        try:
+            load_method(name)
+        except PolyriseError as e:
+            raise ValueError(str(e)) from None
+        return name
+
     @model_validator(mode="after")
-    def _alignment_complete(self) -> RunConfig:
-        if self.method != "question-alignment":
-            if self.alignment is not None:
-                raise ValueError(
-                    "an `alignment` section is only used by method 'question-alignment' "
-                    "(set method: question-alignment, or run `polyrise align`)"
-                )
-            return self
-        if self.alignment is None:
-            raise ValueError("method 'question-alignment' needs an `alignment` section (at least alignment.train)")
-        if self.iterations != 1:
-            raise ValueError("method 'question-alignment' trains once: iterations must be 1")
-        run_langs = {self.source_lang, *self.languages}
-        for src, tgt in self.alignment.directions(self.source_lang):
-            for code in (src, tgt):
-                if code not in run_langs:
-                    raise ValueError(
-                        f"alignment.train uses {code!r}, which is not source_lang or in languages {self.languages}"
-                    )
+    def _method_sections(self) -> RunConfig:
+        """The method's own checks of the sections it reads."""
+        from polyrise.methods import load_method
+
+        load_method(self.method).check(self)
         return self
 
     @property

@@ -8,9 +8,13 @@ import json
 import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from polyrise.errors import PolyriseError
 from polyrise.io import atomic_open
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 HEADLINE_METRICS = ("accuracy", "win_rate", "off_target", "chrf++", "bleu", "nll")
 """Metrics that get a table and plots; counts (n, skipped, ...) stay in the JSON."""
@@ -209,3 +213,28 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
             f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n"
         )
     return md_path, html_path
+
+
+def scores_table(task: str, by_model: dict[str, Any]) -> Table:
+    """The console table of one evaluation task: rows (languages or directions) x models, per headline metric."""
+    from rich.table import Table
+
+    table = Table(title=f"evaluation: {task}")
+    table.add_column("row")
+    columns = []
+    for metric in HEADLINE_METRICS:
+        rows, labels, values = metric_table(by_model, metric)
+        if values:
+            columns.append((metric, rows, labels, values))
+    all_rows = list(dict.fromkeys(r for _, rows, _, _ in columns for r in rows))
+    for metric, _, labels, _ in columns:
+        for label in labels:
+            table.add_column(f"{metric} {label}", justify="right")
+    for row in all_rows:
+        cells = [
+            f"{values[(row, label)]:.3f}" if (row, label) in values else "-"
+            for _, _, labels, values in columns
+            for label in labels
+        ]
+        table.add_row(row, *cells)
+    return table

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -91,3 +92,19 @@ def load_prompts(source: PromptSource, langs: list[str], default_lang: str = "en
     if not selected:
         raise PolyriseError(f"prompt source {spec!r} has no prompts in languages {langs}")
     return selected
+
+
+def source_files(value: str, langs: Sequence[str]) -> list[Path]:
+    """The local files a source or path setting reads (a `{lang}` template once per language): what a stage hashes
+    so that an edited data file reruns it. Built-in sets, HF ids, presets and missing paths give none."""
+    if value.startswith((BUILTIN_PREFIX, HF_PREFIX)) or not value:
+        return []
+    paths = [Path(value.replace("{lang}", lang)) for lang in langs] if "{lang}" in value else [Path(value)]
+    return [p for p in dict.fromkeys(paths) if _is_file(p)]
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # not a path at all (too long a name)
+        return False

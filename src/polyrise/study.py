@@ -77,7 +77,7 @@ def run_study(
     """Build (or reuse) each seed's sandbox in `out/sandbox-seed<S>`, run every variant on it, and summarise all
     runs found in `out/runs` (`summarize_study`). A killed study resumes: sandboxes with a `sandbox.json` are
     reused and the runs resume from their stage caches."""
-    from polyrise.pipeline import run_pipeline
+    from polyrise.runner import run_pipeline
     from polyrise.sandbox import build_sandbox
 
     console = console or Console()

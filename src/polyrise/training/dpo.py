@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from polyrise.config import TrainingSettings
+from polyrise.config import DPOSettings
 from polyrise.errors import PolyriseError
 from polyrise.models import ResolvedModel, load_model
 from polyrise.records import PreferencePair
@@ -46,7 +46,7 @@ def train_dpo(
     base: ResolvedModel,
     pairs: Sequence[PreferencePair],
     out_dir: Path,
-    settings: TrainingSettings,
+    settings: DPOSettings,
     *,
     seed: int = 0,
     dtype: str = "auto",

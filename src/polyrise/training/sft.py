@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from polyrise.config import TrainingSettings
+from polyrise.config import SFTSettings
 from polyrise.errors import PolyriseError
 from polyrise.models import ResolvedModel
 from polyrise.records import QuestionPair
@@ -42,7 +42,7 @@ def train_sft(
     base: ResolvedModel,
     pairs: Sequence[QuestionPair],
     out_dir: Path,
-    settings: TrainingSettings,
+    settings: SFTSettings,
     *,
     seed: int = 0,
     dtype: str = "auto",
@@ -51,8 +51,9 @@ def train_sft(
 ) -> dict[str, float]:
     """Fine-tune `base` on question pairs (completion-only loss); save it atomically to `out_dir`.
 
-    Uses `settings` as the DPO trainer does (method, learning rate, epochs, batch, LoRA, save), except the
-    DPO-only `beta` and `nll_weight`. A killed run resumes from `<out_dir>.checkpoints`.
+    `settings` are the trainers' shared settings (method, learning rate, epochs, batch, LoRA, save); DPO's
+    `beta`, `nll_weight` and `swap_preferences` are not among them, so they cannot change an SFT run's key.
+    A killed run resumes from `<out_dir>.checkpoints`.
     Returns the last step's logged metrics and the summary (`train_loss`, `train_runtime`).
     """
     from trl import SFTConfig, SFTTrainer

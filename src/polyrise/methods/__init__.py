@@ -1,0 +1,71 @@
+"""Training methods. Each is one module of this package, named after its config value (`method: language-imbalance`
+→ `language_imbalance.py`), exposing `METHOD`: a class, built on the run, that supplies the data and training
+stages, the training settings, the stats and the console summary. The runner knows none of them: adding a method
+is adding a module."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import re
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from polyrise.errors import PolyriseError
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+
+    from polyrise.config import RunConfig, TrainingSettings
+    from polyrise.runner import Runner, Stage
+
+
+class Method(Protocol):
+    """What a method supplies to the runner."""
+
+    name: ClassVar[str]
+    settings: ClassVar[type[TrainingSettings]]
+    """The class of its `training` section (DPO's or SFT's settings, ...)."""
+
+    def __init__(self, run: Runner) -> None: ...
+
+    @classmethod
+    def check(cls, config: RunConfig) -> None:
+        """Raise ValueError on a config this method cannot run (its own sections missing or misused)."""
+        ...
+
+    def prepare(self) -> None:
+        """Load what every iteration needs (prompt sets), so bad sources fail before any stage runs."""
+        ...
+
+    def stages(self, t: int) -> list[Stage]:
+        """Iteration `t`'s data stages and its training stage (`run.train_stage`), in order."""
+        ...
+
+    def stats(self, t: int) -> dict[str, Any]:
+        """Iteration `t`'s data statistics (what was kept and dropped), as written to the run dir."""
+        ...
+
+    def summary_table(self, summary: dict[str, Any]) -> RenderableType:
+        """The console summary of one iteration (`summary`: iteration, stats, off_target, scores)."""
+        ...
+
+
+def method_names() -> list[str]:
+    """The methods this installation has, as written in a config."""
+    import polyrise.methods as package
+
+    return sorted(m.name.replace("_", "-") for m in pkgutil.iter_modules(package.__path__))
+
+
+def load_method(name: str) -> type[Method]:
+    """The method a config names (`language-imbalance` → `polyrise.methods.language_imbalance.METHOD`)."""
+    module_name = f"{__name__}.{name.replace('-', '_')}"
+    if not re.fullmatch(r"[a-z][a-z0-9-]*", name):
+        raise PolyriseError(f"{name!r} is not a method name; known: {', '.join(method_names())}")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name != module_name:
+            raise
+        raise PolyriseError(f"unknown method {name!r}; known: {', '.join(method_names())}") from None
+    return module.METHOD

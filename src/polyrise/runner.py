@@ -1,0 +1,444 @@
+"""The generic loop M0 → M1 → …: declared stages, the manifest that skips finished ones, stage processes and
+engines. It knows no method: a method (`polyrise.methods`) supplies each iteration's data and training stages;
+the runner adds the held-out answers and the evaluations, once per model."""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from polyrise.config import RunConfig, SamplingSettings
+from polyrise.errors import PolyriseError
+from polyrise.evaluation.fidelity import off_target_rates
+from polyrise.generation import Engine, Generator, answer_prompts, open_engine
+from polyrise.generation.cache import GenerationCache
+from polyrise.io import atomic_open, file_hash, read_jsonl, write_json, write_jsonl
+from polyrise.methods import Method, load_method
+from polyrise.models import resolve_model
+from polyrise.records import Prompt, Response
+from polyrise.sources import load_prompts, source_files
+from polyrise.training.launch import LAUNCH_FIELDS, launch_command, should_launch
+
+STAGE_RESULT = ".stage-result.json"
+"""In the run dir, transient: a stage process's counts or error, read and removed by the parent."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of a run, declared next to its body: it reruns when the contents of its `inputs`, the weights
+    of its `models` or its `settings` change, or when an output is missing."""
+
+    name: str
+    """Also its manifest key, e.g. `iter_0/generate`."""
+    run: Callable[[], dict[str, Any]]
+    """The body; returns the counts shown and recorded (JSON-able)."""
+    outputs: Sequence[Path]
+    inputs: Sequence[Path] = ()
+    """Files (sha256 of their contents) or model dirs (their fingerprint); a missing one hashes as missing."""
+    models: Sequence[str] = ()
+    """Model specs whose weights' fingerprints are hashed."""
+    settings: Any = None
+    """JSON-able settings that decide the outputs."""
+    loads_model: bool = True
+    """Then it runs in its own process when `stage_processes` is on."""
+    distributed: bool = False
+    """A training stage: launched under accelerate when `training.num_processes`/`accelerate_config` ask."""
+
+
+class Manifest:
+    """`manifest.json`: per stage its status, input hash, outputs, counts and seconds."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.stages: dict[str, dict[str, Any]] = json.loads(path.read_text())["stages"] if path.is_file() else {}
+
+    def is_done(self, key: str, input_hash: str, outputs: Sequence[Path]) -> bool:
+        entry = self.stages.get(key, {})
+        return (
+            entry.get("status") == "done" and entry.get("input_hash") == input_hash and all(p.exists() for p in outputs)
+        )
+
+    def record(self, key: str, entry: dict[str, Any]) -> None:
+        self.stages[key] = entry
+        write_json(self.path, {"stages": self.stages})
+
+
+def _digest(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _content_hash(path: Path) -> str:
+    if path.is_file():
+        return file_hash(path)
+    return resolve_model(str(path)).fingerprint() if path.is_dir() else "missing"
+
+
+@dataclass
+class Runner:
+    """Runs one config's iterations. The parent only orchestrates: with `stage_processes`, every stage that loads a
+    model runs in its own process (`polyrise.cli stage`), so GPU and host memory are returned between stages."""
+
+    config: RunConfig
+    console: Console = field(default_factory=Console)
+    child: bool = False
+    """True inside a stage process: bodies run here, the manifest is the parent's."""
+    timings: list[tuple[str, float, str]] = field(default_factory=list)
+    _engine_key: str | None = None
+    _generator: Generator | None = None
+
+    def __post_init__(self) -> None:
+        self.run_dir = self.config.run_dir
+        self.method: Method = load_method(self.config.method)(self)
+        resolve_model(self.config.model.spec)  # fail on a missing model before anything is written
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise PolyriseError(f"{self.run_dir}: cannot create the run directory ({e.strerror})") from None
+        self.manifest = Manifest(self.run_dir / "manifest.json")
+        self.cache = GenerationCache(self.run_dir / "generations.sqlite")
+        if not self.child:
+            for orphan in self.run_dir.rglob(".*.tmp"):  # a killed run's unfinished atomic writes
+                if orphan.is_file():
+                    orphan.unlink()
+            # the stage processes rebuild the run from this file
+            with atomic_open(self.run_dir / "config.yaml") as fh:
+                yaml.safe_dump(json.loads(self.config.model_dump_json()), fh, sort_keys=False, allow_unicode=True)
+
+    # -- engines -----------------------------------------------------------------------------
+    def _load(self, key: str, label: str, build: Callable[[], Engine]) -> Generator:
+        """The generator of the one engine held at a time, (re)built when another is asked for."""
+        if self._engine_key != key:
+            self.release_engine()
+            with self.console.status(f"loading {label}"):
+                self._generator, self._engine_key = Generator(build(), self.cache), key
+        assert self._generator is not None
+        return self._generator
+
+    def generator(self, spec: str) -> Generator:
+        """The policy at `spec` (M0 or an iterate) on the policy's engine."""
+        policy = self.config.generation.policy
+        model = self.config.model.model_copy(update={"spec": spec})
+        return self._load(f"policy {spec}", f"{spec} ({policy.engine})", lambda: open_engine(policy, model))
+
+    def translator(self, spec: str) -> Generator:
+        """The translator: the policy at `spec` unless `generation.translator` names a fixed one."""
+        role = self.config.generation.translator
+        if role is None:
+            return self.generator(spec)
+        name = role.openai.model if role.openai else role.model
+        return self._load("translator", f"translator {name} ({role.engine})", lambda: open_engine(role))
+
+    def release_engine(self) -> None:
+        self._generator = self._engine_key = None
+        gc.collect()
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    # -- where things are ---------------------------------------------------------------------
+    def iter_dir(self, t: int) -> Path:
+        return self.run_dir / f"iter_{t}"
+
+    def model_dir(self, t: int) -> Path:
+        """Where iteration `t` writes M(t+1)."""
+        return self.iter_dir(t) / "model"
+
+    def model_spec(self, k: int) -> str:
+        """M(k): the configured model for k = 0, then the iterates."""
+        return self.config.model.spec if k == 0 else str(self.model_dir(k - 1))
+
+    def eval_dir(self, k: int) -> Path:
+        """Where M(k)'s held-out answers and evaluations live: the dir of the iteration that made it."""
+        return self.iter_dir(max(k - 1, 0)) / "eval"
+
+    def translator_models(self, t: int) -> list[str]:
+        """The models whose weights decide iteration `t`'s translations (none for an `openai` translator)."""
+        role = self.config.generation.translator
+        if role is None:
+            return [self.model_spec(t)]
+        return [role.model] if role.model else []
+
+    def translator_settings(self) -> dict[str, Any]:
+        role = self.config.generation.translator
+        return {"translator": role.model_dump() if role else None, "model": self.config.model.model_dump()}
+
+    # -- stages -----------------------------------------------------------------------------
+    def stages(self, t: int) -> list[Stage]:
+        """Iteration `t`: M0's measurements (t = 0), the method's data and training stages, M(t+1)'s measurements."""
+        first = self._measure(0) if t == 0 else []
+        return [*first, *self.method.stages(t), *self._measure(t + 1)]
+
+    def run_stage(self, stage: Stage) -> None:
+        """Run `stage` unless the manifest says it already produced its outputs from the same inputs; in its own
+        process when it loads a model and `stage_processes` is on (or training is multi-process)."""
+        input_hash = _digest(
+            [_content_hash(p) for p in stage.inputs],
+            [resolve_model(spec).fingerprint() for spec in stage.models],
+            stage.settings,
+        )
+        if self.manifest.is_done(stage.name, input_hash, stage.outputs):
+            self.timings.append((stage.name, 0.0, "skipped (up to date)"))
+            self.console.print(f"[dim]{stage.name}: up to date, skipped[/dim]")
+            return
+        self.console.print(f"[bold]{stage.name}[/bold] …")
+        start = time.perf_counter()
+        training = self.config.training
+        launcher: list[str] | None = None
+        if stage.distributed and should_launch(training.num_processes, training.accelerate_config):
+            launcher = launch_command(training.num_processes, training.accelerate_config)
+        elif stage.loads_model and self.config.stage_processes:
+            launcher = [sys.executable, "-m"]
+        if launcher is None:
+            counts = stage.run()
+        else:
+            self.release_engine()
+            counts = self._in_process(stage.name, launcher)
+        seconds = time.perf_counter() - start
+        self.manifest.record(
+            stage.name,
+            {
+                "status": "done",
+                "input_hash": input_hash,
+                "outputs": [str(p) for p in stage.outputs],
+                "counts": counts,
+                "seconds": round(seconds, 2),
+            },
+        )
+        summary = ", ".join(f"{k} {v}" for k, v in counts.items())
+        self.timings.append((stage.name, seconds, summary))
+        self.console.print(f"{stage.name}: {seconds:.1f} s ({summary})")
+
+    def _in_process(self, name: str, launcher: list[str]) -> dict[str, Any]:
+        """Run one stage in a child process (`launcher` + `polyrise.cli stage ...`); its error is ours."""
+        result = self.run_dir / STAGE_RESULT
+        result.unlink(missing_ok=True)
+        command = [*launcher, "polyrise.cli", "stage", str(self.run_dir), name, str(result)]
+        code = subprocess.run(command, preexec_fn=_die_with_parent if sys.platform == "linux" else None).returncode
+        outcome = json.loads(result.read_text()) if result.is_file() else {}
+        result.unlink(missing_ok=True)
+        if code == 0 and "counts" in outcome:
+            return outcome["counts"]
+        problem = outcome.get("error") or (
+            f"killed by signal {-code}" if code < 0 else f"the stage process exited with code {code}"
+        )
+        raise PolyriseError(f"stage {name} failed: {problem}")
+
+    def find_stage(self, name: str) -> Stage:
+        """The stage called `name` (`iter_<t>/...`), rebuilt from the config (a stage process runs it)."""
+        t = int(name.split("/")[0].removeprefix("iter_"))
+        for stage in self.stages(t):
+            if stage.name == name:
+                return stage
+        raise PolyriseError(f"{self.run_dir}: no stage {name!r} in this run")
+
+    # -- held-out answers and evaluations, once per model -------------------------------------
+    @cached_property
+    def heldout(self) -> list[Prompt]:
+        cfg = self.config
+        langs = [cfg.source_lang, *cfg.languages]
+        return load_prompts(cfg.heldout.prompts, langs, cfg.source_lang) if cfg.heldout else []
+
+    @property
+    def heldout_params(self) -> SamplingSettings:
+        assert self.config.heldout is not None
+        return self.config.generation.answer.model_copy(update={"max_new_tokens": self.config.heldout.max_new_tokens})
+
+    def heldout_file(self, k: int) -> Path:
+        return self.eval_dir(k) / f"heldout_M{k}.jsonl"
+
+    def scores_file(self, k: int) -> Path:
+        return self.eval_dir(k) / f"M{k}_scores.json"
+
+    def _measure(self, k: int) -> list[Stage]:
+        """M(k)'s held-out answers and configured evaluations (M(k) is judged head-to-head against M(k-1))."""
+        cfg, where = self.config, f"iter_{max(k - 1, 0)}"
+        stages = []
+        if self.heldout:
+            heldout = [p.model_dump() for p in self.heldout]
+            stages.append(
+                Stage(
+                    f"{where}/heldout_M{k}",
+                    lambda: self._answer_heldout(k),
+                    outputs=[self.heldout_file(k)],
+                    models=[self.model_spec(k)],
+                    settings=[cfg.model.model_dump(), heldout, self.heldout_params.model_dump()],
+                )
+            )
+        if cfg.evaluation:
+            langs = [cfg.source_lang, *cfg.languages]
+            data = [f for task in cfg.evaluation for f in _task_files(task, task.langs or langs)]
+            judges = [j.model for task in cfg.evaluation if (j := getattr(task, "judge", None)) and j.model]
+            stages.append(
+                Stage(
+                    f"{where}/eval_M{k}",
+                    lambda: self._evaluate(k),
+                    outputs=[self.scores_file(k)],
+                    models=[self.model_spec(k), *judges],
+                    inputs=[*data, *([self.scores_file(k - 1)] if k else [])],
+                    settings=[cfg.model.model_dump(), [task.model_dump() for task in cfg.evaluation], cfg.seed],
+                )
+            )
+        return stages
+
+    def _answer_heldout(self, k: int) -> dict[str, Any]:
+        generator = self.generator(self.model_spec(k))
+        answers = answer_prompts(generator, self.heldout, self.heldout_params, desc="held-out answers")
+        return {"responses": write_jsonl(self.heldout_file(k), answers)}
+
+    def _evaluate(self, k: int) -> dict[str, Any]:
+        from polyrise.evaluation import evaluate_model
+
+        cfg = self.config
+        baseline = (self.eval_dir(k - 1), f"M{k - 1}") if k else None
+        scores = evaluate_model(
+            cfg.evaluation,
+            self.generator(self.model_spec(k)),
+            [cfg.source_lang, *cfg.languages],
+            self.eval_dir(k),
+            f"M{k}",
+            seed=cfg.seed,
+            baseline=baseline,
+        )
+        write_json(self.scores_file(k), scores)
+        return {"tasks": len(scores)}
+
+    def scores(self, t: int) -> dict[str, Any]:
+        """Iteration `t`'s `scores.json`: every measurement of M(t) and M(t+1), by task then model."""
+        scores: dict[str, Any] = {}
+        for k in (t, t + 1):
+            if self.heldout:
+                answers = read_jsonl(self.heldout_file(k), Response)
+                rates = off_target_rates(answers, self.config.filters.langid_min_chars)
+                scores.setdefault("heldout", {})[f"M{k}"] = rates
+            if self.config.evaluation:
+                for key, by_row in json.loads(self.scores_file(k).read_text()).items():
+                    scores.setdefault(key, {})[f"M{k}"] = by_row
+        return scores
+
+    # -- training, shared by the methods -------------------------------------------------------
+    def train_stage(self, t: int, data: Path, body: Callable[[], dict[str, Any]]) -> Stage:
+        """Iteration `t`'s training of M(t+1) from M(t) on the method's `data` file."""
+        return Stage(
+            f"iter_{t}/train",
+            body,
+            outputs=[self.model_dir(t)],
+            inputs=[data],
+            models=[self.model_spec(t)],
+            settings=[
+                self.config.model.model_dump(),
+                self.config.training.model_dump(exclude=set(LAUNCH_FIELDS)),
+                self.config.seed,
+            ],
+            distributed=True,
+        )
+
+    def train(self, t: int, trainer: Callable[..., dict[str, float]], rows: Sequence[Any]) -> dict[str, Any]:
+        """Run `trainer` (`train_dpo`, `train_sft`, ...) on `rows` from M(t) to M(t+1); the counts to record."""
+        cfg = self.config
+        self.release_engine()  # free the generation copy of the weights before training
+        metrics = trainer(
+            resolve_model(self.model_spec(t)),
+            rows,
+            self.model_dir(t),
+            cfg.training,
+            seed=cfg.seed,
+            dtype=cfg.model.dtype,
+            chat_template=cfg.model.chat_template,
+            trust_remote_code=cfg.model.trust_remote_code,
+        )
+        shown = ("train_loss", "rewards/accuracies", "rewards/margins", "mean_token_accuracy", "train_runtime")
+        return {"examples": len(rows), **{k: round(metrics[k], 4) for k in shown if k in metrics}}
+
+    # -- the loop --------------------------------------------------------------------------------
+    def run(self) -> list[dict[str, Any]]:
+        self.method.prepare()  # fail on bad prompt sources before any stage runs
+        self.heldout  # noqa: B018
+        summaries = [self.iteration(t) for t in range(self.config.iterations)]
+        self.release_engine()
+        return summaries
+
+    def iteration(self, t: int) -> dict[str, Any]:
+        for stage in self.stages(t):
+            self.run_stage(stage)
+        scores = self.scores(t)
+        if scores:
+            write_json(self.iter_dir(t) / "eval" / "scores.json", scores)
+        summary = {
+            "iteration": t,
+            "stats": self.method.stats(t),
+            "off_target": scores.get("heldout", {}),
+            "scores": scores,
+        }
+        from polyrise.report import scores_table
+
+        self.console.print(self.method.summary_table(summary))
+        for key in scores.keys() - {"heldout"}:
+            self.console.print(scores_table(key, scores[key]))
+        return summary
+
+
+def _task_files(task: Any, langs: Sequence[str]) -> list[Path]:
+    """The local data files an evaluation task reads (its path-valued settings, `{lang}` expanded): their
+    contents, not their names, decide whether its scores are up to date."""
+    values = [v for v in task.model_dump().values() if isinstance(v, str)]
+    return [f for v in values for f in source_files(v, langs)]
+
+
+def run_stage(run_dir: Path, name: str, result: Path) -> None:
+    """The child side of a stage process: rebuild the run from `run_dir/config.yaml`, run one stage, and write
+    `{"counts": ...}` or `{"error": message}` to `result` (rank 0 only when training is multi-process)."""
+    from polyrise.config import load_config
+
+    main_rank = os.environ.get("RANK", "0") == "0"
+    try:
+        runner = Runner(load_config(run_dir / "config.yaml"), child=True)
+        outcome: dict[str, Any] = {"counts": runner.find_stage(name).run()}
+    except PolyriseError as e:
+        outcome = {"error": str(e)}
+    except Exception as e:
+        outcome = {"error": f"{type(e).__name__}: {e} (traceback above)"}
+        traceback.print_exc()
+    if main_rank:
+        write_json(result, outcome)
+    if "error" in outcome:
+        raise SystemExit(1)
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to kill a stage process when the orchestrating parent dies (kill -9 included)."""
+    import ctypes
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+
+
+def run_pipeline(config: RunConfig, console: Console | None = None) -> list[dict[str, Any]]:
+    """Run every iteration of `config`; prints stage timings and per-language summaries."""
+    runner = Runner(config, console or Console())
+    start = time.perf_counter()
+    summaries = runner.run()
+    timing = Table(title="stage timings")
+    timing.add_column("stage")
+    timing.add_column("seconds", justify="right")
+    timing.add_column("result")
+    for key, seconds, note in runner.timings:
+        timing.add_row(key, f"{seconds:.1f}", note)
+    timing.add_row("total", f"{time.perf_counter() - start:.1f}", "")
+    runner.console.print(timing)
+    return summaries
