@@ -12,44 +12,47 @@ from pathlib import Path
 
 import pytest
 
-from polyrise import sandbox as sb
 from polyrise.config import SamplingSettings
 from polyrise.evaluation.math import extract_answer, load_math
 from polyrise.languages import get_language
+from polyrise.sandbox import CLONES, DataMix, ModelSize, PretrainSettings, SandboxInfo, Sizes, build_sandbox
+from polyrise.sandbox.data import n_training_problems, training_examples, translation_example
+from polyrise.sandbox.tokenizer import END, TAGS, build_tokenizer, encode_example, instruction_phrases
+from polyrise.sandbox.world import Problem, _instruction_words, english_words, make_clones, render, sample_problems
 from polyrise.self_translation import extract_translation
 from polyrise.templates import TRANSLATION_PREFIX, translation_prompt
 
-LANGS = ["en", *sb.CLONES]
+LANGS = ["en", *CLONES]
 SHARED = set(string.digits) | set(string.punctuation)
 
 TINY = {
-    "mix": sb.DataMix(english_task=24, clone_task=2, translation=6),
-    "model_size": sb.ModelSize(hidden=32, layers=1, heads=2, intermediate=64),
-    "train": sb.TrainSettings(epochs=1, batch_size=8),
-    "sizes": sb.Sizes(eval=6, translation_test=3, prompts=5),
+    "mix": DataMix(english_task=24, clone_task=2, translation=6),
+    "model_size": ModelSize(hidden=32, layers=1, heads=2, intermediate=64),
+    "train": PretrainSettings(epochs=1, batch_size=8),
+    "sizes": Sizes(eval=6, translation_test=3, prompts=5),
 }
 
 
 @pytest.fixture(scope="module")
 def world():
-    return sb.make_clones()
+    return make_clones()
 
 
 @pytest.fixture(scope="module")
 def problems():
-    return sb.sample_problems(random.Random(0), 60, set())
+    return sample_problems(random.Random(0), 60, set())
 
 
 @pytest.fixture(scope="module")
 def tokenizer(world, problems):
-    texts = [sb.render(t, lang, world) for p in problems for t in (p.question, p.answer) for lang in LANGS]
-    return sb.build_tokenizer(texts, sb.instruction_phrases(LANGS))
+    texts = [render(t, lang, world) for p in problems for t in (p.question, p.answer) for lang in LANGS]
+    return build_tokenizer(texts, instruction_phrases(LANGS))
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """One tiny build with its M0 measurements (seconds on CPU)."""
-    return sb.build_sandbox(tmp_path_factory.mktemp("sandbox") / "a", seed=3, progress=False, **TINY)
+    return build_sandbox(tmp_path_factory.mktemp("sandbox") / "a", seed=3, progress=False, **TINY)
 
 
 def _words(text: str) -> set[str]:
@@ -57,7 +60,7 @@ def _words(text: str) -> set[str]:
 
 
 def test_clone_codes_are_languages_polyrise_knows():
-    for code in sb.CLONES:
+    for code in CLONES:
         lang = get_language(code)
         assert lang.name in translation_prompt("x", "en", code)
         assert len(code) == 3 and "qaa" <= code <= "qtz"  # ISO 639 private use: never a real language
@@ -68,7 +71,7 @@ def test_clones_share_no_words_with_english_or_each_other(world, problems):
     for p in problems:
         for lang in LANGS:
             for text in (p.question, p.answer):
-                rendered = sb.render(text, lang, world)
+                rendered = render(text, lang, world)
                 words[lang] |= _words(rendered)
                 assert set(rendered) - set(string.ascii_letters) - {" "} <= SHARED
     for a in LANGS:
@@ -76,13 +79,13 @@ def test_clones_share_no_words_with_english_or_each_other(world, problems):
             if a < b:
                 assert not words[a] & words[b], (a, b)
     # clone words are not English words, not even the instruction words
-    english = {w.lower() for w in sb.english_words()} | sb._instruction_words()
-    for code in sb.CLONES:
+    english = {w.lower() for w in english_words()} | _instruction_words()
+    for code in CLONES:
         assert not {w.lower() for w in words[code]} & english
 
 
 def test_reversed_clone_reorders_every_sentence(world):
-    p = sb.Problem(0, "Tom", "Anna", "apples", 3, 4)
+    p = Problem(0, "Tom", "Anna", "apples", 3, 4)
     assert p.question == "Tom has 3 apples. Tom buys 4 more apples. How many apples does Tom have now?"
     assert p.answer == "3 + 4 = 7. Tom has 7 apples."
     same, rev = world["qaa"], world["qab"]
@@ -99,15 +102,15 @@ def test_reversed_clone_reorders_every_sentence(world):
 def test_answers_are_scored_by_their_final_integer_in_every_language(world, problems):
     for p in problems:
         for lang in LANGS:
-            assert extract_answer(sb.render(p.answer, lang, world), lang) == str(p.n)
+            assert extract_answer(render(p.answer, lang, world), lang) == str(p.n)
 
 
 def test_tokenizer_round_trips_and_has_the_protocol_tokens(tokenizer, world, problems):
-    for tag in (*sb.TAGS, sb.END):
+    for tag in (*TAGS, END):
         ids = tokenizer(tag, add_special_tokens=False)["input_ids"]
         assert len(ids) == 1 and ids[0] != tokenizer.unk_token_id
-    texts = [sb.render(t, lang, world) for p in problems[:20] for t in (p.question, p.answer) for lang in LANGS]
-    texts += [translation_prompt(texts[0], "en", c) for c in sb.CLONES] + ["7\n\n 12  .", " Tom has\n"]
+    texts = [render(t, lang, world) for p in problems[:20] for t in (p.question, p.answer) for lang in LANGS]
+    texts += [translation_prompt(texts[0], "en", c) for c in CLONES] + ["7\n\n 12  .", " Tom has\n"]
     for text in texts:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         assert tokenizer.unk_token_id not in ids
@@ -121,27 +124,27 @@ def test_tokenizer_round_trips_and_has_the_protocol_tokens(tokenizer, world, pro
 
 
 def test_chat_template_and_translation_protocol(tokenizer, world, problems):
-    src = sb.render(problems[0].question, "qab", world)
+    src = render(problems[0].question, "qab", world)
     tgt = problems[0].question
-    messages = sb.translation_example(src, tgt, "qab", "en")
+    messages = translation_example(src, tgt, "qab", "en")
     prompt = tokenizer.apply_chat_template(list(messages[:1]), tokenize=False, add_generation_prompt=True)
     assert prompt == f"<|user|>\n{translation_prompt(src, 'qab', 'en')}<|end|>\n<|assistant|>\n"
     assert messages[1]["content"] == f"{TRANSLATION_PREFIX}{tgt}</translated>"
     # what the engine decodes (skip_special_tokens) still holds the tags that translation.py extracts between
     ids = tokenizer(messages[1]["content"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     assert extract_translation(tokenizer.decode(ids, skip_special_tokens=True)) == tgt
-    example = sb.encode_example(tokenizer, messages)
+    example = encode_example(tokenizer, messages)
     trained = [t for t, label in zip(example["input_ids"], example["labels"], strict=True) if label != -100]
-    assert trained[-1] == tokenizer.eos_token_id and tokenizer.eos_token == sb.END
+    assert trained[-1] == tokenizer.eos_token_id and tokenizer.eos_token == END
     assert tokenizer.decode(trained, skip_special_tokens=True) == messages[1]["content"]
     full = tokenizer.apply_chat_template(list(messages), tokenize=False)
     assert example["input_ids"] == tokenizer(full, add_special_tokens=False)["input_ids"][: len(example["input_ids"])]
 
 
 def test_training_mix_is_imbalanced_as_asked(world, problems):
-    mix = sb.DataMix(english_task=10, clone_task=2, translation=3)
-    examples = sb.training_examples(
-        sb.sample_problems(random.Random(1), sb.n_training_problems(mix, 2), set()), mix, world, random.Random(1)
+    mix = DataMix(english_task=10, clone_task=2, translation=3)
+    examples = training_examples(
+        sample_problems(random.Random(1), n_training_problems(mix, 2), set()), mix, world, random.Random(1)
     )
     kinds = {}
     for e in examples:
@@ -167,8 +170,8 @@ def test_build_writes_documented_files_that_polyrise_loads(tiny):
     out = Path(tiny.out)
     info = json.loads((out / "sandbox.json").read_text())
     assert info["seed"] == 3 and info["languages"] == LANGS and info["mix"]["clone_task"] == 2
-    assert set(info["accuracy"]) == set(LANGS) and set(info["gap"]) == set(sb.CLONES)
-    assert set(info["translation_exact"]) == {f"{a}-{b}" for c in sb.CLONES for a, b in (("en", c), (c, "en"))}
+    assert set(info["accuracy"]) == set(LANGS) and set(info["gap"]) == set(CLONES)
+    assert set(info["translation_exact"]) == {f"{a}-{b}" for c in CLONES for a, b in (("en", c), (c, "en"))}
 
     rows = {lang: [json.loads(line) for line in (out / "eval" / f"{lang}.jsonl").open()] for lang in LANGS}
     assert all(set(r) == {"query", "response"} for r in rows["en"])
@@ -186,20 +189,42 @@ def test_build_writes_documented_files_that_polyrise_loads(tiny):
 
     resolved = resolve_model(str(out / "model"))
     tokenizer = load_tokenizer(resolved)
-    assert tokenizer.chat_template and tokenizer.eos_token == sb.END
+    assert tokenizer.chat_template and tokenizer.eos_token == END
     model = load_model(resolved)
     assert model.generation_config.eos_token_id == tokenizer.eos_token_id
     engine = HFEngine(resolved, model=model, tokenizer=tokenizer)
     (text,) = engine.complete([ChatRequest.user(rows["qaa"][0]["query"])], SamplingSettings(max_new_tokens=4))
     assert isinstance(text, str)
+    # every file went through a temporary one (or dir, for the model) renamed into place: none is left over
+    assert not [p.relative_to(out) for p in out.rglob(".*")]
+
+
+def test_sandbox_json_is_written_atomically(tmp_path, monkeypatch):
+    info = SandboxInfo(
+        out=str(tmp_path), seed=1, languages=LANGS, clones=dict(CLONES), mix={}, model_size={}, train={}, sizes={}
+    )
+    path = info.save()
+    assert path == tmp_path / "sandbox.json" and json.loads(path.read_text())["seed"] == 1
+    before = path.read_bytes()
+
+    def dump_half(data, fh, **kwargs):  # the write fails midway: half the JSON is in the file being written
+        fh.write('{"seed": ')
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr("polyrise.io.json.dump", dump_half)
+    info.seed = 2
+    with pytest.raises(OSError, match="No space"):
+        info.save()
+    assert path.read_bytes() == before  # the previous sandbox.json, whole
+    assert [p.name for p in tmp_path.iterdir()] == ["sandbox.json"]  # no temp file left behind
 
 
 def test_same_seed_same_weights(tiny, tmp_path):
-    again = sb.build_sandbox(tmp_path / "b", seed=3, evaluate=False, progress=False, **TINY)
+    again = build_sandbox(tmp_path / "b", seed=3, evaluate=False, progress=False, **TINY)
     assert again.weights_sha256 == tiny.weights_sha256
     for name in ("eval/qab.jsonl", "prompts/train.jsonl", "model/tokenizer.json"):
         assert (tmp_path / "b" / name).read_bytes() == (Path(tiny.out) / name).read_bytes()
-    other = sb.build_sandbox(tmp_path / "c", seed=4, evaluate=False, progress=False, **TINY)
+    other = build_sandbox(tmp_path / "c", seed=4, evaluate=False, progress=False, **TINY)
     assert other.weights_sha256 != tiny.weights_sha256
 
 
@@ -209,14 +234,14 @@ def test_cli_builds(tmp_path, monkeypatch):
     from polyrise import cli
 
     def fake_build(out, seed, **kw):
-        assert kw["mix"] == replace(sb.DataMix(), clone_task=5) and kw["train"].epochs == 0.5
-        return sb.SandboxInfo(
-            out=str(out), seed=seed, languages=LANGS, clones=dict(sb.CLONES), mix={}, model_size={}, train={},
+        assert kw["mix"] == replace(DataMix(), clone_task=5) and kw["train"].epochs == 0.5
+        return SandboxInfo(
+            out=str(out), seed=seed, languages=LANGS, clones=dict(CLONES), mix={}, model_size={}, train={},
             sizes={}, accuracy={"en": 0.9, "qaa": 0.5, "qab": 0.4}, gap={"qaa": 0.4, "qab": 0.5},
             translation_exact={"en-qaa": 0.7}, seconds={"total": 1.0, "train": 0.5},
         )  # fmt: skip
 
-    monkeypatch.setattr(sb, "build_sandbox", fake_build)
+    monkeypatch.setattr("polyrise.sandbox.build_sandbox", fake_build)
     result = CliRunner().invoke(
         cli.app, ["sandbox", "build", "--out", str(tmp_path), "--seed", "2", "--clone-task", "5", "--epochs", "0.5"]
     )
@@ -230,7 +255,7 @@ def test_cli_builds(tmp_path, monkeypatch):
 def seed0_sandbox(tmp_path_factory) -> Path:
     """The real default build for seed 0 (about 2 CPU-minutes), shared by the slow tests below."""
     out = tmp_path_factory.mktemp("study") / "sandbox-seed0"
-    sb.build_sandbox(out, seed=0, progress=False)
+    build_sandbox(out, seed=0, progress=False)
     return out
 
 
@@ -244,7 +269,7 @@ def test_default_build_has_the_imbalance(seed0_sandbox):
     """
     info = json.loads((seed0_sandbox / "sandbox.json").read_text())
     assert info["accuracy"]["en"] >= 0.9
-    for code in sb.CLONES:
+    for code in CLONES:
         assert info["gap"][code] >= 0.2, info["gap"]
 
 
@@ -266,9 +291,9 @@ def test_three_rewarding_iterations_keep_the_measured_direction(seed0_sandbox, t
     from rich.console import Console
 
     from polyrise.config import load_config
-    from polyrise.runner import run_pipeline
     from polyrise.report import collect_scores
-    from polyrise.study import study_config
+    from polyrise.runner import run_pipeline
+    from polyrise.sandbox.study import study_config
 
     example = Path(__file__).resolve().parents[1] / "examples" / "sandbox.yaml"
     cfg = study_config(load_config(example), seed0_sandbox, 0, "rewarding", tmp_path, iterations=3)
@@ -283,7 +308,7 @@ def test_three_rewarding_iterations_keep_the_measured_direction(seed0_sandbox, t
         for label, rows in collect_scores(cfg.run_dir)["mgsm"].items()
     }
     english = acc["M3"]["en"] - acc["M0"]["en"]
-    clones = statistics.fmean(acc["M3"][c] - acc["M0"][c] for c in sb.CLONES)
+    clones = statistics.fmean(acc["M3"][c] - acc["M0"][c] for c in CLONES)
     print(f"seed 0, M3 - M0: English {english:+.3f} (study: -0.100), clones' mean {clones:+.3f} (study: -0.045)")
     assert english >= -0.15, acc
     assert clones >= -0.15, acc

@@ -10,7 +10,7 @@ import pytest
 
 from polyrise.config import load_config
 from polyrise.errors import PolyriseError
-from polyrise.study import NO_FILTERS, run_study, study_config, summarize_study
+from polyrise.sandbox.study import NO_FILTERS, run_study, study_config, summarize_study
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sandbox.yaml"
 
@@ -97,7 +97,7 @@ def test_summary_without_runs_is_an_error(tmp_path):
 
 def test_controls_start_from_a_copy_of_the_rewarding_runs_generations(tmp_path):
     from polyrise.generation.cache import GenerationCache
-    from polyrise.study import _share_generations
+    from polyrise.sandbox.study import _share_generations
 
     source = tmp_path / "seed0-rewarding"
     cache = GenerationCache(source / "generations.sqlite")

@@ -22,6 +22,7 @@ from polyrise.config import RunConfig, load_config
 from polyrise.errors import PolyriseError
 from polyrise.io import atomic_open, write_json
 from polyrise.report import collect_scores, model_order
+from polyrise.sandbox.build import SANDBOX_JSON, build_sandbox
 
 NO_FILTERS = {"min_length_ratio": 1e-9, "max_length_ratio": 1e9, "repeated_line_limit": 10**9}
 """Pair filters that keep every pair (empty and identical pairs, which carry no preference, still drop)."""
@@ -43,7 +44,7 @@ def variant_changes(variant: str) -> dict[str, Any]:
 
 def study_config(base: RunConfig, sandbox_dir: Path, seed: int, variant: str, out: Path, iterations: int) -> RunConfig:
     """`base` with `variant`'s changes, run on the sandbox in `sandbox_dir` (its model, train prompts and eval set)."""
-    info = json.loads((sandbox_dir / "sandbox.json").read_text())
+    info = json.loads((sandbox_dir / SANDBOX_JSON).read_text())
     data = base.model_dump(mode="json")
     for section, changes in variant_changes(variant).items():
         data[section] = {**data[section], **changes}
@@ -78,7 +79,6 @@ def run_study(
     runs found in `out/runs` (`summarize_study`). A killed study resumes: sandboxes with a `sandbox.json` are
     reused and the runs resume from their stage caches."""
     from polyrise.runner import run_pipeline
-    from polyrise.sandbox import build_sandbox
 
     console = console or Console()
     for variant in variants:  # fail before any sandbox is built
@@ -87,7 +87,7 @@ def run_study(
     configs = []
     for seed in seeds:
         sandbox_dir = out / f"sandbox-seed{seed}"
-        if not (sandbox_dir / "sandbox.json").is_file():
+        if not (sandbox_dir / SANDBOX_JSON).is_file():
             console.print(f"[bold]building the sandbox for seed {seed}[/]")
             build_sandbox(sandbox_dir, seed, console=console)
         ordered = sorted(variants, key=lambda v: v != "rewarding")  # the controls reuse its generations
