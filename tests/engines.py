@@ -75,12 +75,31 @@ class FakeServer(ThreadingHTTPServer):
         self.always: int | None = None  # a status every request gets
         self.raw_reply: bytes | None = None  # a 200 body to send instead of the echo
         self.delay: dict[str, float] = {}  # seconds to wait before answering a message content
+        self.prompt_logprobs = False  # answer /v1/completions with echo log-probs (one token per character)
         self.in_flight = 0
         self.max_in_flight = 0
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+
+def char_logprob(char: str) -> float:
+    """The fake server's log-prob of a character (each character is one token)."""
+    return -((ord(char) % 7) + 1) / 10
+
+
+def _echo_completion(body: dict[str, Any]) -> dict[str, Any]:
+    """A completions reply with the prompt's log-probs, as vLLM's server gives for `echo` + `logprobs`."""
+    prompt = body["prompt"]
+    logprobs = {
+        "tokens": list(prompt),
+        "token_logprobs": [None, *(char_logprob(c) for c in prompt[1:])],
+        "text_offset": list(range(len(prompt))),
+        "top_logprobs": None,
+    }
+    choice = {"index": 0, "text": "", "finish_reason": "length", "logprobs": logprobs}
+    return {"id": "c", "object": "text_completion", "created": 0, "model": body["model"], "choices": [choice]}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -109,6 +128,9 @@ class Handler(BaseHTTPRequestHandler):
             srv.in_flight += 1
             srv.max_in_flight = max(srv.max_in_flight, srv.in_flight)
         try:
+            if self.path == "/v1/completions" and srv.prompt_logprobs:
+                self._send(200, json.dumps(_echo_completion(body)).encode())
+                return
             if self.path != "/v1/chat/completions":
                 self._send(404, b'{"error": "not found"}')
                 return
@@ -124,3 +146,30 @@ class Handler(BaseHTTPRequestHandler):
         finally:
             with srv.lock:
                 srv.in_flight -= 1
+
+
+class LocalScorer:
+    """An HF engine over an in-memory model and tokenizer (no model dir): scoring and constrained decoding in
+    unit tests."""
+
+    def __new__(cls, model, tokenizer, batch_size: int = 16):
+        from polyrise.generation.hf import HFEngine
+
+        engine = HFEngine.__new__(HFEngine)
+        engine.model, engine.tokenizer, engine.batch_size = model, tokenizer, batch_size
+        engine.fingerprint = f"in-memory-{id(model)}"
+        engine.eos_ids = {tokenizer.eos_token_id} - {None}
+        engine.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        return engine
+
+
+def scorer(model, tokenizer, batch_size: int = 16):
+    """A Generator (fresh cache) over `LocalScorer`."""
+    import tempfile
+    from pathlib import Path
+
+    from polyrise.generation import Generator
+    from polyrise.generation.cache import GenerationCache
+
+    cache = GenerationCache(Path(tempfile.mkdtemp(prefix="polyrise-scorer-")) / "cache.sqlite")
+    return Generator(LocalScorer(model, tokenizer, batch_size), cache)

@@ -81,3 +81,58 @@ def test_generate_through_an_openai_server_and_engine_flag_errors(tmp_path, serv
     assert missing.returncode == 1 and "--engine openai needs --base-url and --model" in missing.stderr
     unknown = polyrise("generate", str(prompts), "--engine", "tgi")
     assert unknown.returncode == 1 and "--engine: Input should be 'hf', 'vllm' or 'openai'" in unknown.stderr
+
+
+def test_eval_options_are_checked_by_the_tasks_own_settings(tmp_path):
+    from typer.testing import CliRunner
+
+    from polyrise.cli import app
+
+    out = tmp_path / "out"
+    cases = [
+        (["--task", "mgsm", "--labels", "a,b"], "--labels: not an option of task 'mgsm'"),
+        (["--task", "mgsm", "--limit", "0"], "--limit: Input should be greater than or equal to 1"),
+        (["--task", "reflik"], "--source: Field required"),
+        (["--task", "choice", "--source", "xnli", "--set", "few_shot=2"], "--set few_shot: not an option of task"),
+        (["--task", "mgsm", "--set", "few_shot=many"], "--set few_shot: Input should be a valid integer"),
+        (["--task", "mgsm", "--set", "few_shot"], "--set few_shot: expected KEY=VALUE"),
+        (["--task", "judge", "--source", "s"], "--task judge: task 'judge' needs a judge"),
+        (["--task", "bleu"], "--task bleu: Input tag 'bleu' found using 'task' does not match"),
+    ]
+    for args, message in cases:
+        result = CliRunner().invoke(app, ["eval", *args, "--out", str(out)])
+        assert result.exit_code == 1 and message in str(result.exception), (args, result.exception)
+    assert not out.exists()  # nothing was opened or written
+
+
+def test_eval_judge_head_to_head_against_a_baseline_model(tmp_path, tiny_model_dir):
+    from typer.testing import CliRunner
+
+    from polyrise.cli import app
+
+    for lang in ("en", "de"):
+        rows = [{"id": f"q{i}", "instruction": f"Question {i} in {lang}?"} for i in range(2)]
+        (tmp_path / f"{lang}.json").write_text(json.dumps(rows))
+    out, model = tmp_path / "out", str(tiny_model_dir)
+    args = ["eval", "--task", "judge", "--source", str(tmp_path / "{lang}.json"), "--langs", "en,de", "-m", model]
+    args += ["--baseline-model", model, "--judge-model", model, "--max-new-tokens", "4", "--out", str(out)]
+    result = CliRunner().invoke(app, [*args, "--set", "judge.max_new_tokens=4", "--label", "M1"])
+    assert result.exit_code == 0, result.output
+    scores = json.loads((out / "scores.json").read_text())["judge"]
+    assert list(scores) == ["M1"] and set(scores["M1"]) == {"en", "de", "average"}
+    assert [scores["M1"][lang]["n"] + scores["M1"][lang]["invalid"] for lang in ("en", "de")] == [2, 2]
+    for name in ("judge_baseline.jsonl", "judge_M1.jsonl", "judge_M1_judgements.jsonl"):
+        assert len((out / name).read_text().splitlines()) == 4, name
+    assert (out / "judge_M1" / "de" / "model_outputs.json").is_file()
+
+
+def test_score_rescores_saved_mgsm_outputs(tmp_path):
+    rows = [{"id": 1, "lang": "en", "output": "The answer is 5.", "gold": 5, "extra": "ignored"}]
+    rows.append({"id": "2", "lang": "en", "output": "no idea", "gold": "3"})
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = polyrise("score", "mgsm", str(tmp_path / "p.jsonl"))
+    assert result.returncode == 0, result.stderr
+    assert "0.500" in result.stdout
+    (tmp_path / "p.jsonl").write_text(json.dumps({"id": "1", "lang": "en", "output": "x"}) + "\n")
+    bad = polyrise("score", "mgsm", str(tmp_path / "p.jsonl"))
+    assert bad.returncode == 1 and "p.jsonl:1: gold: Field required" in bad.stderr

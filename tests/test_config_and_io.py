@@ -142,3 +142,79 @@ evaluation:
     assert cfg.evaluation[0].judge.openai.api_key_env == "OPENAI_API_KEY"  # the variable's name, never the key
     with pytest.raises(PolyriseError, match=r"evaluation\.0\.judge: .*needs judge\.model"):
         load_config(_write(tmp_path / "d.yaml", "evaluation: [{task: judge, source: s, judge: {engine: vllm}}]\n"))
+
+
+@pytest.mark.parametrize(
+    ("task", "message"),
+    [
+        ("{task: mgsm, labels: [a, b]}", r"c\.yaml: evaluation\.0\.labels: Extra inputs are not permitted"),
+        ("{task: choice, source: xnli, max_new_tokens: 8}", r"evaluation\.0\.max_new_tokens: Extra inputs"),
+        ("{task: reflik, source: r, limit: 0}", r"evaluation\.0\.limit: Input should be greater than or equal to 1"),
+        ("{task: classify}", r"evaluation\.0\.source: Field required"),
+        ("{task: mgsm, langs: [xx]}", r"evaluation\.0\.langs: unknown language code 'xx'"),
+        ("{task: bleu, source: s}", r"evaluation\.0: Input tag 'bleu' found using 'task' does not match"),
+    ],
+)
+def test_each_task_takes_only_its_own_settings(tmp_path, task, message):
+    with pytest.raises(PolyriseError, match=message):
+        load_config(_write(tmp_path / "c.yaml", f"evaluation: [{task}]\n"))
+
+
+def test_evaluation_entries_become_their_tasks_settings(tmp_path):
+    from typing import get_args
+
+    from polyrise.evaluation import TASKS, EvalTask
+    from polyrise.evaluation.choice import ChoiceTask
+    from polyrise.evaluation.math import MathTask
+
+    text = "evaluation: [{task: mgsm, few_shot: 2}, {task: choice, source: xnli}, {task: choice, source: d/x.jsonl}]\n"
+    mgsm, xnli, local = load_config(_write(tmp_path / "c.yaml", text)).evaluation
+    assert isinstance(mgsm, MathTask) and (mgsm.source, mgsm.few_shot, mgsm.key) == ("gsm-symbolic", 2, "mgsm")
+    assert isinstance(xnli, ChoiceTask) and (xnli.key, local.key) == ("xnli", "choice")
+    members = get_args(get_args(EvalTask)[0])  # Annotated[Union[...], Field] → the settings classes
+    assert sorted(cls.model_fields["task"].default for cls in members) == sorted(TASKS)
+    for cls in members:  # each task's settings, run and metrics live in the module registered under its name
+        module = TASKS[cls.model_fields["task"].default]
+        assert cls.__module__ == module.__name__ and callable(module.run) and module.METRICS
+
+
+def test_config_import_loads_no_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, polyrise.config; print(sorted({'torch', 'transformers'} & set(sys.modules)))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
+
+
+def test_lang_template_loader(tmp_path):
+    from pydantic import BaseModel
+
+    from polyrise.io import first_per_lang, load_rows
+
+    class Row(BaseModel):
+        id: str
+        lang: str
+        text: str
+
+    _write(tmp_path / "en.jsonl", '{"text": "a"}\n\n{"id": 7, "text": "b"}\n')
+    _write(tmp_path / "de.json", '[{"text": "c", "lang": "de"}, {"id": "x", "text": "d"}]')
+    _write(tmp_path / "de.jsonl", '{"text": "e"}\n')
+    en = load_rows(tmp_path / "{lang}.jsonl", ["en", "de"], Row)
+    assert [(r.id, r.lang, r.text) for r in en] == [("1", "en", "a"), ("7", "en", "b"), ("1", "de", "e")]
+    assert [(r.id, r.lang) for r in load_rows(tmp_path / "{lang}.json", ["de"], Row)] == [("1", "de"), ("x", "de")]
+    assert [r.text for r in first_per_lang(en, 1)] == ["a", "e"]
+    plain = _write(tmp_path / "all.jsonl", '{"id": "1", "text": "a"}\n{"id": "1", "lang": "fr", "text": "b"}\n')
+    assert [(r.lang, r.text) for r in load_rows(plain, ["fr"], Row)] == [("fr", "a"), ("fr", "b")]
+    with pytest.raises(PolyriseError, match=r"all\.jsonl:2: duplicate id '1'"):
+        load_rows(plain, ["fr"], Row, unique_ids=True)
+    with pytest.raises(PolyriseError, match=r"all\.jsonl:1: lang: Field required"):
+        load_rows(plain, ["fr", "de"], Row)
+    with pytest.raises(PolyriseError, match=r"all\.jsonl:2: no b"):
+        load_rows(plain, ["fr"], Row, lambda r: f"no {r.text}" if r.text == "b" else None)
+    _write(tmp_path / "en.jsonl", '{"text": "a", "lang": "de"}\n')
+    with pytest.raises(PolyriseError, match=r"en\.jsonl:1: lang 'de' in the file of language 'en'"):
+        load_rows(tmp_path / "{lang}.jsonl", ["en"], Row)
+    with pytest.raises(PolyriseError, match=r"\{lang\} path template needs the list of languages"):
+        load_rows(tmp_path / "{lang}.jsonl", None, Row)
+    with pytest.raises(PolyriseError, match=r"fr\.jsonl: no such file"):
+        load_rows(tmp_path / "{lang}.jsonl", ["fr"], Row)

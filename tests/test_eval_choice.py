@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from engines import biased_llama
+from engines import biased_llama, scorer
 
 from polyrise.errors import PolyriseError
 from polyrise.evaluation.choice import (
@@ -17,11 +17,11 @@ from polyrise.evaluation.choice import (
     ChoicePrediction,
     choice_accuracy,
     dataset_to_items,
-    encode_pair,
     load_choice_jsonl,
     score_choices,
 )
 from polyrise.evaluation.harness import run_harness
+from polyrise.generation.hf import encode_pair
 
 
 def _unigram_llama(tokenizer, logprobs: dict[str, float]):
@@ -46,7 +46,7 @@ def test_strongly_preferred_token_wins(tokenizer):
     model = _unigram_llama(tokenizer, {" yes": math.log(0.9), " no": math.log(0.01), " maybe": math.log(0.01)})
     items = [_item("Is the sky blue?", [" no", " yes", " maybe"], label=1)]
     for normalize in ("chars", "tokens", None):
-        [pred] = score_choices(model, tokenizer, items, normalize=normalize)
+        [pred] = score_choices(scorer(model, tokenizer), items, normalize=normalize)
         assert pred.pred == 1 and pred.correct
     assert pred.logliks == pytest.approx([math.log(0.01), math.log(0.9), math.log(0.01)], abs=1e-4)
 
@@ -59,13 +59,13 @@ def test_length_normalisation_changes_the_pick(tokenizer):
         # " yes" beats " international" per token (-2 vs -3) but not per character (-0.5 vs -0.21)
         _item("Pick one:", [" yes", " international"], item_id="b"),
     ]
-    raw = score_choices(model, tokenizer, items, normalize=None)
+    raw = score_choices(scorer(model, tokenizer), items, normalize=None)
     assert [p.logliks for p in raw] == [pytest.approx([-4, -6], abs=1e-3), pytest.approx([-2, -3], abs=1e-3)]
     assert [p.pred for p in raw] == [0, 0]
-    assert [p.pred for p in score_choices(model, tokenizer, items, normalize="chars")] == [1, 1]
-    assert [p.pred for p in score_choices(model, tokenizer, items, normalize="tokens")] == [1, 0]
+    assert [p.pred for p in score_choices(scorer(model, tokenizer), items, normalize="chars")] == [1, 1]
+    assert [p.pred for p in score_choices(scorer(model, tokenizer), items, normalize="tokens")] == [1, 0]
     with pytest.raises(PolyriseError, match="normalize"):
-        score_choices(model, tokenizer, items, normalize="bytes")  # type: ignore[arg-type]
+        score_choices(scorer(model, tokenizer), items, normalize="bytes")  # type: ignore[arg-type]
 
 
 ITEMS = [
@@ -103,8 +103,8 @@ def tiny_model(tiny_model_dir):
 
 
 def test_batched_scores_equal_one_at_a_time(tiny_model, tokenizer):
-    batched = score_choices(tiny_model, tokenizer, ITEMS, batch_size=5)
-    single = [score_choices(tiny_model, tokenizer, [item], batch_size=1)[0] for item in ITEMS]
+    batched = score_choices(scorer(tiny_model, tokenizer, 5), ITEMS)
+    single = [score_choices(scorer(tiny_model, tokenizer, 1), [item])[0] for item in ITEMS]
     for b, s, item in zip(batched, single, ITEMS, strict=True):
         assert (b.id, b.lang, b.label) == (item.id, item.lang, item.label)
         torch.testing.assert_close(torch.tensor(b.logliks), torch.tensor(s.logliks), atol=1e-4, rtol=1e-4)
@@ -120,7 +120,7 @@ def test_tokenizer_padding_side_does_not_matter(tiny_model, tokenizer):
         results = {}
         for side in ("left", "right"):
             tokenizer.padding_side = side
-            results[side] = [p.logliks for p in score_choices(tiny_model, tokenizer, ITEMS, batch_size=3)]
+            results[side] = [p.logliks for p in score_choices(scorer(tiny_model, tokenizer, 3), ITEMS)]
     finally:
         tokenizer.padding_side = before
     flat = {side: [ll for lls in results[side] for ll in lls] for side in results}

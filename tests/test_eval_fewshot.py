@@ -7,26 +7,25 @@ import json
 
 import pytest
 import torch
-from engines import ScriptedEngine, biased_llama
+from engines import LocalScorer, ScriptedEngine, biased_llama, scorer
 
-from polyrise.config import EvalTask
 from polyrise.errors import PolyriseError
-from polyrise.evaluate import run_task
-from polyrise.evaluation.choice import encode_pair, first_per_lang
+from polyrise.evaluation import run_task
 from polyrise.evaluation.fewshot import (
     ClassifyItem,
+    ClassifyTask,
     DemoPool,
-    LabelTrie,
-    LabelTrieLogitsProcessor,
     build_prompt,
     classify,
     fewshot_accuracy,
-    generate_labels,
     label_set,
     load_classify_jsonl,
 )
 from polyrise.generation import Generator
 from polyrise.generation.cache import GenerationCache
+from polyrise.generation.constrained import LabelTrie, LabelTrieLogitsProcessor, generate_labels
+from polyrise.generation.hf import encode_pair
+from polyrise.io import first_per_lang
 
 
 def _write(path, rows) -> str:
@@ -155,7 +154,7 @@ def test_too_few_demonstrations_is_an_error():
     with pytest.raises(PolyriseError, match="in 'de' besides item 0; there are 0"):
         DemoPool(items).draw(_items("de", 1)[0], 1)
     with pytest.raises(PolyriseError, match="2-shot needs 2"):
-        classify(None, None, items[:2], k=2)
+        classify(None, items[:2], k=2)
 
 
 def test_prompt_is_plain_text_ending_in_answer():
@@ -205,7 +204,7 @@ def test_generate_only_ever_returns_a_label(tiny_model, tokenizer, name, tempera
     prompts = [f"Text {i}: " + "more words " * (i % 5) + "\nAnswer:" for i in range(24)]
     seqs = {label: (lambda whole, n: whole[n:])(*encode_pair(tokenizer, prompts[0], " " + label)) for label in labels}
     assert max(map(len, seqs.values())) >= 3  # the sets really have multi-token labels
-    results = generate_labels(tiny_model, tokenizer, prompts, labels, temperature=temperature, seed=3, batch_size=5)
+    results = generate_labels(LocalScorer(tiny_model, tokenizer, 5), prompts, labels, temperature=temperature, seed=3)
     for label, ids in results:
         assert label in labels
         body = ids[:-1] if ids[-1] == eos else ids
@@ -217,7 +216,7 @@ def test_generate_only_ever_returns_a_label(tiny_model, tokenizer, name, tempera
         assert len({label for label, _ in results}) >= 3
         if name == "shared prefixes":  # both ways on from a complete label that longer labels extend were taken
             assert {"yes", "yes sir"} <= {label for label, _ in results}
-    again = generate_labels(tiny_model, tokenizer, prompts, labels, temperature=temperature, seed=3, batch_size=5)
+    again = generate_labels(LocalScorer(tiny_model, tokenizer, 5), prompts, labels, temperature=temperature, seed=3)
     assert again == results
 
 
@@ -228,9 +227,15 @@ def test_generate_returns_a_label_even_when_the_model_wants_something_else(token
     prompts = ["Well?\nAnswer:"] * 3
     # EOS and " maybe" are masked at the start; after " yes", EOS beats " sir"
     model = biased_llama(tokenizer, {eos: 30.0, maybe: 40.0})
-    assert generate_labels(model, tokenizer, prompts, labels, temperature=temperature) == [("yes", [yes, eos])] * 3
+    assert (
+        generate_labels(LocalScorer(model, tokenizer), prompts, labels, temperature=temperature)
+        == [("yes", [yes, eos])] * 3
+    )
     model = biased_llama(tokenizer, {sir: 30.0, maybe: 40.0})
-    assert generate_labels(model, tokenizer, prompts, labels, temperature=temperature) == [("yes sir", [yes, sir])] * 3
+    assert (
+        generate_labels(LocalScorer(model, tokenizer), prompts, labels, temperature=temperature)
+        == [("yes sir", [yes, sir])] * 3
+    )
 
 
 # ---------------------------------------------------------------------------------------------- classification
@@ -246,7 +251,7 @@ def _loglik(model, tokenizer, context: str, continuation: str) -> float:
 def test_loglik_picks_the_argmax_of_the_label_logliks(tiny_model, tokenizer):
     labels = ["maybe so", "no", "yes"]
     items = _items("en", 6, labels=labels) + _items("de", 4, labels=labels)
-    preds = classify(tiny_model, tokenizer, items, labels, k=2, seed=7, normalize=None, batch_size=4)
+    preds = classify(scorer(tiny_model, tokenizer, 4), items, labels, k=2, seed=7, normalize=None)
     pool = DemoPool(items)
     for item, pred in zip(items, preds, strict=True):
         prompt = build_prompt(item, pool.draw(item, 2, seed=7))
@@ -261,7 +266,7 @@ def test_a_certain_label_is_always_picked_and_scored_per_language(tokenizer, con
     model = biased_llama(tokenizer, {_token(tokenizer, " neutral"): 40.0})
     labels = ["contradiction", "entailment", "neutral"]
     items = _items("en", 6, labels=labels) + _items("fr", 3, labels=labels)
-    preds = classify(model, tokenizer, items, k=1, constrain=constrain, normalize="chars")
+    preds = classify(scorer(model, tokenizer), items, k=1, constrain=constrain, normalize="chars")
     assert [p.pred for p in preds] == ["neutral"] * len(items)
     assert fewshot_accuracy(preds) == {"en": {"accuracy": 1 / 3, "n": 6}, "fr": {"accuracy": 1 / 3, "n": 3}}
 
@@ -270,9 +275,9 @@ def test_greedy_generate_agrees_with_loglik_on_single_token_labels(tiny_model, t
     labels = ["a", "b", "c", "d"]
     assert all(len(tokenizer(" " + label)["input_ids"]) == 1 for label in labels)
     items = _items("en", 12, labels=labels) + _items("de", 8, labels=labels)
-    options = {"k": 2, "seed": 5, "batch_size": 3}
-    generated = classify(tiny_model, tokenizer, items, constrain="generate", **options)
-    scored = classify(tiny_model, tokenizer, items, constrain="loglik", normalize=None, **options)
+    options = {"k": 2, "seed": 5}
+    generated = classify(scorer(tiny_model, tokenizer, 3), items, constrain="generate", **options)
+    scored = classify(scorer(tiny_model, tokenizer, 3), items, constrain="loglik", normalize=None, **options)
     assert [p.pred for p in generated] == [p.pred for p in scored]
     assert len({p.pred for p in scored}) > 1
 
@@ -280,9 +285,9 @@ def test_greedy_generate_agrees_with_loglik_on_single_token_labels(tiny_model, t
 def test_classify_rejects_labels_outside_the_set_and_unknown_modes(tokenizer):
     items = _items("en", 4)
     with pytest.raises(PolyriseError, match="label 'pos' is not one of"):
-        classify(None, tokenizer, items, ["neg", "other"])
+        classify(None, items, ["neg", "other"])
     with pytest.raises(PolyriseError, match="constrain must be"):
-        classify(None, tokenizer, items, constrain="regex")  # type: ignore[arg-type]
+        classify(None, items, constrain="regex")  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------------------------- wiring
@@ -306,7 +311,7 @@ def _data(tmp_path, n: int = 6) -> str:
 
 @pytest.mark.parametrize("constrain", ["loglik", "generate"])
 def test_run_task_writes_rows_and_accuracy_per_language(tmp_path, generator, constrain):
-    task = EvalTask(task="classify", source=_data(tmp_path), few_shot=2, limit=4, constrain=constrain)
+    task = ClassifyTask(source=_data(tmp_path), few_shot=2, limit=4, constrain=constrain)
     assert task.key == "classify"
     scores = run_task(task, generator, ["en", "de"], tmp_path / "out", "m", seed=1)
     rows = [json.loads(line) for line in (tmp_path / "out" / "classify_m.jsonl").read_text().splitlines()]
@@ -320,8 +325,7 @@ def test_run_task_writes_rows_and_accuracy_per_language(tmp_path, generator, con
 
 def test_run_task_with_demo_file_and_explicit_labels(tmp_path, generator):
     _write(tmp_path / "demos_en.jsonl", [{"text": f"demo {i}", "label": "meh"} for i in range(3)])
-    task = EvalTask(
-        task="classify",
+    task = ClassifyTask(
         source=_data(tmp_path),
         langs=["en"],
         few_shot=3,
@@ -338,14 +342,14 @@ def test_run_task_with_demo_file_and_explicit_labels(tmp_path, generator):
 
 def test_classify_needs_a_local_model_and_config_checks(tmp_path):
     scripted = Generator(ScriptedEngine({}), GenerationCache(tmp_path / "g.sqlite"))
-    with pytest.raises(PolyriseError, match="needs the model's logits"):
-        run_task(EvalTask(task="classify", source=_data(tmp_path)), scripted, ["en"], tmp_path, "m")
-    with pytest.raises(ValueError, match="needs a source"):
-        EvalTask(task="classify")
+    with pytest.raises(PolyriseError, match=r"masks the model's logits: it needs a local \(hf\) engine.*loglik"):
+        run_task(ClassifyTask(source=_data(tmp_path), constrain="generate"), scripted, ["en"], tmp_path, "m")
+    with pytest.raises(ValueError, match=r"source\n  Field required"):
+        ClassifyTask()
     with pytest.raises(ValueError, match="at least 2 items"):
-        EvalTask(task="classify", source="x", labels=["yes"])
+        ClassifyTask(source="x", labels=["yes"])
     with pytest.raises(ValueError, match="'loglik' or 'generate'"):
-        EvalTask(task="classify", source="x", constrain="regex")
+        ClassifyTask(source="x", constrain="regex")
 
 
 def test_cli_eval_classify(tmp_path, tiny_model_dir):

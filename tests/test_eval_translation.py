@@ -92,7 +92,7 @@ def test_load_parallel_reads_json_arrays_with_integer_ids(tmp_path):
     (tmp_path / "de.json").write_text(json.dumps([{"id": 2, "instruction": "Tschüss", "dataset": "x"}]))
     assert load_parallel(tmp_path / "{lang}.json", ["en", "de"]) == [ParallelRow("2", {"en": "Bye", "de": "Tschüss"})]
     (tmp_path / "de.json").write_text(json.dumps([{"id": 2}]))
-    with pytest.raises(PolyriseError, match=r"de\.json: item 0: instruction: a string is required"):
+    with pytest.raises(PolyriseError, match=r"de\.json: item 0: instruction: Field required"):
         load_parallel(tmp_path / "{lang}.json", ["en", "de"])
     (tmp_path / "de.json").write_text(json.dumps({"id": 2}))
     with pytest.raises(PolyriseError, match="expected a JSON array of objects"):
@@ -103,8 +103,9 @@ def test_load_parallel_reads_json_arrays_with_integer_ids(tmp_path):
     ("rows", "message"),
     [
         ([{"id": "1", "instruction": "x"}, {"id": "1", "instruction": "y"}], r"en\.jsonl:2: duplicate id '1'"),
-        ([{"id": "1", "instruction": "x"}, {"id": "2"}], r"en\.jsonl:2: instruction: a string is required"),
-        ([{"id": 3, "instruction": "x"}], r"en\.jsonl:1: id: a string is required"),
+        ([{"id": "1", "instruction": "x"}, {"id": "2"}], r"en\.jsonl:2: instruction: Field required"),
+        ([{"id": [3], "instruction": "x"}], r"en\.jsonl:1: id: Input should be a valid string"),
+        ([{"id": "1", "lang": "de", "instruction": "x"}], r"en\.jsonl:1: lang 'de' in the file of language 'en'"),
         (["not json"], r"en\.jsonl:1: invalid JSON"),
     ],
 )
@@ -182,7 +183,7 @@ def test_self_translation_quality_scores_both_directions(tmp_path):
     engine = TranslatingEngine(table)
     gen = Generator(engine, GenerationCache(tmp_path / "c.sqlite"))
     params = SamplingSettings(max_new_tokens=32)
-    result = self_translation_quality(gen, PARALLEL, "en", ["de", "en", "es"], params)
+    rows, result = self_translation_quality(gen, PARALLEL, "en", ["de", "en", "es"], params)
 
     assert list(result) == ["en-de", "en-es", "de-en", "es-en"]
     assert len(engine.requests) == 8 and all(r.prefix == "<translated>\n" for r in engine.requests)
@@ -196,8 +197,41 @@ def test_self_translation_quality_scores_both_directions(tmp_path):
     assert result["en-es"] == {**expected_es, "failed": 0}
     assert result["es-en"]["failed"] == 0 and result["es-en"]["n"] == 2
 
+    # one row per sentence and direction; the failed translation is an empty hypothesis, marked
+    assert [(r.src_lang, r.lang, r.id) for r in rows] == [
+        (src, tgt, row.id) for src, tgt in [("en", "de"), ("en", "es"), ("de", "en"), ("es", "en")] for row in PARALLEL
+    ]
+    [failed] = [r for r in rows if r.failed]
+    assert (failed.id, failed.src_lang, failed.source, failed.hypothesis) == ("2", "de", "Wo ist der Bahnhof?", "")
+    for r in rows:
+        assert r.reference == next(p.texts[r.lang] for p in PARALLEL if p.id == r.id)
+        assert r.chrf == pytest.approx(sacrebleu.sentence_chrf(r.hypothesis, [r.reference], word_order=2).score)
+
     again = self_translation_quality(gen, PARALLEL, "en", ["de", "es"], params)
-    assert again == result and len(engine.requests) == 8  # all from the generation cache
+    assert again == (rows, result) and len(engine.requests) == 8  # all from the generation cache
+
+
+def test_translation_task_writes_a_row_per_sentence_and_direction(tmp_path):
+    from polyrise.evaluation import parse_task, run_task
+
+    for lang in ("en", "de"):
+        rows = [{"id": r.id, "instruction": r.texts[lang]} for r in PARALLEL]
+        (tmp_path / f"{lang}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    de, en = get_language("de").name, get_language("en").name
+    table = {("Good morning.", de): "Guten Tag.", ("Guten Morgen.", en): "Good morning."}
+    gen = Generator(TranslatingEngine(table), GenerationCache(tmp_path / "c.sqlite"))
+    task = parse_task({"task": "translation", "source": str(tmp_path / "{lang}.jsonl"), "max_new_tokens": 16})
+    scores = run_task(task, gen, ["en", "de"], tmp_path / "out", "M1")
+
+    rows = [json.loads(line) for line in (tmp_path / "out" / "translation_M1.jsonl").read_text().splitlines()]
+    assert len(rows) == len(PARALLEL) * 2  # en-de and de-en
+    assert set(rows[0]) == {"id", "src_lang", "lang", "source", "hypothesis", "reference", "chrf", "failed"}
+    assert [r["failed"] for r in rows] == [False, True, False, True]
+    for direction in ("en-de", "de-en"):
+        src, tgt = direction.split("-")
+        part = [r for r in rows if (r["src_lang"], r["lang"]) == (src, tgt)]
+        expected = corpus_scores([r["hypothesis"] for r in part], [r["reference"] for r in part], lang=tgt)
+        assert scores[direction] == {**expected, "failed": 1}  # the corpus score is that of the rows
 
 
 def test_self_translation_quality_needs_every_language(tmp_path):

@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+import torch
 
 from polyrise.config import ModelSettings, SamplingSettings
 from polyrise.errors import PolyriseError
@@ -92,11 +93,11 @@ def test_cache_hit_skips_generation(engine, tmp_path):
     requests = [ChatRequest.user(p) for p in PROMPTS]
     gen = Generator(engine, GenerationCache(tmp_path / "c.sqlite"))
     first = gen.generate(requests, params)
-    assert gen.stats == {"cached": 0, "generated": len(PROMPTS)}
+    assert gen.stats == {"cached": 0, "generated": len(PROMPTS), "scored": 0}
 
     reopened = Generator(engine, GenerationCache(tmp_path / "c.sqlite"))  # a new process would do this
     assert reopened.generate(requests, params) == first
-    assert reopened.stats == {"cached": len(PROMPTS), "generated": 0}
+    assert reopened.stats == {"cached": len(PROMPTS), "generated": 0, "scored": 0}
 
     reopened.generate(requests, params.model_copy(update={"max_new_tokens": 9}))
     assert reopened.stats["generated"] == len(PROMPTS)  # other sampling params are other keys
@@ -150,3 +151,26 @@ def test_embedded_model_generates_english_and_translates(tmp_path):
     [t] = translate(gen, [TranslationJob("x", "prompt", "en", "es", "Good morning, my friend.")], params)
     assert t.output, t.raw
     assert "<translated>" not in t.output and "</translated>" not in t.output
+
+
+def test_loglikelihood_equals_a_direct_computation_and_is_cached(engine, tmp_path, monkeypatch):
+    requests = [("The sky is", " blue today"), ("Hello", " world"), ("A much longer context to pad against", " x")]
+    scored = engine.loglikelihood(requests)
+    for (context, continuation), got in zip(requests, scored, strict=True):
+        ctx = engine.tokenizer(context)["input_ids"]
+        ids = engine.tokenizer(context + continuation)["input_ids"]
+        with torch.no_grad():
+            logprobs = torch.log_softmax(engine.model(input_ids=torch.tensor([ids])).logits[0].float(), -1)
+        direct = [logprobs[i - 1, ids[i]].item() for i in range(len(ctx), len(ids))]
+        assert got.tokens == len(direct) and got.logprob == pytest.approx(sum(direct), abs=1e-4)
+        assert got.token_logprobs == pytest.approx(direct, abs=1e-4)
+    assert engine.loglikelihood(requests, max_tokens=1)[0].token_logprobs == pytest.approx(
+        scored[0].token_logprobs[:1], abs=1e-5
+    )
+
+    gen = Generator(engine, GenerationCache(tmp_path / "c.sqlite"))
+    first = gen.loglikelihood(requests)
+    calls = []
+    monkeypatch.setattr(engine, "loglikelihood", lambda *a, **k: calls.append(a) or [])
+    again = Generator(engine, GenerationCache(tmp_path / "c.sqlite")).loglikelihood(requests)
+    assert again == first and calls == [] and gen.stats["scored"] == 3

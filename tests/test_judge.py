@@ -280,7 +280,7 @@ def test_load_instructions_jsonl_limits_and_errors(tmp_path):
         ("2", "de", "two"),
     ]
     assert len(load_instructions(plain, ["de"], limit=1)) == 1
-    with pytest.raises(PolyriseError, match="no 'lang' field"):
+    with pytest.raises(PolyriseError, match=r"p\.jsonl:1: lang: Field required"):
         load_instructions(plain, ["de", "fr"])
 
     mixed = tmp_path / "m.jsonl"
@@ -293,14 +293,14 @@ def test_load_instructions_jsonl_limits_and_errors(tmp_path):
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": 1, "instruction": "ok"}\n{"instruction": "no id"}\n', encoding="utf-8")
-    with pytest.raises(PolyriseError, match=r"bad\.jsonl:2: missing 'id'"):
+    with pytest.raises(PolyriseError, match=r"bad\.jsonl:2: id: Field required"):
         load_instructions(bad, ["de"])
     bad.write_text('{"id": 1, "instruction": "ok"}\n{"id": 2, "instruction": ', encoding="utf-8")
     with pytest.raises(PolyriseError, match=r"bad\.jsonl:2: invalid JSON"):
         load_instructions(bad, ["de"])
     array = tmp_path / "de.json"
     _write(array, [{"id": 1, "instruction": "ok"}, {"id": 2, "instruction": ""}])
-    with pytest.raises(PolyriseError, match=r"de\.json: item 1: missing or non-text 'instruction'"):
+    with pytest.raises(PolyriseError, match=r"de\.json: item 1: instruction: an instruction must not be blank"):
         load_instructions(tmp_path / "{lang}.json", ["de"])
     _write(array, [{"id": 1, "instruction": "ok"}, {"id": 1, "instruction": "again"}])
     with pytest.raises(PolyriseError, match=r"item 1: duplicate id '1'"):
@@ -316,3 +316,41 @@ def test_real_x_alpacaeval_against_gpt4_turbo_reference():
     assert len(items) == 10 and all(it.other and it.output == "mine" for it in items)
     refs = load_alpaca_eval_outputs(str(SHARED / "x-alpacaeval-gpt4-turbo" / "{lang}.json"), ["de"])
     assert len(refs) == 805 and refs[0].id == "1"
+
+
+def test_evaluate_model_judges_head_to_head_against_a_baseline_in_another_dir(tmp_path, monkeypatch):
+    """M1 is judged against M0's answers in M0's own eval dir; the judge is opened once and only when it judges."""
+    from engines import ScriptedEngine
+
+    from polyrise import evaluation
+    from polyrise.evaluation import evaluate_model, parse_task
+
+    source = tmp_path / "{lang}.json"
+    for lang in ("de", "es"):
+        _write(Path(str(source).replace("{lang}", lang)), [{"id": 1, "instruction": f"q1 {lang}"}])
+    task = parse_task({"task": "judge", "source": str(source), "name": "h2h", "judge": {"model": "any"}})
+    opened: list[str | None] = []
+    table = {("new de", "old de"): "Winner: A", ("old de", "new de"): "Winner: B"}  # M1 wins in de
+    table |= {("new es", "old es"): "Winner: B", ("old es", "new es"): "Winner: A"}  # and loses in es
+
+    def open_engine(settings):
+        opened.append(settings.model)
+        return JudgeEngine(table)
+
+    monkeypatch.setattr(evaluation, "open_engine", open_engine)
+    cache = GenerationCache(tmp_path / "c.sqlite")
+    m0 = Generator(ScriptedEngine({"q1 de": "old de", "q1 es": "old es"}), cache)
+    m1 = Generator(ScriptedEngine({"q1 de": "new de", "q1 es": "new es"}), cache)
+    m1.engine.fingerprint = "scripted M1"  # another model: other cache keys
+    dir0, dir1 = tmp_path / "iter_0" / "eval", tmp_path / "iter_1" / "eval"
+
+    assert evaluate_model([task], m0, ["de", "es"], dir0, "M0") == {"h2h": {}}  # nothing to judge against
+    assert opened == [] and (dir0 / "h2h_M0.jsonl").is_file()
+    scores = evaluate_model([task, task], m1, ["de", "es"], dir1, "M1", baseline=(dir0, "M0"))
+    assert opened == ["any"]  # one judge for both tasks
+    assert scores["h2h"]["de"]["win_rate"] == 1.0 and scores["h2h"]["es"]["win_rate"] == 0.0
+    judgements = [json.loads(line) for line in (dir1 / "h2h_M1_judgements.jsonl").read_text().splitlines()]
+    assert [(j["lang"], j["score"]) for j in judgements] == [("de", 1.0), ("es", 0.0)]
+    outputs = json.loads((dir1 / "h2h_M1" / "de" / "model_outputs.json").read_text())
+    assert [(o["output"], o["generator"]) for o in outputs] == [("new de", "M1")]
+    assert not (dir1 / "h2h_M0.jsonl").exists()  # the baseline's rows stay where they are

@@ -154,7 +154,7 @@ def test_generator_cache_skips_http(server, api_key, tmp_path):
     assert first == [f"echo:q{i}" for i in range(5)] and len(server.requests) == 5
     again = Generator(make(server, max_concurrency=2), GenerationCache(tmp_path / "cache.sqlite"))
     assert again.generate(requests, SamplingSettings()) == first
-    assert len(server.requests) == 5 and again.stats == {"cached": 5, "generated": 0}
+    assert len(server.requests) == 5 and again.stats == {"cached": 5, "generated": 0, "scored": 0}
 
 
 @pytest.mark.parametrize(
@@ -169,3 +169,34 @@ def test_auth_and_missing_model_are_clear_and_not_retried(server, api_key, statu
     assert f"{server.base_url}/chat/completions (model 'test-model'): {says}" in message
     assert api_key not in message  # the key is never echoed
     assert len(server.requests) == 1
+
+
+def test_loglikelihood_through_echo_logprobs_and_a_clear_error_without_them(server, tmp_path):
+    from engines import char_logprob
+    from typer.testing import CliRunner
+
+    from polyrise.cli import app
+
+    engine = make(server, api_key_env=None)
+    server.prompt_logprobs = True
+    [scored] = engine.loglikelihood([("The sky is", " blue")])
+    assert scored.token_logprobs == tuple(char_logprob(c) for c in " blue")
+    assert scored.logprob == pytest.approx(sum(char_logprob(c) for c in " blue"))
+    assert engine.loglikelihood([("The sky is", " blue")], max_tokens=2)[0].tokens == 2
+
+    rows = [{"id": "1", "context": "The sky is", "choices": [" blue", " gray"], "label": 0}]
+    data = tmp_path / "choice_en.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = ["eval", "--task", "choice", "--source", str(tmp_path / "choice_{lang}.jsonl"), "--langs", "en"]
+    args += ["--engine", "openai", "--base-url", server.base_url, "--model", "m", "--api-key-env", ""]
+    args += ["--normalize", "none", "-o", str(tmp_path / "out")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    [pred] = [json.loads(line) for line in (tmp_path / "out" / "choice_model.jsonl").read_text().splitlines()]
+    expected = [sum(char_logprob(c) for c in choice) for choice in (" blue", " gray")]
+    assert pred["logliks"] == pytest.approx(expected) and pred["pred"] == expected.index(max(expected))
+
+    server.prompt_logprobs = False  # a chat-only server: /v1/completions is a 404
+    bad = CliRunner().invoke(app, [*args[:-1], str(tmp_path / "out2")])
+    assert bad.exit_code == 1 and "needs the completions endpoint with prompt log-probs" in str(bad.exception)
+    assert "HTTP 404" in str(bad.exception)

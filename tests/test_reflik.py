@@ -14,7 +14,7 @@ import torch
 from polyrise.errors import PolyriseError
 from polyrise.evaluation.judge import load_alpaca_eval_outputs
 from polyrise.evaluation.reflik import ReferenceNLL, reference_nll, reflik_scores
-from polyrise.generation import ChatRequest
+from polyrise.generation import ChatRequest, Generator
 from polyrise.generation.cache import GenerationCache
 from polyrise.generation.hf import HFEngine
 from polyrise.models import resolve_model
@@ -46,8 +46,8 @@ def _unbatched_nll(engine, ref: Response, max_tokens: int) -> tuple[float, int]:
     return nll, len(answer)
 
 
-def test_batched_scores_equal_unpadded_forward_passes(engine):
-    rows = reference_nll(engine, REFS, max_answer_tokens=6)
+def test_batched_scores_equal_unpadded_forward_passes(engine, tmp_path):
+    rows = reference_nll(Generator(engine, GenerationCache(tmp_path / "c.sqlite")), REFS, max_answer_tokens=6)
     for ref, row in zip(REFS, rows, strict=True):
         nll, n = _unbatched_nll(engine, ref, 6)
         assert (row.id, row.lang, row.tokens) == (ref.id, ref.lang, n)
@@ -57,16 +57,16 @@ def test_batched_scores_equal_unpadded_forward_passes(engine):
 
 def test_cache_serves_a_rerun_and_keys_on_the_truncation(engine, tmp_path, monkeypatch):
     cache = GenerationCache(tmp_path / "c.sqlite")
-    first = reference_nll(engine, REFS, 6, cache)
+    first = reference_nll(Generator(engine, cache), REFS, 6)
     assert len(cache) == 3
 
     def boom(*args, **kwargs):
         raise AssertionError("the model was called although every answer was cached")
 
-    monkeypatch.setattr("polyrise.evaluation.reflik.score_continuations", boom)
-    assert reference_nll(engine, REFS, 6, cache) == first
+    monkeypatch.setattr(engine, "loglikelihood", boom)
+    assert reference_nll(Generator(engine, cache), REFS, 6) == first
     with pytest.raises(AssertionError, match="model was called"):
-        reference_nll(engine, REFS, 7, cache)  # another truncation is another key
+        reference_nll(Generator(engine, cache), REFS, 7)  # another truncation is another key
 
 
 def test_scores_pool_tokens_per_language():
@@ -80,15 +80,20 @@ def test_scores_pool_tokens_per_language():
     assert scores["de"]["nll"] == 3.0
 
 
-def test_needs_a_local_engine_and_nonempty_answers(engine):
-    class Remote:
-        fingerprint = "x"
-        batch_size = 1
+def test_a_chat_cannot_be_scored_through_an_openai_server_and_answers_are_nonempty(engine, tmp_path, server):
+    from polyrise.config import OpenAISettings
+    from polyrise.generation.openai import OpenAIEngine
 
-    with pytest.raises(PolyriseError, match="local \\(hf\\) engine"):
-        reference_nll(Remote(), REFS, 4)
+    remote = OpenAIEngine(OpenAISettings(base_url=server.base_url, model="m", api_key_env=None))
+    with pytest.raises(PolyriseError, match=r"cannot score a continuation of a chat.*local engine"):
+        reference_nll(Generator(remote, GenerationCache(tmp_path / "r.sqlite")), REFS, 4)
+    assert server.requests == []  # refused before any request
     with pytest.raises(PolyriseError, match="reference answer '9' \\(de\\) is empty"):
-        reference_nll(engine, [Response(id="9", lang="de", prompt="q", output="")], 4)
+        reference_nll(
+            Generator(engine, GenerationCache(tmp_path / "c.sqlite")),
+            [Response(id="9", lang="de", prompt="q", output="")],
+            4,
+        )
 
 
 def test_loader_numbers_rows_without_ids_and_limits(tmp_path):
@@ -118,7 +123,7 @@ def test_cli_writes_scores_and_rows_and_names_a_bad_file(tiny_model_dir, tmp_pat
     (refs / "de.json").write_text(json.dumps([{"instruction": "f"}]))
     bad = subprocess.run([*cmd[:-1], "M1"], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 1
-    assert "de.json: item 0: missing or non-text 'output'" in bad.stderr and "Traceback" not in bad.stderr
+    assert "de.json: item 0: output: Field required" in bad.stderr and "Traceback" not in bad.stderr
     assert not (out / "reflik_M1.jsonl").exists()
 
 

@@ -63,3 +63,11 @@ def test_no_or_bad_scores_is_an_error(tmp_path):
     (tmp_path / "scores.json").write_text("{bad")
     with pytest.raises(PolyriseError, match=r"scores\.json:1: invalid JSON"):
         collect_scores(tmp_path)
+
+
+def test_metric_directions_and_headlines_come_from_the_task_registry(tmp_path):
+    reflik = {label: {"en": {"nll": v, "ppl": 2.0, "n": 3}} for label, v in (("M0", 2.0), ("M1", 1.5))}
+    (tmp_path / "scores.json").write_text(json.dumps({"reflik": reflik}))
+    md = write_report(tmp_path)[0].read_text()
+    assert "## reflik: nll (lower is better)" in md  # reflik.METRICS: nll is lower-is-better and a headline
+    assert "ppl" not in md  # declared, but not a headline

@@ -96,3 +96,17 @@ def test_cli_transfer_from_two_scores_files(tmp_path):
     saved = json.loads((tmp_path / "out" / "transfer.json").read_text())
     assert saved["results"]["translation"]["accuracy"]["de"]["transfer"] == pytest.approx(0.25)
     assert "0.25" in result.output
+
+
+def test_every_registered_metric_gains_in_its_own_direction():
+    """The directions come from the task registry: a fall is a gain exactly where its metric is lower-is-better."""
+    from polyrise.evaluation import HEADLINE_METRICS, METRICS
+
+    assert {m.name for m in METRICS.values() if m.lower_is_better} >= {"nll", "off_target", "ppl"}
+    assert "ppl" not in HEADLINE_METRICS and {"accuracy", "win_rate", "chrf++", "nll"} <= set(HEADLINE_METRICS)
+    for metric in METRICS.values():
+        rows = transfer(
+            _scores({"zh": 2.0, "de": 2.0}, {"zh": 1.0, "de": 1.5}, metric.name), metric.name, "M0", "M1", ["zh"]
+        )
+        assert rows["zh"]["gain"] == pytest.approx(1.0 if metric.lower_is_better else -1.0), metric
+        assert rows["de"]["transfer"] == pytest.approx(0.5)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -12,7 +12,7 @@ from rich.console import Console
 from polyrise.errors import PolyriseError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
-console = Console()
+console = Console(soft_wrap=True)  # printed paths and numbers never wrap: scripts read them
 
 Model = Annotated[str, typer.Option("--model", "-m", help="embedded:<name>, HF id, local dir or LoRA adapter dir")]
 Out = Annotated[Path, typer.Option("--out", "-o", help="output file")]
@@ -69,6 +69,17 @@ def _generator(settings, cache: Path):
     return Generator(open_engine(settings), GenerationCache(cache))
 
 
+def _run_pipeline(cfg: Any) -> None:
+    """`run_pipeline` for `run`/`align`: Ctrl-C during a stage prints one line saying how to resume, exit 130."""
+    from polyrise.runner import StageInterrupted, run_pipeline
+
+    try:
+        run_pipeline(cfg, console)
+    except StageInterrupted as e:
+        print(e, file=sys.stderr)
+        raise typer.Exit(130) from None
+
+
 @app.command()
 def run(
     config: Path,
@@ -83,7 +94,6 @@ def run(
 ) -> None:
     """Run the Language-Imbalance-Driven-Rewarding loop of a YAML config (resumes where it stopped)."""
     from polyrise.config import load_config
-    from polyrise.runner import run_pipeline
 
     cfg = load_config(config, {"iterations": iterations} if iterations else None)
     launch = {"num_processes": num_processes, "accelerate_config": accelerate_config}
@@ -91,7 +101,7 @@ def run(
         cfg.training = cfg.training.model_validate(
             cfg.training.model_dump() | {k: v for k, v in launch.items() if v is not None}
         )
-    run_pipeline(cfg, console)
+    _run_pipeline(cfg)
     console.print(f"run directory: {cfg.run_dir}")
 
 
@@ -108,10 +118,9 @@ def align(config: Path) -> None:
     """Question alignment: SFT on question translation pairs of a config's `alignment` section, evaluated before
     and after on trained and unseen languages (the same as `run` with `method: question-alignment`)."""
     from polyrise.config import load_config
-    from polyrise.runner import run_pipeline
 
     cfg = load_config(config, {"method": "question-alignment"})
-    run_pipeline(cfg, console)
+    _run_pipeline(cfg)
     console.print(f"run directory: {cfg.run_dir}  (report: polyrise report {cfg.run_dir})")
 
 
@@ -168,24 +177,16 @@ def translate(
     api_key_env: ApiKeyEnv = "OPENAI_API_KEY",
 ) -> None:
     """Self-translate prompts or responses into other languages (failures are written with output null)."""
-    from pydantic import BaseModel, ConfigDict
-
     from polyrise.config import SamplingSettings
     from polyrise.io import read_jsonl, write_jsonl
+    from polyrise.records import TextToTranslate
     from polyrise.self_translation import TranslationJob
     from polyrise.self_translation import translate as run_translate
-
-    class Row(BaseModel):
-        model_config = ConfigDict(extra="ignore")
-        id: str
-        lang: str
-        instruction: str | None = None
-        output: str | None = None
 
     targets = _langs(to)
     settings = _engine_settings(engine, model, batch_size, base_url, api_key_env)
     jobs = []
-    for row in read_jsonl(inputs, Row):
+    for row in read_jsonl(inputs, TextToTranslate):
         kind = "prompt" if row.instruction is not None else "response"
         text = row.instruction if row.instruction is not None else row.output
         if text is None:
@@ -319,15 +320,57 @@ def _validated(section, overrides: dict[str, object], name: str):
         raise PolyriseError(f"{option} ({name}.{key}): {err['msg']}") from None
 
 
+def _eval_task(task: str, options: dict[str, object], sets: list[str]):
+    """The task of `polyrise eval` from its options (those given) and `--set KEY=VALUE` pairs (YAML values,
+    `judge.KEY` for the judge's), validated by the task's own settings class; an error names the option."""
+    import yaml
+    from pydantic import ValidationError
+
+    from polyrise.evaluation import parse_task, untagged
+
+    data: dict[str, Any] = {"task": task, **{k: v for k, v in options.items() if v is not None}}
+    set_keys: set[str] = set()
+    for item in sets:
+        key, sep, value = item.partition("=")
+        *parents, leaf = key.strip().split(".")
+        if not sep or not leaf:
+            raise PolyriseError(f"--set {item}: expected KEY=VALUE")
+        target = data
+        for part in parents:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise PolyriseError(f"--set {item}: {part} is not a section")
+        target[leaf] = yaml.safe_load(value)
+        set_keys.add(key.split(".")[0].strip())
+    try:
+        return parse_task(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = [str(p) for p in untagged(err["loc"])]
+        if not loc:
+            option = f"--task {task}"
+        elif loc[0] in set_keys:
+            option = f"--set {'.'.join(loc)}"
+        else:
+            option = "--judge-model" if loc[0] == "judge" else "--" + loc[0].replace("_", "-")
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = f"not an option of task {task!r}"
+        raise PolyriseError(f"{option}: {msg}") from None
+
+
 @app.command("eval")
 def eval_(
     task: Annotated[str, typer.Option(help="mgsm, judge, choice, translation, classify or reflik")],
     model: Model = "embedded:smollm2-135m-instruct",
-    source: Annotated[str, typer.Option(help="data: see `EvalTask.source` (mgsm default: gsm-symbolic)")] = "",
+    source: Annotated[str | None, typer.Option(help="the task's data (mgsm default: gsm-symbolic)")] = None,
     langs: Annotated[str, typer.Option(help="comma-separated languages")] = "en,es,de,fr",
     limit: Annotated[int | None, typer.Option(help="first N items per language")] = None,
-    max_new_tokens: int = 256,
-    few_shot: int = 0,
+    max_new_tokens: Annotated[
+        int | None, typer.Option(help="mgsm, judge, translation: answer length; reflik: answer tokens scored")
+    ] = None,
+    few_shot: Annotated[int | None, typer.Option(help="mgsm, classify: demonstrations per item")] = None,
+    name: Annotated[str | None, typer.Option(help="key of the scores and files (default: the task)")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="output dir (per-sample JSONL + scores.json)")] = Path(
         "eval"
     ),
@@ -342,80 +385,67 @@ def eval_(
     ] = None,
     judge_url: Annotated[str | None, typer.Option(help="judge: OpenAI-compatible base URL")] = None,
     judge_api_key_env: str = "OPENAI_API_KEY",
-    normalize: Annotated[str, typer.Option(help="choice, classify: chars, tokens or none")] = "chars",
+    normalize: Annotated[str | None, typer.Option(help="choice, classify: chars, tokens or none")] = None,
     labels: Annotated[str | None, typer.Option(help="classify: comma-separated labels (default: the data's)")] = None,
-    constrain: Annotated[str, typer.Option(help="classify: loglik or generate")] = "loglik",
+    constrain: Annotated[str | None, typer.Option(help="classify: loglik or generate")] = None,
     demos: Annotated[str | None, typer.Option(help="classify: demonstrations JSONL; default: the other items")] = None,
+    settings: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="any task setting as KEY=VALUE (a YAML value; judge.KEY for the judge's)"),
+    ] = None,
     batch_size: int = 16,
     seed: int = 0,
     engine: EngineName = "hf",
     base_url: BaseUrl = None,
     api_key_env: ApiKeyEnv = "OPENAI_API_KEY",
 ) -> None:
-    """Evaluate a model on one task per language; merges its scores into <out>/scores.json."""
+    """Evaluate a model on one task per language; merges its scores into <out>/scores.json.
+
+    The options are the task's settings, checked by the same settings class as a run config's `evaluation:`
+    entry (an option of another task is an error); `--set KEY=VALUE` gives any of them.
+    """
     import json
 
-    from pydantic import ValidationError
-
-    from polyrise.config import EvalTask, JudgeSettings
-    from polyrise.evaluate import run_task
+    from polyrise.evaluation import evaluate_model
     from polyrise.generation import Generator, open_engine
+    from polyrise.generation.cache import GenerationCache
     from polyrise.io import write_json
     from polyrise.report import scores_table
 
-    try:
-        judge = None
-        if judge_model or judge_url:
-            engine_settings = _engine_settings(
-                judge_engine or ("openai" if judge_url else "hf"),
-                judge_model,
-                batch_size,
-                judge_url,
-                judge_api_key_env,
-                flag="judge-",
-            )
-            judge = JudgeSettings.model_validate(engine_settings.model_dump())
-        spec = EvalTask(
-            task=task,
-            source=source,
-            langs=_langs(langs),
-            limit=limit,
-            max_new_tokens=max_new_tokens,
-            few_shot=few_shot,
-            reference=reference,
-            judge=judge,
-            normalize=normalize,
-            labels=[s.strip() for s in labels.split(",")] if labels else None,
-            constrain=constrain,
-            demos=demos,
-        )
-    except ValidationError as e:
-        err = e.errors()[0]
-        raise PolyriseError(
-            f"--{'-'.join(map(str, err['loc'])) or task}: {err['msg'].removeprefix('Value error, ')}"
-        ) from None
-    generator = _generator(
-        _engine_settings(engine, model, batch_size, base_url, api_key_env), out / "generations.sqlite"
-    )
-    judge_gen = Generator(open_engine(judge), generator.cache) if judge else None
+    options: dict[str, object] = {
+        "source": source,
+        "name": name,
+        "limit": limit,
+        "max_new_tokens": max_new_tokens,
+        "few_shot": few_shot,
+        "reference": reference,
+        "normalize": normalize,
+        "labels": _comma_list(labels) if labels is not None else None,
+        "constrain": constrain,
+        "demos": demos,
+    }
+    if judge_model or judge_url:
+        judge_engine = judge_engine or ("openai" if judge_url else "hf")
+        judge = _engine_settings(judge_engine, judge_model, batch_size, judge_url, judge_api_key_env, flag="judge-")
+        options["judge"] = judge.model_dump()
+    evaluation = _eval_task(task, options, settings or [])
+    codes = _langs(langs)
+    cache = GenerationCache(out / "generations.sqlite")
+
+    def open_model(spec: str) -> Generator:
+        return Generator(open_engine(_engine_settings(engine, spec, batch_size, base_url, api_key_env)), cache)
+
     baseline = None
-    if baseline_model is not None:
-        baseline = "baseline"
-        baseline_settings = _engine_settings(engine, baseline_model, batch_size, base_url, api_key_env)
-        run_task(
-            spec,
-            Generator(open_engine(baseline_settings), generator.cache),
-            spec.langs or [],
-            out,
-            baseline,
-            seed=seed,
-        )
-    scores = run_task(spec, generator, spec.langs or [], out, label, seed=seed, judge=judge_gen, baseline=baseline)
+    if baseline_model is not None:  # evaluated first, into the same dir, as "baseline"
+        evaluate_model([evaluation], open_model(baseline_model), codes, out, "baseline", seed=seed)
+        baseline = (out, "baseline")
+    key = evaluation.key
+    scores = evaluate_model([evaluation], open_model(model), codes, out, label, seed=seed, baseline=baseline)[key]
     path = out / "scores.json"
     merged = json.loads(path.read_text()) if path.is_file() else {}
-    merged.setdefault(spec.key, {})[label] = scores
+    merged.setdefault(key, {})[label] = scores
     write_json(path, merged)
-    console.print(scores_table(spec.key, {label: scores}))
+    console.print(scores_table(key, {label: scores}))
     console.print(f"per-sample rows and scores in {out}/")
 
 
@@ -425,24 +455,13 @@ def score(
     predictions: Annotated[Path, typer.Argument(help="JSONL rows with id, lang, output, gold")],
 ) -> None:
     """Re-score saved outputs without a model: accuracy, off-target rate and unparseable outputs per language."""
-    from pydantic import BaseModel, ConfigDict
     from rich.table import Table
 
-    from polyrise.evaluation.math import MathPrediction, score_math
-    from polyrise.io import read_jsonl
+    from polyrise.evaluation.math import read_predictions, score_math
 
     if task != "mgsm":
         raise PolyriseError(f"unknown task {task!r} for `score`; known: mgsm")
-
-    class Row(BaseModel):
-        model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True)
-        id: str
-        lang: str
-        output: str
-        gold: str
-
-    rows = [MathPrediction(**r.model_dump()) for r in read_jsonl(predictions, Row)]
-    scores = score_math(rows)
+    scores = score_math(read_predictions(predictions))
     table = Table(title=f"mgsm: {predictions}")
     for col in ("lang", "accuracy", "n", "unparseable", "off-target", "too short for langid"):
         table.add_column(col, justify="right")
@@ -625,17 +644,17 @@ def sandbox_build(
     english_task: Annotated[int | None, typer.Option(help="English task examples (default: DataMix)")] = None,
     clone_task: Annotated[int | None, typer.Option(help="task examples per clone")] = None,
     translation: Annotated[int | None, typer.Option(help="translation examples per clone and direction")] = None,
-    epochs: Annotated[float | None, typer.Option(help="training epochs (default: TrainSettings)")] = None,
+    epochs: Annotated[float | None, typer.Option(help="training epochs (default: PretrainSettings)")] = None,
     threads: Annotated[int, typer.Option(min=1, help="torch CPU threads (part of a build's reproducibility)")] = 1,
 ) -> None:
     """Train the sandbox's M0 from scratch on an imbalanced mix, write its data, and print its M0 numbers."""
     from dataclasses import replace
 
-    from polyrise.sandbox import DataMix, TrainSettings, build_sandbox, summary_table
+    from polyrise.sandbox import DataMix, PretrainSettings, build_sandbox, summary_table
 
     knobs = {"english_task": english_task, "clone_task": clone_task, "translation": translation}
     mix = replace(DataMix(), **{k: v for k, v in knobs.items() if v is not None})
-    train = TrainSettings() if epochs is None else replace(TrainSettings(), epochs=epochs)
+    train = PretrainSettings() if epochs is None else replace(PretrainSettings(), epochs=epochs)
     info = build_sandbox(out, seed, mix=mix, train=train, threads=threads, console=console)
     title = "M0: task accuracy (greedy, final integer exact) and self-translation exact match (q: questions only)"
     _print_analysis(title, *summary_table(info), [out / "sandbox.json", info.model_dir])
@@ -654,7 +673,7 @@ def sandbox_study(
 
     Reruns add to the same study dir (e.g. controls with fewer iterations); the summary covers every run in it.
     """
-    from polyrise.study import run_study
+    from polyrise.sandbox import run_study
 
     try:
         seed_list = [int(s) for s in _comma_list(seeds)]

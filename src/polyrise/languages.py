@@ -42,7 +42,7 @@ _TABLE = [
     ("no", "Norwegian", "Norsk", "Latn"),
     ("pl", "Polish", "Polski", "Latn"),
     ("pt", "Portuguese", "Português", "Latn"),
-    # Cloned languages of the sandbox (`polyrise.sandbox`): codes from ISO 639's private-use range qaa-qtz.
+    # Cloned languages of the sandbox (`polyrise.sandbox.world`): codes from ISO 639's private-use range qaa-qtz.
     ("qaa", "Clonish A", "Clonish A", "Latn"),
     ("qab", "Clonish B", "Clonish B", "Latn"),
     ("ro", "Romanian", "Română", "Latn"),

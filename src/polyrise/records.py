@@ -28,6 +28,17 @@ class Response(Record):
     output: str
 
 
+class TextToTranslate(BaseModel):
+    """A row `polyrise translate` reads: a prompt (`instruction`) or a response (`output`); other fields are
+    ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+    id: str
+    lang: str
+    instruction: str | None = None
+    output: str | None = None
+
+
 class Translation(Record):
     """A self-translation; `output` is None when no translation could be extracted (a counted failure)."""
 

@@ -11,14 +11,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from polyrise.errors import PolyriseError
+from polyrise.evaluation import HEADLINE_METRICS, LOWER_IS_BETTER
 from polyrise.io import atomic_open
 
 if TYPE_CHECKING:
     from rich.table import Table
-
-HEADLINE_METRICS = ("accuracy", "win_rate", "off_target", "chrf++", "bleu", "nll")
-"""Metrics that get a table and plots; counts (n, skipped, ...) stay in the JSON."""
-LOWER_IS_BETTER = {"off_target", "nll"}
 
 Scores = dict[str, dict[str, dict[str, dict[str, float]]]]
 """task → model label (M0, M1, ...) → row (a language, a direction, "average") → metric → value."""
@@ -89,7 +86,7 @@ def trained_languages(run_dir: Path) -> list[str]:
     if not path.is_file():
         return []
     cfg = load_config(path)
-    if cfg.method != "question-alignment" or cfg.alignment is None:
+    if cfg.alignment is None:  # only a question-alignment run has one
         return []
     return cfg.alignment.trained_languages(cfg.source_lang)
 

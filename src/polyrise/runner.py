@@ -4,6 +4,7 @@ the runner adds the held-out answers and the evaluations, once per model."""
 
 from __future__ import annotations
 
+import fcntl
 import gc
 import hashlib
 import json
@@ -17,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import yaml
 from rich.console import Console
@@ -37,6 +38,18 @@ from polyrise.training.launch import LAUNCH_FIELDS, launch_command, should_launc
 
 STAGE_RESULT = ".stage-result.json"
 """In the run dir, transient: a stage process's counts or error, read and removed by the parent."""
+RUN_LOCK = ".run.lock"
+"""In the run dir: locked (flock) by the run using it, and holding its PID."""
+
+
+class StageInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) during a stage; its message names the stage and how to resume. The manifest never records
+    the interrupted stage, so the rerun repeats it (from the generation cache)."""
+
+    def __init__(self, stage: str) -> None:
+        super().__init__(
+            f"interrupted during stage {stage}; rerun the same command to resume (finished stages are kept)"
+        )
 
 
 @dataclass(frozen=True)
@@ -62,17 +75,44 @@ class Stage:
 
 
 class Manifest:
-    """`manifest.json`: per stage its status, input hash, outputs, counts and seconds."""
+    """`manifest.json`: per stage its status, input hash, outputs and their hashes, counts and seconds.
+
+    It only records what finished, so a manifest that cannot be read is an error naming it, with the advice to
+    delete it to redo the run; it is not moved aside to redo every stage unasked, which would throw away finished
+    training without a word (the generation cache makes a redo's generation cheap, not its training)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.stages: dict[str, dict[str, Any]] = json.loads(path.read_text())["stages"] if path.is_file() else {}
+        self.stages: dict[str, dict[str, Any]] = self._read() if path.exists() else {}
+
+    def _read(self) -> dict[str, dict[str, Any]]:
+        try:
+            data = json.loads(self.path.read_bytes().decode("utf-8"))
+        except OSError as e:
+            problem = e.strerror
+        except UnicodeDecodeError:
+            problem = "not valid UTF-8"
+        except json.JSONDecodeError as e:
+            problem = f"invalid JSON at line {e.lineno}: {e.msg}"
+        else:
+            stages = data.get("stages") if isinstance(data, dict) else None
+            if isinstance(stages, dict) and all(isinstance(v, dict) for v in stages.values()):
+                return stages
+            problem = 'not {"stages": {name: entry}}'
+        raise PolyriseError(
+            f"{self.path}: cannot read this run's manifest ({problem}). It records which stages finished; "
+            "delete it to redo the run (generations are kept in the cache)"
+        )
 
     def is_done(self, key: str, input_hash: str, outputs: Sequence[Path]) -> bool:
+        """Finished from the same inputs, and every output still what it was when the stage finished."""
         entry = self.stages.get(key, {})
-        return (
-            entry.get("status") == "done" and entry.get("input_hash") == input_hash and all(p.exists() for p in outputs)
-        )
+        if entry.get("status") != "done" or entry.get("input_hash") != input_hash:
+            return False
+        recorded = entry.get("output_hashes")
+        if recorded is None:  # recorded before outputs were hashed: all it can tell is that they existed
+            return all(p.exists() for p in outputs)
+        return recorded == [output_hash(p) for p in outputs]
 
     def record(self, key: str, entry: dict[str, Any]) -> None:
         self.stages[key] = entry
@@ -87,6 +127,75 @@ def _content_hash(path: Path) -> str:
     if path.is_file():
         return file_hash(path)
     return resolve_model(str(path)).fingerprint() if path.is_dir() else "missing"
+
+
+def output_hash(path: Path) -> str:
+    """What a stage's output holds, to tell a damaged one: a file's sha256; a directory's (a model's) file names
+    and sizes, a stat per file, since hashing its weights on every skip would cost seconds per GB; `missing`.
+    Hidden files are left out, as in the model fingerprint."""
+    if path.is_file():
+        return file_hash(path)
+    if not path.is_dir():
+        return "missing"
+    h = hashlib.sha256()
+    for f in sorted(path.rglob("*")):
+        relative = f.relative_to(path)
+        if f.is_file() and not any(part.startswith(".") for part in relative.parts):
+            h.update(f"{relative}\0{f.stat().st_size}\n".encode())
+    return f"dir:{h.hexdigest()}"
+
+
+class RunLock:
+    """An exclusive `flock` on `<run dir>/.run.lock`, which holds the owner's PID, so one run at a time uses a run
+    dir. The kernel drops the lock when the process ends (kill -9 included): a killed run never blocks its rerun
+    and there is no stale lock to clean. fcntl directly, not the `filelock` package: its acquire opens the lock
+    file with O_TRUNC, so every refused run would erase the PID that the message names."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.path = run_dir / RUN_LOCK
+        self._file: IO[str] | None = None
+
+    def acquire(self) -> None:
+        """Take the lock (a no-op when held), or raise naming the PID that holds it."""
+        if self._file is not None:
+            return
+        try:
+            fh = self.path.open("a+", encoding="utf-8")  # no truncation before the lock is ours
+        except OSError as e:
+            raise PolyriseError(f"{self.path}: cannot open the run's lock file ({e.strerror})") from None
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = self._holder(fh)
+            fh.close()
+            raise PolyriseError(
+                f"{self.run_dir} is in use by PID {holder} (another polyrise run); wait for it or stop it"
+            ) from None
+        except OSError as e:
+            fh.close()
+            raise PolyriseError(f"{self.path}: cannot lock the run directory ({e.strerror})") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        self._file = fh
+
+    @staticmethod
+    def _holder(fh: IO[str]) -> str:
+        """The PID written by the holder (which writes it just after it takes the lock)."""
+        for _ in range(40):
+            fh.seek(0)
+            text = fh.read().strip()
+            if text.isdigit():
+                return text
+            time.sleep(0.05)
+        return "unknown"
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()  # closing the file drops the lock
+            self._file = None
 
 
 @dataclass
@@ -106,19 +215,46 @@ class Runner:
         self.run_dir = self.config.run_dir
         self.method: Method = load_method(self.config.method)(self)
         resolve_model(self.config.model.spec)  # fail on a missing model before anything is written
+        if not self.child:
+            self._check_inputs()
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise PolyriseError(f"{self.run_dir}: cannot create the run directory ({e.strerror})") from None
-        self.manifest = Manifest(self.run_dir / "manifest.json")
-        self.cache = GenerationCache(self.run_dir / "generations.sqlite")
-        if not self.child:
+        self._lock = RunLock(self.run_dir)
+        if self.child:  # a stage process: its parent holds the lock
+            self.manifest = Manifest(self.run_dir / "manifest.json")
+            self.cache = GenerationCache(self.run_dir / "generations.sqlite")
+            return
+        self._lock.acquire()  # before anything of this run is written: another run may be using the dir
+        try:
+            self.manifest = Manifest(self.run_dir / "manifest.json")
+            self.cache = GenerationCache(self.run_dir / "generations.sqlite")
             for orphan in self.run_dir.rglob(".*.tmp"):  # a killed run's unfinished atomic writes
                 if orphan.is_file():
                     orphan.unlink()
             # the stage processes rebuild the run from this file
             with atomic_open(self.run_dir / "config.yaml") as fh:
                 yaml.safe_dump(json.loads(self.config.model_dump_json()), fh, sort_keys=False, allow_unicode=True)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _check_inputs(self) -> None:
+        """Fail before anything is written on what can be checked without running a stage: every model spec
+        resolves, the method's prompt sources and the held-out set load (the method's config checks ran when the
+        config was loaded). A run that cannot start leaves its run dir as it was."""
+        cfg = self.config
+        translator = cfg.generation.translator
+        judges = [j.model for task in cfg.evaluation if (j := getattr(task, "judge", None)) and j.model]
+        for spec in [*([translator.model] if translator and translator.model else []), *judges]:
+            resolve_model(spec)
+        self.method.prepare()
+        self.heldout  # noqa: B018
+
+    def close(self) -> None:
+        """Release the run dir for another run (the end of `run()` does)."""
+        self._lock.release()
 
     # -- engines -----------------------------------------------------------------------------
     def _load(self, key: str, label: str, build: Callable[[], Engine]) -> Generator:
@@ -186,8 +322,17 @@ class Runner:
         return [*first, *self.method.stages(t), *self._measure(t + 1)]
 
     def run_stage(self, stage: Stage) -> None:
-        """Run `stage` unless the manifest says it already produced its outputs from the same inputs; in its own
-        process when it loads a model and `stage_processes` is on (or training is multi-process)."""
+        """Run `stage` unless the manifest says it already produced its outputs from the same inputs and they are
+        unchanged; in its own process when it loads a model and `stage_processes` is on (or training is
+        multi-process). Ctrl-C raises `StageInterrupted`, and the stage is not recorded."""
+        try:
+            self._run_stage(stage)
+        except StageInterrupted:
+            raise
+        except KeyboardInterrupt:
+            raise StageInterrupted(stage.name) from None
+
+    def _run_stage(self, stage: Stage) -> None:
         input_hash = _digest(
             [_content_hash(p) for p in stage.inputs],
             [resolve_model(spec).fingerprint() for spec in stage.models],
@@ -209,7 +354,7 @@ class Runner:
             counts = stage.run()
         else:
             self.release_engine()
-            counts = self._in_process(stage.name, launcher)
+            counts = self._in_child_process(stage.name, launcher)
         seconds = time.perf_counter() - start
         self.manifest.record(
             stage.name,
@@ -217,6 +362,7 @@ class Runner:
                 "status": "done",
                 "input_hash": input_hash,
                 "outputs": [str(p) for p in stage.outputs],
+                "output_hashes": [output_hash(p) for p in stage.outputs],
                 "counts": counts,
                 "seconds": round(seconds, 2),
             },
@@ -225,7 +371,7 @@ class Runner:
         self.timings.append((stage.name, seconds, summary))
         self.console.print(f"{stage.name}: {seconds:.1f} s ({summary})")
 
-    def _in_process(self, name: str, launcher: list[str]) -> dict[str, Any]:
+    def _in_child_process(self, name: str, launcher: list[str]) -> dict[str, Any]:
         """Run one stage in a child process (`launcher` + `polyrise.cli stage ...`); its error is ours."""
         result = self.run_dir / STAGE_RESULT
         result.unlink(missing_ok=True)
@@ -235,6 +381,8 @@ class Runner:
         result.unlink(missing_ok=True)
         if code == 0 and "counts" in outcome:
             return outcome["counts"]
+        if code in (130, -signal.SIGINT):  # Ctrl-C reached the stage process (the CLI exits 130 on SIGINT)
+            raise StageInterrupted(name)
         problem = outcome.get("error") or (
             f"killed by signal {-code}" if code < 0 else f"the stage process exited with code {code}"
         )
@@ -368,10 +516,15 @@ class Runner:
 
     # -- the loop --------------------------------------------------------------------------------
     def run(self) -> list[dict[str, Any]]:
-        self.method.prepare()  # fail on bad prompt sources before any stage runs
-        self.heldout  # noqa: B018
-        summaries = [self.iteration(t) for t in range(self.config.iterations)]
-        self.release_engine()
+        """Every iteration, holding the run dir's lock until done (or failed)."""
+        self._lock.acquire()
+        try:
+            self.method.prepare()  # loaded (and checked) before anything was written
+            self.heldout  # noqa: B018
+            summaries = [self.iteration(t) for t in range(self.config.iterations)]
+            self.release_engine()
+        finally:
+            self.close()
         return summaries
 
     def iteration(self, t: int) -> dict[str, Any]:

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from polyrise.config import SamplingSettings
 from polyrise.generation import ChatRequest, Generator
 from polyrise.records import Prompt, Response, Translation
+from polyrise.settings import SamplingSettings
 from polyrise.templates import TRANSLATION_PREFIX, translation_prompt
 
 _OPEN = re.compile(r"<translated>", re.IGNORECASE)

@@ -6,11 +6,11 @@ from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from polyrise.config import PromptSource
 from polyrise.errors import PolyriseError
-from polyrise.io import read_json_array, read_jsonl
+from polyrise.io import load_rows, read_jsonl
 from polyrise.records import Prompt
 
 BUILTIN_PREFIX = "builtin:"
@@ -30,19 +30,6 @@ def builtin_names() -> list[str]:
     return sorted(
         p.name.removesuffix(".jsonl") for p in resources.files("polyrise.data").iterdir() if p.name.endswith(".jsonl")
     )
-
-
-def _read_rows(path: Path) -> list[_PromptRow]:
-    if path.suffix != ".json":
-        return read_jsonl(path, _PromptRow)
-    rows = []
-    for i, item in enumerate(read_json_array(path)):
-        try:
-            rows.append(_PromptRow.model_validate(item))
-        except ValidationError as e:
-            err = e.errors()[0]
-            raise PolyriseError(f"{path}: item {i}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
-    return rows
 
 
 def _hf_rows(source: PromptSource) -> list[_PromptRow]:
@@ -75,17 +62,21 @@ def load_prompts(source: PromptSource, langs: list[str], default_lang: str = "en
             per_file.append((default_lang, read_jsonl(path, _PromptRow)))
     elif spec.startswith(HF_PREFIX):
         per_file.append((default_lang, _hf_rows(source)))
-    elif "{lang}" in spec:
-        per_file.extend((lang, _read_rows(Path(spec.format(lang=lang)))) for lang in langs)
-    else:
-        per_file.append((default_lang, _read_rows(Path(spec))))
+    else:  # a {lang} template's rows carry their file's language; a repeated id is an error naming both lines
+        rows = load_rows(
+            spec, langs if "{lang}" in spec else None, _PromptRow, unique_ids=True, default_lang=default_lang
+        )
+        per_file.append((default_lang, rows))
 
     prompts: dict[tuple[str, str], Prompt] = {}
     for file_lang, rows in per_file:
         for row in rows:
             lang = row.lang or file_lang
-            if lang in langs:
-                prompts.setdefault((row.id, lang), Prompt(id=row.id, lang=lang, instruction=row.instruction))
+            if lang not in langs:
+                continue
+            if (row.id, lang) in prompts:  # a file's duplicates are reported above, with their lines
+                raise PolyriseError(f"prompt source {spec!r}: duplicate id {row.id!r} in language {lang!r}")
+            prompts[row.id, lang] = Prompt(id=row.id, lang=lang, instruction=row.instruction)
     order = list(dict.fromkeys(pid for pid, _ in prompts))
     keep = set(order[: source.limit] if source.limit else order)
     selected = [p for key, p in prompts.items() if key[0] in keep]

@@ -21,6 +21,7 @@ from rich.progress import Progress
 
 from polyrise.analysis.writing import pyplot, save_figure, write_markdown
 from polyrise.errors import PolyriseError
+from polyrise.generation.batching import left_pad
 from polyrise.io import write_json
 from polyrise.languages import get_language
 from polyrise.models import load_model, load_tokenizer, resolve_model
@@ -170,18 +171,12 @@ def layer_states(
             task = progress.add_task(description, total=len(encoded))
             for start in range(0, len(order), batch_size):
                 idx = order[start : start + batch_size]
-                width = len(encoded[idx[0]])
-                ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-                mask = torch.zeros((len(idx), width), dtype=torch.long)
-                for row, i in enumerate(idx):
-                    ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i])
-                    mask[row, width - len(encoded[i]) :] = 1
-                ids, mask = ids.to(model.device), mask.to(model.device)
+                ids, mask, positions = left_pad([encoded[i] for i in idx], pad_id, device=model.device)
                 captured.clear()
                 out = base(
                     input_ids=ids,
                     attention_mask=mask,
-                    position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                    position_ids=positions,
                     output_hidden_states=True,
                     use_cache=False,
                 )

@@ -15,28 +15,18 @@ verbatim, so they usually start with a space. Unknown keys are errors.
 
 from __future__ import annotations
 
-import inspect
 import string
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
-from rich.progress import Progress
 
 from polyrise.errors import PolyriseError
-from polyrise.io import iter_jsonl
-
-
-class _InLanguage(Protocol):
-    lang: str
-
-
-L = TypeVar("L", bound=_InLanguage)
-Item = TypeVar("Item", bound=BaseModel)
+from polyrise.evaluation.base import Metric, Scores, TaskRun, TaskSettings
+from polyrise.generation import Generator, LogLikelihood
+from polyrise.io import first_per_lang, load_rows, write_jsonl
 
 Normalize = Literal["chars", "tokens"] | None
 
@@ -93,61 +83,9 @@ def _first_error(err: ValidationError) -> str:
     return f"{where}: {first['msg'].removeprefix('Value error, ')}"
 
 
-def load_items(
-    path: str | Path,
-    langs: Sequence[str] | None,
-    record: type[Item],
-    check: Callable[[Item], str | None] | None = None,
-) -> list[Item]:
-    """Rows of one JSONL file, or of a `{lang}` path template for each of `langs`, as `record`s.
-
-    A single file must give `id` and `lang` in every row (`langs` then keeps only those languages); in a
-    template's files they default to the file's language and the 1-based line number. `check` returns a
-    problem with a valid row, or None. Errors name `file:line`.
-    """
-
-    def read(file: Path, lang: str | None) -> list[Item]:
-        items: list[Item] = []
-        for lineno, row in iter_jsonl(file):
-            if lang is not None:
-                if row.setdefault("lang", lang) != lang:
-                    raise PolyriseError(f"{file}:{lineno}: lang {row['lang']!r} in the file of language {lang!r}")
-                row.setdefault("id", str(lineno))
-            if "id" in row and not isinstance(row["id"], str):
-                row["id"] = str(row["id"])
-            try:
-                item = record.model_validate(row)
-            except ValidationError as e:
-                raise PolyriseError(f"{file}:{lineno}: {_first_error(e)}") from None
-            problem = check(item) if check else None
-            if problem:
-                raise PolyriseError(f"{file}:{lineno}: {problem}")
-            items.append(item)
-        return items
-
-    template = str(path)
-    if "{lang}" in template:
-        if not langs:
-            raise PolyriseError(f"{template}: a {{lang}} path template needs the list of languages")
-        return [item for lang in langs for item in read(Path(template.format(lang=lang)), lang)]
-    items = read(Path(template), None)
-    return [i for i in items if i.lang in langs] if langs else items
-
-
 def load_choice_jsonl(path: str | Path, langs: Sequence[str] | None = None) -> list[ChoiceItem]:
-    """Read choice items from one JSONL file, or from a `{lang}` path template for each of `langs`."""
-    return load_items(path, langs, ChoiceItem)
-
-
-def first_per_lang(items: Iterable[L], limit: int | None) -> list[L]:
-    """The first `limit` items of every language (all items with None), in their order."""
-    seen: Counter[str] = Counter()
-    kept = []
-    for item in items:
-        seen[item.lang] += 1
-        if limit is None or seen[item.lang] <= limit:
-            kept.append(item)
-    return kept
+    """Read choice items from one JSONL file, or from a `{lang}` path template for each of `langs` (`io.load_rows`)."""
+    return load_rows(path, langs, ChoiceItem)
 
 
 @dataclass(frozen=True)
@@ -371,122 +309,33 @@ def load_preset(name: str, lang: str, split: str | None = None, limit: int | Non
 # ---------------------------------------------------------------------------------------------- scoring
 
 
-def _encode(tokenizer: Any, text: str) -> list[int]:
-    """Token ids with the tokenizer's own special-token defaults (a BOS where the model expects one)."""
-    return list(tokenizer(text)["input_ids"])
-
-
-def encode_pair(tokenizer: Any, context: str, choice: str) -> tuple[list[int], int]:
-    """(token ids of `context + choice`, number of them that belong to the context), as lm-eval splits them.
-
-    Trailing whitespace of the context moves to the choice; the full string is tokenised once and the
-    continuation is whatever follows the context's own token count, so a merge across the boundary is
-    scored as part of the choice. An empty context is replaced by a BOS (else EOS) token to condition on.
-    """
-    stripped = context.rstrip()
-    continuation = context[len(stripped) :] + choice
-    whole = _encode(tokenizer, stripped + continuation)
-    n_context = len(_encode(tokenizer, stripped)) if stripped else 0
-    if n_context == 0:
-        prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-        if prefix is None:
-            raise PolyriseError("an empty context needs a BOS or EOS token to condition on; the tokenizer has none")
-        whole, n_context = [prefix, *whole], 1
-    n_context = min(n_context, len(whole) - 1)  # at least one scored token
-    return whole, n_context
-
-
-def _accepts_logits_to_keep(model: Any) -> bool:
-    try:
-        return "logits_to_keep" in inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-@torch.inference_mode()
-def _score_batch(model: Any, seqs: list[tuple[list[int], int]], pad_id: int, keep: bool) -> list[tuple[float, int]]:
-    """Sum of continuation log-probs for each (ids, n_context) row, left-padded into one forward pass."""
-    device = model.device
-    width = max(len(ids) for ids, _ in seqs)
-    input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for row, (ids, _) in enumerate(seqs):
-        input_ids[row, width - len(ids) :] = torch.tensor(ids)
-        mask[row, width - len(ids) :] = 1
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    # Left padding puts every continuation at the end: only the last `n_keep` positions' logits are needed.
-    n_keep = max(len(ids) - n_ctx for ids, n_ctx in seqs) + 1
-    kwargs = {"logits_to_keep": n_keep} if keep else {}
-    out = model(
-        input_ids=input_ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device), **kwargs
-    )
-    logits = out.logits[:, -n_keep:, :].float()
-    logprobs = torch.log_softmax(logits, dim=-1)
-    # logits at position p predict the token at p + 1; in the kept window that is offset by one.
-    targets = input_ids[:, width - n_keep + 1 :].to(device)
-    token_lp = logprobs[:, :-1, :].gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    results = []
-    for row, (ids, n_ctx) in enumerate(seqs):
-        n_cont = len(ids) - n_ctx
-        results.append((token_lp[row, token_lp.shape[1] - n_cont :].sum().item(), n_cont))
-    return results
-
-
-def score_continuations(
-    model: Any, tokenizer: Any, seqs: Sequence[tuple[list[int], int]], batch_size: int, desc: str
-) -> list[tuple[float, int]]:
-    """(sum of log P(continuation | context), continuation tokens) for each (token ids, context length) row.
-
-    Rows are scored in length-sorted, left-padded batches of `batch_size` (padding is done here, whatever
-    the tokenizer's `padding_side`), with a progress bar; results come back in row order.
-    """
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    if pad_id is None:
-        pad_id = 0  # masked out anyway
-    keep = _accepts_logits_to_keep(model)
-    order = sorted(range(len(seqs)), key=lambda k: -len(seqs[k][0]))
-    scores: list[tuple[float, int]] = [(0.0, 0)] * len(seqs)
-    step = max(batch_size, 1)
-    with Progress(transient=True) as progress:
-        task = progress.add_task(desc, total=len(seqs))
-        for start in range(0, len(order), step):
-            idx = order[start : start + step]
-            for k, result in zip(idx, _score_batch(model, [seqs[k] for k in idx], pad_id, keep), strict=True):
-                scores[k] = result
-            progress.advance(task, len(idx))
-    return scores
-
-
 def score_choices(
-    model: Any,
-    tokenizer: Any,
+    generator: Generator,
     items: Sequence[ChoiceItem],
-    batch_size: int = 16,
     normalize: Normalize = "chars",
 ) -> list[ChoicePrediction]:
     """Pick a choice for every item by log P(choice | context), in item order.
 
-    All (item, choice) pairs are scored by `score_continuations` in batches of `batch_size`. `normalize`:
-    "chars" divides each log-likelihood by the choice's length in characters (lm-eval's acc_norm), "tokens" by
-    its token count, None keeps the sum.
-    Ties go to the lower index.
+    Every (item, choice) pair is one request of the engine's `loglikelihood`, cached. `normalize`: "chars"
+    divides each log-likelihood by the choice's length in characters (lm-eval's acc_norm), "tokens" by its
+    token count, None keeps the sum. Ties go to the lower index.
     """
     if normalize not in ("chars", "tokens", None):
         raise PolyriseError(f"normalize must be 'chars', 'tokens' or None, not {normalize!r}")
     pairs = [(i, j) for i, item in enumerate(items) for j in range(len(item.choices))]
-    encoded = [encode_pair(tokenizer, items[i].context, items[i].choices[j]) for i, j in pairs]
-    scores = score_continuations(model, tokenizer, encoded, batch_size, desc="scoring choices")
+    requests = [(items[i].context, items[i].choices[j]) for i, j in pairs]
+    scores = generator.loglikelihood(requests, desc="scoring choices")
 
-    per_item: list[list[tuple[float, int]]] = [[] for _ in items]
+    per_item: list[list[LogLikelihood]] = [[] for _ in items]
     for (i, _), s in zip(pairs, scores, strict=True):
         per_item[i].append(s)
     predictions = []
     for item, item_scores in zip(items, per_item, strict=True):
-        logliks = [ll for ll, _ in item_scores]
+        logliks = [s.logprob for s in item_scores]
         if normalize == "chars":
             keyed = [ll / len(c) for ll, c in zip(logliks, item.choices, strict=True)]
         elif normalize == "tokens":
-            keyed = [ll / n for ll, n in item_scores]
+            keyed = [s.logprob / s.tokens for s in item_scores]
         else:
             keyed = logliks
         pred = max(range(len(keyed)), key=lambda j: (keyed[j], -j))
@@ -502,3 +351,39 @@ def choice_accuracy(predictions: Iterable[ChoicePrediction]) -> dict[str, dict[s
         c[0] += p.correct
         c[1] += 1
     return {lang: {"accuracy": right / n, "n": n} for lang, (right, n) in counts.items()}
+
+
+# ---------------------------------------------------------------------------------------------- the task
+
+NormalizeOption = Literal["chars", "tokens", "none"]
+"""`normalize` as a task option: "none" is no normalisation (None)."""
+
+
+class ChoiceTask(TaskSettings):
+    """Multiple-choice accuracy, each choice scored by its (length-normalised) log-likelihood."""
+
+    task: Literal["choice"] = "choice"
+    source: str
+    """`xnli`, `xcopa`, `pawsx` (a preset, read from the HF hub or cache) or a JSONL path with `{lang}`."""
+    normalize: NormalizeOption = "chars"
+    """Length normalisation of the choice log-likelihoods."""
+
+    @property
+    def key(self) -> str:
+        """A preset is its own key (`xnli`); a file is `choice`."""
+        return self.name or (self.source if "/" not in self.source else self.task)
+
+
+METRICS = (Metric("accuracy"),)
+
+
+def run(task: ChoiceTask, context: TaskRun) -> Scores:
+    """Pick a choice for every item of the task; writes the predictions, returns accuracy per language."""
+    if task.source in PRESETS:
+        items = [item for lang in context.langs for item in load_preset(task.source, lang, limit=task.limit)]
+    else:
+        items = first_per_lang(load_choice_jsonl(task.source, context.langs), task.limit)
+    normalize = None if task.normalize == "none" else task.normalize
+    predictions = score_choices(context.generator, items, normalize)
+    write_jsonl(context.rows_path(task), predictions)
+    return choice_accuracy(predictions)

@@ -22,21 +22,20 @@ Local data is JSONL, one item per line::
 
 from __future__ import annotations
 
-import math
 import random
 from collections import Counter
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from itertools import zip_longest
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field
-from rich.progress import Progress
-from transformers import DynamicCache, LogitsProcessor
 
 from polyrise.errors import PolyriseError
-from polyrise.evaluation.choice import ChoiceItem, Normalize, choice_accuracy, encode_pair, load_items, score_choices
+from polyrise.evaluation.base import Metric, Scores, TaskRun, TaskSettings
+from polyrise.evaluation.choice import ChoiceItem, Normalize, NormalizeOption, choice_accuracy, score_choices
+from polyrise.generation import Generator
+from polyrise.io import first_per_lang, load_rows, write_jsonl
 
 DEMO_TEMPLATE = "{text}\nAnswer: {label}\n\n"
 QUERY_TEMPLATE = "{text}\nAnswer:"
@@ -88,7 +87,7 @@ def load_classify_jsonl(
             return None
         return f"label {item.label!r} is not one of {', '.join(map(repr, labels))}"
 
-    return load_items(path, langs, ClassifyItem, known_label)
+    return load_rows(path, langs, ClassifyItem, known_label)
 
 
 def label_set(items: Iterable[ClassifyItem], labels: Sequence[str] | None = None) -> list[str]:
@@ -144,169 +143,11 @@ def build_prompt(query: ClassifyItem, demos: Iterable[ClassifyItem]) -> str:
     return shots + QUERY_TEMPLATE.format(text=query.text)
 
 
-# ---------------------------------------------------------------------------------------------- constrained decoding
-
-
-class LabelTrie:
-    """Prefix trie of the labels' token sequences: which tokens may come next, and which sequences are labels.
-
-    EOS may follow a complete label (it ends a label that a longer one extends); a sequence is finished once it
-    is a label no other label extends, or a label followed by EOS.
-    """
-
-    def __init__(self, sequences: Mapping[str, Sequence[int]], eos_id: int) -> None:
-        self.eos_id = eos_id
-        self.labels: dict[tuple[int, ...], str] = {}
-        self.next: dict[tuple[int, ...], set[int]] = {}
-        for label, seq in sequences.items():
-            key = tuple(seq)
-            if not key or eos_id in key:
-                raise PolyriseError(f"label {label!r} must be one or more tokens other than EOS, not {list(key)}")
-            if key in self.labels:
-                raise PolyriseError(f"labels {self.labels[key]!r} and {label!r} have the same tokens {list(key)}")
-            self.labels[key] = label
-            for i in range(len(key)):
-                self.next.setdefault(key[:i], set()).add(key[i])
-
-    def finished(self, tokens: Sequence[int]) -> bool:
-        key = tuple(tokens)
-        return (bool(key) and key[-1] == self.eos_id) or (key in self.labels and key not in self.next)
-
-    def allowed(self, tokens: Sequence[int]) -> list[int]:
-        """Tokens that may follow `tokens`: those continuing a label, EOS after a label; only EOS once finished."""
-        key = tuple(tokens)
-        if self.finished(key):
-            return [self.eos_id]
-        if key not in self.next:
-            raise PolyriseError(f"tokens {list(key)} do not start any label")
-        return [*self.next[key], *([self.eos_id] if key in self.labels else [])]
-
-    def label(self, tokens: Sequence[int]) -> str:
-        """The label that finished `tokens` spell (a trailing EOS dropped)."""
-        key = tuple(tokens)
-        return self.labels[key[:-1] if key and key[-1] == self.eos_id else key]
-
-
-class LabelTrieLogitsProcessor(LogitsProcessor):
-    """Sets every token that may not follow a row's generated tokens (per its LabelTrie) to -inf.
-
-    `input_ids` are the left-padded prompts (`prompt_width` columns) followed by the generated tokens.
-    """
-
-    def __init__(self, tries: Sequence[LabelTrie], prompt_width: int) -> None:
-        self.tries = tries
-        self.prompt_width = prompt_width
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        allowed = torch.zeros_like(scores, dtype=torch.bool)
-        for row, (trie, ids) in enumerate(zip(self.tries, input_ids[:, self.prompt_width :].tolist(), strict=True)):
-            allowed[row, trie.allowed(ids)] = True
-        return scores.masked_fill(~allowed, -math.inf)
-
-
-def _label_tokens(tokenizer: Any, prompt: str, labels: Sequence[str]) -> tuple[list[int], dict[str, list[int]]]:
-    """The prompt's ids and each label's ids as the continuation " " + label, split as `encode_pair` does."""
-    split = {label: encode_pair(tokenizer, prompt, " " + label) for label in labels}
-    prompts = {tuple(whole[:n]) for whole, n in split.values()}
-    if len(prompts) > 1:
-        raise PolyriseError(f"the labels merge differently with the end of the prompt {prompt[-40:]!r}")
-    return list(prompts.pop()), {label: whole[n:] for label, (whole, n) in split.items()}
-
-
-@torch.inference_mode()
-def _generate_batch(
-    model: Any, prompts: list[list[int]], tries: list[LabelTrie], pad_id: int, temperature: float, rng: torch.Generator
-) -> list[list[int]]:
-    """Left-padded constrained decoding of one batch; each row's tokens up to where its trie says finished."""
-    device = model.device
-    width = max(map(len, prompts))
-    input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    mask = torch.zeros_like(input_ids)
-    for row, ids in enumerate(prompts):
-        input_ids[row, width - len(ids) :] = torch.tensor(ids)
-        mask[row, width - len(ids) :] = 1
-    input_ids, mask = input_ids.to(device), mask.to(device)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    processor = LabelTrieLogitsProcessor(tries, width)
-    cache = DynamicCache(config=model.config)
-    step_ids = input_ids
-    for _ in range(1 + max(len(key) for trie in tries for key in trie.labels)):  # enough to finish every label
-        out = model(
-            input_ids=step_ids,
-            attention_mask=mask,
-            position_ids=positions,
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        scores = processor(input_ids, out.logits[:, -1, :].float())
-        if temperature > 0:
-            step_ids = torch.multinomial((scores / temperature).softmax(-1), 1, generator=rng)
-        else:
-            step_ids = scores.argmax(-1, keepdim=True)
-        input_ids = torch.cat([input_ids, step_ids], dim=1)
-        generated = input_ids[:, width:].tolist()
-        if all(trie.finished(ids) for trie, ids in zip(tries, generated, strict=True)):
-            break
-        mask = torch.cat([mask, mask.new_ones((len(prompts), 1))], dim=1)
-        positions = positions[:, -1:] + 1
-    # finished rows were fed EOS until the last row finished: cut each at its first finished prefix
-    return [
-        next(ids[:n] for n in range(1, len(ids) + 1) if trie.finished(ids[:n]))
-        for trie, ids in zip(tries, generated, strict=True)
-    ]
-
-
-def generate_labels(
-    model: Any,
-    tokenizer: Any,
-    prompts: Sequence[str],
-    labels: Sequence[str],
-    *,
-    temperature: float = 0.0,
-    seed: int = 0,
-    batch_size: int = 16,
-) -> list[tuple[str, list[int]]]:
-    """Decode " " + one of `labels` after every prompt: (label, generated token ids) per prompt, in order.
-
-    Greedy, or sampled at `temperature` > 0 from a generator seeded with `seed`. Every token that does not
-    continue a label is masked out, so the ids are always exactly one label's tokens (plus EOS where the model
-    ended a label that a longer label extends). Prompts are decoded in length-sorted, left-padded batches.
-    """
-    eos_id = tokenizer.eos_token_id
-    if eos_id is None:
-        raise PolyriseError("constrained generation needs the tokenizer's EOS token")
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
-    tries: dict[tuple[tuple[int, ...], ...], LabelTrie] = {}  # one per distinct tokenisation of the labels
-    encoded: list[tuple[list[int], LabelTrie]] = []
-    for prompt in prompts:
-        ids, sequences = _label_tokens(tokenizer, prompt, labels)
-        key = tuple(tuple(seq) for seq in sequences.values())
-        if key not in tries:
-            tries[key] = LabelTrie(sequences, eos_id)
-        encoded.append((ids, tries[key]))
-    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i][0]))
-    rng = torch.Generator(device=model.device).manual_seed(seed)
-    results: list[tuple[str, list[int]]] = [("", [])] * len(prompts)
-    batch_size = max(batch_size, 1)
-    with Progress(transient=True) as progress:
-        task = progress.add_task("generating labels", total=len(prompts))
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            batch_tries = [encoded[i][1] for i in idx]
-            tokens = _generate_batch(model, [encoded[i][0] for i in idx], batch_tries, pad_id, temperature, rng)
-            for i, trie, ids in zip(idx, batch_tries, tokens, strict=True):
-                results[i] = (trie.label(ids), ids)
-            progress.advance(task, len(idx))
-    return results
-
-
 # ---------------------------------------------------------------------------------------------- evaluation
 
 
 def classify(
-    model: Any,
-    tokenizer: Any,
+    generator: Generator,
     items: Sequence[ClassifyItem],
     labels: Sequence[str] | None = None,
     *,
@@ -316,7 +157,6 @@ def classify(
     constrain: Constrain = "loglik",
     normalize: Normalize = None,
     temperature: float = 0.0,
-    batch_size: int = 16,
 ) -> list[ClassifyPrediction]:
     """Label every item after `k` demonstrations of its language drawn from `demos` (default: `items`).
 
@@ -334,9 +174,9 @@ def classify(
     draw = DemoPool(pool).draw
     prompts = [build_prompt(item, draw(item, k, seed)) for item in items]
     if constrain == "generate":
-        generated = generate_labels(
-            model, tokenizer, prompts, labels, temperature=temperature, seed=seed, batch_size=batch_size
-        )
+        from polyrise.generation.constrained import generate_labels
+
+        generated = generate_labels(generator.engine, prompts, labels, temperature=temperature, seed=seed)
         return [
             ClassifyPrediction(id=item.id, lang=item.lang, pred=pred, label=item.label)
             for item, (pred, _) in zip(items, generated, strict=True)
@@ -354,10 +194,52 @@ def classify(
             label=item.label,
             scores=dict(zip(labels, scored.logliks, strict=True)),
         )
-        for item, scored in zip(items, score_choices(model, tokenizer, questions, batch_size, normalize), strict=True)
+        for item, scored in zip(items, score_choices(generator, questions, normalize), strict=True)
     ]
 
 
 def fewshot_accuracy(predictions: Iterable[ClassifyPrediction]) -> dict[str, dict[str, float | int]]:
     """Per language: `accuracy` (share of predictions equal to the gold label) and `n` items."""
     return choice_accuracy(predictions)  # it reads only `lang` and `correct`
+
+
+# ---------------------------------------------------------------------------------------------- the task
+
+
+class ClassifyTask(TaskSettings):
+    """Few-shot in-context classification accuracy, the answer restricted to the label set."""
+
+    task: Literal["classify"] = "classify"
+    source: str
+    """JSONL of `id`, `lang`, `text`, `label` (may hold `{lang}`)."""
+    few_shot: int = Field(default=0, ge=0)
+    """Demonstrations (of the item's language, never the item) before every item."""
+    labels: list[str] | None = Field(default=None, min_length=2)
+    """The label set (default: the sorted labels in the data); other labels in the data are errors."""
+    constrain: Constrain = "loglik"
+    """Pick the label by log-likelihood, or decode it with every non-label token masked out."""
+    normalize: NormalizeOption = "chars"
+    """loglik: length normalisation of the label log-likelihoods."""
+    demos: str | None = None
+    """JSONL of demonstrations (`{lang}`); default: the other items of the same language."""
+
+
+METRICS = (Metric("accuracy"),)
+
+
+def run(task: ClassifyTask, context: TaskRun) -> Scores:
+    """Classify the task's items; writes the predictions, returns accuracy per language."""
+    items = load_classify_jsonl(task.source, context.langs, task.labels)
+    pool = load_classify_jsonl(task.demos, context.langs, task.labels) if task.demos else items
+    predictions = classify(
+        context.generator,
+        first_per_lang(items, task.limit),
+        label_set([*items, *pool], task.labels),
+        k=task.few_shot,
+        demos=pool,
+        seed=context.seed,
+        constrain=task.constrain,
+        normalize=None if task.normalize == "none" else task.normalize,
+    )
+    write_jsonl(context.rows_path(task), predictions)
+    return fewshot_accuracy(predictions)

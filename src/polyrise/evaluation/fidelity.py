@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from polyrise.evaluation.base import Metric
 from polyrise.langid import matches_language
 from polyrise.records import Response
+
+METRICS = (Metric("off_target", lower_is_better=True),)
+"""Also the metric of the held-out answers' measurement of a run (`heldout` in its scores)."""
 
 
 def off_target_rates(responses: Iterable[Response], min_chars: int = 20) -> dict[str, dict[str, float | int]]:

@@ -1,4 +1,5 @@
-"""X-AlpacaEval-style judged pairwise win rate (as in Language Imbalance Driven Rewarding, arXiv 2410.08964).
+"""The `judge` task: X-AlpacaEval-style judged pairwise win rate (as in Language Imbalance Driven Rewarding,
+arXiv 2410.08964).
 
 A judge model compares the evaluated model's answer (`output`) with another answer (`other`: the GPT-4-turbo
 reference, or a competitor such as the previous iterate) in both orders; an answer not in the
@@ -11,18 +12,19 @@ import json
 import re
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from polyrise.config import SamplingSettings
 from polyrise.errors import PolyriseError
-from polyrise.generation import ChatRequest, Generator
-from polyrise.io import atomic_open
+from polyrise.evaluation.base import Metric, Scores, TaskRun, TaskSettings
+from polyrise.generation import ChatRequest, Generator, answer_prompts
+from polyrise.io import atomic_open, first_per_lang, iter_rows, lang_paths, load_rows, read_jsonl, write_jsonl
 from polyrise.records import Prompt, Response
+from polyrise.settings import JudgeSettings, SamplingSettings
 from polyrise.templates import judge_prompt
 
 Verdict = Literal["A", "B", "tie"]
@@ -200,31 +202,6 @@ def _fields(row: BaseModel | Mapping[str, Any]) -> dict[str, Any]:
     return data
 
 
-def _read_rows(path: Path) -> list[tuple[str, dict[str, Any]]]:
-    """Rows of a JSON array or JSONL file, each with its location (`file:line` or `file: item i`)."""
-    if not path.is_file():
-        raise PolyriseError(f"{path}: no such file")
-    text = path.read_text(encoding="utf-8")
-    rows: list[tuple[str, Any]] = []
-    if text.lstrip().startswith("["):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise PolyriseError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
-        rows = [(f"{path}: item {i}", row) for i, row in enumerate(data)]
-    else:
-        for lineno, line in enumerate(text.splitlines(), start=1):
-            if line.strip():
-                try:
-                    rows.append((f"{path}:{lineno}", json.loads(line)))
-                except json.JSONDecodeError as e:
-                    raise PolyriseError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
-    for where, row in rows:
-        if not isinstance(row, dict):
-            raise PolyriseError(f"{where}: expected a JSON object, got {type(row).__name__}")
-    return rows
-
-
 def _text_field(where: str, row: Mapping[str, Any], key: str) -> str:
     value = row.get(key)
     if not isinstance(value, str) or (key == "instruction" and not value.strip()):
@@ -239,44 +216,33 @@ def _id_field(where: str, row: Mapping[str, Any]) -> str:
     return str(value)
 
 
-def _paths(path_or_template: str | Path, langs: Sequence[str]) -> list[tuple[str | None, Path]]:
-    """(lang, path) per language for a `{lang}` template; one (None, path) for a plain path."""
-    text = str(path_or_template)
-    if "{lang}" in text:
-        return [(lang, Path(text.format(lang=lang))) for lang in langs]
-    return [(None, Path(text))]
+class _Instruction(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    lang: str
+    instruction: str
+
+    @field_validator("instruction")
+    @classmethod
+    def _not_blank(cls, text: str) -> str:
+        if not text.strip():
+            raise ValueError("an instruction must not be blank")
+        return text
+
+
+class _Answer(_Instruction):
+    output: str
 
 
 def load_instructions(path_or_template: str | Path, langs: Sequence[str], limit: int | None = None) -> list[Prompt]:
-    """Instructions from X-AlpacaEval JSON arrays or JSONL files with `id` + `instruction`.
-
-    A `{lang}` in the path is replaced by each language code. A plain path holds one language (the single
-    entry of `langs`) unless its rows carry a `lang` field; rows are then filtered to `langs`. `limit` keeps
-    the first rows of each language. Errors name `file:line` (JSONL) or `file: item i` (JSON array).
+    """Instructions from X-AlpacaEval JSON arrays or JSONL files with `id` + `instruction`, read by
+    `io.load_rows` (a `{lang}` in the path reads one file per language; a plain path holds the one language of
+    `langs` unless its rows carry `lang`). `limit` keeps the first rows of each language; an id repeated within
+    a language is an error. Errors name `file:line` (JSONL) or `file: item i` (JSON array).
     """
-    prompts: list[Prompt] = []
-    for file_lang, path in _paths(path_or_template, langs):
-        seen: dict[str, set[str]] = {}
-        for where, row in _read_rows(path):
-            lang = file_lang or row.get("lang")
-            if lang is None:
-                if len(langs) != 1:
-                    raise PolyriseError(
-                        f"{where}: no 'lang' field, and {path} has no {{lang}} placeholder to tell which of "
-                        f"{list(langs)} it holds"
-                    )
-                lang = langs[0]
-            if lang not in langs:
-                continue
-            ids = seen.setdefault(lang, set())
-            if limit is not None and len(ids) >= limit:
-                continue
-            id_ = _id_field(where, row)
-            if id_ in ids:
-                raise PolyriseError(f"{where}: duplicate id {id_!r} for language {lang!r}")
-            ids.add(id_)
-            prompts.append(Prompt(id=id_, lang=lang, instruction=_text_field(where, row, "instruction")))
-    return prompts
+    rows = load_rows(path_or_template, langs, _Instruction, unique_ids=True)
+    return [Prompt(id=r.id, lang=r.lang, instruction=r.instruction) for r in first_per_lang(rows, limit)]
 
 
 def load_alpaca_eval_outputs(
@@ -284,28 +250,11 @@ def load_alpaca_eval_outputs(
 ) -> list[Response]:
     """Answers from alpaca_eval `model_outputs.json` files (`{lang}` in the path); the first `limit` per language.
 
-    A row without `id` gets its 1-based position in the file (the numbering of the X-AlpacaEval files, whose
-    English GPT-4-turbo file has no ids).
+    In a `{lang}` template's files a row without `id` gets its 1-based position (the numbering of the
+    X-AlpacaEval files, whose English GPT-4-turbo file has no ids).
     """
-    out: list[Response] = []
-    counts: dict[str, int] = {}
-    for file_lang, path in _paths(path_or_template, langs):
-        for number, (where, row) in enumerate(_read_rows(path), start=1):
-            lang = file_lang or row.get("lang") or (langs[0] if len(langs) == 1 else None)
-            if lang is None:
-                raise PolyriseError(f"{where}: no 'lang' field and no {{lang}} placeholder in {path}")
-            if lang not in langs or (limit is not None and counts.get(lang, 0) >= limit):
-                continue
-            counts[lang] = counts.get(lang, 0) + 1
-            out.append(
-                Response(
-                    id=_id_field(where, row) if "id" in row else str(number),
-                    lang=lang,
-                    prompt=_text_field(where, row, "instruction"),
-                    output=_text_field(where, row, "output"),
-                )
-            )
-    return out
+    rows = load_rows(path_or_template, langs, _Answer)
+    return [Response(id=r.id, lang=r.lang, prompt=r.instruction, output=r.output) for r in first_per_lang(rows, limit)]
 
 
 def items_vs_reference(
@@ -326,9 +275,9 @@ def items_vs_reference(
     for row in rows:
         lang = row["lang"]
         if lang not in references:
-            path = Path(reference_path_template.format(lang=lang))
+            [(_, path)] = lang_paths(reference_path_template, [lang])
             by_id, by_instruction = {}, {}
-            for where, ref in _read_rows(path):
+            for where, _, ref in iter_rows(path):
                 _text_field(where, ref, "output")
                 if "id" in ref:
                     by_id[_id_field(where, ref)] = ref
@@ -404,3 +353,56 @@ def write_alpaca_eval_outputs(
             json.dump(records, fh, ensure_ascii=False, indent=2)
             fh.write("\n")
     return list(groups)
+
+
+# ---- the task --------------------------------------------------------------------------------------------
+
+
+class JudgeTask(TaskSettings):
+    """Pairwise win rate of the model's answers, judged in both orders, against reference answers or against an
+    evaluated baseline model's answers (head-to-head)."""
+
+    task: Literal["judge"] = "judge"
+    source: str
+    """Instructions: X-AlpacaEval JSON arrays or JSONL (`id` + `instruction`), `{lang}`."""
+    max_new_tokens: int = Field(default=256, ge=1)
+    reference: str | None = None
+    """Reference outputs in alpaca_eval format (`{lang}`); without it, the model is judged against the baseline
+    (M(t+1) against M(t) in a run)."""
+    judge: JudgeSettings | None = None
+
+    @model_validator(mode="after")
+    def _has_judge(self) -> JudgeTask:
+        if self.judge is None:
+            raise ValueError("task 'judge' needs a judge (judge.model, or judge.engine openai with an openai section)")
+        return self
+
+
+METRICS = (Metric("win_rate"),)
+
+
+def run(task: JudgeTask, context: TaskRun) -> Scores:
+    """Answer the instructions (rows, `model_outputs.json`) and judge them against the reference or the baseline's
+    answers; returns win rates per language, or nothing when there is neither."""
+    prompts = load_instructions(task.source, context.langs, task.limit)
+    params = SamplingSettings(max_new_tokens=task.max_new_tokens)
+    responses = answer_prompts(context.generator, prompts, params, desc="answering instructions")
+    write_jsonl(context.rows_path(task), responses)
+    out_dir, label = context.out_dir, context.label
+    write_alpaca_eval_outputs(out_dir / f"{task.key}_{label}" / "{lang}" / "model_outputs.json", responses, label)
+    baseline = None
+    if context.baseline is not None:
+        baseline_dir, baseline_label = context.baseline
+        baseline = context.rows_path(task, baseline_label, baseline_dir)
+    if task.reference:
+        items = items_vs_reference(responses, task.reference)
+    elif baseline is not None and baseline.is_file():
+        items = items_head_to_head(responses, read_jsonl(baseline, Response))
+    else:
+        return {}
+    if context.judge is None:
+        raise PolyriseError(f"task {task.key!r} needs a judge model")
+    assert task.judge is not None
+    verdicts = judge(context.judge, items, SamplingSettings(max_new_tokens=task.judge.max_new_tokens))
+    write_jsonl(out_dir / f"{task.key}_{label}_judgements.jsonl", [asdict(v) for v in verdicts])
+    return win_rates(verdicts, seed=context.seed)

@@ -1,4 +1,4 @@
-"""Math word problems (MGSM and friends): loaders, prompts, answer extraction, scoring, evaluation.
+"""The `mgsm` task: math word problems (MGSM and friends): loaders, prompts, answer extraction, scoring.
 
 `extract_answer` takes the first number after the last answer phrase ("The answer is", "Die Antwort
 lautet", "答案是", `\\boxed{`, `####`, ...) or else the last number of the text, after mapping native
@@ -17,17 +17,19 @@ from decimal import Decimal
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from polyrise.config import SamplingSettings
 from polyrise.errors import PolyriseError
+from polyrise.evaluation import fidelity
+from polyrise.evaluation.base import Metric, Scores, TaskRun, TaskSettings
 from polyrise.evaluation.fidelity import off_target_rates
 from polyrise.generation import ChatRequest, Generator
-from polyrise.io import iter_jsonl
+from polyrise.io import iter_jsonl, lang_paths, read_jsonl, write_jsonl
 from polyrise.languages import LANGUAGES
 from polyrise.records import Record, Response
+from polyrise.settings import SamplingSettings
 from polyrise.templates import math_demo_answer, math_prompt
 
 HF_PREFIX = "hf:"
@@ -249,6 +251,21 @@ class MathPrediction(Record):
     pred: str | None = None
 
 
+class _SavedOutput(BaseModel):
+    """A row of a saved predictions file: what `score_math` needs; other fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True)
+    id: str
+    lang: str
+    output: str
+    gold: str
+
+
+def read_predictions(path: str | Path) -> list[MathPrediction]:
+    """Saved outputs to re-score (`polyrise score mgsm`): JSONL rows with id, lang, output and gold."""
+    return [MathPrediction(**row.model_dump()) for row in read_jsonl(path, _SavedOutput)]
+
+
 # ---------------------------------------------------------------------------------------------------
 # Loaders
 # ---------------------------------------------------------------------------------------------------
@@ -455,8 +472,8 @@ def load_math(
                 answer_column=answer_column or "answer",
             )
     else:
-        for lang in langs:
-            path = Path(source.format(lang=lang) if per_lang else source)
+        for file_lang, path in lang_paths(source, langs):
+            lang = file_lang or langs[0]
             if path.suffix == ".tsv":
                 problems += load_mgsm_tsv(path, lang)
             elif path.suffix == ".jsonl":
@@ -568,3 +585,31 @@ def evaluate_math(
         for p, out in zip(problems, outputs, strict=True)
     ]
     return predictions, score_math(predictions, min_chars)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The task
+# ---------------------------------------------------------------------------------------------------
+
+
+class MathTask(TaskSettings):
+    """Accuracy on math word problems, with the off-target rate of the worked answers."""
+
+    task: Literal["mgsm"] = "mgsm"
+    source: str = GSM_SYMBOLIC
+    """A JSONL/TSV path (may hold `{lang}`), `hf:<name>`, or `gsm-symbolic` (the offline package)."""
+    max_new_tokens: int = Field(default=256, ge=1)
+    few_shot: int = Field(default=0, ge=0)
+    """Worked examples (other problems of the language) before each problem."""
+
+
+METRICS = (Metric("accuracy"), *fidelity.METRICS)
+
+
+def run(task: MathTask, context: TaskRun) -> Scores:
+    """Answer the task's problems; writes the predictions, returns accuracy and off-target rate per language."""
+    problems = load_math(task.source, context.langs, limit=task.limit)
+    params = SamplingSettings(max_new_tokens=task.max_new_tokens)
+    predictions, scores = evaluate_math(context.generator, problems, params, task.few_shot)
+    write_jsonl(context.rows_path(task), predictions)
+    return scores

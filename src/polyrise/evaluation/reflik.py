@@ -9,15 +9,17 @@ iterates of one model, not different model families; the gap to English is shown
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Literal
+
+from pydantic import Field
 
 from polyrise.errors import PolyriseError
-from polyrise.evaluation.choice import score_continuations
-from polyrise.generation import ChatRequest
-from polyrise.generation.cache import GenerationCache
+from polyrise.evaluation.base import Metric, Scores, TaskRun, TaskSettings
+from polyrise.evaluation.judge import load_alpaca_eval_outputs
+from polyrise.generation import ChatRequest, Generator
+from polyrise.io import write_jsonl
 from polyrise.records import Record, Response
 
 
@@ -30,47 +32,19 @@ class ReferenceNLL(Record):
     tokens: int
 
 
-def reference_nll(
-    engine: Any,
-    references: Sequence[Response],
-    max_answer_tokens: int,
-    cache: GenerationCache | None = None,
-) -> list[ReferenceNLL]:
-    """Score every reference answer (`output`) given its instruction (`prompt`) under a local engine's model.
-
-    The prompt is the engine's rendered chat (as in generation); the answer's first `max_answer_tokens`
-    tokens are scored. Results are cached by (model fingerprint, prompt, answer, truncation), so a rerun
-    or a killed evaluation only scores what is missing.
-    """
-    if not hasattr(engine, "model"):
-        raise PolyriseError("reference likelihood needs the model's log-probabilities: use a local (hf) engine")
-    tokenizer = engine.tokenizer
-    keys, seqs = [], []
+def reference_nll(generator: Generator, references: Sequence[Response], max_answer_tokens: int) -> list[ReferenceNLL]:
+    """Score every reference answer (`output`) given its instruction (`prompt`) through the engine's
+    `loglikelihood`: the prompt is the engine's rendered chat (as in generation), the answer's first
+    `max_answer_tokens` tokens are scored. Cached (model fingerprint, prompt, answer, truncation), so a rerun or a
+    killed evaluation only scores what is missing."""
     for ref in references:
-        context = engine.render(ChatRequest.user(ref.prompt))
-        answer_ids = tokenizer(ref.output, add_special_tokens=False)["input_ids"][:max_answer_tokens]
-        if not answer_ids:
+        if not ref.output.strip():
             raise PolyriseError(f"reference answer {ref.id!r} ({ref.lang}) is empty")
-        context_ids = tokenizer(context, add_special_tokens=False)["input_ids"]
-        seqs.append(([*context_ids, *answer_ids], len(context_ids)))
-        keys.append(
-            GenerationCache.key(engine.fingerprint, context, {"reflik": ref.output, "max_tokens": max_answer_tokens})
-        )
-    found = {k: json.loads(v) for k, v in cache.get_many(keys).items()} if cache is not None else {}
-    todo = [i for i, k in enumerate(keys) if k not in found]
-    chunk = 256  # committed per chunk: a kill loses at most one chunk
-    for start in range(0, len(todo), chunk):
-        part = todo[start : start + chunk]
-        scored = score_continuations(
-            engine.model, tokenizer, [seqs[i] for i in part], engine.batch_size, "scoring reference answers"
-        )
-        new = {keys[i]: [-logprob, n] for i, (logprob, n) in zip(part, scored, strict=True)}
-        if cache is not None:
-            cache.put_many({k: json.dumps(v) for k, v in new.items()})
-        found.update(new)
+    requests = [(generator.engine.render(ChatRequest.user(ref.prompt)), ref.output) for ref in references]
+    scored = generator.loglikelihood(requests, max_answer_tokens, desc="scoring reference answers")
     return [
-        ReferenceNLL(id=ref.id, lang=ref.lang, nll=found[k][0], tokens=found[k][1])
-        for ref, k in zip(references, keys, strict=True)
+        ReferenceNLL(id=ref.id, lang=ref.lang, nll=-s.logprob, tokens=s.tokens)
+        for ref, s in zip(references, scored, strict=True)
     ]
 
 
@@ -86,3 +60,25 @@ def reflik_scores(rows: Iterable[ReferenceNLL]) -> dict[str, dict[str, float | i
         lang: {"nll": nll / tokens, "ppl": math.exp(nll / tokens), "n": int(n), "tokens": int(tokens)}
         for lang, (nll, tokens, n) in totals.items()
     }
+
+
+class ReflikTask(TaskSettings):
+    """Reference likelihood: the mean NLL per token of reference answers given their instructions."""
+
+    task: Literal["reflik"] = "reflik"
+    source: str
+    """Reference answers in alpaca_eval format (`instruction` + `output`, `{lang}`), e.g. the GPT-4-turbo
+    X-AlpacaEval answers."""
+    max_new_tokens: int = Field(default=256, ge=1)
+    """The number of each reference answer's first tokens that are scored."""
+
+
+METRICS = (Metric("nll", lower_is_better=True), Metric("ppl", lower_is_better=True, headline=False))
+
+
+def run(task: ReflikTask, context: TaskRun) -> Scores:
+    """Score the task's reference answers; writes the per-answer NLLs, returns `reflik_scores`."""
+    references = load_alpaca_eval_outputs(task.source, context.langs, task.limit)
+    rows = reference_nll(context.generator, references, task.max_new_tokens)
+    write_jsonl(context.rows_path(task), rows)
+    return reflik_scores(rows)

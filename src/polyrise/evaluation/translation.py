@@ -1,4 +1,4 @@
-"""Translation quality with sacrebleu: chrF++ and BLEU, and the model's own self-translation scored on parallel data.
+"""The `translation` task: the model's own self-translation on parallel data, scored with sacrebleu (chrF++, BLEU).
 
 BLEU tokenisation follows the target language, using only what sacrebleu runs offline without extras:
 `zh` → sacrebleu's "zh"; `ja` → "ja-mecab" and `ko` → "ko-mecab" when `sacrebleu[ja]` / `sacrebleu[ko]`
@@ -10,16 +10,21 @@ chrF++ (`CHRF(word_order=2)`) needs no tokenizer and is the headline metric.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import Literal
 
-from polyrise.config import SamplingSettings
+from pydantic import BaseModel, ConfigDict, Field
+
 from polyrise.errors import PolyriseError
+from polyrise.evaluation.base import Metric, Scores, TaskRun, TaskSettings
 from polyrise.generation import Generator
-from polyrise.io import iter_jsonl, read_json_array
+from polyrise.io import load_rows, write_jsonl
+from polyrise.records import Record
 from polyrise.self_translation import TranslationJob, translate
+from polyrise.settings import SamplingSettings
 
 _PREFERRED_TOKENIZE = {"zh": "zh", "ja": "ja-mecab", "ko": "ko-mecab", "th": "char"}
 
@@ -65,6 +70,33 @@ def corpus_scores(
     }
 
 
+class TranslationTask(TaskSettings):
+    """chrF++ and BLEU of the model's self-translation from the source language (`en` when evaluated, else the
+    first language) into every other language and back."""
+
+    task: Literal["translation"] = "translation"
+    source: str
+    """Aligned files with `{lang}` (JSONL or JSON arrays of `id` + `instruction`), joined on `id`."""
+    max_new_tokens: int = Field(default=256, ge=1)
+
+
+METRICS = (Metric("chrf++"), Metric("bleu"))
+
+
+class TranslationRow(Record):
+    """One sentence's self-translation `src_lang` → `lang`: the model's `hypothesis` ("" when no translation
+    could be extracted: `failed`) against the aligned `reference`, with its sentence chrF++."""
+
+    id: str
+    src_lang: str
+    lang: str
+    source: str
+    hypothesis: str
+    reference: str
+    chrf: float
+    failed: bool
+
+
 @dataclass(frozen=True)
 class ParallelRow:
     """One text in several languages, joined on `id`."""
@@ -73,37 +105,19 @@ class ParallelRow:
     texts: dict[str, str] = field(hash=False)
 
 
-def _json_items(path: Path) -> list[tuple[str, dict]]:
-    """(`file: item N`, object) of a JSON array file (the X-AlpacaEval shape, whose ids are integers → text)."""
-    items = read_json_array(path)
-    if not all(isinstance(item, dict) for item in items):
-        raise PolyriseError(f"{path}: expected a JSON array of objects")
-    for item in items:
-        if isinstance(item.get("id"), int):
-            item["id"] = str(item["id"])
-    return [(f"{path}: item {i}", item) for i, item in enumerate(items)]
+class _Text(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    lang: str
+    instruction: str
 
 
-def _read_texts(path: Path, column: str) -> dict[str, str]:
-    rows = _json_items(path) if path.suffix == ".json" else [(f"{path}:{n}", row) for n, row in iter_jsonl(path)]
-    texts: dict[str, str] = {}
-    for where, row in rows:
-        for key in ("id", column):
-            if not isinstance(row.get(key), str):
-                raise PolyriseError(f"{where}: {key}: a string is required")
-        if row["id"] in texts:
-            raise PolyriseError(f"{where}: duplicate id {row['id']!r}")
-        texts[row["id"]] = row[column]
-    return texts
-
-
-def load_parallel(
-    path_template: str | Path, langs: Sequence[str], limit: int | None = None, column: str = "instruction"
-) -> list[ParallelRow]:
+def load_parallel(path_template: str | Path, langs: Sequence[str], limit: int | None = None) -> list[ParallelRow]:
     """Rows whose `id` occurs in every language's file (`{lang}` in the path), in the first language's order.
 
-    Files are JSONL with `id` and `column` (default `instruction`: the shape of alpagasus-1k/<lang>.jsonl), or
-    JSON arrays of such objects (x-alpacaeval/<lang>.json).
+    Files are JSONL with `id` and `instruction` (the shape of alpagasus-1k/<lang>.jsonl), or JSON arrays of such
+    objects (x-alpacaeval/<lang>.json); an id repeated within a file is an error.
     `limit` keeps the first rows after the join.
     """
     template = str(path_template)
@@ -111,7 +125,9 @@ def load_parallel(
         raise PolyriseError(f"{template}: the path template needs a {{lang}} placeholder")
     if not langs:
         raise PolyriseError("no languages given")
-    per_lang = {lang: _read_texts(Path(template.format(lang=lang)), column) for lang in dict.fromkeys(langs)}
+    per_lang: dict[str, dict[str, str]] = {lang: {} for lang in langs}
+    for row in load_rows(template, langs, _Text, unique_ids=True):
+        per_lang[row.lang][row.id] = row.instruction
     first, *rest = per_lang.values()
     rows = [
         ParallelRow(pid, {lang: texts[pid] for lang, texts in per_lang.items()})
@@ -127,26 +143,62 @@ def self_translation_quality(
     source_lang: str,
     langs: Sequence[str],
     params: SamplingSettings,
-) -> dict[str, dict[str, float | int | str]]:
+) -> tuple[list[TranslationRow], dict[str, dict[str, float | int | str]]]:
     """Self-translate every row `source_lang`→L and L→`source_lang` for each L in `langs`; score each direction.
 
-    Keys are directions such as "en-de"; values are `corpus_scores` against the aligned references plus
-    `failed`: translations that could not be extracted, scored as empty hypotheses.
+    Returns one `TranslationRow` per sentence and direction, and the scores: keys are directions such as
+    "en-de", values `corpus_scores` against the aligned references plus `failed`, the translations that could
+    not be extracted (scored as empty hypotheses).
     """
+    from sacrebleu.metrics import CHRF
+
     targets = [lang for lang in dict.fromkeys(langs) if lang != source_lang]
     for row in parallel:
         missing = [lang for lang in (source_lang, *targets) if lang not in row.texts]
         if missing:
             raise PolyriseError(f"parallel row {row.id!r} has no text in {', '.join(missing)}")
     directions = [(source_lang, lang) for lang in targets] + [(lang, source_lang) for lang in targets]
-    jobs = [TranslationJob(row.id, "prompt", src, tgt, row.texts[src]) for src, tgt in directions for row in parallel]
+    pairs = [(src, tgt, row) for src, tgt in directions for row in parallel]
+    jobs = [TranslationJob(row.id, "prompt", src, tgt, row.texts[src]) for src, tgt, row in pairs]
     translations = translate(generator, jobs, params, desc="translating parallel data")
+    chrf = CHRF(word_order=2)
+    rows = []
+    for (src, tgt, row), t in zip(pairs, translations, strict=True):
+        hypothesis = t.output if t.output is not None else ""
+        rows.append(
+            TranslationRow(
+                id=row.id,
+                src_lang=src,
+                lang=tgt,
+                source=row.texts[src],
+                hypothesis=hypothesis,
+                reference=row.texts[tgt],
+                chrf=chrf.sentence_score(hypothesis, [row.texts[tgt]]).score,
+                failed=t.output is None,
+            )
+        )
+    return rows, translation_scores(rows)
+
+
+def translation_scores(rows: Iterable[TranslationRow]) -> dict[str, dict[str, float | int | str]]:
+    """Per direction (`src-tgt`, in the rows' order): corpus chrF++ and BLEU of its rows, and `failed`."""
+    by_direction: dict[str, list[TranslationRow]] = {}
+    for row in rows:
+        by_direction.setdefault(f"{row.src_lang}-{row.lang}", []).append(row)
     results: dict[str, dict[str, float | int | str]] = {}
-    for d, (src, tgt) in enumerate(directions):
-        part = translations[d * len(parallel) : (d + 1) * len(parallel)]
-        hyps = [t.output if t.output is not None else "" for t in part]
-        refs = [row.texts[tgt] for row in parallel]
-        scores = corpus_scores(hyps, refs, lang=tgt)
-        scores["failed"] = sum(t.output is None for t in part)
-        results[f"{src}-{tgt}"] = scores
+    for direction, part in by_direction.items():
+        scores = corpus_scores([r.hypothesis for r in part], [r.reference for r in part], lang=part[0].lang)
+        scores["failed"] = sum(r.failed for r in part)
+        results[direction] = scores
     return results
+
+
+def run(task: TranslationTask, context: TaskRun) -> Scores:
+    """Self-translate the task's parallel data both ways; writes the per-sentence rows, returns the scores."""
+    langs = context.langs
+    source_lang = "en" if "en" in langs else langs[0]
+    parallel = load_parallel(task.source, langs, task.limit)
+    params = SamplingSettings(max_new_tokens=task.max_new_tokens)
+    rows, scores = self_translation_quality(context.generator, parallel, source_lang, langs, params)
+    write_jsonl(context.rows_path(task), rows)
+    return scores

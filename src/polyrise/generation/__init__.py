@@ -8,10 +8,10 @@ from typing import Any, Protocol
 
 from rich.progress import Progress
 
-from polyrise.config import EngineSettings, ModelSettings, SamplingSettings
 from polyrise.errors import PolyriseError
 from polyrise.generation.cache import GenerationCache
 from polyrise.records import Prompt, Response
+from polyrise.settings import EngineSettings, ModelSettings, SamplingSettings
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,18 @@ def render_chat(tokenizer: Any, request: ChatRequest) -> str:
     return text + request.prefix
 
 
+@dataclass(frozen=True)
+class LogLikelihood:
+    """How likely a continuation is after its context: the summed log-prob and each token's."""
+
+    logprob: float
+    token_logprobs: tuple[float, ...]
+
+    @property
+    def tokens(self) -> int:
+        return len(self.token_logprobs)
+
+
 class Engine(Protocol):
     """What every engine (HF, vLLM, OpenAI-compatible) provides."""
 
@@ -45,6 +57,11 @@ class Engine(Protocol):
 
     def complete(self, requests: Sequence[ChatRequest], params: SamplingSettings) -> list[str]:
         """Continuations after each request's prefix, in request order."""
+        ...
+
+    def loglikelihood(self, requests: Sequence[tuple[str, str]], max_tokens: int | None = None) -> list[LogLikelihood]:
+        """Log-probs of each (context, continuation) text's continuation tokens (the first `max_tokens` of them
+        when given), in request order. The context is exact text: render a chat with `render` first."""
         ...
 
 
@@ -77,7 +94,7 @@ class Generator:
 
     engine: Engine
     cache: GenerationCache
-    stats: dict[str, int] = field(default_factory=lambda: {"cached": 0, "generated": 0})
+    stats: dict[str, int] = field(default_factory=lambda: {"cached": 0, "generated": 0, "scored": 0})
 
     def generate(
         self, requests: Sequence[ChatRequest], params: SamplingSettings, desc: str = "generating"
@@ -97,6 +114,31 @@ class Generator:
                 self.cache.put_many(new)  # committed per chunk: a kill loses at most one chunk
                 found.update(new)
                 self.stats["generated"] += len(part)
+                progress.advance(task, len(part))
+        return [found[k] for k in keys]
+
+    def loglikelihood(
+        self, requests: Sequence[tuple[str, str]], max_tokens: int | None = None, desc: str = "scoring"
+    ) -> list[LogLikelihood]:
+        """The engine's log-likelihoods through the cache (keyed by fingerprint, context, continuation and
+        truncation), committed per chunk like generations."""
+        keys = [
+            self.cache.key(self.engine.fingerprint, context, {"loglik": continuation, "max_tokens": max_tokens})
+            for context, continuation in requests
+        ]
+        found = {k: LogLikelihood(v[0], tuple(v[1])) for k, v in self.cache.get_json(keys).items()}
+        todo = list({k: i for i, k in enumerate(keys) if k not in found}.values())
+        self.stats["cached"] += len(requests) - len(todo)
+        chunk = max(self.engine.batch_size * 4, 1)
+        with Progress(transient=True) as progress:
+            task = progress.add_task(desc, total=len(requests), completed=len(requests) - len(todo))
+            for start in range(0, len(todo), chunk):
+                part = todo[start : start + chunk]
+                scored = self.engine.loglikelihood([requests[i] for i in part], max_tokens)
+                new = {keys[i]: s for i, s in zip(part, scored, strict=True)}
+                self.cache.put_json({k: [s.logprob, list(s.token_logprobs)] for k, s in new.items()})
+                found.update(new)
+                self.stats["scored"] += len(part)
                 progress.advance(task, len(part))
         return [found[k] for k in keys]
 

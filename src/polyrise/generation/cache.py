@@ -1,6 +1,6 @@
 """Persistent generation cache: SQLite in WAL mode, keyed by (model fingerprint, rendered prompt, sampling).
 
-Also holds reference-answer log-likelihoods (`evaluation/reflik.py`), keyed by the answer instead of sampling.
+Also holds log-likelihoods (`Generator.loglikelihood`), keyed by the continuation instead of sampling.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from polyrise.config import SamplingSettings
 from polyrise.errors import PolyriseError
+from polyrise.settings import SamplingSettings
 
 
 class GenerationCache:
@@ -48,6 +48,13 @@ class GenerationCache:
     def put_many(self, items: Mapping[str, str]) -> None:
         with self._db:
             self._db.executemany("INSERT OR REPLACE INTO outputs VALUES (?, ?)", items.items())
+
+    def get_json(self, keys: Iterable[str]) -> dict[str, Any]:
+        """`get_many` of values stored by `put_json`."""
+        return {k: json.loads(v) for k, v in self.get_many(keys).items()}
+
+    def put_json(self, items: Mapping[str, Any]) -> None:
+        self.put_many({k: json.dumps(v) for k, v in items.items()})
 
     def __len__(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM outputs").fetchone()[0]

@@ -15,7 +15,9 @@ from transformers.generation.logits_process import (
 )
 
 from polyrise.config import ModelSettings, SamplingSettings
-from polyrise.generation import ChatRequest, render_chat
+from polyrise.errors import PolyriseError
+from polyrise.generation import ChatRequest, LogLikelihood, render_chat
+from polyrise.generation.batching import left_pad
 from polyrise.models import ResolvedModel, load_model, load_tokenizer
 
 
@@ -32,6 +34,32 @@ def _common_prefix_length(prompts: list[list[int]]) -> int:
     while n < shortest - 1 and all(p[n] == prompts[0][n] for p in prompts):
         n += 1
     return n
+
+
+def encode_pair(tokenizer: Any, context: str, continuation: str) -> tuple[list[int], int]:
+    """(token ids of `context + continuation`, number of them that belong to the context), as lm-eval splits them.
+
+    Trailing spaces and tabs of the context move to the continuation (" blue" after "The sky is "); a trailing
+    newline stays (a chat prompt ends with one after the assistant header). The full string is tokenised once
+    and the continuation is whatever follows the context's own token count, so a merge across the boundary is
+    scored as part of the continuation. An empty context is replaced by a BOS (else EOS) token to condition on.
+    """
+    stripped = context.rstrip(" \t")
+    moved = context[len(stripped) :] + continuation
+    whole = _encode(tokenizer, stripped + moved)
+    n_context = len(_encode(tokenizer, stripped)) if stripped else 0
+    if n_context == 0:
+        prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        if prefix is None:
+            raise PolyriseError("an empty context needs a BOS or EOS token to condition on; the tokenizer has none")
+        whole, n_context = [prefix, *whole], 1
+    n_context = min(n_context, len(whole) - 1)  # at least one scored token
+    return whole, n_context
+
+
+def _encode(tokenizer: Any, text: str) -> list[int]:
+    """Token ids with the tokenizer's own special-token defaults (a BOS where the model expects one)."""
+    return list(tokenizer(text)["input_ids"])
 
 
 class HFEngine:
@@ -56,6 +84,8 @@ class HFEngine:
 
         eos = self.model.generation_config.eos_token_id
         self.eos_ids = {*(eos if isinstance(eos, list) else [eos]), self.tokenizer.eos_token_id} - {None}
+        pad = self.tokenizer.pad_token_id
+        self.pad_id = pad if pad is not None else (self.tokenizer.eos_token_id or 0)  # masked out anyway
 
     def render(self, request: ChatRequest) -> str:
         return render_chat(self.tokenizer, request)
@@ -70,6 +100,37 @@ class HFEngine:
             for i, toks in zip(idx, tokens, strict=True):
                 outputs[i] = truncate_at_stop(self.tokenizer.decode(toks, skip_special_tokens=True), params.stop)
         return outputs
+
+    def loglikelihood(self, requests: Sequence[tuple[str, str]], max_tokens: int | None = None) -> list[LogLikelihood]:
+        """Continuation log-probs of (context, continuation) texts, split into tokens as `encode_pair` does, in
+        length-sorted left-padded batches; only the first `max_tokens` continuation tokens when given."""
+        encoded = [encode_pair(self.tokenizer, context, continuation) for context, continuation in requests]
+        if max_tokens is not None:
+            encoded = [(ids[: n + max_tokens], n) for ids, n in encoded]
+        order = sorted(range(len(encoded)), key=lambda k: -len(encoded[k][0]))
+        results: list[LogLikelihood] = [LogLikelihood(0.0, ())] * len(encoded)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            for k, scored in zip(idx, self._score_batch([encoded[k] for k in idx]), strict=True):
+                results[k] = scored
+        return results
+
+    @torch.inference_mode()
+    def _score_batch(self, seqs: list[tuple[list[int], int]]) -> list[LogLikelihood]:
+        """Continuation log-probs of each (ids, n_context) row in one forward pass; logits only where scored."""
+        input_ids, mask, positions = left_pad([ids for ids, _ in seqs], self.pad_id, device=self.model.device)
+        # left padding puts every continuation at the end: only the last `n_keep` positions' logits are needed
+        n_keep = max(len(ids) - n_ctx for ids, n_ctx in seqs) + 1
+        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, logits_to_keep=n_keep)
+        logprobs = torch.log_softmax(out.logits[:, -n_keep:, :].float(), dim=-1)
+        # logits at position p predict the token at p + 1; in the kept window that is offset by one
+        targets = input_ids[:, input_ids.shape[1] - n_keep + 1 :]
+        token_lp = logprobs[:, :-1, :].gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        results = []
+        for row, (ids, n_ctx) in enumerate(seqs):
+            scored = token_lp[row, token_lp.shape[1] - (len(ids) - n_ctx) :]
+            results.append(LogLikelihood(scored.sum().item(), tuple(scored.tolist())))
+        return results
 
     def _processors(self, params: SamplingSettings) -> LogitsProcessorList:
         processors = LogitsProcessorList()
@@ -102,15 +163,7 @@ class HFEngine:
             )
             cache.batch_repeat_interleave(len(prompts))
         suffixes = [ids[shared:] for ids in prompts]
-        width = max(map(len, suffixes))
-        input_ids = torch.full((len(prompts), width), self.tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(prompts), shared + width), dtype=torch.long)
-        mask[:, :shared] = 1
-        for row, ids in enumerate(suffixes):
-            input_ids[row, width - len(ids) :] = torch.tensor(ids)
-            mask[row, shared + width - len(ids) :] = 1
-        input_ids, mask = input_ids.to(device), mask.to(device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
+        input_ids, mask, positions = left_pad(suffixes, self.pad_id, prefix=shared, device=device)
         processors = self._processors(params)
         rng = torch.Generator(device=device).manual_seed(params.seed)
         stop_window = max((len(s) for s in params.stop), default=0) + 1  # tokens: each is ≥ 1 character

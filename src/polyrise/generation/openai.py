@@ -24,7 +24,7 @@ import openai
 
 from polyrise.config import OpenAISettings, SamplingSettings
 from polyrise.errors import PolyriseError
-from polyrise.generation import ChatRequest
+from polyrise.generation import ChatRequest, LogLikelihood
 
 NO_KEY = "EMPTY"
 """Sent when no key is configured (vLLM's convention for servers started without `--api-key`)."""
@@ -34,6 +34,16 @@ def _truncate_at_stop(text: str, stop: Sequence[str]) -> str:
     """Cut at the earliest stop string (servers already do; this guards against ones that don't)."""
     cut = min((i for s in stop if (i := text.find(s)) >= 0), default=len(text))
     return text[:cut]
+
+
+def _is_rendered_chat(text: str) -> bool:
+    """Whether `text` is an `OpenAIEngine.render` (a chat as JSON), not text a model reads."""
+    if not text.startswith('{"messages"'):
+        return False
+    try:
+        return isinstance(json.loads(text), dict)
+    except ValueError:
+        return False
 
 
 class OpenAIEngine:
@@ -59,7 +69,7 @@ class OpenAIEngine:
         )
 
     def render(self, request: ChatRequest) -> str:
-        """Canonical JSON of (model, messages, prefix): the cache key's prompt part."""
+        """Canonical JSON of (model, messages, prefix): the cache key's prompt part (not text the model reads)."""
         return json.dumps(
             {"model": self.model, "messages": list(request.messages), "prefix": request.prefix},
             sort_keys=True,
@@ -103,11 +113,64 @@ class OpenAIEngine:
                 raise
         return [_truncate_at_stop(text, params.stop) for text in outputs]
 
-    def _create(self, arguments: dict[str, Any]) -> str:
-        """One chat completion; SDK errors become one PolyriseError naming the URL and the model."""
-        where = f"{self.url} (model {self.model!r})"
+    def loglikelihood(self, requests: Sequence[tuple[str, str]], max_tokens: int | None = None) -> list[LogLikelihood]:
+        """Continuation log-probs from the completions endpoint's prompt log-probs (`echo` + `logprobs`, as vLLM's
+        server offers): the tokens whose text starts at or after the context's end. A server that does not
+        return them is one error naming it; a chat context (from `render`) cannot be scored as text."""
+        if any(_is_rendered_chat(context) for context, _ in requests):
+            raise PolyriseError(
+                f"{self.base_url}: the openai engine cannot score a continuation of a chat (the server's chat "
+                "template is not exposed as text); use a local engine (hf or vllm) for this task"
+            )
+        if not requests:
+            return []
+        with ThreadPoolExecutor(max_workers=min(self.batch_size, len(requests))) as pool:
+            futures = [pool.submit(self._score, context, cont, max_tokens) for context, cont in requests]
+            try:
+                return [f.result() for f in futures]
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+
+    def _score(self, context: str, continuation: str, max_tokens: int | None) -> LogLikelihood:
+        arguments = {
+            "model": self.model,
+            "prompt": context + continuation,
+            "max_tokens": 1,
+            "temperature": 0.0,
+            "echo": True,
+            "logprobs": 0,
+        }
         try:
-            completion = self.client.chat.completions.create(**arguments)
+            completion = self._create(arguments, self.client.completions.create, f"{self.base_url}/completions")
+        except PolyriseError as e:
+            raise PolyriseError(
+                f"scoring log-likelihoods through the openai engine needs the completions endpoint with prompt "
+                f"log-probs (echo + logprobs, as vLLM's server offers): {e}"
+            ) from None
+        logprobs = completion.choices[0].logprobs
+        offsets = getattr(logprobs, "text_offset", None) if logprobs else None
+        values = getattr(logprobs, "token_logprobs", None) if logprobs else None
+        if not offsets or not values:
+            raise PolyriseError(
+                f"{self.base_url}/completions (model {self.model!r}): the server returned no prompt log-probs "
+                "(echo + logprobs); this task needs a server that offers them, such as vLLM's, or a local engine"
+            )
+        end = len(context + continuation)
+        scored = [lp for off, lp in zip(offsets, values, strict=False) if len(context) <= off < end]
+        if any(lp is None for lp in scored) or not scored:
+            raise PolyriseError(f"{self.base_url}/completions: no log-probs for the continuation {continuation!r}")
+        scored = scored[:max_tokens] if max_tokens is not None else scored
+        return LogLikelihood(sum(scored), tuple(scored))
+
+    def _create(self, arguments: dict[str, Any], create: Any = None, url: str | None = None) -> Any:
+        """One request (default: a chat completion, returning its text); SDK errors become one PolyriseError
+        naming the URL and the model."""
+        where = f"{url or self.url} (model {self.model!r})"
+        chat = create is None
+        try:
+            completion = (create or self.client.chat.completions.create)(**arguments)
         except openai.AuthenticationError as e:
             key = f"the key in ${self.settings.api_key_env}" if self.settings.api_key_env else "no key configured"
             raise PolyriseError(f"{where}: HTTP 401, the server refused the API key ({key}): {e.message}") from None
@@ -138,4 +201,4 @@ class OpenAIEngine:
             raise PolyriseError(f"{where}: the response is not valid JSON ({e})") from None
         if not completion.choices:
             raise PolyriseError(f"{where}: unexpected response, no choices: {completion.model_dump_json()[:300]}")
-        return completion.choices[0].message.content or ""
+        return (completion.choices[0].message.content or "") if chat else completion

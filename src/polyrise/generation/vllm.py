@@ -16,7 +16,8 @@ import torch
 
 from polyrise.config import ModelSettings, SamplingSettings, VLLMSettings
 from polyrise.errors import PolyriseError
-from polyrise.generation import ChatRequest, render_chat
+from polyrise.generation import ChatRequest, LogLikelihood, render_chat
+from polyrise.generation.hf import encode_pair
 from polyrise.models import ResolvedModel, default_device, load_tokenizer, torch_dtype
 
 CPU_MEMORY_SHARE = 0.25
@@ -93,3 +94,20 @@ class VLLMEngine:
         ]
         outputs = self.llm.generate(prompts, sampling, lora_request=self.lora, use_tqdm=False)
         return [out.outputs[0].text for out in outputs]
+
+    def loglikelihood(self, requests: Sequence[tuple[str, str]], max_tokens: int | None = None) -> list[LogLikelihood]:
+        """Continuation log-probs from vLLM's prompt log-probs, the tokens split as the HF engine splits them."""
+        from vllm import SamplingParams
+
+        encoded = [encode_pair(self.tokenizer, context, continuation) for context, continuation in requests]
+        if max_tokens is not None:
+            encoded = [(ids[: n + max_tokens], n) for ids, n in encoded]
+        sampling = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0)
+        prompts = [{"prompt_token_ids": ids} for ids, _ in encoded]
+        outputs = self.llm.generate(prompts, sampling, lora_request=self.lora, use_tqdm=False)
+        results = []
+        for (ids, n_context), out in zip(encoded, outputs, strict=True):
+            # prompt_logprobs[i] maps token ids to log-probs at position i (None for the first token)
+            scored = [out.prompt_logprobs[i][ids[i]].logprob for i in range(n_context, len(ids))]
+            results.append(LogLikelihood(sum(scored), tuple(scored)))
+        return results

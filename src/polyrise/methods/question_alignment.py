@@ -89,7 +89,14 @@ class QuestionAlignment:
                     )
 
     def prepare(self) -> None:
-        pass  # the questions are read by their stage
+        """Load the questions once, so that a bad source fails before the run writes anything (their stage reads
+        them again: it may run in its own process)."""
+        from polyrise.sources import load_prompts
+
+        cfg = self.run.config
+        assert cfg.alignment is not None
+        langs = self._needed() if self._aligned_files else [cfg.source_lang]
+        load_prompts(cfg.alignment.questions, langs, cfg.source_lang)
 
     def files(self, t: int) -> dict[str, Path]:
         root = self.run.iter_dir(t)

@@ -1,0 +1,104 @@
+"""Settings classes shared by the run config and the modules below it (engines, evaluation tasks).
+
+`polyrise.config` composes them into the run config and re-exports them; modules that `polyrise.config` itself
+imports (the evaluation tasks, generation) import them from here, so neither import runs in a circle.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Section(BaseModel):
+    """A config section: an unknown key is an error."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSettings(Section):
+    spec: str = "embedded:smollm2-135m-instruct"
+    """`embedded:<name>`, a Hugging Face id, a local model dir, or a dir holding a LoRA adapter."""
+    chat_template: str | None = None
+    """Jinja chat template for models whose tokenizer has none."""
+    trust_remote_code: bool = False
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """`auto`: bfloat16 on CUDA, float32 on CPU."""
+
+
+class SamplingSettings(Section):
+    temperature: float = Field(default=0.0, ge=0.0)
+    """0 means greedy."""
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    repetition_penalty: float = Field(default=1.0, gt=0.0)
+    max_new_tokens: int = Field(default=256, ge=1)
+    stop: list[str] = Field(default_factory=list)
+    seed: int = 0
+
+
+class VLLMSettings(Section):
+    """vLLM engine options (used with `generation.engine: vllm`)."""
+
+    tensor_parallel_size: int = Field(default=1, ge=1)
+    gpu_memory_utilization: float | None = Field(default=None, gt=0.0, le=1.0)
+    """Share of GPU memory vLLM may take (vLLM's default when unset); on vLLM-CPU the share of host memory
+    (default 0.25)."""
+    max_model_len: int | None = Field(default=None, ge=16)
+    """Longest prompt + answer in tokens (default: the model's)."""
+    max_lora_rank: int = Field(default=64, ge=1)
+    enforce_eager: bool = False
+    """Run the model eagerly: no CUDA graphs or torch.compile, so the engine starts in far less time and
+    generates more slowly (short jobs, tests)."""
+
+
+class OpenAISettings(Section):
+    """An OpenAI-compatible chat-completions server (vLLM's OpenAI server, llama.cpp, TGI, OpenAI, ...)."""
+
+    base_url: str
+    """The API root, e.g. `http://localhost:8000/v1`."""
+    model: str
+    """The model name the server knows (vLLM: `--served-model-name`)."""
+    api_key_env: str | None = "OPENAI_API_KEY"
+    """Environment variable holding the API key (null: a local server without auth). The key itself is never
+    written to the run directory or the logs."""
+    max_concurrency: int = Field(default=8, ge=1)
+    """Requests in flight at once."""
+    timeout: float = Field(default=300.0, gt=0.0)
+    """Seconds per request."""
+    max_retries: int = Field(default=5, ge=0)
+    """Retries with exponential backoff on 429, 5xx, timeouts and connection errors."""
+
+
+class EngineSettings(Section):
+    """Which engine runs a role's model (`hf`, `vllm` or `openai`) and its options."""
+
+    engine: Literal["hf", "vllm", "openai"] = "hf"
+    """`hf`: polyrise's transformers engine; `vllm`: vLLM's offline engine (extra `vllm`, or `vllm-cpu`);
+    `openai`: a server speaking the chat-completions API (`openai` section)."""
+    model: str | None = None
+    """A model spec for `hf`/`vllm` (the policy's is `model.spec` and then its iterates)."""
+    batch_size: int = Field(default=16, ge=1)
+    """`hf`/`vllm`: prompts per batch."""
+    vllm: VLLMSettings = Field(default_factory=VLLMSettings)
+    openai: OpenAISettings | None = None
+
+    @model_validator(mode="after")
+    def _engine_complete(self) -> EngineSettings:
+        if self.engine == "openai" and self.openai is None:
+            raise ValueError("engine 'openai' needs an `openai` section (base_url, model)")
+        if self.engine != "openai" and self.openai is not None:
+            raise ValueError(f"an `openai` section is only used by engine 'openai', not {self.engine!r}")
+        return self
+
+
+class JudgeSettings(EngineSettings):
+    """The judge of pairwise win rates: a local model (`hf`/`vllm` with `model`) or an `openai` endpoint."""
+
+    max_new_tokens: int = Field(default=512, ge=1)
+
+    @model_validator(mode="after")
+    def _judge_model(self) -> JudgeSettings:
+        if self.engine != "openai" and self.model is None:
+            raise ValueError(f"a judge on engine {self.engine!r} needs judge.model (a model spec)")
+        return self
