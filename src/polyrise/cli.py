@@ -78,6 +78,9 @@ def _run_pipeline(cfg: Any) -> None:
     except StageInterrupted as e:
         print(e, file=sys.stderr)
         raise typer.Exit(130) from None
+    except KeyboardInterrupt:  # before the first stage or between two
+        print("interrupted; rerun the same command to resume (finished stages are kept)", file=sys.stderr)
+        raise typer.Exit(130) from None
 
 
 @app.command()

@@ -1,0 +1,314 @@
+"""Reliability of `polyrise run` and its inputs: one run per run dir, nothing written by a run that cannot
+start, damaged manifests and outputs, run names, duplicate and undecodable input rows, and Ctrl-C."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from rich.console import Console
+from test_pipeline import _config, _processes_using
+from test_runner import _ran, _run
+
+from polyrise.config import PromptSource, RunConfig, load_config
+from polyrise.errors import PolyriseError
+from polyrise.io import read_json_array, read_jsonl
+from polyrise.records import Response
+from polyrise.runner import Runner, run_pipeline
+from polyrise.sources import load_prompts
+
+MAIN = "from polyrise.cli import main; main()"
+
+
+def _small(tmp_path: Path, model_dir: Path, **extra) -> Path:
+    """A config that runs in seconds: one process, no held-out set, short answers."""
+    generation = {
+        "policy": {"batch_size": 4},
+        "answer": {"max_new_tokens": 4, "temperature": 1.0},
+        "translate": {"max_new_tokens": 4, "temperature": 1.0},
+    }
+    settings = {"heldout": None, "stage_processes": False, "languages": ["es"], "generation": generation}
+    return _config(tmp_path, model_dir, **(settings | extra))
+
+
+def _start(config_path: Path, out: Path, **popen) -> subprocess.Popen[bytes]:
+    """`polyrise run CONFIG` in the background, its stdout and stderr into `out`.{out,err}."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with open(f"{out}.out", "wb") as so, open(f"{out}.err", "wb") as se:
+        return subprocess.Popen(
+            [sys.executable, "-c", MAIN, "run", str(config_path)], stdout=so, stderr=se, env=env, **popen
+        )
+
+
+def _wait_for_stage(proc: subprocess.Popen[bytes], out: Path, timeout: float = 180) -> str:
+    """The name of the first stage the run started (its `<stage> …` line)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for line in Path(f"{out}.out").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.rstrip().endswith("…"):
+                return line.rstrip().removesuffix("…").strip()
+        assert proc.poll() is None, Path(f"{out}.err").read_text(encoding="utf-8", errors="replace")[-3000:]
+        time.sleep(0.05)
+    raise AssertionError("the run started no stage in time")
+
+
+def _stages(run_dir: Path) -> dict[str, dict]:
+    manifest = run_dir / "manifest.json"
+    return json.loads(manifest.read_text())["stages"] if manifest.is_file() else {}
+
+
+# -- 1. one run per run dir ---------------------------------------------------------------------------------------
+
+
+def test_a_second_run_of_a_busy_run_dir_stops_at_once(tmp_path, tiny_model_dir):
+    path = _small(tmp_path, tiny_model_dir)
+    run_dir = load_config(path).run_dir
+    first = _start(path, tmp_path / "first")
+    try:
+        _wait_for_stage(first, tmp_path / "first")
+        first.send_signal(signal.SIGSTOP)  # hold it inside its stage while the second one starts
+        config_before, manifest_before = (run_dir / "config.yaml").read_bytes(), _stages(run_dir)
+        start = time.perf_counter()
+        second = subprocess.run(
+            [sys.executable, "-c", MAIN, "run", str(path)], capture_output=True, encoding="utf-8", timeout=120
+        )
+        seconds = time.perf_counter() - start
+        assert second.returncode == 1, second.stderr
+        assert "Traceback" not in second.stderr and "…" not in second.stdout  # no stage of its own
+        assert second.stderr.strip().splitlines()[-1] == (
+            f"error: {run_dir} is in use by PID {first.pid} (another polyrise run); wait for it or stop it"
+        )
+        assert seconds < 60, seconds
+        assert (run_dir / "config.yaml").read_bytes() == config_before and _stages(run_dir) == manifest_before
+    finally:
+        first.send_signal(signal.SIGCONT)
+    assert first.wait(timeout=600) == 0, (tmp_path / "first.err").read_text(encoding="utf-8")[-3000:]
+    stages = _stages(run_dir)
+    assert {"iter_0/prompts", "iter_0/generate", "iter_0/translate", "iter_0/pairs", "iter_0/train"} == set(stages)
+    assert all(v["status"] == "done" for v in stages.values())
+    assert (run_dir / "iter_0" / "model" / "config.json").is_file()
+
+
+def test_the_run_lock_is_held_across_processes_and_dies_with_its_holder(tmp_path, tiny_model_dir):
+    path = _small(tmp_path, tiny_model_dir)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from polyrise.config import load_config; from polyrise.runner import Runner; "
+            "r = Runner(load_config(sys.argv[1])); print('locked', flush=True); time.sleep(600)",
+            str(path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with pytest.raises(PolyriseError, match=rf"is in use by PID {holder.pid} \(another polyrise run\)"):
+            Runner(load_config(path), Console(file=io.StringIO()))
+        holder.kill()  # kill -9: the kernel drops the lock
+        holder.wait()
+    finally:
+        holder.kill()
+    runner = Runner(load_config(path), Console(file=io.StringIO()))
+    # a stage process (child) rebuilds the run while its parent holds the lock: it must not try to take it
+    Runner(load_config(runner.run_dir / "config.yaml"), Console(file=io.StringIO()), child=True)
+    runner.close()
+    Runner(load_config(path), Console(file=io.StringIO())).close()  # released by close()
+
+
+# -- 2. a run that cannot start writes nothing ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", ["prompts-json", "prompts-missing", "heldout", "model", "translator", "questions"])
+def test_a_run_that_cannot_start_writes_nothing(tmp_path, tiny_model_dir, bad):
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"id": "p1", "instruction": "fine"}\n{"id": oops}\n')
+    extra: dict = {
+        "prompts-json": {"prompts": {"source": str(broken)}},
+        "prompts-missing": {"prompts": {"source": str(tmp_path / "nowhere.jsonl")}},
+        "heldout": {"heldout": {"prompts": {"source": str(broken)}, "max_new_tokens": 2}},
+        "model": {"model": {"spec": str(tmp_path / "no-model")}},
+        "translator": {
+            "generation": {"translator": {"engine": "hf", "model": str(tmp_path / "no-model")}},
+        },
+        "questions": {
+            "method": "question-alignment",
+            "alignment": {"train": ["es"], "questions": {"source": str(broken)}},
+            "training": {"batch_size": 4, "max_length": 96},
+        },
+    }[bad]
+    config = load_config(_small(tmp_path, tiny_model_dir, **extra))
+    with pytest.raises(PolyriseError):
+        run_pipeline(config, Console(file=io.StringIO()))
+    assert not config.output_dir.exists()  # no run dir, no config.yaml, no generations.sqlite
+
+
+def test_a_broken_rerun_keeps_the_config_of_the_run_dir(tmp_path, tiny_model_dir):
+    good = load_config(_small(tmp_path, tiny_model_dir))
+    good.run_dir.mkdir(parents=True)  # the run dir of a run that finished
+    saved = b"# the config that ran\n"
+    (good.run_dir / "config.yaml").write_bytes(saved)
+    listing = sorted(p.name for p in good.run_dir.iterdir())
+
+    broken = tmp_path / "broken.jsonl"
+    broken.write_bytes(b'{"id": "p1", "instruction": "fine"}\n{"id": "p2", "instruction": \n')
+    bad = good.model_copy(update={"prompts": PromptSource(source=str(broken))})
+    with pytest.raises(PolyriseError, match=r"broken\.jsonl:2: invalid JSON"):
+        run_pipeline(bad, Console(file=io.StringIO()))
+    assert (good.run_dir / "config.yaml").read_bytes() == saved
+    assert sorted(p.name for p in good.run_dir.iterdir()) == listing
+
+
+# -- 3. a manifest that cannot be read --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["{not json", "[]", '{"stages": 3}', '{"stages": {"iter_0/prompts": 1}}', "\xff"])
+def test_an_unreadable_manifest_is_one_error_naming_it(tmp_path, tiny_model_dir, text):
+    config = load_config(_small(tmp_path, tiny_model_dir))
+    manifest = config.run_dir / "manifest.json"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_bytes(text.encode("latin-1"))
+    with pytest.raises(PolyriseError, match=rf"^{re.escape(str(manifest))}: .*delete it"):
+        run_pipeline(config, Console(file=io.StringIO()))
+    assert manifest.read_bytes() == text.encode("latin-1")  # left for the user to look at
+    assert not (config.run_dir / "config.yaml").exists()
+
+
+# -- 4. outputs are checked by content -----------------------------------------------------------------------------
+
+
+def test_a_damaged_output_reruns_its_stage(tmp_path, tiny_model_dir):
+    path = _small(tmp_path, tiny_model_dir)
+    first = _run(path)
+    weights = first.model_dir(0) / "model.safetensors"
+    weights.unlink()
+    assert _ran(_run(path)) == {"iter_0/train"}
+    assert weights.is_file()
+
+    responses = first.iter_dir(0) / "responses.jsonl"
+    rows = responses.read_text().splitlines(keepends=True)
+    responses.write_text(rows[0])  # truncated
+    assert _ran(_run(path)) == {"iter_0/generate"}
+    assert len(read_jsonl(responses, Response)) == len(rows)
+    assert _ran(_run(path)) == set()
+
+
+# -- 5. the run's name -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["../../..", "", ".", "..", "a/b", "a\\b", "/abs"])
+def test_a_run_name_is_one_path_component(tmp_path, name):
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"name": name, "output_dir": str(tmp_path / "runs")}))
+    with pytest.raises(PolyriseError, match=r"config\.yaml: name: "):
+        load_config(path)
+    assert RunConfig(name="my-run_1.2").run_dir.name == "my-run_1.2"
+
+
+# -- 6. duplicate prompt ids -------------------------------------------------------------------------------------
+
+
+def test_a_duplicate_prompt_id_names_both_lines(tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    rows = [{"id": "p1", "instruction": "a"}, {"id": "p2", "instruction": "b"}, {"id": "p1", "instruction": "c"}]
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(PolyriseError, match=rf"^{re.escape(str(prompts))}:3: duplicate id 'p1' \(first at line 1\)$"):
+        load_prompts(PromptSource(source=str(prompts)), ["en"], "en")
+    # the same id in two languages is one prompt in both
+    rows[2]["lang"] = "es"
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    got = load_prompts(PromptSource(source=str(prompts)), ["en", "es"], "en")
+    assert [(p.id, p.lang) for p in got] == [("p1", "en"), ("p2", "en"), ("p1", "es")]
+    rows[0]["lang"] = "en"  # explicit and defaulted language are the same language
+    rows[2].pop("lang")
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(PolyriseError, match=r":3: duplicate id 'p1' \(first at line 1\)"):
+        load_prompts(PromptSource(source=str(prompts)), ["en"], "en")
+
+
+# -- 7. undecodable bytes --------------------------------------------------------------------------------------
+
+
+def test_bytes_that_are_not_utf8_name_the_file_and_line(tmp_path, tiny_model_dir):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_bytes(b'{"id": "p1", "instruction": "ok"}\n{"id": "p2", "instruction": "caf\xe9"}\n')
+    with pytest.raises(PolyriseError, match=rf"^{re.escape(str(prompts))}:2: not valid UTF-8 \("):
+        load_prompts(PromptSource(source=str(prompts)), ["en"], "en")
+
+    predictions = tmp_path / "predictions.jsonl"
+    predictions.write_bytes(b'{"id": "1", "lang": "en", "output": "\xff", "gold": "5"}\n')
+    with pytest.raises(PolyriseError, match=rf"^{re.escape(str(predictions))}:1: not valid UTF-8 \("):
+        read_jsonl(predictions, Response)
+
+    array = tmp_path / "outputs.json"
+    array.write_bytes(b'[\n{"instruction": "x",\n "output": "\x81"}]\n')
+    with pytest.raises(PolyriseError, match=rf"^{re.escape(str(array))}:3: not valid UTF-8 \("):
+        read_json_array(array)
+
+    config = _config(tmp_path, tiny_model_dir)
+    config.write_bytes(config.read_bytes() + b"# r\xe9sum\xe9\n")
+    with pytest.raises(PolyriseError, match=rf"^{re.escape(str(config))}(:\d+)?: not valid UTF-8"):
+        load_config(config)
+
+
+# -- 8. what a path is when it is not a file -----------------------------------------------------------------------
+
+
+def test_a_path_that_is_not_a_regular_file_says_what_it_is(tmp_path):
+    folder = tmp_path / "prompts.jsonl"
+    folder.mkdir()
+    with pytest.raises(PolyriseError, match=rf"^{re.escape(str(folder))}: is a directory"):
+        load_prompts(PromptSource(source=str(folder)), ["en"], "en")
+    fifo = tmp_path / "fifo.jsonl"
+    os.mkfifo(fifo)
+    with pytest.raises(PolyriseError, match=rf"^{re.escape(str(fifo))}: is not a regular file"):
+        load_prompts(PromptSource(source=str(fifo)), ["en"], "en")
+    with pytest.raises(PolyriseError, match=rf"^{re.escape(str(tmp_path))}: is a directory"):
+        load_config(tmp_path)
+    with pytest.raises(PolyriseError, match=rf"^{re.escape(str(fifo))}: is not a regular file"):
+        load_config(fifo)
+    with pytest.raises(PolyriseError, match=r"no such config file"):
+        load_config(tmp_path / "missing.yaml")
+
+
+# -- 9. Ctrl-C ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stage_processes", [False, True])
+def test_ctrl_c_during_a_stage_says_how_to_resume(tmp_path, tiny_model_dir, stage_processes):
+    path = _small(tmp_path, tiny_model_dir, stage_processes=stage_processes)
+    run_dir = load_config(path).run_dir
+    proc = _start(path, tmp_path / "run", start_new_session=True)
+    try:
+        name = _wait_for_stage(proc, tmp_path / "run")
+        if stage_processes:  # Ctrl-C reaches the stage process too: wait until it runs
+            deadline = time.time() + 60
+            while not any(" stage " in c for c in _processes_using(run_dir)) and time.time() < deadline:
+                time.sleep(0.05)
+            time.sleep(1)  # past its first imports (an interrupt there is Python's own traceback)
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole foreground group
+        assert proc.wait(timeout=120) == 130
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    err = (tmp_path / "run.err").read_text(encoding="utf-8")
+    assert "Traceback" not in err, err[-3000:]
+    # (the line may follow a progress bar's last update)
+    assert err.rstrip().endswith(
+        f"interrupted during stage {name}; rerun the same command to resume (finished stages are kept)"
+    )
+    assert name not in _stages(run_dir)
+    deadline = time.time() + 30
+    while _processes_using(run_dir) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not _processes_using(run_dir)
