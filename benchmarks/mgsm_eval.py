@@ -1,6 +1,6 @@
 """Benchmark: evaluating MGSM on the embedded model, and the share of the time spent outside generation.
 
-Runs `polyrise.evaluate.run_task` (load → prompt → batched generation → extraction → scoring → writing) on
+Runs `polyrise.evaluation.run_task` (load → prompt → batched generation → extraction → scoring → writing) on
 MGSM problems of one language and times the engine's `complete` calls inside it. Target: < 5% outside generation.
 
     python benchmarks/mgsm_eval.py [--source ../shared/data/mgsm/{lang}.jsonl] [--lang en] [--limit 250]
@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from polyrise.config import EvalTask
+from polyrise.evaluation.math import MathTask
 from polyrise.generation import Generator
 from polyrise.generation.cache import GenerationCache
 from polyrise.generation.hf import HFEngine
@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
 
-    from polyrise.evaluate import run_task
+    from polyrise.evaluation import run_task
 
     engine = HFEngine(resolve_model(args.model), batch_size=args.batch_size)
     generating = 0.0
@@ -47,7 +47,7 @@ def main() -> None:
             generating += time.perf_counter() - start
 
     engine.complete = timed_complete  # type: ignore[method-assign]
-    task = EvalTask(task="mgsm", source=args.source, limit=args.limit, max_new_tokens=args.max_new_tokens)
+    task = MathTask(source=args.source, limit=args.limit, max_new_tokens=args.max_new_tokens)
     with tempfile.TemporaryDirectory() as tmp:
         generator = Generator(engine, GenerationCache(Path(tmp) / "cache.sqlite"))  # empty cache: everything runs
         start = time.perf_counter()

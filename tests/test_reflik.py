@@ -129,9 +129,9 @@ def test_cli_writes_scores_and_rows_and_names_a_bad_file(tiny_model_dir, tmp_pat
 
 @pytest.mark.slow
 @pytest.mark.skipif(not (SHARED / "x-alpacaeval-gpt4-turbo").is_dir(), reason="shared X-AlpacaEval data not present")
-def test_embedded_model_finds_english_references_likelier(embedded_dir):
+def test_embedded_model_finds_english_references_likelier(embedded_dir, tmp_path):
     """SmolLM2-135M is English-centric: GPT-4-turbo's English answers cost it fewer nats per token."""
-    engine = HFEngine(resolve_model(str(embedded_dir)), batch_size=8)
+    engine = Generator(HFEngine(resolve_model(str(embedded_dir)), batch_size=8), GenerationCache(tmp_path / "c"))
     refs = load_alpaca_eval_outputs(str(SHARED / "x-alpacaeval-gpt4-turbo" / "{lang}.json"), ["en", "de"], limit=8)
     scores = reflik_scores(reference_nll(engine, refs, max_answer_tokens=64))
     assert scores["en"]["n"] == scores["de"]["n"] == 8

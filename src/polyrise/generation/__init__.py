@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -101,20 +101,17 @@ class Generator:
     ) -> list[str]:
         rendered = [self.engine.render(r) for r in requests]
         keys = [self.cache.key(self.engine.fingerprint, text, params) for text in rendered]
-        found = self.cache.get_many(keys)
-        todo = sorted({k: i for i, k in enumerate(keys) if k not in found}.items(), key=lambda kv: len(rendered[kv[1]]))
-        self.stats["cached"] += len(requests) - len(todo)
-        chunk = max(self.engine.batch_size * 4, 1)
-        with Progress(transient=True) as progress:
-            task = progress.add_task(desc, total=len(requests), completed=len(requests) - len(todo))
-            for start in range(0, len(todo), chunk):
-                part = todo[start : start + chunk]
-                outputs = self.engine.complete([requests[i] for _, i in part], params)
-                new = {k: out for (k, _), out in zip(part, outputs, strict=True)}
-                self.cache.put_many(new)  # committed per chunk: a kill loses at most one chunk
-                found.update(new)
-                self.stats["generated"] += len(part)
-                progress.advance(task, len(part))
+        found: dict[str, Any] = self.cache.get_many(keys)
+        todo = sorted({k: i for i, k in enumerate(keys) if k not in found}.values(), key=lambda i: len(rendered[i]))
+        self._fill(
+            keys,
+            todo,
+            found,
+            lambda part: self.engine.complete([requests[i] for i in part], params),
+            self.cache.put_many,
+            "generated",
+            desc,
+        )
         return [found[k] for k in keys]
 
     def loglikelihood(
@@ -126,21 +123,42 @@ class Generator:
             self.cache.key(self.engine.fingerprint, context, {"loglik": continuation, "max_tokens": max_tokens})
             for context, continuation in requests
         ]
-        found = {k: LogLikelihood(v[0], tuple(v[1])) for k, v in self.cache.get_json(keys).items()}
+        found: dict[str, Any] = {k: LogLikelihood(v[0], tuple(v[1])) for k, v in self.cache.get_json(keys).items()}
         todo = list({k: i for i, k in enumerate(keys) if k not in found}.values())
-        self.stats["cached"] += len(requests) - len(todo)
+        self._fill(
+            keys,
+            todo,
+            found,
+            lambda part: self.engine.loglikelihood([requests[i] for i in part], max_tokens),
+            lambda new: self.cache.put_json({k: [s.logprob, list(s.token_logprobs)] for k, s in new.items()}),
+            "scored",
+            desc,
+        )
+        return [found[k] for k in keys]
+
+    def _fill(
+        self,
+        keys: list[str],
+        todo: list[int],
+        found: dict[str, Any],
+        compute: Callable[[list[int]], list[Any]],
+        store: Callable[[dict[str, Any]], None],
+        counter: str,
+        desc: str,
+    ) -> None:
+        """Compute the `todo` requests' values in chunks of 4 x batch size, each stored (committed) before the
+        next, so a kill loses at most one chunk; with a progress bar."""
+        self.stats["cached"] += len(keys) - len(todo)
         chunk = max(self.engine.batch_size * 4, 1)
         with Progress(transient=True) as progress:
-            task = progress.add_task(desc, total=len(requests), completed=len(requests) - len(todo))
+            task = progress.add_task(desc, total=len(keys), completed=len(keys) - len(todo))
             for start in range(0, len(todo), chunk):
                 part = todo[start : start + chunk]
-                scored = self.engine.loglikelihood([requests[i] for i in part], max_tokens)
-                new = {keys[i]: s for i, s in zip(part, scored, strict=True)}
-                self.cache.put_json({k: [s.logprob, list(s.token_logprobs)] for k, s in new.items()})
+                new = {keys[i]: value for i, value in zip(part, compute(part), strict=True)}
+                store(new)
                 found.update(new)
-                self.stats["scored"] += len(part)
+                self.stats[counter] += len(part)
                 progress.advance(task, len(part))
-        return [found[k] for k in keys]
 
 
 def answer_prompts(
