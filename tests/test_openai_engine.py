@@ -183,6 +183,9 @@ def test_loglikelihood_through_echo_logprobs_and_a_clear_error_without_them(serv
     assert scored.token_logprobs == tuple(char_logprob(c) for c in " blue")
     assert scored.logprob == pytest.approx(sum(char_logprob(c) for c in " blue"))
     assert engine.loglikelihood([("The sky is", " blue")], max_tokens=2)[0].tokens == 2
+    # split as the HF engine splits: the context's trailing space is scored with the continuation
+    [spaced] = engine.loglikelihood([("The answer is ", "yes")])
+    assert spaced.token_logprobs == tuple(char_logprob(c) for c in " yes")
 
     rows = [{"id": "1", "context": "The sky is", "choices": [" blue", " gray"], "label": 0}]
     data = tmp_path / "choice_en.jsonl"
@@ -200,3 +203,33 @@ def test_loglikelihood_through_echo_logprobs_and_a_clear_error_without_them(serv
     bad = CliRunner().invoke(app, [*args[:-1], str(tmp_path / "out2")])
     assert bad.exit_code == 1 and "needs the completions endpoint with prompt log-probs" in str(bad.exception)
     assert "HTTP 404" in str(bad.exception)
+
+
+def test_classify_and_reflik_through_the_openai_engine_score_or_say_why_not(server, tmp_path):
+    """classify by log-likelihood scores through echo log-probs; constrained decoding, reflik (a chat context) and a
+    server without prompt log-probs are each one clear error."""
+    from engines import char_logprob
+
+    from polyrise.evaluation.fewshot import ClassifyItem, classify
+    from polyrise.evaluation.reflik import reference_nll
+    from polyrise.records import Response
+
+    generator = Generator(make(server, api_key_env=None), GenerationCache(tmp_path / "c.sqlite"))
+    items = [ClassifyItem(id=str(i), lang="en", text=f"review {i}", label=["good", "bad"][i % 2]) for i in range(4)]
+    server.prompt_logprobs = True
+    preds = classify(generator, items, ["good", "bad"], k=1, seed=3)
+    for pred in preds:
+        assert pred.scores == pytest.approx({label: sum(map(char_logprob, " " + label)) for label in ("good", "bad")})
+    assert {pred.pred for pred in preds} == {"bad"}  # the fake server's per-character log-probs favour " bad"
+    assert all(r["path"] == "/v1/completions" and r["body"]["echo"] for r in server.requests)
+
+    with pytest.raises(PolyriseError, match=r"needs a local \(hf\) engine, not OpenAIEngine \(use constrain: loglik\)"):
+        classify(generator, items, ["good", "bad"], constrain="generate")
+    with pytest.raises(PolyriseError, match="cannot score a continuation of a chat"):
+        reference_nll(generator, [Response(id="1", lang="en", prompt="Say hi.", output="Hi!")], 8)
+
+    server.prompt_logprobs = False  # a chat-only server
+    fresh = Generator(make(server, api_key_env=None), GenerationCache(tmp_path / "d.sqlite"))
+    with pytest.raises(PolyriseError, match=f"{server.base_url}/completions .*HTTP 404") as info:
+        classify(fresh, items, ["good", "bad"])
+    assert "needs the completions endpoint with prompt log-probs" in str(info.value)

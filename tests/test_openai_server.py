@@ -195,24 +195,37 @@ CHOICE_ITEMS = [
     ("The capital of France is", [" Paris", " a banana", " seven"]),
     ("Water is made of hydrogen and", [" oxygen", " gold", " music"]),
     ("One, two, three,", [" four", " green", " Tuesday"]),
+    ("Question: What colour is the sky?\nAnswer: ", ["blue", "cheese", "Tuesday"]),  # the space moves to the choice
 ]
 
 
-def test_choice_scores_through_the_servers_prompt_logprobs(server, key, embedded_dir):
-    """`choice` over the openai engine: log-likelihoods from the server's echo log-probs agree with the HF engine."""
+def test_cli_choice_scores_through_the_servers_prompt_logprobs(server, key, embedded_dir, tmp_path):
+    """`polyrise eval --task choice --engine openai`: log-likelihoods from the server's echo log-probs agree with
+    the HF engine's."""
+    from typer.testing import CliRunner
+
+    from polyrise.cli import app
     from polyrise.evaluation.choice import ChoiceItem, score_choices
     from polyrise.generation import Generator
     from polyrise.generation.cache import GenerationCache
     from polyrise.generation.hf import HFEngine
     from polyrise.models import resolve_model
 
-    items = [ChoiceItem(id=str(i), lang="en", context=c, choices=o, label=0) for i, (c, o) in enumerate(CHOICE_ITEMS)]
-    cache = GenerationCache(":memory:")
-    served = score_choices(Generator(_engine(server), cache), items, None)
-    local = score_choices(Generator(HFEngine(resolve_model(str(embedded_dir))), cache), items, None)
-    worst = max(
-        abs(a - b) for s, h in zip(served, local, strict=True) for a, b in zip(s.logliks, h.logliks, strict=True)
-    )
-    print(f"\nmax |loglik(server) - loglik(hf)| = {worst:.2e}; picks {[p.pred for p in served]}")
-    assert [p.pred for p in served] == [p.pred for p in local]
-    assert worst < 1e-2
+    rows = [{"id": str(i), "context": c, "choices": o, "label": 0} for i, (c, o) in enumerate(CHOICE_ITEMS)]
+    (tmp_path / "en.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = ["eval", "--task", "choice", "--source", str(tmp_path / "{lang}.jsonl"), "--langs", "en"]
+    args += ["--engine", "openai", "--base-url", server.base_url, "--model", NAME, "--api-key-env", KEY_ENV]
+    result = CliRunner().invoke(app, [*args, "--normalize", "none", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    served = [json.loads(line) for line in (tmp_path / "out" / "choice_model.jsonl").read_text().splitlines()]
+
+    items = [ChoiceItem(lang="en", **row) for row in rows]
+    hf = Generator(HFEngine(resolve_model(str(embedded_dir))), GenerationCache(tmp_path / "hf.sqlite"))
+    local = score_choices(hf, items, None)
+    gaps = [
+        abs(a - b) for s, h in zip(served, local, strict=True) for a, b in zip(s["logliks"], h.logliks, strict=True)
+    ]
+    picks = [s["pred"] for s in served]
+    print(f"\nmax |loglik(server) - loglik(hf)| = {max(gaps):.2e} over {len(gaps)} choices; picks {picks}")
+    assert picks == [p.pred for p in local]
+    assert max(gaps) < 1e-2

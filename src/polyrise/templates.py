@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from polyrise.languages import get_language
 
 TRANSLATION_PREFIX = "<translated>\n"
@@ -113,3 +115,10 @@ def math_demo_answer(answer: str, lang: str, solution: str | None = None) -> str
     sep = "" if lang == "ja" else " "
     final = f"{phrase}{sep}{answer}{end}"
     return f"{solution.strip()}\n{final}" if solution and solution.strip() else final
+
+
+def classify_prompt(text: str, demos: Iterable[tuple[str, str]]) -> str:
+    """Few-shot classification as plain text (no chat template): each (text, label) demonstration as
+    "text\\nAnswer: label\\n\\n", then the text with "Answer:" waiting for its label (the continuation " " + label)."""
+    shots = "".join(f"{demo}\nAnswer: {label}\n\n" for demo, label in demos)
+    return f"{shots}{text}\nAnswer:"

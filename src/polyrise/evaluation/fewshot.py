@@ -1,6 +1,7 @@
 """Few-shot in-context classification (XNLI / PAWS-X / sentiment-shaped data) with the answer restricted to labels.
 
-Each query follows k demonstrations of its own language, as plain text (no chat template)::
+Each query follows k demonstrations of its own language, as plain text (no chat template;
+`templates.classify_prompt`)::
 
     {demo text}
     Answer: {demo label}
@@ -36,10 +37,7 @@ from polyrise.evaluation.base import Metric, Scores, TaskRun, TaskSettings
 from polyrise.evaluation.choice import ChoiceItem, Normalize, NormalizeOption, choice_accuracy, score_choices
 from polyrise.generation import Generator
 from polyrise.io import first_per_lang, load_rows, write_jsonl
-
-DEMO_TEMPLATE = "{text}\nAnswer: {label}\n\n"
-QUERY_TEMPLATE = "{text}\nAnswer:"
-"""The query's answer is the continuation " " + label."""
+from polyrise.templates import classify_prompt
 
 Constrain = Literal["loglik", "generate"]
 
@@ -139,8 +137,7 @@ class DemoPool:
 
 def build_prompt(query: ClassifyItem, demos: Iterable[ClassifyItem]) -> str:
     """The demonstrations with their labels, then the query waiting for its label."""
-    shots = "".join(DEMO_TEMPLATE.format(text=d.text, label=d.label) for d in demos)
-    return shots + QUERY_TEMPLATE.format(text=query.text)
+    return classify_prompt(query.text, [(d.text, d.label) for d in demos])
 
 
 # ---------------------------------------------------------------------------------------------- evaluation

@@ -115,7 +115,7 @@ class OpenAIEngine:
 
     def loglikelihood(self, requests: Sequence[tuple[str, str]], max_tokens: int | None = None) -> list[LogLikelihood]:
         """Continuation log-probs from the completions endpoint's prompt log-probs (`echo` + `logprobs`, as vLLM's
-        server offers): the tokens whose text starts at or after the context's end. A server that does not
+        server offers): the tokens from the context's end on, split as `encode_pair` splits. A server that does not
         return them is one error naming it; a chat context (from `render`) cannot be scored as text."""
         if any(_is_rendered_chat(context) for context, _ in requests):
             raise PolyriseError(
@@ -157,8 +157,15 @@ class OpenAIEngine:
                 f"{self.base_url}/completions (model {self.model!r}): the server returned no prompt log-probs "
                 "(echo + logprobs); this task needs a server that offers them, such as vLLM's, or a local engine"
             )
-        end = len(context + continuation)
-        scored = [lp for off, lp in zip(offsets, values, strict=False) if len(context) <= off < end]
+        # split as `encode_pair` splits: the context's trailing spaces, and a token that crosses into the
+        # continuation (" yes" after "The answer is "), belong to the continuation
+        start, end = len(context.rstrip(" \t")), len(context + continuation)
+        ends = [*offsets[1:], end]
+        scored = [
+            lp
+            for off, stop, lp in zip(offsets, ends, values, strict=False)
+            if (off >= start or stop > start) and off < end
+        ]
         if any(lp is None for lp in scored) or not scored:
             raise PolyriseError(f"{self.base_url}/completions: no log-probs for the continuation {continuation!r}")
         scored = scored[:max_tokens] if max_tokens is not None else scored
