@@ -141,7 +141,10 @@ def test_choice_accuracy_per_language():
         ChoicePrediction(id="2", lang="en", pred=1, label=0, logliks=[-1.0, 0.0]),
         ChoicePrediction(id="1", lang="de", pred=1, label=1, logliks=[-1.0, 0.0]),
     ]
-    assert choice_accuracy(preds) == {"en": {"accuracy": 0.5, "n": 2}, "de": {"accuracy": 1.0, "n": 1}}
+    assert choice_accuracy(preds) == {
+        "en": {"accuracy": 0.5, "accuracy_ci_low": 0.0, "accuracy_ci_high": 1.0, "n": 2},  # resamples: 0, 0.5, 1
+        "de": {"accuracy": 1.0, "accuracy_ci_low": 1.0, "accuracy_ci_high": 1.0, "n": 1},
+    }
 
 
 # ------------------------------------------------------------------------------------------------ loading

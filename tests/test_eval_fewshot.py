@@ -26,6 +26,7 @@ from polyrise.generation.cache import GenerationCache
 from polyrise.generation.constrained import LabelTrie, LabelTrieLogitsProcessor, generate_labels
 from polyrise.generation.hf import encode_pair
 from polyrise.io import first_per_lang
+from polyrise.stats import bootstrap_interval
 
 
 def _write(path, rows) -> str:
@@ -268,7 +269,9 @@ def test_a_certain_label_is_always_picked_and_scored_per_language(tokenizer, con
     items = _items("en", 6, labels=labels) + _items("fr", 3, labels=labels)
     preds = classify(scorer(model, tokenizer), items, k=1, constrain=constrain, normalize="chars")
     assert [p.pred for p in preds] == ["neutral"] * len(items)
-    assert fewshot_accuracy(preds) == {"en": {"accuracy": 1 / 3, "n": 6}, "fr": {"accuracy": 1 / 3, "n": 3}}
+    scores = fewshot_accuracy(preds)
+    assert {lang: (s["accuracy"], s["n"]) for lang, s in scores.items()} == {"en": (1 / 3, 6), "fr": (1 / 3, 3)}
+    assert all(s["accuracy_ci_low"] <= s["accuracy"] <= s["accuracy_ci_high"] for s in scores.values())
 
 
 def test_greedy_generate_agrees_with_loglik_on_single_token_labels(tiny_model, tokenizer):
@@ -319,8 +322,9 @@ def test_run_task_writes_rows_and_accuracy_per_language(tmp_path, generator, con
     assert all(r["pred"] in ("bad", "good") for r in rows)
     assert all((r["scores"] is None) == (constrain == "generate") for r in rows)
     for lang in ("en", "de"):
-        right = sum(r["pred"] == r["label"] for r in rows if r["lang"] == lang)
-        assert scores[lang] == {"accuracy": right / 4, "n": 4}
+        correct = [float(r["pred"] == r["label"]) for r in rows if r["lang"] == lang]
+        low, high = bootstrap_interval(correct, 1, lang)  # the run's seed, keyed by the language
+        assert scores[lang] == {"accuracy": sum(correct) / 4, "accuracy_ci_low": low, "accuracy_ci_high": high, "n": 4}
 
 
 def test_run_task_with_demo_file_and_explicit_labels(tmp_path, generator):

@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 import sacrebleu
+from sacrebleu.metrics import BLEU, CHRF
 
 from polyrise.config import SamplingSettings
 from polyrise.errors import PolyriseError
 from polyrise.evaluation.translation import (
     ParallelRow,
     bleu_tokenize,
+    corpus_samples,
     corpus_scores,
     load_parallel,
     self_translation_quality,
@@ -22,6 +24,7 @@ from polyrise.evaluation.translation import (
 from polyrise.generation import ChatRequest, Generator
 from polyrise.generation.cache import GenerationCache
 from polyrise.languages import get_language
+from polyrise.stats import bootstrap_distribution, ci_keys, resample_indices
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # /work/shared/data beside the repo
 ALPAGASUS = SHARED_DATA / "alpagasus-1k"
@@ -187,13 +190,19 @@ def test_self_translation_quality_scores_both_directions(tmp_path):
 
     assert list(result) == ["en-de", "en-es", "de-en", "es-en"]
     assert len(engine.requests) == 8 and all(r.prefix == "<translated>\n" for r in engine.requests)
-    assert result["en-de"] == {"chrf++": pytest.approx(100.0), "bleu": pytest.approx(100.0), "n": 2,
-                               "bleu_tokenize": "13a", "failed": 0}  # fmt: skip
+    en_de = result["en-de"]
+    assert {k: en_de[k] for k in ("chrf++", "bleu", "n", "bleu_tokenize", "failed")} == {
+        "chrf++": pytest.approx(100.0), "bleu": pytest.approx(100.0), "n": 2, "bleu_tokenize": "13a", "failed": 0
+    }  # fmt: skip
+    # every resample is a perfect translation for chrF++; BLEU of a resample of one 3-token sentence is 0
+    assert en_de["chrf++_ci_low"] == en_de["chrf++_ci_high"] == pytest.approx(100.0)
+    assert en_de["bleu_ci_low"] == 0.0
     # The failed translation is scored as an empty hypothesis, and counted.
-    expected = corpus_scores(["Good morning.", ""], ["Good morning.", "Where is the station?"], lang="en")
+    expected = corpus_scores(["Good morning.", ""], ["Good morning.", "Where is the station?"], "en", key="de-en")
     assert result["de-en"] == {**expected, "failed": 1}
     assert result["de-en"]["chrf++"] < 100
-    expected_es = corpus_scores(["Buen día.", "¿Dónde está la estación?"], [r.texts["es"] for r in PARALLEL], "es")
+    es = ["Buen día.", "¿Dónde está la estación?"]
+    expected_es = corpus_scores(es, [r.texts["es"] for r in PARALLEL], "es", key="en-es")
     assert result["en-es"] == {**expected_es, "failed": 0}
     assert result["es-en"]["failed"] == 0 and result["es-en"]["n"] == 2
 
@@ -230,7 +239,8 @@ def test_translation_task_writes_a_row_per_sentence_and_direction(tmp_path):
     for direction in ("en-de", "de-en"):
         src, tgt = direction.split("-")
         part = [r for r in rows if (r["src_lang"], r["lang"]) == (src, tgt)]
-        expected = corpus_scores([r["hypothesis"] for r in part], [r["reference"] for r in part], lang=tgt)
+        hypotheses, references = [r["hypothesis"] for r in part], [r["reference"] for r in part]
+        expected = corpus_scores(hypotheses, references, lang=tgt, key=direction)
         assert scores[direction] == {**expected, "failed": 1}  # the corpus score is that of the rows
 
 
@@ -239,3 +249,23 @@ def test_self_translation_quality_needs_every_language(tmp_path):
     rows = [ParallelRow("1", {"en": "Hi"})]
     with pytest.raises(PolyriseError, match="row '1' has no text in fr"):
         self_translation_quality(gen, rows, "en", ["fr"], SamplingSettings())
+
+
+def test_corpus_intervals_resample_sentences_and_recompute_the_corpus_score():
+    hyps = ["The cat sat on a mat.", "It rains a lot today.", "A brown dog jumps high.", "See you later.", "Hi."]
+    refs = ["The cat sat on the mat.", "It rains heavily today.", "The quick brown fox jumps.", "See you.", "Hello."]
+    samples = corpus_samples([str(i) for i in range(len(hyps))], hyps, refs, "en")
+    direct = {"chrf++": CHRF(word_order=2), "bleu": BLEU(tokenize="13a")}
+    for name, metric in direct.items():
+        sample = samples[name]
+        assert sample.statistic(sample.values) == pytest.approx(metric.corpus_score(hyps, [refs]).score)
+        boots = bootstrap_distribution(sample.values, 2, "en-de", statistic=sample.statistic, n_boot=50)
+        expected = [
+            metric.corpus_score([hyps[i] for i in idx], [[refs[i] for i in idx]]).score
+            for idx in resample_indices(len(hyps), 2, "en-de", 50)
+        ]
+        assert boots == pytest.approx(expected)
+    scores = corpus_scores(hyps, refs, "en", seed=2, key="en-de")
+    for name in direct:
+        low, high = (scores[k] for k in ci_keys(name))
+        assert low <= scores[name] <= high and low < high

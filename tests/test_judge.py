@@ -144,7 +144,7 @@ def test_judge_scores_both_orders(tmp_path):
     assert de["win_rate"] == pytest.approx((1 + 0 + 0.5 + 0.5 + 1 + 0.75) / 6)
     assert (de["n"], de["wins"], de["ties"], de["losses"], de["invalid"]) == (6, 3, 2, 1, 1)
     assert (es["win_rate"], es["n"], es["ties"]) == (0.5, 1, 1)
-    assert es["ci_low"] == es["ci_high"] == 0.5  # one item: every resample is that item
+    assert es["win_rate_ci_low"] == es["win_rate_ci_high"] == 0.5  # one item: every resample is that item
     assert avg["win_rate"] == pytest.approx((de["win_rate"] + 0.5) / 2)  # macro average over languages
     assert (avg["n"], avg["wins"], avg["ties"], avg["losses"], avg["invalid"]) == (7, 3, 3, 1, 1)
     assert list(rates) == ["de", "es", "average"]
@@ -171,8 +171,8 @@ def test_bootstrap_is_reproducible_and_contains_the_estimate():
     assert a == b
     assert win_rates(js, seed=4)["de"] != a["de"]
     for entry in a.values():
-        assert entry["ci_low"] <= entry["win_rate"] <= entry["ci_high"]
-    assert a["de"]["ci_high"] - a["de"]["ci_low"] > 0.1
+        assert entry["win_rate_ci_low"] <= entry["win_rate"] <= entry["win_rate_ci_high"]
+    assert a["de"]["win_rate_ci_high"] - a["de"]["win_rate_ci_low"] > 0.1
     # A language's interval does not depend on which other languages were judged.
     assert win_rates(_judgements(scores), seed=3)["de"] == a["de"]
 
@@ -181,7 +181,7 @@ def test_win_rates_all_invalid_and_all_wins():
     rates = win_rates(_judgements([None, None]) + _judgements([1.0, 1.0, 1.0], "fr"))
     assert rates["de"]["n"] == 0 and rates["de"]["invalid"] == 2
     assert rates["de"]["win_rate"] != rates["de"]["win_rate"]  # nan
-    assert (rates["fr"]["win_rate"], rates["fr"]["ci_low"], rates["fr"]["ci_high"]) == (1.0, 1.0, 1.0)
+    assert (rates["fr"]["win_rate"], rates["fr"]["win_rate_ci_low"], rates["fr"]["win_rate_ci_high"]) == (1.0, 1.0, 1.0)
     assert rates["average"]["win_rate"] == 1.0 and rates["average"]["invalid"] == 2  # de has no valid rate
     empty = win_rates([])
     assert list(empty) == ["average"] and empty["average"]["n"] == 0

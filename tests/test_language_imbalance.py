@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from polyrise.config import FilterSettings
+from polyrise.langid import LangIdSettings
 from polyrise.methods.language_imbalance import DROP_REASONS, build_pairs, is_degenerate
 from polyrise.records import Response, Translation
 
@@ -20,14 +21,14 @@ def _tr(pid: str, src: str, tgt: str, source: str, output: str | None) -> Transl
     return Translation(id=pid, kind="response", src_lang=src, lang=tgt, source=source, output=output, raw=output or "")
 
 
-def _build(en_answer=EN, es_answer=ES_NATIVE, to_es=ES, to_en=EN_BACK, filters=FILTERS):
+def _build(en_answer=EN, es_answer=ES_NATIVE, to_es=ES, to_en=EN_BACK, filters=FILTERS, langid=None):
     prompts = {("1", "en"): "Give health tips.", ("1", "es"): "Da consejos de salud."}
     responses = [
         Response(id="1", lang="en", prompt=prompts[("1", "en")], output=en_answer),
         Response(id="1", lang="es", prompt=prompts[("1", "es")], output=es_answer),
     ]
     translations = [_tr("1", "en", "es", en_answer, to_es), _tr("1", "es", "en", es_answer, to_en)]
-    return build_pairs(prompts, responses, translations, "en", ["es"], filters)
+    return build_pairs(prompts, responses, translations, "en", ["es"], filters, langid)
 
 
 def test_pairs_in_both_directions():
@@ -66,8 +67,8 @@ def test_each_filter_drops_and_counts(kwargs, direction, reason):
 
 
 def test_short_texts_skip_language_check():
-    filters = FilterSettings(langid_min_chars=10_000, max_length_ratio=10)
-    _, stats = _build(to_es=EN.upper(), filters=filters)
+    filters = FilterSettings(max_length_ratio=10)
+    _, stats = _build(to_es=EN.upper(), filters=filters, langid=LangIdSettings(min_words=10_000))
     assert stats["es"]["target"]["kept"] == 1
 
 

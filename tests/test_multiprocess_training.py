@@ -255,7 +255,7 @@ def test_run_trains_its_iterate_on_two_processes(tiny_model_dir, tmp_path):
     prompts.write_text("".join(json.dumps({"id": f"p{i}", "instruction": f"Say {i}."}) + "\n" for i in range(4)))
     config = tmp_path / "run.yaml"
     sampled = {"max_new_tokens": 10, "temperature": 1.0}  # greedy decoding of a random model is blank
-    keep_all = {"langid_min_chars": 10**5, "min_length_ratio": 0.001, "max_length_ratio": 1000}
+    keep_all = {"min_length_ratio": 0.001, "max_length_ratio": 1000}
     settings = {
         "name": "ddp",
         "output_dir": str(tmp_path / "runs"),
@@ -264,6 +264,7 @@ def test_run_trains_its_iterate_on_two_processes(tiny_model_dir, tmp_path):
         "prompts": {"source": str(prompts)},
         "generation": {"policy": {"batch_size": 8}, "answer": sampled, "translate": sampled},
         "filters": {**keep_all, "repeated_line_limit": 1000},
+        "langid": {"min_words": 10**5},  # random-model text is no language
         "training": {"batch_size": 2, "max_length": 64, "learning_rate": 1e-3},
         "heldout": None,
         "stage_processes": False,  # only the training stage runs apart, launched by accelerate

@@ -156,7 +156,8 @@ def _cached(db: Path) -> int:
         return 0
 
 
-def test_server_killed_mid_stage_then_rerun_finishes_from_cache(server, key, embedded_dir, tmp_path):
+def test_server_killed_mid_stage_then_rerun_finishes_from_cache(key, embedded_dir, tmp_path):
+    server = start_server(embedded_dir, tmp_path / "server.log")  # its own: the module's server must outlive this test
     prompts = tmp_path / "prompts.jsonl"
     texts = [f"{p} Answer in {n} words." for n in (5, 10, 15, 20) for p in PROMPTS]
     prompts.write_text(

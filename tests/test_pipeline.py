@@ -44,8 +44,8 @@ def _config(tmp_path: Path, model_dir: Path, **extra) -> Path:
             "translate": {"max_new_tokens": 12, "temperature": 1.0},
         },
         # random-model text is no language and any length: keep every pair so training has data
+        "langid": {"min_words": 100000},
         "filters": {
-            "langid_min_chars": 100000,
             "min_length_ratio": 0.001,
             "max_length_ratio": 1000,
             "repeated_line_limit": 1000,
@@ -105,7 +105,6 @@ def test_one_iteration_end_to_end_and_rerun_skips(tmp_path, tiny_model_dir):
             tmp_path,
             tiny_model_dir,
             filters={
-                "langid_min_chars": 100000,
                 "min_length_ratio": 0.001,
                 "max_length_ratio": 1000,
                 "repeated_line_limit": 999,

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -19,6 +20,7 @@ from polyrise.generation.cache import GenerationCache
 from polyrise.generation.hf import HFEngine
 from polyrise.models import resolve_model
 from polyrise.records import Response
+from polyrise.stats import resample_indices
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -76,8 +78,23 @@ def test_scores_pool_tokens_per_language():
         ReferenceNLL(id="1", lang="de", nll=9.0, tokens=3),
     ]
     scores = reflik_scores(rows)
-    assert scores["en"] == {"nll": 2.0, "ppl": pytest.approx(math.e**2), "n": 2, "tokens": 4}
+    en = scores["en"]
+    assert (en["nll"], en["n"], en["tokens"]) == (2.0, 2, 4) and en["ppl"] == pytest.approx(math.e**2)
+    # resamples of the two answers pool 6/3 = 2 (either alone, or both: 8/4), so the interval is the point
+    assert en["nll_ci_low"] == en["nll_ci_high"] == 2.0
+    assert en["ppl_ci_low"] == pytest.approx(math.e**2) and en["ppl_ci_high"] == pytest.approx(math.e**2)
     assert scores["de"]["nll"] == 3.0
+
+
+def test_nll_interval_resamples_answers_and_pools_their_tokens():
+    rows = [ReferenceNLL(id=str(i), lang="en", nll=float(i + 1), tokens=i % 3 + 1) for i in range(12)]
+    scores = reflik_scores(rows, seed=5)["en"]
+    nll, tokens = np.array([r.nll for r in rows]), np.array([r.tokens for r in rows])
+    pooled = [nll[i].sum() / tokens[i].sum() for i in resample_indices(len(rows), 5, "en")]  # keyed by the language
+    assert (scores["nll_ci_low"], scores["nll_ci_high"]) == pytest.approx(tuple(np.percentile(pooled, [2.5, 97.5])))
+    assert scores["nll"] == pytest.approx(nll.sum() / tokens.sum())  # pooled, not the mean of the answers' ratios
+    assert scores["nll_ci_low"] < scores["nll"] < scores["nll_ci_high"]
+    assert scores["ppl_ci_low"] < scores["ppl"] < scores["ppl_ci_high"]
 
 
 def test_a_chat_cannot_be_scored_through_an_openai_server_and_answers_are_nonempty(engine, tmp_path, server):

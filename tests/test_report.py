@@ -1,13 +1,24 @@
-"""The report renders from a fixture run dir: tables per metric, gap to English, embedded plots."""
+"""The report renders from a fixture run dir: tables per metric with intervals, paired changes, gap to English,
+embedded plots."""
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from polyrise.errors import PolyriseError
-from polyrise.report import collect_scores, write_report
+from polyrise.evaluation import item_samples
+from polyrise.evaluation.choice import ChoicePrediction, choice_accuracy
+from polyrise.evaluation.fewshot import ClassifyPrediction
+from polyrise.evaluation.math import MathPrediction
+from polyrise.evaluation.reflik import ReferenceNLL
+from polyrise.evaluation.translation import TranslationRow
+from polyrise.io import write_jsonl
+from polyrise.records import Response
+from polyrise.report import DISTINGUISHABLE, collect_scores, write_report
+from polyrise.stats import bootstrap_interval
 
 
 @pytest.fixture
@@ -71,3 +82,94 @@ def test_metric_directions_and_headlines_come_from_the_task_registry(tmp_path):
     md = write_report(tmp_path)[0].read_text()
     assert "## reflik: nll (lower is better)" in md  # reflik.METRICS: nll is lower-is-better and a headline
     assert "ppl" not in md  # declared, but not a headline
+
+
+def _picks(lang: str, correct: list[bool]) -> list[ChoicePrediction]:
+    return [
+        ChoicePrediction(id=str(i), lang=lang, pred=0 if right else 1, label=0, logliks=[0.0, -1.0])
+        for i, right in enumerate(correct)
+    ]
+
+
+def test_report_shows_intervals_and_marks_paired_changes(tmp_path):
+    half = [True] * 20 + [False] * 20
+    rows = {
+        "M0": _picks("en", half) + _picks("de", [False] * 40),
+        "M1": _picks("en", half) + _picks("de", [True] * 30 + [False] * 10),
+        "M2": _picks("en", half[::-1]) + _picks("de", [True] * 30 + [False] * 10),  # en: other items right
+    }
+    scores = {label: choice_accuracy(preds) for label, preds in rows.items()}
+    judged = {"en": {"win_rate": 0.6, "win_rate_ci_low": 0.4, "win_rate_ci_high": 0.8, "n": 5}}
+    for it, labels in (("iter_0", ("M0", "M1")), ("iter_1", ("M1", "M2"))):
+        (tmp_path / it / "eval").mkdir(parents=True)
+        judge = {label: judged if label != "M0" else {} for label in labels}  # M0 is judged against nothing
+        data = {"xnli": {label: scores[label] for label in labels}, "judge": judge}
+        (tmp_path / it / "eval" / "scores.json").write_text(json.dumps(data))
+    for label, it in (("M0", "iter_0"), ("M1", "iter_0"), ("M2", "iter_1")):  # each in the iteration that made it
+        write_jsonl(tmp_path / it / "eval" / f"xnli_{label}.jsonl", rows[label])
+        answers = [Response(id="1", lang="en", prompt="q", output="a")]
+        write_jsonl(tmp_path / it / "eval" / f"judge_{label}.jsonl", answers)
+    md_path, html_path = write_report(tmp_path)
+    md = md_path.read_text()
+
+    de = [scores[label]["de"] for label in ("M0", "M1", "M2")]
+    cells = " | ".join(f"{s['accuracy']:.3f} [{s['accuracy_ci_low']:.3f}, {s['accuracy_ci_high']:.3f}]" for s in de)
+    assert f"| de | {cells} | 40 |" in md  # every value with its interval, and n
+    assert de[0]["accuracy_ci_low"] == de[0]["accuracy_ci_high"] == 0.0
+    assert "| M0→M1 | M1→M2 | n |" in md
+
+    # de: 30 of 40 items turn right, every one of them on the same item: the interval excludes 0
+    diffs = np.array([1.0] * 30 + [0.0] * 10)
+    low, high = bootstrap_interval(diffs, 0, "de")
+    assert f"| de | +0.750 [{low:+.3f}, {high:+.3f}] {DISTINGUISHABLE} | +0.000 [+0.000, +0.000] | 40 |" in md
+    # en M1→M2: the same accuracy, but on other items; paired, the change is 0 within a wide interval
+    [en_line] = [line for line in md.splitlines() if line.startswith("| en | +0.000 [+0.000, +0.000] | +0.000 [")]
+    low, high = bootstrap_interval(np.array([-1.0] * 20 + [1.0] * 20), 0, "en")
+    assert en_line == f"| en | +0.000 [+0.000, +0.000] | +0.000 [{low:+.3f}, {high:+.3f}] | 40 |" and low < 0 < high
+    assert "M0→M1 not paired: judge_M0.jsonl holds no per-item values, judge_M1.jsonl holds no per-item values." in md
+    assert "| en | - | 0.600 [0.400, 0.800] | 0.600 [0.400, 0.800] | 5 |" in md  # judge: M0 has no win rate
+    assert DISTINGUISHABLE in html_path.read_text()
+
+
+def test_missing_rows_are_said_not_guessed(run_dir):
+    md = write_report(run_dir)[0].read_text()
+    assert "M0→M1 not paired: mgsm_M0.jsonl is missing, mgsm_M1.jsonl is missing." in md
+    assert "M1→M2 not paired: mgsm_M1.jsonl is missing, mgsm_M2.jsonl is missing." in md
+
+
+def test_item_samples_reads_the_rows_of_each_task(tmp_path):
+    rows = {
+        "choice": [ChoicePrediction(id="1", lang="en", pred=0, label=0, logliks=[0.0, -1.0])],
+        "classify": [ClassifyPrediction(id="1", lang="en", pred="yes", label="no", scores=None)],
+        "reflik": [ReferenceNLL(id="1", lang="en", nll=6.0, tokens=3)],
+        "translation": [
+            TranslationRow(
+                id="1",
+                src_lang="en",
+                lang="de",
+                source="Hi",
+                hypothesis="Hallo",
+                reference="Hallo",
+                chrf=100.0,
+                failed=False,
+            )
+        ],
+        "mgsm": [MathPrediction(id="1", lang="en", output="5", gold="5", pred="5")],
+        "judge": [Response(id="1", lang="en", prompt="q", output="a")],
+    }
+    found = {}
+    for task, task_rows in rows.items():
+        write_jsonl(tmp_path / f"{task}.jsonl", task_rows)
+        samples = item_samples(tmp_path / f"{task}.jsonl")
+        found[task] = None if samples is None else {row: sorted(metrics) for row, metrics in samples.items()}
+    assert found == {
+        "choice": {"en": ["accuracy"]},
+        "classify": {"en": ["accuracy"]},
+        "reflik": {"en": ["nll", "ppl"]},
+        "translation": {"en-de": ["bleu", "chrf++"]},
+        "mgsm": {"en": ["accuracy"]},
+        "judge": None,  # answers; the win rate is itself a comparison
+    }
+    assert item_samples(tmp_path / "choice.jsonl")["en"]["accuracy"].values.tolist() == [1.0]
+    (tmp_path / "empty.jsonl").write_text("")
+    assert item_samples(tmp_path / "empty.jsonl") is None

@@ -12,7 +12,8 @@ from rich.console import Console
 from polyrise.errors import PolyriseError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
-console = Console(soft_wrap=True)  # printed paths and numbers never wrap: scripts read them
+# printed paths and numbers never wrap: scripts read them; piped, a table is as wide as its contents
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 10_000)
 
 Model = Annotated[str, typer.Option("--model", "-m", help="embedded:<name>, HF id, local dir or LoRA adapter dir")]
 Out = Annotated[Path, typer.Option("--out", "-o", help="output file")]
@@ -454,31 +455,43 @@ def eval_(
 
 @app.command()
 def score(
-    task: Annotated[str, typer.Argument(help="mgsm")],
-    predictions: Annotated[Path, typer.Argument(help="JSONL rows with id, lang, output, gold")],
+    task: Annotated[str, typer.Argument(help="langid or mgsm")],
+    predictions: Annotated[Path, typer.Argument(help="JSONL rows with id, lang, output (and gold for mgsm)")],
+    languages: Annotated[
+        str | None,
+        typer.Option(help="comma-separated languages a line may be identified as, besides each row's and English"),
+    ] = None,
+    min_words: Annotated[int, typer.Option(min=0, help="words a line needs to be identified")] = 5,
+    min_confidence: Annotated[float, typer.Option(min=0.0, max=1.0, help="below it a line is undecided")] = 0.8,
+    seed: Annotated[int, typer.Option(help="seed of the bootstrap intervals")] = 0,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="write per-row verdicts and scores.json here")] = None,
 ) -> None:
-    """Re-score saved outputs without a model: accuracy, off-target rate and unparseable outputs per language."""
-    from rich.table import Table
+    """Re-score saved outputs without a model: language confusion per language (langid), or MGSM accuracy with it."""
+    from pydantic import ValidationError
 
+    from polyrise.evaluation.fidelity import score_outputs
     from polyrise.evaluation.math import read_predictions, score_math
+    from polyrise.io import write_json
+    from polyrise.langid import DEFAULT_CANDIDATES, LangIdSettings
+    from polyrise.report import scores_table
 
-    if task != "mgsm":
-        raise PolyriseError(f"unknown task {task!r} for `score`; known: mgsm")
-    scores = score_math(read_predictions(predictions))
-    table = Table(title=f"mgsm: {predictions}")
-    for col in ("lang", "accuracy", "n", "unparseable", "off-target", "too short for langid"):
-        table.add_column(col, justify="right")
-    for lang in sorted(scores, key=lambda r: (r != "en", r)):
-        s = scores[lang]
-        table.add_row(
-            lang,
-            f"{s['accuracy']:.3f}",
-            str(s["n"]),
-            str(s["unparseable"]),
-            f"{s['off_target']:.3f}",
-            str(s["skipped"]),
-        )
-    console.print(table)
+    if task not in ("langid", "mgsm"):
+        raise PolyriseError(f"unknown task {task!r} for `score`; known: langid, mgsm")
+    candidates = _langs(languages) if languages is not None else list(DEFAULT_CANDIDATES)
+    try:
+        settings = LangIdSettings(min_words=min_words, min_confidence=min_confidence, candidates=candidates)
+    except ValidationError as e:
+        raise PolyriseError(f"--languages: {e.errors()[0]['msg']}") from None
+    if task == "langid":
+        scores = score_outputs(predictions, settings, out, seed)
+    else:
+        scores = score_math(read_predictions(predictions), settings, seed)
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            write_json(out / "scores.json", {"mgsm": {predictions.stem: scores}})
+    console.print(scores_table(task, {predictions.stem: scores}))
+    if out is not None:
+        console.print(f"scores in {out}/scores.json")
 
 
 @app.command()

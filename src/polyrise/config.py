@@ -17,6 +17,7 @@ from pydantic import (
 from polyrise.errors import PolyriseError
 from polyrise.evaluation import EvalTask, untagged
 from polyrise.io import read_text
+from polyrise.langid import LangIdSettings
 from polyrise.languages import get_language
 from polyrise.settings import EngineSettings, ModelSettings, SamplingSettings, Section
 from polyrise.settings import JudgeSettings as JudgeSettings
@@ -66,8 +67,6 @@ class FilterSettings(Section):
     max_length_ratio: float = Field(default=3.0, gt=0.0)
     repeated_line_limit: int = Field(default=5, ge=2)
     """A text where one non-empty line occurs this many times is degenerate."""
-    langid_min_chars: int = Field(default=20, ge=0)
-    """Texts shorter than this are not language-checked (py3langid is unreliable on them)."""
 
     @model_validator(mode="after")
     def _ordered(self) -> FilterSettings:
@@ -188,6 +187,8 @@ class RunConfig(Section):
     prompts: PromptSource = Field(default_factory=PromptSource)
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
     filters: FilterSettings = Field(default_factory=FilterSettings)
+    langid: LangIdSettings = Field(default_factory=LangIdSettings)
+    """How every language judgement of the run is made: the pairs' filter, held-out answers, MGSM answers."""
     training: SerializeAsAny[TrainingSettings] = Field(default_factory=DPOSettings)
     """The method's training settings (`DPOSettings` for language-imbalance, `SFTSettings` for question-alignment)."""
     heldout: HeldoutSettings | None = Field(default_factory=HeldoutSettings)

@@ -1,4 +1,5 @@
-"""Report of a run: languages x iterations tables per metric, the gap to English, and PNG plots (Markdown + HTML)."""
+"""Report of a run: languages x iterations tables per metric with `n` and 95% intervals, the paired change from
+each model to the next, the gap to English, and PNG plots (Markdown + HTML)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,15 @@ import base64
 import html
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from polyrise.errors import PolyriseError
-from polyrise.evaluation import HEADLINE_METRICS, LOWER_IS_BETTER
+from polyrise.evaluation import HEADLINE_METRICS, LOWER_IS_BETTER, item_samples
 from polyrise.io import atomic_open
+from polyrise.stats import Change, RowSamples, ci_keys, paired_change
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -21,19 +24,24 @@ Scores = dict[str, dict[str, dict[str, dict[str, float]]]]
 """task → model label (M0, M1, ...) → row (a language, a direction, "average") → metric → value."""
 
 
+DISTINGUISHABLE = "†"
+"""The mark of a change whose 95% interval excludes 0 (`*` marks trained languages)."""
+
+
 def model_order(label: str) -> tuple[int, str]:
     """Sort key of model labels: M0, M1, ..., M10 in number order, other labels after them."""
     return (int(label[1:]), label) if label[:1] == "M" and label[1:].isdigit() else (10**6, label)
 
 
+def _eval_dirs(run_dir: Path) -> list[Path]:
+    """The run dir (or an eval dir) and every `iter_*/eval/`, in iteration order."""
+    return [run_dir, *sorted(run_dir.glob("iter_*/eval"), key=lambda p: int(p.parent.name.split("_")[1]))]
+
+
 def collect_scores(run_dir: Path) -> Scores:
     """Merge `scores.json` of the run dir (or an eval dir) and of every `iter_*/eval/`; later iterations win."""
-    files = [
-        run_dir / "scores.json",
-        *sorted(run_dir.glob("iter_*/eval/scores.json"), key=lambda p: int(p.parent.parent.name.split("_")[1])),
-    ]
     merged: Scores = {}
-    for path in files:
+    for path in (d / "scores.json" for d in _eval_dirs(run_dir)):
         if not path.is_file():
             continue
         try:
@@ -57,8 +65,70 @@ def metric_table(by_model: dict[str, dict[str, dict[str, float]]], metric: str) 
         for row, cells in by_model[label].items()
         if isinstance(cells, dict) and isinstance(cells.get(metric), int | float)
     }
-    rows = sorted({row for row, _ in values}, key=lambda r: (r != "en", r == "average", r))
+    unmeasurable = {row for label in labels for row, cells in by_model[label].items() if _unmeasurable(cells, metric)}
+    rows = sorted({row for row, _ in values} | unmeasurable, key=lambda r: (r != "en", r == "average", r))
     return rows, labels, values
+
+
+def _unmeasurable(cells: Any, metric: str) -> bool:
+    """A row whose `metric` the detector could not measure (a language it has no model for)."""
+    return isinstance(cells, dict) and metric in cells and cells.get("measurable") is False
+
+
+def _cell(by_model: Mapping[str, Any], row: str, label: str, values: dict, intervals: dict, metric: str) -> str:
+    """One table cell: the value with its interval, or "not measurable"."""
+    if _unmeasurable(by_model[label].get(row), metric):
+        return "not measurable"
+    return _with_interval(values.get((row, label)), intervals.get((row, label)))
+
+
+def interval_table(by_model: dict[str, dict[str, dict[str, float]]], metric: str) -> dict:
+    """{(row, label): (low, high)}: the metric's 95% interval where the scores hold a finite one."""
+    low_key, high_key = ci_keys(metric)
+    return {
+        (row, label): (float(cells[low_key]), float(cells[high_key]))
+        for label, rows in by_model.items()
+        for row, cells in rows.items()
+        if isinstance(cells, dict)
+        and all(isinstance(cells.get(k), int | float) and not math.isnan(cells[k]) for k in (low_key, high_key))
+    }
+
+
+def item_samples_of(run_dir: Path, task: str, label: str) -> RowSamples | str:
+    """The per-item samples of `task` on model `label`, from its per-sample rows `<task>_<label>.jsonl` (in the last
+    eval dir that has them); else why there are none."""
+    name = f"{task}_{label}.jsonl"
+    paths = [d / name for d in _eval_dirs(run_dir) if (d / name).is_file()]
+    if not paths:
+        return f"{name} is missing"
+    samples = item_samples(paths[-1])
+    return f"{name} holds no per-item values" if samples is None else samples
+
+
+def _step(before: str, after: str) -> str:
+    return f"{before}→{after}"
+
+
+def paired_changes(
+    samples: Mapping[str, RowSamples | str], labels: list[str], rows: list[str], metric: str, seed: int = 0
+) -> tuple[dict[tuple[str, str], Change], list[str]]:
+    """The change of `metric` from each model to the next (`M0→M1`, in `labels`' order) per row, paired over the
+    items both were scored on (`stats.paired_change`, seeded by (seed, row)): {(row, step): change}, and a note
+    for each step whose rows cannot be paired (`samples`: label → its samples or why there are none)."""
+    changes: dict[tuple[str, str], Change] = {}
+    notes = []
+    for before, after in pairwise(labels):
+        step, old, new = _step(before, after), samples[before], samples[after]
+        if isinstance(old, str) or isinstance(new, str):
+            reasons = [side for side in (old, new) if isinstance(side, str)]
+            notes.append(f"{step} not paired: {', '.join(dict.fromkeys(reasons))}.")
+            continue
+        for row in rows:
+            a, b = new.get(row, {}).get(metric), old.get(row, {}).get(metric)
+            change = paired_change(a, b, seed, row) if a is not None and b is not None else None
+            if change is not None:
+                changes[(row, step)] = change
+    return changes, notes
 
 
 def gap_to_english(rows: list[str], labels: list[str], values: dict) -> dict[str, dict[str, float]]:
@@ -95,12 +165,37 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:.3f}"
 
 
+def _with_interval(value: float | None, interval: tuple[float, float] | None) -> str:
+    """`0.300 [0.200, 0.400]`: a value and its 95% interval (the value alone when it has none)."""
+    if value is None or interval is None:
+        return _fmt(value)
+    return f"{_fmt(value)} [{interval[0]:.3f}, {interval[1]:.3f}]"
+
+
+def _change_text(change: Change | None) -> str:
+    """`+0.100 [+0.020, +0.180] †`: a paired change, its 95% interval, and `DISTINGUISHABLE` when that excludes 0."""
+    if change is None:
+        return "-"
+    mark = f" {DISTINGUISHABLE}" if change.distinguishable else ""
+    return f"{change.delta:+.3f} [{change.low:+.3f}, {change.high:+.3f}]{mark}"
+
+
+def _n_text(ns: Iterable[object]) -> str:
+    """A row's `n` over the models: one number when those that have one agree, else each in turn (`-`: none)."""
+    shown = [str(n) if isinstance(n, int) else "-" for n in ns]
+    found = set(shown) - {"-"}
+    if not found:
+        return "-"
+    return found.pop() if len(found) == 1 else "/".join(shown)
+
+
 def _plots(
     task: str,
     metric: str,
     rows: list[str],
     labels: list[str],
     values: dict,
+    intervals: dict,
     gaps: dict,
     out: Path,
     shown: Callable[[str], str],
@@ -118,8 +213,11 @@ def _plots(
     for i, label in enumerate(labels):
         xs = [j + i * width for j in range(len(rows))]
         ax.bar(xs, [values.get((r, label), math.nan) for r in rows], width, label=label)
+        bounds = [(x, intervals[(r, label)]) for x, r in zip(xs, rows, strict=True) if (r, label) in intervals]
+        if bounds:  # the 95% intervals, drawn as lines (a percentile interval need not contain the value)
+            ax.vlines([x for x, _ in bounds], *zip(*(b for _, b in bounds), strict=True), color="black", linewidth=1)
     ax.set_xticks([j + width * (len(labels) - 1) / 2 for j in range(len(rows))], [shown(r) for r in rows])
-    ax.set_ylabel(metric)
+    ax.set_ylabel(f"{metric} (lines: 95% interval)" if intervals else metric)
     ax.set_title(f"{task}: {metric} per language and iteration")
     ax.legend(fontsize="small")
     fig.tight_layout()
@@ -154,8 +252,45 @@ def _add_table(md: list[str], body: list[str], columns: list[str], rows: list[li
     body.append(f"<table><tr><th></th>{head}</tr>{cells}</table>")
 
 
-def write_report(run_dir: str | Path) -> tuple[Path, Path]:
-    """Write `report.md`, `report.html` (plots embedded, readable without a server) and `plots/*.png`."""
+def _add_changes(
+    md: list[str],
+    body: list[str],
+    changes: dict[tuple[str, str], Change],
+    notes: list[str],
+    labels: list[str],
+    rows: list[str],
+    shown: Callable[[str], str],
+) -> None:
+    """Append the table of paired changes between consecutive models (`paired_changes`) and its notes."""
+    steps = [_step(a, b) for a, b in pairwise(labels)]
+    if changes:
+        caption = (
+            "Change from each model to the next (later minus earlier, paired over the items both were scored on; "
+            f"95% bootstrap interval; {DISTINGUISHABLE} where it excludes 0; - not paired):"
+        )
+        md += ["", caption, ""]
+        body.append(f"<p>{html.escape(caption)}</p>")
+        table = [
+            [shown(r)]
+            + [_change_text(changes.get((r, step))) for step in steps]
+            + [_n_text(changes[(r, step)].n if (r, step) in changes else None for step in steps)]
+            for r in rows
+        ]
+        _add_table(md, body, [*steps, "n"], table)
+    elif not notes:
+        notes = ["No paired change: no row has per-item values shared by two consecutive models."]
+    for note in notes:
+        md += ["", note]
+        body.append(f"<p>{html.escape(note)}</p>")
+
+
+def write_report(run_dir: str | Path, seed: int = 0) -> tuple[Path, Path]:
+    """Write `report.md`, `report.html` (plots embedded, readable without a server) and `plots/*.png`.
+
+    Each table of a metric shows every value with its 95% interval and `n`; below it, the change from each model
+    to the next, paired over the items both were scored on (their per-sample rows; bootstrap seeded by `seed`),
+    marked `DISTINGUISHABLE` (†) where its 95% interval excludes 0.
+    """
     run_dir = Path(run_dir)
     scores = collect_scores(run_dir)
     md = [f"# polyrise report: {run_dir.name}", ""]
@@ -175,15 +310,27 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
         return f"{row} *" if any(part in trained for part in row.split("-")) else row
 
     for task in sorted(scores):
+        by_model = scores[task]
+        samples = {label: item_samples_of(run_dir, task, label) for label in by_model}
         for metric in HEADLINE_METRICS:
-            rows, labels, values = metric_table(scores[task], metric)
-            if not values:
+            rows, labels, values = metric_table(by_model, metric)
+            if not rows:
                 continue
+            intervals = interval_table(by_model, metric)
             direction = "lower is better" if metric in LOWER_IS_BETTER else "higher is better"
             title = f"{task}: {metric} ({direction})"
             md += [f"## {title}", ""]
             body.append(f"<h2>{html.escape(title)}</h2>")
-            _add_table(md, body, labels, [[shown(r)] + [_fmt(values.get((r, lab))) for lab in labels] for r in rows])
+            table = [
+                [shown(r)]
+                + [_cell(by_model, r, lab, values, intervals, metric) for lab in labels]
+                + [_n_text(by_model[lab].get(r, {}).get("n") for lab in labels)]
+                for r in rows
+            ]
+            _add_table(md, body, [*labels, "n"], table)
+            if len(labels) > 1:
+                changes, notes = paired_changes(samples, labels, rows, metric, seed)
+                _add_changes(md, body, changes, notes, labels, rows, shown)
             gaps = gap_to_english(rows, labels, values)
             if gaps:
                 caption = f"Gap to English ({metric}, English minus language):"
@@ -192,7 +339,7 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
                 gap_rows = [r for r in rows if r not in ("en", "average")] + ["mean"]
                 gap_cells = [[shown(r)] + [_fmt(gaps[lab].get(r)) for lab in gaps] for r in gap_rows]
                 _add_table(md, body, list(gaps), gap_cells)
-            for png in _plots(task, metric, rows, labels, values, gaps, run_dir / "plots", shown):
+            for png in _plots(task, metric, rows, labels, values, intervals, gaps, run_dir / "plots", shown):
                 md += ["", f"![{png.stem}](plots/{png.name})"]
                 data = base64.b64encode(png.read_bytes()).decode()
                 body.append(f'<img alt="{png.stem}" src="data:image/png;base64,{data}">')
@@ -213,7 +360,8 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
 
 
 def scores_table(task: str, by_model: dict[str, Any]) -> Table:
-    """The console table of one evaluation task: rows (languages or directions) x models, per headline metric."""
+    """The console table of one evaluation task: rows (languages or directions) x models, per headline metric, each
+    value with its 95% interval, and the rows' `n`."""
     from rich.table import Table
 
     table = Table(title=f"evaluation: {task}")
@@ -221,17 +369,19 @@ def scores_table(task: str, by_model: dict[str, Any]) -> Table:
     columns = []
     for metric in HEADLINE_METRICS:
         rows, labels, values = metric_table(by_model, metric)
-        if values:
-            columns.append((metric, rows, labels, values))
-    all_rows = list(dict.fromkeys(r for _, rows, _, _ in columns for r in rows))
-    for metric, _, labels, _ in columns:
+        if rows:
+            columns.append((metric, rows, labels, values, interval_table(by_model, metric)))
+    all_rows = list(dict.fromkeys(r for _, rows, _, _, _ in columns for r in rows))
+    for metric, _, labels, _, _ in columns:
         for label in labels:
             table.add_column(f"{metric} {label}", justify="right")
+    table.add_column("n", justify="right")
+    models = sorted(by_model, key=model_order)
     for row in all_rows:
         cells = [
-            f"{values[(row, label)]:.3f}" if (row, label) in values else "-"
-            for _, _, labels, values in columns
+            _cell(by_model, row, label, values, intervals, metric)
+            for metric, _, labels, values, intervals in columns
             for label in labels
         ]
-        table.add_row(row, *cells)
+        table.add_row(row, *cells, _n_text(by_model[label].get(row, {}).get("n") for label in models))
     return table

@@ -440,7 +440,12 @@ class Runner:
                     outputs=[self.scores_file(k)],
                     models=[self.model_spec(k), *judges],
                     inputs=[*data, *([self.scores_file(k - 1)] if k else [])],
-                    settings=[cfg.model.model_dump(), [task.model_dump() for task in cfg.evaluation], cfg.seed],
+                    settings=[
+                        cfg.model.model_dump(),
+                        [task.model_dump() for task in cfg.evaluation],
+                        cfg.seed,
+                        cfg.langid.model_dump(),
+                    ],
                 )
             )
         return stages
@@ -463,6 +468,7 @@ class Runner:
             f"M{k}",
             seed=cfg.seed,
             baseline=baseline,
+            langid=cfg.langid,
         )
         write_json(self.scores_file(k), scores)
         return {"tasks": len(scores)}
@@ -473,7 +479,7 @@ class Runner:
         for k in (t, t + 1):
             if self.heldout:
                 answers = read_jsonl(self.heldout_file(k), Response)
-                rates = off_target_rates(answers, self.config.filters.langid_min_chars)
+                rates = off_target_rates(answers, self.config.langid, self.config.seed)
                 scores.setdefault("heldout", {})[f"M{k}"] = rates
             if self.config.evaluation:
                 for key, by_row in json.loads(self.scores_file(k).read_text()).items():

@@ -16,6 +16,9 @@ from pydantic import Field, TypeAdapter
 from polyrise.evaluation import choice, fewshot, fidelity, judge, math, reflik, translation
 from polyrise.evaluation.base import Metric, Scores, TaskRun, TaskSettings
 from polyrise.generation import Generator, open_engine
+from polyrise.io import iter_jsonl, read_jsonl
+from polyrise.langid import LangIdSettings
+from polyrise.stats import RowSamples
 
 __all__ = [
     "HEADLINE_METRICS",
@@ -27,6 +30,7 @@ __all__ = [
     "Scores",
     "TaskSettings",
     "evaluate_model",
+    "item_samples",
     "parse_task",
     "run_task",
     "untagged",
@@ -51,7 +55,8 @@ TASKS: dict[str, ModuleType] = {
     "classify": fewshot,
     "reflik": reflik,
 }
-"""Task name → the module that declares it (its settings, `run`, `METRICS`)."""
+"""Task name → the module that declares it (its settings, `run`, `METRICS`; `ROW` and `row_samples` when its
+per-sample rows hold per-item values: see `item_samples`)."""
 
 
 def _metrics(modules: Sequence[ModuleType]) -> dict[str, Metric]:
@@ -68,6 +73,21 @@ METRICS = _metrics([*TASKS.values(), fidelity])
 HEADLINE_METRICS = tuple(name for name, metric in METRICS.items() if metric.headline)
 """Metrics that get a table and plots; counts (n, skipped, ...) stay in the JSON."""
 LOWER_IS_BETTER = frozenset(name for name, metric in METRICS.items() if metric.lower_is_better)
+
+
+def item_samples(path: Path) -> RowSamples | None:
+    """The per-item samples (row → metric → `stats.Sample`) of a file of a task's per-sample rows, read by the
+    module whose `ROW` has exactly the first row's fields, through its `row_samples`; None when no task's rows
+    of that shape hold per-item values, or the file has no rows. A bad row is an error naming `file:line`."""
+    first = next(iter_jsonl(path), None)
+    if first is None:
+        return None
+    for module in TASKS.values():
+        row = getattr(module, "ROW", None)
+        if row is not None and set(first[1]) == set(row.model_fields):
+            return module.row_samples(read_jsonl(path, row))
+    return None
+
 
 _TASK_ADAPTER: TypeAdapter[EvalTask] = TypeAdapter(EvalTask)
 
@@ -93,14 +113,15 @@ def run_task(
     seed: int = 0,
     judge: Generator | None = None,
     baseline: tuple[Path, str] | None = None,
+    langid: LangIdSettings | None = None,
 ) -> Scores:
     """Evaluate the generator's model (called `label`) on `task` in `task.langs or langs`; writes the per-sample
     rows to `out_dir/<task.key>_<label>.jsonl` and returns {row (language or direction): metrics}.
 
     `judge` judges the `judge` task; `baseline` = (dir, label) names an evaluated model whose answers there the
-    model is judged against when the task has no `reference`.
+    model is judged against when the task has no `reference`; `langid` judges the language of answers.
     """
-    context = TaskRun(generator, task.langs or langs, out_dir, label, seed, judge, baseline)
+    context = TaskRun(generator, task.langs or langs, out_dir, label, seed, judge, baseline, langid or LangIdSettings())
     return TASKS[task.task].run(task, context)
 
 
@@ -113,6 +134,7 @@ def evaluate_model(
     *,
     seed: int = 0,
     baseline: tuple[Path, str] | None = None,
+    langid: LangIdSettings | None = None,
 ) -> dict[str, Scores]:
     """Run every task on the generator's model; returns {task key: scores} (see `run_task`).
 
@@ -129,6 +151,6 @@ def evaluate_model(
                 judges[key] = Generator(open_engine(task.judge), generator.cache)
             judge_generator = judges[key]
         scores[task.key] = run_task(
-            task, generator, langs, out_dir, label, seed=seed, judge=judge_generator, baseline=baseline
+            task, generator, langs, out_dir, label, seed=seed, judge=judge_generator, baseline=baseline, langid=langid
         )
     return scores

@@ -7,12 +7,13 @@ registry in `polyrise.evaluation` joins them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator
 
+from polyrise.langid import LangIdSettings
 from polyrise.languages import get_language
 from polyrise.settings import Section
 
@@ -73,6 +74,8 @@ class TaskRun:
     """The judge of the `judge` tasks (one engine per distinct judge, opened by `evaluate_model`)."""
     baseline: tuple[Path, str] | None = None
     """(dir, label) of an evaluated model to judge head-to-head against."""
+    langid: LangIdSettings = field(default_factory=LangIdSettings)
+    """How the language of answers is judged (the run's `langid:` settings)."""
 
     def rows_path(self, task: TaskSettings, label: str | None = None, out_dir: Path | None = None) -> Path:
         """The per-sample rows of `task` on the model `label` (default: this one) in `out_dir` (default: ours)."""

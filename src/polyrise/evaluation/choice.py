@@ -19,14 +19,16 @@ import string
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from polyrise.errors import PolyriseError
 from polyrise.evaluation.base import Metric, Scores, TaskRun, TaskSettings
 from polyrise.generation import Generator, LogLikelihood
 from polyrise.io import first_per_lang, load_rows, write_jsonl
+from polyrise.stats import RowSamples, Sample, summarize
 
 Normalize = Literal["chars", "tokens"] | None
 
@@ -343,14 +345,35 @@ def score_choices(
     return predictions
 
 
-def choice_accuracy(predictions: Iterable[ChoicePrediction]) -> dict[str, dict[str, float | int]]:
-    """Per language: `accuracy` (share of picks equal to the label) and `n` items."""
-    counts: dict[str, list[int]] = {}
+class Pick(Protocol):
+    """A prediction that is right or wrong: what accuracy reads."""
+
+    id: str
+    lang: str
+
+    @property
+    def correct(self) -> bool: ...
+
+
+ROW = ChoicePrediction
+"""The per-sample rows of the task, which `row_samples` turns into per-item values."""
+
+
+def row_samples(predictions: Iterable[Pick]) -> RowSamples:
+    """Per language: the `accuracy` sample (1 for a right pick, 0 for a wrong one, per item)."""
+    by_lang: dict[str, list[Pick]] = {}
     for p in predictions:
-        c = counts.setdefault(p.lang, [0, 0])
-        c[0] += p.correct
-        c[1] += 1
-    return {lang: {"accuracy": right / n, "n": n} for lang, (right, n) in counts.items()}
+        by_lang.setdefault(p.lang, []).append(p)
+    return {
+        lang: {"accuracy": Sample(tuple(p.id for p in picks), np.array([float(p.correct) for p in picks]))}
+        for lang, picks in by_lang.items()
+    }
+
+
+def choice_accuracy(predictions: Iterable[Pick], seed: int = 0) -> dict[str, dict[str, float | int]]:
+    """Per language: `accuracy` (share of picks equal to the label) with its 95% bootstrap interval
+    (`accuracy_ci_low`, `accuracy_ci_high`, seeded by (seed, language)) and `n` items."""
+    return summarize(row_samples(predictions), seed)
 
 
 # ---------------------------------------------------------------------------------------------- the task
@@ -386,4 +409,4 @@ def run(task: ChoiceTask, context: TaskRun) -> Scores:
     normalize = None if task.normalize == "none" else task.normalize
     predictions = score_choices(context.generator, items, normalize)
     write_jsonl(context.rows_path(task), predictions)
-    return choice_accuracy(predictions)
+    return choice_accuracy(predictions, context.seed)

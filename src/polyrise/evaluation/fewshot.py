@@ -33,10 +33,12 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from polyrise.errors import PolyriseError
+from polyrise.evaluation import choice
 from polyrise.evaluation.base import Metric, Scores, TaskRun, TaskSettings
 from polyrise.evaluation.choice import ChoiceItem, Normalize, NormalizeOption, choice_accuracy, score_choices
 from polyrise.generation import Generator
 from polyrise.io import first_per_lang, load_rows, write_jsonl
+from polyrise.stats import RowSamples
 from polyrise.templates import classify_prompt
 
 Constrain = Literal["loglik", "generate"]
@@ -195,9 +197,19 @@ def classify(
     ]
 
 
-def fewshot_accuracy(predictions: Iterable[ClassifyPrediction]) -> dict[str, dict[str, float | int]]:
-    """Per language: `accuracy` (share of predictions equal to the gold label) and `n` items."""
-    return choice_accuracy(predictions)  # it reads only `lang` and `correct`
+ROW = ClassifyPrediction
+"""The per-sample rows of the task, which `row_samples` turns into per-item values."""
+
+
+def row_samples(predictions: Iterable[ClassifyPrediction]) -> RowSamples:
+    """Per language: the `accuracy` sample, as in choice.py (it reads `id`, `lang` and `correct`)."""
+    return choice.row_samples(predictions)
+
+
+def fewshot_accuracy(predictions: Iterable[ClassifyPrediction], seed: int = 0) -> dict[str, dict[str, float | int]]:
+    """Per language: `accuracy` (share of predictions equal to the gold label) with its 95% bootstrap interval
+    and `n` items (`choice_accuracy`)."""
+    return choice_accuracy(predictions, seed)
 
 
 # ---------------------------------------------------------------------------------------------- the task
@@ -239,4 +251,4 @@ def run(task: ClassifyTask, context: TaskRun) -> Scores:
         normalize=None if task.normalize == "none" else task.normalize,
     )
     write_jsonl(context.rows_path(task), predictions)
-    return fewshot_accuracy(predictions)
+    return fewshot_accuracy(predictions, context.seed)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from polyrise.generation import ChatRequest, Generator, answer_prompts
 from polyrise.io import atomic_open, first_per_lang, iter_rows, lang_paths, load_rows, read_jsonl, write_jsonl
 from polyrise.records import Prompt, Response
 from polyrise.settings import JudgeSettings, SamplingSettings
+from polyrise.stats import N_BOOT, bootstrap_distribution, ci_keys, mean, percentile_interval
 from polyrise.templates import judge_prompt
 
 Verdict = Literal["A", "B", "tie"]
@@ -126,22 +126,15 @@ def judge(generator: Generator, items: Sequence[JudgeItem], params: SamplingSett
     return out
 
 
-def _bootstrap_means(scores: np.ndarray, rng: np.random.Generator, n_boot: int) -> np.ndarray:
-    idx = rng.integers(0, len(scores), size=(n_boot, len(scores)))
-    return scores[idx].mean(axis=1)
-
-
 def _summary(
-    point: float, boots: np.ndarray | None, n: int, wins: int, ties: int, losses: int, invalid: int
+    point: float, boots: np.ndarray, n: int, wins: int, ties: int, losses: int, invalid: int
 ) -> dict[str, float | int]:
-    if boots is None:
-        low = high = float("nan")
-    else:
-        low, high = (float(x) for x in np.percentile(boots, [2.5, 97.5]))
+    low_key, high_key = ci_keys("win_rate")
+    low, high = percentile_interval(boots)
     return {
         "win_rate": point,
-        "ci_low": low,
-        "ci_high": high,
+        low_key: low,
+        high_key: high,
         "n": n,
         "wins": wins,
         "ties": ties,
@@ -150,12 +143,14 @@ def _summary(
     }
 
 
-def win_rates(judgements: Iterable[Judgement], seed: int = 0, n_boot: int = 1000) -> dict[str, dict[str, float | int]]:
-    """Per language and `"average"`: win rate of `output` (mean score in [0, 1], ties half) with a 95%
-    percentile-bootstrap interval; `n` valid judgements, `wins`/`ties`/`losses` (score above / equal to /
-    below 0.5), `invalid` (excluded). The average is the mean of the language win rates, its interval a
-    bootstrap stratified by language. Each language's resampling is seeded by (seed, lang): reproducible,
-    and independent of which other languages are present.
+def win_rates(
+    judgements: Iterable[Judgement], seed: int = 0, n_boot: int = N_BOOT
+) -> dict[str, dict[str, float | int]]:
+    """Per language and `"average"`: win rate of `output` (mean score in [0, 1], ties half) with its 95%
+    percentile-bootstrap interval (`win_rate_ci_low`, `win_rate_ci_high`; `polyrise.stats`); `n` valid
+    judgements, `wins`/`ties`/`losses` (score above / equal to / below 0.5), `invalid` (excluded). The average is
+    the mean of the language win rates, its interval a bootstrap stratified by language. Each language's
+    resampling is seeded by (seed, lang): reproducible, and independent of which other languages are present.
     """
     by_lang: dict[str, list[Judgement]] = {}
     for j in judgements:
@@ -175,16 +170,13 @@ def win_rates(judgements: Iterable[Judgement], seed: int = 0, n_boot: int = 1000
         }
         for k, v in counts.items():
             totals[k] += v
+        boots = bootstrap_distribution(scores, seed, lang, n_boot=n_boot)
         if len(scores):
-            rng = np.random.default_rng([seed, zlib.crc32(lang.encode())])
-            boots = _bootstrap_means(scores, rng, n_boot)
             lang_boots.append(boots)
-            result[lang] = _summary(float(scores.mean()), boots, **counts)
-        else:
-            result[lang] = _summary(float("nan"), None, **counts)
+        result[lang] = _summary(mean(scores) if len(scores) else float("nan"), boots, **counts)
     rates = [float(r["win_rate"]) for r in result.values() if r["n"]]
     average = float(np.mean(rates)) if rates else float("nan")
-    result["average"] = _summary(average, np.mean(lang_boots, axis=0) if lang_boots else None, **totals)
+    result["average"] = _summary(average, np.mean(lang_boots, axis=0) if lang_boots else np.empty(0), **totals)
     return result
 
 

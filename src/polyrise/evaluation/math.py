@@ -19,6 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from polyrise.errors import PolyriseError
@@ -27,9 +28,10 @@ from polyrise.evaluation.base import Metric, Scores, TaskRun, TaskSettings
 from polyrise.evaluation.fidelity import off_target_rates
 from polyrise.generation import ChatRequest, Generator
 from polyrise.io import iter_jsonl, lang_paths, read_jsonl, write_jsonl
-from polyrise.languages import LANGUAGES
+from polyrise.langid import LangIdSettings
 from polyrise.records import Record, Response
 from polyrise.settings import SamplingSettings
+from polyrise.stats import RowSamples, Sample, interval_entries
 from polyrise.templates import math_demo_answer, math_prompt
 
 HF_PREFIX = "hf:"
@@ -515,41 +517,57 @@ def math_request(problem: MathProblem, few_shot: Sequence[MathProblem] = ()) -> 
     return ChatRequest(tuple(messages))
 
 
-def score_math(rows: Iterable[MathPrediction], min_chars: int = 20) -> dict[str, dict[str, float | int]]:
-    """Per language: `accuracy` (= `correct` / `n`), `unparseable` (outputs without a number), and the
-    off-target rate of the outputs with `judged` / `skipped` counts as in `off_target_rates`.
+ROW = MathPrediction
+"""The per-sample rows of the task, which `row_samples` turns into per-item values."""
+
+
+def _correct(row: MathPrediction) -> bool:
+    """Whether the number re-extracted from the row's output is its gold answer; a bad gold names the row."""
+    try:
+        return is_correct(extract_answer(row.output, row.lang), row.gold)
+    except PolyriseError as e:
+        raise PolyriseError(f"prediction {row.id!r} ({row.lang}): {e}") from None
+
+
+def row_samples(predictions: Iterable[MathPrediction]) -> RowSamples:
+    """Per language: the `accuracy` sample (1 for a right answer, 0 otherwise, per item)."""
+    by_lang: dict[str, list[MathPrediction]] = {}
+    for p in predictions:
+        by_lang.setdefault(p.lang, []).append(p)
+    return {
+        lang: {"accuracy": Sample(tuple(p.id for p in rows), np.array([float(_correct(p)) for p in rows]))}
+        for lang, rows in by_lang.items()
+    }
+
+
+def score_math(
+    rows: Iterable[MathPrediction], langid: LangIdSettings | None = None, seed: int = 0
+) -> dict[str, dict[str, Any]]:
+    """Per language: `accuracy` (= `correct` / `n`) with its 95% interval, `unparseable` (outputs without a
+    number), and the language confusion of the outputs (`fidelity.confusion_scores`; its `n` is `judged` here).
 
     The prediction is re-extracted from `output`, so rows need only `id`, `lang`, `output`, `gold`.
-    Languages polyrise has no facts for are not language-checked (all `skipped`).
     """
-    counts: dict[str, dict[str, int]] = {}
+    correct: dict[str, list[float]] = {}
+    unparseable: dict[str, int] = {}
     responses: list[Response] = []
     for row in rows:
-        c = counts.setdefault(row.lang, {"n": 0, "correct": 0, "unparseable": 0, "unknown_lang": 0})
-        pred = extract_answer(row.output, row.lang)
-        try:
-            correct = is_correct(pred, row.gold)
-        except PolyriseError as e:
-            raise PolyriseError(f"prediction {row.id!r} ({row.lang}): {e}") from None
-        c["n"] += 1
-        c["correct"] += correct
-        c["unparseable"] += pred is None
-        if row.lang in LANGUAGES:
-            responses.append(Response(id=row.id, lang=row.lang, prompt="", output=row.output))
-        else:
-            c["unknown_lang"] += 1
-    fidelity = off_target_rates(responses, min_chars)
-    scores: dict[str, dict[str, float | int]] = {}
-    for lang, c in counts.items():
-        f = fidelity.get(lang, {"off_target": float("nan"), "n": 0, "skipped": 0})
+        correct.setdefault(row.lang, []).append(float(_correct(row)))
+        unparseable[row.lang] = unparseable.get(row.lang, 0) + (extract_answer(row.output, row.lang) is None)
+        responses.append(Response(id=row.id, lang=row.lang, prompt="", output=row.output))
+    confusion = off_target_rates(responses, langid, seed)
+    scores: dict[str, dict[str, Any]] = {}
+    for lang, values in correct.items():
+        languages = confusion[lang]
+        judged, skipped = languages.pop("n"), languages.pop("skipped")
         scores[lang] = {
-            "accuracy": c["correct"] / c["n"],
-            "n": c["n"],
-            "correct": c["correct"],
-            "unparseable": c["unparseable"],
-            "off_target": f["off_target"],
-            "judged": f["n"],
-            "skipped": int(f["skipped"]) + c["unknown_lang"],
+            **interval_entries("accuracy", values, seed, lang),
+            "n": len(values),
+            "correct": int(sum(values)),
+            "unparseable": unparseable[lang],
+            **languages,
+            "judged": judged,
+            "skipped": skipped,
         }
     return scores
 
@@ -568,8 +586,9 @@ def evaluate_math(
     few_shot_k: int = 0,
     *,
     few_shot_pool: Sequence[MathProblem] | None = None,
-    min_chars: int = 20,
-) -> tuple[list[MathPrediction], dict[str, dict[str, float | int]]]:
+    langid: LangIdSettings | None = None,
+    seed: int = 0,
+) -> tuple[list[MathPrediction], dict[str, dict[str, Any]]]:
     """Answer every problem through the generator's cache, extract the numbers, and score per language.
 
     With `few_shot_k` > 0 each problem is preceded by the first k problems of its language in
@@ -584,7 +603,7 @@ def evaluate_math(
         MathPrediction(id=p.id, lang=p.lang, output=out.strip(), gold=p.answer, pred=extract_answer(out, p.lang))
         for p, out in zip(problems, outputs, strict=True)
     ]
-    return predictions, score_math(predictions, min_chars)
+    return predictions, score_math(predictions, langid, seed)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -610,6 +629,8 @@ def run(task: MathTask, context: TaskRun) -> Scores:
     """Answer the task's problems; writes the predictions, returns accuracy and off-target rate per language."""
     problems = load_math(task.source, context.langs, limit=task.limit)
     params = SamplingSettings(max_new_tokens=task.max_new_tokens)
-    predictions, scores = evaluate_math(context.generator, problems, params, task.few_shot)
+    predictions, scores = evaluate_math(
+        context.generator, problems, params, task.few_shot, langid=context.langid, seed=context.seed
+    )
     write_jsonl(context.rows_path(task), predictions)
     return scores

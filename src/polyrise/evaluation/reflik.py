@@ -13,6 +13,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Literal
 
+import numpy as np
 from pydantic import Field
 
 from polyrise.errors import PolyriseError
@@ -21,6 +22,7 @@ from polyrise.evaluation.judge import load_alpaca_eval_outputs
 from polyrise.generation import ChatRequest, Generator
 from polyrise.io import write_jsonl
 from polyrise.records import Record, Response
+from polyrise.stats import RowSamples, Sample, summarize
 
 
 class ReferenceNLL(Record):
@@ -48,18 +50,39 @@ def reference_nll(generator: Generator, references: Sequence[Response], max_answ
     ]
 
 
-def reflik_scores(rows: Iterable[ReferenceNLL]) -> dict[str, dict[str, float | int]]:
-    """Per language: `nll` (nats per answer token, pooled), `ppl` = exp(nll), `n` answers and `tokens`."""
-    totals: dict[str, list[float]] = {}
+def _per_token(values: np.ndarray) -> float:
+    """Pooled NLL per token of rows of (summed NLL, tokens)."""
+    return float(values[:, 0].sum() / values[:, 1].sum())
+
+
+def _perplexity(values: np.ndarray) -> float:
+    return math.exp(_per_token(values))
+
+
+ROW = ReferenceNLL
+"""The per-sample rows of the task, which `row_samples` turns into per-item values."""
+
+
+def row_samples(rows: Iterable[ReferenceNLL]) -> RowSamples:
+    """Per language: the `nll` and `ppl` samples, each answer's (summed NLL, tokens), pooled per token."""
+    by_lang: dict[str, list[ReferenceNLL]] = {}
     for row in rows:
-        t = totals.setdefault(row.lang, [0.0, 0, 0])
-        t[0] += row.nll
-        t[1] += row.tokens
-        t[2] += 1
-    return {
-        lang: {"nll": nll / tokens, "ppl": math.exp(nll / tokens), "n": int(n), "tokens": int(tokens)}
-        for lang, (nll, tokens, n) in totals.items()
-    }
+        by_lang.setdefault(row.lang, []).append(row)
+    samples: RowSamples = {}
+    for lang, part in by_lang.items():
+        ids, values = tuple(r.id for r in part), np.array([(r.nll, r.tokens) for r in part], dtype=float)
+        samples[lang] = {"nll": Sample(ids, values, _per_token), "ppl": Sample(ids, values, _perplexity)}
+    return samples
+
+
+def reflik_scores(rows: Iterable[ReferenceNLL], seed: int = 0) -> dict[str, dict[str, float | int]]:
+    """Per language: `nll` (nats per answer token, pooled), `ppl` = exp(nll), each with its 95% bootstrap interval
+    over answers (seeded by (seed, language)), `n` answers and `tokens`."""
+    samples = row_samples(rows)
+    scores = summarize(samples, seed)
+    for lang, metrics in samples.items():
+        scores[lang]["tokens"] = int(metrics["nll"].values[:, 1].sum())
+    return scores
 
 
 class ReflikTask(TaskSettings):
@@ -81,4 +104,4 @@ def run(task: ReflikTask, context: TaskRun) -> Scores:
     references = load_alpaca_eval_outputs(task.source, context.langs, task.limit)
     rows = reference_nll(context.generator, references, task.max_new_tokens)
     write_jsonl(context.rows_path(task), rows)
-    return reflik_scores(rows)
+    return reflik_scores(rows, context.seed)

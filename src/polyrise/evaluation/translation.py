@@ -14,8 +14,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from polyrise.errors import PolyriseError
@@ -25,6 +26,10 @@ from polyrise.io import load_rows, write_jsonl
 from polyrise.records import Record
 from polyrise.self_translation import TranslationJob, translate
 from polyrise.settings import SamplingSettings
+from polyrise.stats import RowSamples, Sample, Statistic, summarize
+
+if TYPE_CHECKING:
+    from sacrebleu.metrics.base import Metric as SacreMetric
 
 _PREFERRED_TOKENIZE = {"zh": "zh", "ja": "ja-mecab", "ko": "ko-mecab", "th": "char"}
 
@@ -46,28 +51,47 @@ def bleu_tokenize(lang: str | None) -> str:
     return preferred if _tokenizer_works(preferred) else "char"
 
 
-def corpus_scores(
-    hypotheses: Sequence[str], references: Sequence[str], lang: str | None = None
-) -> dict[str, float | int | str]:
-    """Corpus chrF++ and BLEU (0 to 100) of hypotheses against one reference each, `n` segments.
+def _corpus_statistic(metric: SacreMetric) -> Statistic:
+    """The corpus score from per-sentence match statistics, summed (as sacrebleu computes it, and resamples it in
+    its own bootstrap)."""
 
-    `lang` is the language of the texts (the translation target); it picks the BLEU tokenizer, returned as
-    `bleu_tokenize`. With no segments both scores are NaN.
-    """
+    def score(stats: np.ndarray) -> float:
+        return float(metric._compute_score_from_stats(stats.sum(axis=0).tolist()).score)
+
+    return score
+
+
+def corpus_samples(
+    ids: Sequence[str], hypotheses: Sequence[str], references: Sequence[str], lang: str | None = None
+) -> dict[str, Sample]:
+    """The `chrf++` and `bleu` samples of hypotheses against one reference each: per sentence, sacrebleu's match
+    statistics; the statistic is the corpus score. `lang` is the texts' language (the BLEU tokenizer)."""
     from sacrebleu.metrics import BLEU, CHRF
 
     if len(hypotheses) != len(references):
         raise PolyriseError(f"{len(hypotheses)} hypotheses but {len(references)} references")
-    tokenize = bleu_tokenize(lang)
-    if not hypotheses:
-        return {"chrf++": float("nan"), "bleu": float("nan"), "n": 0, "bleu_tokenize": tokenize}
-    hyps, refs = list(hypotheses), [list(references)]
+    metrics: dict[str, SacreMetric] = {"chrf++": CHRF(word_order=2), "bleu": BLEU(tokenize=bleu_tokenize(lang))}
     return {
-        "chrf++": CHRF(word_order=2).corpus_score(hyps, refs).score,
-        "bleu": BLEU(tokenize=tokenize).corpus_score(hyps, refs).score,
-        "n": len(hyps),
-        "bleu_tokenize": tokenize,
+        name: Sample(
+            tuple(ids),
+            np.array(metric._extract_corpus_statistics(list(hypotheses), [list(references)]), dtype=np.int64),
+            _corpus_statistic(metric),
+        )
+        for name, metric in metrics.items()
     }
+
+
+def corpus_scores(
+    hypotheses: Sequence[str], references: Sequence[str], lang: str | None = None, *, seed: int = 0, key: str = ""
+) -> dict[str, float | int | str]:
+    """Corpus chrF++ and BLEU (0 to 100) of hypotheses against one reference each, each with its 95% bootstrap
+    interval over sentences (seeded by (seed, key)), and `n` segments.
+
+    `lang` is the language of the texts (the translation target); it picks the BLEU tokenizer, returned as
+    `bleu_tokenize`. With no segments both scores are NaN.
+    """
+    samples = corpus_samples([str(i) for i in range(len(hypotheses))], hypotheses, references, lang)
+    return {**summarize({key: samples}, seed)[key], "bleu_tokenize": bleu_tokenize(lang)}
 
 
 class TranslationTask(TaskSettings):
@@ -143,12 +167,13 @@ def self_translation_quality(
     source_lang: str,
     langs: Sequence[str],
     params: SamplingSettings,
+    seed: int = 0,
 ) -> tuple[list[TranslationRow], dict[str, dict[str, float | int | str]]]:
     """Self-translate every row `source_lang`→L and L→`source_lang` for each L in `langs`; score each direction.
 
     Returns one `TranslationRow` per sentence and direction, and the scores: keys are directions such as
-    "en-de", values `corpus_scores` against the aligned references plus `failed`, the translations that could
-    not be extracted (scored as empty hypotheses).
+    "en-de", values `translation_scores` (seeded by `seed`) against the aligned references: with `failed`, the
+    translations that could not be extracted (scored as empty hypotheses).
     """
     from sacrebleu.metrics import CHRF
 
@@ -177,20 +202,38 @@ def self_translation_quality(
                 failed=t.output is None,
             )
         )
-    return rows, translation_scores(rows)
+    return rows, translation_scores(rows, seed)
 
 
-def translation_scores(rows: Iterable[TranslationRow]) -> dict[str, dict[str, float | int | str]]:
-    """Per direction (`src-tgt`, in the rows' order): corpus chrF++ and BLEU of its rows, and `failed`."""
+ROW = TranslationRow
+"""The per-sample rows of the task, which `row_samples` turns into per-item values."""
+
+
+def _directions(rows: Iterable[TranslationRow]) -> dict[str, list[TranslationRow]]:
     by_direction: dict[str, list[TranslationRow]] = {}
     for row in rows:
         by_direction.setdefault(f"{row.src_lang}-{row.lang}", []).append(row)
-    results: dict[str, dict[str, float | int | str]] = {}
-    for direction, part in by_direction.items():
-        scores = corpus_scores([r.hypothesis for r in part], [r.reference for r in part], lang=part[0].lang)
-        scores["failed"] = sum(r.failed for r in part)
-        results[direction] = scores
-    return results
+    return by_direction
+
+
+def row_samples(rows: Iterable[TranslationRow]) -> RowSamples:
+    """Per direction (`src-tgt`): the `chrf++` and `bleu` samples of its sentences (`corpus_samples`)."""
+    return {
+        direction: corpus_samples(
+            [r.id for r in part], [r.hypothesis for r in part], [r.reference for r in part], part[0].lang
+        )
+        for direction, part in _directions(rows).items()
+    }
+
+
+def translation_scores(rows: Iterable[TranslationRow], seed: int = 0) -> dict[str, dict[str, float | int | str]]:
+    """Per direction (`src-tgt`, in the rows' order): corpus chrF++ and BLEU of its rows with their 95% bootstrap
+    intervals over sentences (seeded by (seed, direction)), `n`, `bleu_tokenize` and `failed`."""
+    rows = list(rows)
+    scores = summarize(row_samples(rows), seed)
+    for direction, part in _directions(rows).items():
+        scores[direction] |= {"bleu_tokenize": bleu_tokenize(part[0].lang), "failed": sum(r.failed for r in part)}
+    return scores
 
 
 def run(task: TranslationTask, context: TaskRun) -> Scores:
@@ -199,6 +242,6 @@ def run(task: TranslationTask, context: TaskRun) -> Scores:
     source_lang = "en" if "en" in langs else langs[0]
     parallel = load_parallel(task.source, langs, task.limit)
     params = SamplingSettings(max_new_tokens=task.max_new_tokens)
-    rows, scores = self_translation_quality(context.generator, parallel, source_lang, langs, params)
+    rows, scores = self_translation_quality(context.generator, parallel, source_lang, langs, params, context.seed)
     write_jsonl(context.rows_path(task), rows)
     return scores

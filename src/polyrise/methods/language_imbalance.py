@@ -4,22 +4,27 @@ and their self-translations, trained with DPO + NLL against the previous iterate
 For prompt id and target language L, with y_en the English answer, y_L the native answer:
   language L: prompt_L,  chosen = T_L(y_en), rejected = y_L
   English:    prompt_en, chosen = y_en,      rejected = T_en(y_L)
+A prompt that is itself a translation task ("Translate ... into French") keeps its answer's language in every
+prompt language, so its pair in L takes y_en untranslated as chosen, as the reference implementation does.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel, ConfigDict
 from rich.table import Table
 
 from polyrise.config import DPOSettings, FilterSettings, RunConfig
 from polyrise.io import read_jsonl, write_json, write_jsonl
-from polyrise.langid import matches_language
+from polyrise.langid import LangIdSettings, matches_language
+from polyrise.languages import LANGUAGES
 from polyrise.records import PreferencePair, Prompt, Response, Translation
 
 if TYPE_CHECKING:
@@ -36,17 +41,170 @@ DROP_REASONS = (
 """Filters in the order they are applied; a pair is counted under the first that drops it."""
 
 
+_STOPS = ".!?;:\n。！？：؟।"
+_OPENERS = r"[\"'“”‘’«»„¿¡(\[*•-]*"
+
+
+def _first(verbs: str, polite: str = "", stops: str = _STOPS) -> str:
+    """`verbs` opening a sentence (after `stops`, an opening quote or bullet, and an optional request phrase)."""
+    return rf"(?:^|(?<=[{stops}]))\s*{_OPENERS}\s*(?:{polite})?(?:{verbs})"
+
+
+_EN_NAMES = "|".join(sorted({lang.name for lang in LANGUAGES.values()}))
+_EN_TARGET = (
+    r"(?<!plain )(?<!simple )(?<!everyday )(?<!programming )(?<!computer )(?<!machine )(?<!body )\b(?:"
+    + _EN_NAMES
+    + r"|Latin|Mandarin|Cantonese|Tagalog|Filipino|Malay|Punjabi|Gujarati|Kannada|Malayalam|Irish|Welsh|Icelandic"
+    r"|Serbian|Croatian|Bulgarian|Slovak|Slovenian|Lithuanian|Latvian|Esperanto|Sanskrit|Yoruba|Zulu|Hausa|Amharic"
+    r"|Burmese|Khmer|Mongolian|Albanian|Armenian|Georgian|Basque|Galician|Maori|Hawaiian|languages?)\b"
+)
+_RU_TARGET = (
+    r"\b(?:на|с|со)\s+(?:английск|французск|немецк|испанск|итальянск|португальск|русск|украинск|китайск|японск"
+    r"|корейск|арабск|турецк|польск|чешск|греческ|шведск|финск|датск|норвежск|нидерландск|голландск|тайск"
+    r"|вьетнамск|индонезийск|бенгальск|латинск|латын|хинди|иврит|суахили)|язык"
+)
+
+TRANSLATION_REQUESTS: dict[str, tuple[str, str | None]] = {
+    "ar": (
+        _first(r"ترجم(?:ي|وا|ة|ها|ه|هم)?\b", r"(?:(?:يرجى|الرجاء|رجاء|من\s+فضلك|قم|قومي|قوموا)\s+(?:ب)?)?"),
+        r"(?:إلى|الى|ب|من)\s*(?:اللغة\s+)?ال\S+ية\b|لغة",
+    ),
+    "bn": (r"(?:অনুবাদ|ভাষান্তর)\s*(?:করুন|করো|করে\s*(?:দিন|দাও))", None),
+    "ca": (_first(r"tradu(?:eix|ïu|ïm|ir|cció)\w*", r"si\s+us\s+plau,?\s+|(?:pots|podeu)\s+"), None),
+    "cs": (_first(r"přelož\w*|překlad(?!atel)\w*", r"prosím,?\s+|(?:můžeš|můžete)\s+"), None),
+    "da": (_first(r"oversæt(?!ter)\w*", r"venligst\s+|(?:kan|vil)\s+du\s+"), None),
+    "de": (
+        _first(r"übersetz(?!er)\w*", r"bitte\s+|(?:kannst|könntest)\s+du\s+|(?:können|könnten)\s+sie\s+")
+        + r"|(?:\b(?:ins|auf)\s+\w+(?:e|isch)|sprache)\s+(?:zu\s+)?übersetz(?!er)\w*",
+        None,
+    ),
+    "el": (_first(r"μετ[άα]φρ[άα](?:σε|στε|ση|σεις|ζε|ζετε)\b", r"παρακαλώ,?\s+"), None),
+    "en": (
+        _first(
+            r"translat(?:e|es|ion|ions)\b",
+            r"please\s+|kindly\s+|now\s+|then\s+|also\s+|(?:can|could|would|will)\s+you\s+(?:please\s+)?"
+            r"|i\s+(?:need|want|would\s+like)\s+(?:you\s+)?to\s+|help\s+me\s+"
+            r"|(?:provide|give|write|generate|produce|create|output|return|show)\s+(?:me\s+)?(?:an?|the)\s+(?:\w+\s+)?",
+            _STOPS + ",",
+        ),
+        _EN_TARGET,
+    ),
+    "es": (
+        _first(r"tradu[cz](?!tor)\w*|tradúce\w*|tradúzca\w*", r"por\s+favor,?\s+|(?:puedes|podrías|puede|podría)\s+"),
+        None,
+    ),
+    "et": (_first(r"tõlgi\w*|tõlki(?:ge|da)\b|tõlge\b", r"palun\s+"), None),
+    "fa": (r"ترجمه\s*(?:کنید|کن|نمایید)(?=\s|$|[.!؟?،:])", None),
+    "fi": (_first(r"käännä\w*|kääntäkää\w*|käännös\w*", r"voisitko\s+|voitko\s+"), None),
+    "fr": (
+        _first(
+            r"tradu(?:is\w*|ire|it|ction\w*)\b",
+            r"veuillez\s+|merci\s+de\s+|(?:pouvez-vous|peux-tu|pourriez-vous|pourrais-tu)\s+"
+            r"|s'il\s+(?:te|vous)\s+pla[iî]t,?\s+",
+        ),
+        None,
+    ),
+    "he": (_first(r"(?:ל)?(?:תרגם|תרגמו|תרגמי|תרגום)\b", r"(?:נא|אנא)\s+"), r"\bל\S+ית\b|שפה|בשפת"),
+    "hi": (r"(?:अनुवाद|भाषांतर|ट्रांसलेट)\s*(?:करें|करो|कीजिए|कीजिये|कर\s*(?:दें|दो|दीजिए))", None),
+    "hu": (_first(r"(?:le)?fordíts\w*|fordítás\w*", r"kérlek,?\s+|kérem,?\s+"), None),
+    "id": (_first(r"terjemahkan\w*|terjemahan\w*", r"tolong\s+|silakan\s+|harap\s+|mohon\s+"), None),
+    "it": (
+        _first(r"tradu(?:c\w*|r\w*|zion\w*)", r"per\s+favore,?\s+|(?:puoi|potresti|può|potrebbe)\s+"),
+        None,
+    ),
+    "ja": (r"(?:語|文)(?:に|へ)(?:翻訳|訳)|翻訳(?:して|しなさい|せよ)|(?<!言い)訳して", None),
+    "ko": (
+        r"(?:어|말)로\s*번역|번역(?:하세요|하십시오|하시오|하라|해라|해\s*(?:주세요|주십시오|보세요|줘|봐))",
+        r"어로|어에서|언어",
+    ),
+    "mr": (r"(?:भाषांतर|अनुवाद)\s*करा(?=\s|$|[।.!?,:])", None),
+    "ne": (r"अनुवाद\s*(?:गर्नुहोस्|गरिदिनुहोस्)", None),
+    "nl": (
+        _first(r"vertaal\w*|vertalen\b|vertaling\w*", r"graag\s+|(?:kun|kan)\s+je\s+|kunt\s+u\s+")
+        + r"|\bnaar\s+het\s+\w+\s+(?:te\s+)?vertal(?!er)\w*",
+        None,
+    ),
+    "no": (_first(r"oversett(?!er)\w*", r"vennligst\s+|(?:kan|vil)\s+du\s+"), None),
+    "pl": (_first(r"przetłumacz\w*", r"proszę,?\s+|(?:czy\s+)?(?:możesz|może\s+pan|może\s+pani)\s+"), None),
+    "pt": (
+        _first(r"tradu[zç]\w*", r"por\s+favor,?\s+|(?:pode|podes|poderia|você\s+pode)\s+"),
+        None,
+    ),
+    "ro": (_first(r"tradu(?:ce\w*|\b)", r"(?:vă\s+rog(?:ăm)?|te\s+rog)\s+(?:să\s+)?"), None),
+    "ru": (_first(r"перев(?:ед|ест|од(?!чи))\w*", r"пожалуйста,?\s+|(?:можешь|можете|не\s+могли\s+бы\s+вы)\s+"), _RU_TARGET),
+    "sv": (_first(r"översätt(?!are)\w*", r"vänligen\s+|(?:kan|skulle)\s+du\s+"), None),
+    "sw": (
+        _first(r"(?:ku)?tafsiri\b", r"tafadhali,?\s+|(?:unaweza|je,?\s+unaweza)\s+"),
+        r"\b(?:ki(?:ingereza|swahili|faransa|hispania|spania|jerumani|reno|italia|rusi|arabu|china|japani|korea"
+        r"|hindi|thai|bengali|telugu)|lugha)\b",
+    ),
+    "ta": (r"மொழிபெயர்க்கவும்|மொழிபெயர்த்துத்?\s*(?:தரவும்|தாருங்கள்|கொடுங்கள்)", None),
+    "te": (r"అనువదించ(?:ండి|ు|గలరా|గలరు)|అనువాదం\s*చేయండి", None),
+    "th": (_first(r"แปล(?!ก|ง|ว่า|ความ)", r"(?:กรุณา|โปรด|ช่วย)\s*", _STOPS + " "), None),
+    "tr": (r"\w+[cç][ea]'?y[ea]\s+(?:çevir\w*|tercüme\s+ed\w*|tercüme\s+et\w*)", None),
+    "uk": (_first(r"перекла(?:д(?!ач)|с)\w*", r"будь\s+ласка,?\s+|(?:можеш|можете)\s+"), None),
+    "ur": (r"ترجمہ\s*(?:کریں|کرو|کیجیے|کیجئے|کر\s*دیں)", None),
+    "vi": (
+        _first(r"dịch\b(?!\s+(?:vụ|bệnh|giả|chuyển|tễ))", r"(?:hãy|vui\s+lòng|xin|bạn\s+hãy)\s+"),
+        r"\b(?:sang|ra|thành)\s+tiếng\b",
+    ),
+    "zh": (
+        r"(?:翻译|翻譯|译|譯)(?:成|为|為|到)\s*[^，,。！？\n]{0,10}?(?:语|語|文)|(?:翻译|翻譯)过来"
+        r"|用\s*[^，,。！？\n]{1,10}?(?:语|語|文)\s*(?:翻译|翻譯)|(?:请|請)\s*(?:将|將|把)?[^。！？\n]{0,60}?(?:翻译|翻譯)"
+        + "|" + _first(r"(?:翻译|翻譯)\s*(?:以下|下面|下列|这|這|该|該|此|[：:“\"「])"),
+        None,
+    ),
+}
+"""Per language: (a request to translate, a target language the prompt must also name, or None). The request is the
+translate verb opening a sentence (after an optional "please"/"can you"), or where the language puts it (a verb-final
+imperative: ja, ko, hi, bn, te, tr, ...). A target is required where the verb has other common senses: English
+("translate it into an equation"), Russian (unit conversion), Swahili, Arabic, Hebrew, Vietnamese, Korean.
+Matched on the source-language prompt only; languages without an entry (the sandbox clones) need the id list."""
+
+_RULES = {
+    lang: (re.compile(request, re.IGNORECASE), re.compile(target, re.IGNORECASE) if target else None)
+    for lang, (request, target) in TRANSLATION_REQUESTS.items()
+}
+
+
+def is_translation_task(instruction: str, lang: str) -> bool:
+    """Whether `instruction`, written in `lang`, asks for a translation (`TRANSLATION_REQUESTS`)."""
+    rule = _RULES.get(lang)
+    if rule is None:
+        return False
+    request, target = rule
+    return request.search(instruction) is not None and (target is None or target.search(instruction) is not None)
+
+
+class _IdRow(BaseModel):
+    model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True)
+    id: str
+
+
+def read_translation_task_ids(path: Path) -> frozenset[str]:
+    """The `id` of every row of a JSONL file (the reference's `instruction_about_translate.jsonl` serves as is);
+    a bad row is one error naming `file:line`."""
+    return frozenset(row.id for row in read_jsonl(path, _IdRow))
+
+
 def is_degenerate(text: str, limit: int) -> bool:
     """True when one non-empty line occurs at least `limit` times."""
     lines = Counter(line.strip() for line in text.splitlines() if line.strip())
     return bool(lines) and lines.most_common(1)[0][1] >= limit
 
 
-def drop_reason(pair: PreferencePair, filters: FilterSettings) -> str | None:
+def drop_reason(
+    pair: PreferencePair,
+    filters: FilterSettings,
+    langid: LangIdSettings | None = None,
+    others: Sequence[str] = (),
+    translation_task: bool = False,
+) -> str | None:
     """The first filter that rejects a complete pair, or None to keep it.
 
     Only the chosen side is checked for repetition and language: a degenerate or off-target
-    rejected answer is exactly what DPO should push down.
+    rejected answer is exactly what DPO should push down. A translation task's chosen answer is in the language
+    the task asks for, not the pair's, so it is not language-checked.
     """
     chosen, rejected = pair.chosen.strip(), pair.rejected.strip()
     if not chosen or not rejected:
@@ -55,16 +213,20 @@ def drop_reason(pair: PreferencePair, filters: FilterSettings) -> str | None:
         return "identical"
     if is_degenerate(chosen, filters.repeated_line_limit):
         return "degenerate_repetition"
-    if matches_language(chosen, pair.lang, filters.langid_min_chars) is False:
+    if translation_task:
+        return _length_reason(chosen, rejected, filters)
+    if matches_language(chosen, pair.lang, langid or LangIdSettings(), others) is False:
         return "wrong_language"
+    return _length_reason(chosen, rejected, filters)
+
+
+def _length_reason(chosen: str, rejected: str, filters: FilterSettings) -> str | None:
     ratio = len(chosen) / len(rejected)
-    if not filters.min_length_ratio <= ratio <= filters.max_length_ratio:
-        return "length_ratio"
-    return None
+    return None if filters.min_length_ratio <= ratio <= filters.max_length_ratio else "length_ratio"
 
 
 def _empty_counts() -> dict[str, Any]:
-    return {"candidates": 0, "kept": 0, "dropped": dict.fromkeys(DROP_REASONS, 0)}
+    return {"candidates": 0, "kept": 0, "translation_tasks": 0, "dropped": dict.fromkeys(DROP_REASONS, 0)}
 
 
 def build_pairs(
@@ -74,29 +236,41 @@ def build_pairs(
     source_lang: str,
     languages: list[str],
     filters: FilterSettings,
+    langid: LangIdSettings | None = None,
+    translation_task_ids: Collection[str] = (),
 ) -> tuple[list[PreferencePair], dict[str, dict[str, Any]]]:
     """Pairs in both directions for every prompt id and target language, plus per-language stats.
 
     `prompts` maps (id, lang) → instruction. Stats: {L: {"target": counts, "english": counts}} where
-    "target" counts pairs in L and "english" counts English pairs built from L's answers.
+    "target" counts pairs in L and "english" counts English pairs built from L's answers; `translation_tasks`
+    counts the candidates whose prompt is a translation task (in `translation_task_ids`, or its source prompt
+    detected when `filters.detect_translation_tasks`): their pair in L has chosen = y_en.
     """
     answers = {(r.id, r.lang): r.output for r in responses}
     translated = {(t.id, t.src_lang, t.lang): t.output for t in translations if t.kind == "response"}
     stats = {lang: {"target": _empty_counts(), "english": _empty_counts()} for lang in languages}
     pairs: list[PreferencePair] = []
     ids = sorted({pid for pid, lang in answers if lang == source_lang})
+    tasks = {
+        pid
+        for pid in ids
+        if pid in translation_task_ids
+        or (filters.detect_translation_tasks and is_translation_task(prompts.get((pid, source_lang), ""), source_lang))
+    }
     for lang in languages:
         for pid in ids:
             if (pid, lang) not in answers:
                 continue  # the prompt's translation into `lang` failed: counted in the prompt stage
             y_en, y_l = answers[(pid, source_lang)], answers[(pid, lang)]
+            task = pid in tasks
             candidates = [
-                ("target", lang, translated.get((pid, source_lang, lang)), y_l),
+                ("target", lang, y_en if task else translated.get((pid, source_lang, lang)), y_l),
                 ("english", source_lang, y_en, translated.get((pid, lang, source_lang))),
             ]
             for direction, pair_lang, chosen, rejected in candidates:
                 counts = stats[lang][direction]
                 counts["candidates"] += 1
+                counts["translation_tasks"] += task
                 if chosen is None or rejected is None:
                     counts["dropped"]["translation_failure"] += 1
                     continue
@@ -108,7 +282,7 @@ def build_pairs(
                     chosen=chosen,
                     rejected=rejected,
                 )
-                reason = drop_reason(pair, filters)
+                reason = drop_reason(pair, filters, langid, [source_lang, *languages], task)
                 if reason:
                     counts["dropped"][reason] += 1
                 else:
@@ -189,7 +363,7 @@ class LanguageImbalance:
                 lambda: self._pairs(t),
                 outputs=[f["pairs"], f["pairs_stats"]],
                 inputs=[f["prompts"], f["prompt_translations"], f["responses"], f["translations"]],
-                settings=[cfg.source_lang, cfg.languages, cfg.filters.model_dump()],
+                settings=[cfg.source_lang, cfg.languages, cfg.filters.model_dump(), cfg.langid.model_dump()],
                 loads_model=False,
             ),
             run.train_stage(t, f["pairs"], lambda: self._train(t)),
@@ -235,6 +409,7 @@ class LanguageImbalance:
             cfg.source_lang,
             cfg.languages,
             cfg.filters,
+            cfg.langid,
         )
         attempts = read_jsonl(f["prompt_translations"], Translation)
         for lang in cfg.languages:
