@@ -173,3 +173,30 @@ def test_item_samples_reads_the_rows_of_each_task(tmp_path):
     assert item_samples(tmp_path / "choice.jsonl")["en"]["accuracy"].values.tolist() == [1.0]
     (tmp_path / "empty.jsonl").write_text("")
     assert item_samples(tmp_path / "empty.jsonl") is None
+
+
+def test_heldout_off_target_change_is_paired_and_clones_are_not_measurable(tmp_path):
+    """A run's held-out answers: M0 answers Spanish prompts in English, M1 in Spanish; the change is paired over
+    the same prompts, judged with the run's `langid` settings; a clone's row says "not measurable"."""
+    from polyrise.evaluation.fidelity import off_target_rates
+
+    english = "The capital of Australia is Canberra, a planned city chosen as a compromise between two others."
+    spanish = "La capital de Australia es Canberra, una ciudad planificada elegida como compromiso entre otras dos."
+    answers = {
+        "M0": [Response(id=str(i), lang="es", prompt="q", output=english if i < 8 else spanish) for i in range(10)],
+        "M1": [Response(id=str(i), lang="es", prompt="q", output=spanish) for i in range(10)],
+    }
+    for label in answers:
+        answers[label].append(Response(id="0", lang="qaa", prompt="q", output="blorp snark vintu ablo kres"))
+    (tmp_path / "iter_0" / "eval").mkdir(parents=True)
+    scores = {"heldout": {label: off_target_rates(rows) for label, rows in answers.items()}}
+    (tmp_path / "iter_0" / "eval" / "scores.json").write_text(json.dumps(scores))
+    for label, rows in answers.items():
+        write_jsonl(tmp_path / "iter_0" / "eval" / f"heldout_{label}.jsonl", rows)
+    (tmp_path / "config.yaml").write_text("langid:\n  min_words: 5\n")
+    md = write_report(tmp_path)[0].read_text()
+    low, high = bootstrap_interval(np.array([-1.0] * 8 + [0.0] * 2), 0, "es")
+    assert f"| es | {-0.8:+.3f} [{low:+.3f}, {high:+.3f}] {DISTINGUISHABLE} | 10 |" in md
+    assert "| qaa | not measurable | not measurable | 0 |" in md
+    (tmp_path / "config.yaml").write_text("langid:\n  min_words: 1000\n")  # nothing long enough to tell
+    assert "heldout_M0.jsonl holds no per-item values" in write_report(tmp_path)[0].read_text()

@@ -12,9 +12,14 @@ from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import yaml
+from pydantic import ValidationError
+
 from polyrise.errors import PolyriseError
-from polyrise.evaluation import HEADLINE_METRICS, LOWER_IS_BETTER, item_samples
-from polyrise.io import atomic_open
+from polyrise.evaluation import HEADLINE_METRICS, LOWER_IS_BETTER, fidelity, item_samples
+from polyrise.io import atomic_open, read_jsonl
+from polyrise.langid import LangIdSettings
+from polyrise.records import Response
 from polyrise.stats import Change, RowSamples, ci_keys, paired_change
 
 if TYPE_CHECKING:
@@ -94,14 +99,28 @@ def interval_table(by_model: dict[str, dict[str, dict[str, float]]], metric: str
     }
 
 
+def run_langid(run_dir: Path) -> LangIdSettings:
+    """The `langid:` settings of the run (its `config.yaml`), which judged its answers; the defaults elsewhere."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return LangIdSettings()
+    try:
+        return LangIdSettings(**(yaml.safe_load(path.read_text()) or {}).get("langid", {}))
+    except (yaml.YAMLError, ValidationError, AttributeError) as e:
+        raise PolyriseError(f"{path}: langid: {e}") from None
+
+
 def item_samples_of(run_dir: Path, task: str, label: str) -> RowSamples | str:
     """The per-item samples of `task` on model `label`, from its per-sample rows `<task>_<label>.jsonl` (in the last
-    eval dir that has them); else why there are none."""
+    eval dir that has them; answers judged with the run's `langid` settings); else why there are none."""
     name = f"{task}_{label}.jsonl"
     paths = [d / name for d in _eval_dirs(run_dir) if (d / name).is_file()]
     if not paths:
         return f"{name} is missing"
-    samples = item_samples(paths[-1])
+    if task == "heldout":  # a run's held-out answers: judged as the run judged them
+        samples = fidelity.row_samples(read_jsonl(paths[-1], Response), run_langid(run_dir)) or None
+    else:
+        samples = item_samples(paths[-1])
     return f"{name} holds no per-item values" if samples is None else samples
 
 

@@ -23,7 +23,7 @@ from polyrise.io import read_jsonl, write_json, write_jsonl
 from polyrise.langid import LangIdSettings, Verdict, judge, measurable, word_level
 from polyrise.languages import get_language
 from polyrise.records import Response
-from polyrise.stats import interval_entries
+from polyrise.stats import RowSamples, Sample, interval_entries
 
 METRICS = (
     Metric("off_target", lower_is_better=True),
@@ -65,6 +65,18 @@ def confusion_scores(verdicts: Sequence[Verdict], lang: str, seed: int = 0) -> d
     pairs = np.stack([line_errors, word_errors], axis=1) if told else np.empty((0, 2))
     scores |= interval_entries("lcpr", pairs, seed, lang, statistic=_lcpr)
     return scores | {"measurable": True, "n": len(told), "skipped": len(verdicts) - len(told)}
+
+
+def row_samples(responses: Iterable[Response], langid: LangIdSettings | None = None) -> RowSamples:
+    """Per measurable language: the `off_target` sample (1 off, 0 on target) of the answers that can be told,
+    judged with `langid` (what the report pairs between models)."""
+    by_lang: dict[str, tuple[list[str], list[float]]] = {}
+    for response, verdict in judge_responses(responses, langid or LangIdSettings()):
+        if verdict.off_target is not None:
+            ids, values = by_lang.setdefault(response.lang, ([], []))
+            ids.append(response.id)
+            values.append(float(verdict.off_target))
+    return {lang: {"off_target": Sample(tuple(ids), np.array(values))} for lang, (ids, values) in by_lang.items()}
 
 
 def judge_responses(responses: Iterable[Response], settings: LangIdSettings) -> list[tuple[Response, Verdict]]:
