@@ -60,13 +60,19 @@ class GenerationSettings(Section):
 
 
 class FilterSettings(Section):
-    """Bounds of the pair filters in `rewarding.py`."""
+    """The pair filters of `methods/language_imbalance.py` and its translation-task rule."""
 
     min_length_ratio: float = Field(default=0.3, gt=0.0)
     """len(chosen) / len(rejected), in characters, must lie in [min, max]."""
     max_length_ratio: float = Field(default=3.0, gt=0.0)
     repeated_line_limit: int = Field(default=5, ge=2)
     """A text where one non-empty line occurs this many times is degenerate."""
+    detect_translation_tasks: bool = True
+    """A source prompt that asks for a translation ("Translate ... into French", `TRANSLATION_REQUESTS` of its
+    language) is a translation task: its pair in L takes the English answer, untranslated, as chosen."""
+    translation_task_ids: Path | None = None
+    """A JSONL file of rows with an `id` (other fields ignored; the reference's `instruction_about_translate.jsonl`
+    as is): these prompts are translation tasks too. A relative path is taken from the working directory."""
 
     @model_validator(mode="after")
     def _ordered(self) -> FilterSettings:

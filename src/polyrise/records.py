@@ -17,6 +17,8 @@ class Prompt(Record):
     id: str
     lang: str
     instruction: str
+    answer: str | None = None
+    """The gold answer, when the prompt has one (GSM-style problems): what measures the reward's accuracy."""
 
 
 class Response(Record):

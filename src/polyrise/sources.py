@@ -18,12 +18,14 @@ HF_PREFIX = "hf:"
 
 
 class _PromptRow(BaseModel):
-    """A row of a user's prompt file: `id` + `instruction` (+ optional `lang`); other fields are ignored."""
+    """A row of a user's prompt file: `id` + `instruction` (+ optional `lang`, and `answer`: a gold answer);
+    other fields are ignored."""
 
     model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True)
     id: str
     instruction: str
     lang: str | None = None
+    answer: str | None = None
 
 
 def builtin_names() -> list[str]:
@@ -76,7 +78,7 @@ def load_prompts(source: PromptSource, langs: list[str], default_lang: str = "en
                 continue
             if (row.id, lang) in prompts:  # a file's duplicates are reported above, with their lines
                 raise PolyriseError(f"prompt source {spec!r}: duplicate id {row.id!r} in language {lang!r}")
-            prompts[row.id, lang] = Prompt(id=row.id, lang=lang, instruction=row.instruction)
+            prompts[row.id, lang] = Prompt(id=row.id, lang=lang, instruction=row.instruction, answer=row.answer)
     order = list(dict.fromkeys(pid for pid, _ in prompts))
     keep = set(order[: source.limit] if source.limit else order)
     selected = [p for key, p in prompts.items() if key[0] in keep]

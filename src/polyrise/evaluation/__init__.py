@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, TypeAdapter
 
-from polyrise.evaluation import choice, fewshot, fidelity, judge, math, reflik, translation
+from polyrise.evaluation import choice, fewshot, fidelity, judge, math, reflik, reward, translation
 from polyrise.evaluation.base import Metric, Scores, TaskRun, TaskSettings
 from polyrise.generation import Generator, open_engine
 from polyrise.io import iter_jsonl, read_jsonl
@@ -68,8 +68,8 @@ def _metrics(modules: Sequence[ModuleType]) -> dict[str, Metric]:
     return found
 
 
-METRICS = _metrics([*TASKS.values(), fidelity])
-"""Every metric a task (or the held-out measurement) reports, by name."""
+METRICS = _metrics([*TASKS.values(), fidelity, reward])
+"""Every metric a task, the held-out measurement or the reward measurement reports, by name."""
 HEADLINE_METRICS = tuple(name for name, metric in METRICS.items() if metric.headline)
 """Metrics that get a table and plots; counts (n, skipped, ...) stay in the JSON."""
 LOWER_IS_BETTER = frozenset(name for name, metric in METRICS.items() if metric.lower_is_better)

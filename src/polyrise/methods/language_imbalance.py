@@ -41,8 +41,8 @@ DROP_REASONS = (
 """Filters in the order they are applied; a pair is counted under the first that drops it."""
 
 
-_STOPS = ".!?;:\n。！？：؟।"
-_OPENERS = r"[\"'“”‘’«»„¿¡(\[*•-]*"
+_STOPS = ".!?;:\n。！？：؟।"  # noqa: RUF001
+_OPENERS = r"[\"'“”‘’«»„¿¡(\[*•-]*"  # noqa: RUF001
 
 
 def _first(verbs: str, polite: str = "", stops: str = _STOPS) -> str:
@@ -59,14 +59,14 @@ _EN_TARGET = (
     r"|Burmese|Khmer|Mongolian|Albanian|Armenian|Georgian|Basque|Galician|Maori|Hawaiian|languages?)\b"
 )
 _RU_TARGET = (
-    r"\b(?:на|с|со)\s+(?:английск|французск|немецк|испанск|итальянск|португальск|русск|украинск|китайск|японск"
+    r"\b(?:на|с|со)\s+(?:английск|французск|немецк|испанск|итальянск|португальск|русск|украинск|китайск|японск"  # noqa: RUF001
     r"|корейск|арабск|турецк|польск|чешск|греческ|шведск|финск|датск|норвежск|нидерландск|голландск|тайск"
     r"|вьетнамск|индонезийск|бенгальск|латинск|латын|хинди|иврит|суахили)|язык"
 )
 
 TRANSLATION_REQUESTS: dict[str, tuple[str, str | None]] = {
     "ar": (
-        _first(r"ترجم(?:ي|وا|ة|ها|ه|هم)?\b", r"(?:(?:يرجى|الرجاء|رجاء|من\s+فضلك|قم|قومي|قوموا)\s+(?:ب)?)?"),
+        _first(r"ترجم(?:ي|وا|ة|ها|ه|هم)?\b", r"(?:(?:يرجى|الرجاء|رجاء|من\s+فضلك|قم|قومي|قوموا)\s+(?:ب)?)?"),  # noqa: RUF001
         r"(?:إلى|الى|ب|من)\s*(?:اللغة\s+)?ال\S+ية\b|لغة",
     ),
     "bn": (r"(?:অনুবাদ|ভাষান্তর)\s*(?:করুন|করো|করে\s*(?:দিন|দাও))", None),
@@ -131,7 +131,10 @@ TRANSLATION_REQUESTS: dict[str, tuple[str, str | None]] = {
         None,
     ),
     "ro": (_first(r"tradu(?:ce\w*|\b)", r"(?:vă\s+rog(?:ăm)?|te\s+rog)\s+(?:să\s+)?"), None),
-    "ru": (_first(r"перев(?:ед|ест|од(?!чи))\w*", r"пожалуйста,?\s+|(?:можешь|можете|не\s+могли\s+бы\s+вы)\s+"), _RU_TARGET),
+    "ru": (
+        _first(r"перев(?:ед|ест|од(?!чи))\w*", r"пожалуйста,?\s+|(?:можешь|можете|не\s+могли\s+бы\s+вы)\s+"),
+        _RU_TARGET,
+    ),
     "sv": (_first(r"översätt(?!are)\w*", r"vänligen\s+|(?:kan|skulle)\s+du\s+"), None),
     "sw": (
         _first(r"(?:ku)?tafsiri\b", r"tafadhali,?\s+|(?:unaweza|je,?\s+unaweza)\s+"),
@@ -142,16 +145,17 @@ TRANSLATION_REQUESTS: dict[str, tuple[str, str | None]] = {
     "te": (r"అనువదించ(?:ండి|ు|గలరా|గలరు)|అనువాదం\s*చేయండి", None),
     "th": (_first(r"แปล(?!ก|ง|ว่า|ความ)", r"(?:กรุณา|โปรด|ช่วย)\s*", _STOPS + " "), None),
     "tr": (r"\w+[cç][ea]'?y[ea]\s+(?:çevir\w*|tercüme\s+ed\w*|tercüme\s+et\w*)", None),
-    "uk": (_first(r"перекла(?:д(?!ач)|с)\w*", r"будь\s+ласка,?\s+|(?:можеш|можете)\s+"), None),
+    "uk": (_first(r"перекла(?:д(?!ач)|с)\w*", r"будь\s+ласка,?\s+|(?:можеш|можете)\s+"), None),  # noqa: RUF001
     "ur": (r"ترجمہ\s*(?:کریں|کرو|کیجیے|کیجئے|کر\s*دیں)", None),
     "vi": (
         _first(r"dịch\b(?!\s+(?:vụ|bệnh|giả|chuyển|tễ))", r"(?:hãy|vui\s+lòng|xin|bạn\s+hãy)\s+"),
         r"\b(?:sang|ra|thành)\s+tiếng\b",
     ),
     "zh": (
-        r"(?:翻译|翻譯|译|譯)(?:成|为|為|到)\s*[^，,。！？\n]{0,10}?(?:语|語|文)|(?:翻译|翻譯)过来"
-        r"|用\s*[^，,。！？\n]{1,10}?(?:语|語|文)\s*(?:翻译|翻譯)|(?:请|請)\s*(?:将|將|把)?[^。！？\n]{0,60}?(?:翻译|翻譯)"
-        + "|" + _first(r"(?:翻译|翻譯)\s*(?:以下|下面|下列|这|這|该|該|此|[：:“\"「])"),
+        r"(?:翻译|翻譯|译|譯)(?:成|为|為|到)\s*[^，,。！？\n]{0,10}?(?:语|語|文)|(?:翻译|翻譯)过来"  # noqa: RUF001
+        r"|用\s*[^，,。！？\n]{1,10}?(?:语|語|文)\s*(?:翻译|翻譯)|(?:请|請)\s*(?:将|將|把)?[^。！？\n]{0,60}?(?:翻译|翻譯)"  # noqa: RUF001
+        + "|"
+        + _first(r"(?:翻译|翻譯)\s*(?:以下|下面|下列|这|這|该|該|此|[：:“\"「])"),  # noqa: RUF001
         None,
     ),
 }
@@ -311,6 +315,7 @@ class LanguageImbalance:
 
     def prepare(self) -> None:
         self.source_prompts  # noqa: B018
+        self.translation_task_ids  # noqa: B018
 
     @cached_property
     def source_prompts(self) -> list[Prompt]:
@@ -318,6 +323,11 @@ class LanguageImbalance:
 
         cfg = self.run.config
         return load_prompts(cfg.prompts, [cfg.source_lang], cfg.source_lang)
+
+    @cached_property
+    def translation_task_ids(self) -> frozenset[str]:
+        path = self.run.config.filters.translation_task_ids
+        return read_translation_task_ids(path) if path else frozenset()
 
     def files(self, t: int) -> dict[str, Path]:
         root = self.run.iter_dir(t)
@@ -362,7 +372,13 @@ class LanguageImbalance:
                 f"iter_{t}/pairs",
                 lambda: self._pairs(t),
                 outputs=[f["pairs"], f["pairs_stats"]],
-                inputs=[f["prompts"], f["prompt_translations"], f["responses"], f["translations"]],
+                inputs=[
+                    f["prompts"],
+                    f["prompt_translations"],
+                    f["responses"],
+                    f["translations"],
+                    *filter(None, [cfg.filters.translation_task_ids]),
+                ],
                 settings=[cfg.source_lang, cfg.languages, cfg.filters.model_dump(), cfg.langid.model_dump()],
                 loads_model=False,
             ),
@@ -410,6 +426,7 @@ class LanguageImbalance:
             cfg.languages,
             cfg.filters,
             cfg.langid,
+            self.translation_task_ids,
         )
         attempts = read_jsonl(f["prompt_translations"], Translation)
         for lang in cfg.languages:

@@ -124,8 +124,8 @@ def translation_rows(problems: Sequence[Problem], lang: str, world: dict[str, Cl
 
 
 def prompt_rows(problems: Sequence[Problem]) -> list[dict[str, str]]:
-    """English task prompts (`id`, `instruction`) for `polyrise run`."""
-    return [{"id": f"sandbox-{i}", "instruction": p.question} for i, p in enumerate(problems)]
+    """English task prompts (`id`, `instruction`, `answer`: the gold number) for `polyrise run`."""
+    return [{"id": f"sandbox-{i}", "instruction": p.question, "answer": str(p.n)} for i, p in enumerate(problems)]
 
 
 def tokenizer_corpus(
