@@ -74,6 +74,8 @@ class FakeServer(ThreadingHTTPServer):
         self.failures: list[int] = []  # statuses to answer with, one per request, before succeeding
         self.always: int | None = None  # a status every request gets
         self.raw_reply: bytes | None = None  # a 200 body to send instead of the echo
+        self.raw_type = "application/json"  # its Content-Type
+        self.echo_auth = False  # error bodies repeat the Authorization header (as some servers' 401s do)
         self.delay: dict[str, float] = {}  # seconds to wait before answering a message content
         self.prompt_logprobs = False  # answer /v1/completions with echo log-probs (one token per character)
         self.in_flight = 0
@@ -108,9 +110,11 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # keep pytest output quiet
         pass
 
-    def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+    def _send(
+        self, status: int, body: bytes, headers: dict[str, str] | None = None, kind: str = "application/json"
+    ) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(body)))
         for k, v in (headers or {}).items():
             self.send_header(k, v)
@@ -137,9 +141,10 @@ class Handler(BaseHTTPRequestHandler):
             content = body["messages"][-1]["content"]
             time.sleep(srv.delay.get(content, 0.0))
             if status is not None:
-                self._send(status, b'{"error": "unavailable"}', {"retry-after-ms": "5"})
+                said = f"unavailable for {self.headers['Authorization']}" if srv.echo_auth else "unavailable"
+                self._send(status, json.dumps({"error": {"message": said}}).encode(), {"retry-after-ms": "5"})
             elif srv.raw_reply is not None:
-                self._send(200, srv.raw_reply)
+                self._send(200, srv.raw_reply, kind=srv.raw_type)
             else:
                 reply = {"choices": [{"index": 0, "message": {"role": "assistant", "content": f"echo:{content}"}}]}
                 self._send(200, json.dumps(reply).encode())

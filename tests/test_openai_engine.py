@@ -120,6 +120,23 @@ def test_bad_json_is_a_clear_error(server, api_key):
     server.raw_reply = b'{"choices": []}'
     with pytest.raises(PolyriseError, match="unexpected response"):
         make(server).complete([ChatRequest.user("x")], SamplingSettings())
+    server.raw_reply, server.raw_type = b"<html><body>Gateway says hi</body></html>", "text/html"  # a 200 page
+    with pytest.raises(PolyriseError, match=r"\(model 'test-model'\): the response is not JSON: '<html>"):
+        make(server).complete([ChatRequest.user("x")], SamplingSettings())
+
+
+@pytest.mark.parametrize("status", [401, 403, 500])
+def test_a_key_the_server_echoes_back_is_never_printed(server, api_key, status):
+    server.always, server.echo_auth = status, True
+    with pytest.raises(PolyriseError) as error:
+        make(server, max_retries=0).complete([ChatRequest.user("x")], SamplingSettings())
+    assert api_key not in str(error.value) and "Bearer <redacted>" in str(error.value)
+
+
+@pytest.mark.parametrize("url", ["not a url", "localhost:8000/v1", "ftp://host/v1", "http://"])
+def test_a_base_url_that_is_not_http_is_refused_before_any_request(url):
+    with pytest.raises(ValueError, match="is not an http\\(s\\) URL with a host"):
+        settings(url)
 
 
 def test_connection_refused_is_retried_then_reported(api_key):

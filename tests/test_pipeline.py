@@ -267,3 +267,32 @@ def test_fixed_translator_over_an_openai_server(tmp_path, tiny_model_dir, server
     assert {r["body"]["model"] for r in server.requests} == {"mt"}
     pairs = read_jsonl(it / "pairs.jsonl", PreferencePair)
     assert pairs and all(p.chosen == "hola mundo" for p in pairs if p.lang != "en")  # translated English answers
+
+
+def test_reward_is_measured_against_gold_answers_and_by_a_judge(tmp_path, tiny_model_dir):
+    """Prompts with gold answers: every pair is labelled (iter_0/reward.jsonl) and the reward's accuracy reaches
+    scores.json and pairs_stats.json; `reward_judge` judges a seeded sample of the kept pairs in both orders."""
+    gold = tmp_path / "gold.jsonl"
+    problems = [("What is 2 + 3?", "5"), ("What is 4 + 4?", "8"), ("What is 9 - 2?", "7")]
+    gold.write_text(
+        "".join(json.dumps({"id": f"g{i}", "instruction": q, "answer": a}) + "\n" for i, (q, a) in enumerate(problems))
+    )
+    judge = {"judge": {"engine": "hf", "model": str(tiny_model_dir), "max_new_tokens": 4}, "sample": 2}
+    config = load_config(_config(tmp_path, tiny_model_dir, prompts={"source": str(gold)}, reward_judge=judge))
+    run_pipeline(config)
+    it = config.run_dir / "iter_0"
+    pairs = read_jsonl(it / "pairs.jsonl", PreferencePair)
+    labels = [json.loads(line) for line in (it / "reward.jsonl").read_text().splitlines()]
+    assert len(labels) == len(pairs) > 0 and {x["id"] for x in labels} <= {"g0", "g1", "g2"}
+    scores = json.loads((it / "eval" / "scores.json").read_text())
+    reward = scores["reward"]["M0"]
+    assert sum(row["n"] for row in reward.values()) == len(pairs)
+    for row in reward.values():
+        shares = [row[k] for k in ("right_wrong", "both_right", "both_wrong", "wrong_right")]
+        assert sum(shares) == pytest.approx(1.0) and row["informative"] <= row["n"]
+    judged = [json.loads(line) for line in (it / "reward_judge.jsonl").read_text().splitlines()]
+    assert len(judged) == min(2, len(pairs))
+    by_row = scores["reward_judge"]["M0"]
+    assert by_row["average"]["n"] + by_row["average"]["invalid"] == len(judged)
+    manifest = json.loads((config.run_dir / "manifest.json").read_text())["stages"]
+    assert "iter_0/reward_judge" in manifest

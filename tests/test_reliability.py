@@ -312,3 +312,34 @@ def test_ctrl_c_during_a_stage_says_how_to_resume(tmp_path, tiny_model_dir, stag
     while _processes_using(run_dir) and time.time() < deadline:
         time.sleep(0.2)
     assert not _processes_using(run_dir)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "cut", "bad_page"])
+def test_a_damaged_generation_cache_is_moved_aside_and_rebuilt(tmp_path, damage, caplog):
+    """The cache is disposable: garbage, a cut file or a damaged page deep inside never blocks a run; it is
+    moved to `<name>.corrupt`, said once, and the outputs are generated again."""
+    import sqlite3
+
+    from polyrise.generation.cache import GenerationCache
+
+    path = tmp_path / "generations.sqlite"
+    cache = GenerationCache(path)
+    cache.put_many({f"k{i}": "x" * 3000 for i in range(400)})  # many pages
+    cache.close()
+    with sqlite3.connect(path) as db:  # fold the WAL in, so the damage below hits the real file
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = bytearray(path.read_bytes())
+    if damage == "garbage":
+        data[:] = b"this is not a database at all" * 100
+    elif damage == "cut":
+        data[:] = data[:100]
+    else:
+        data[len(data) // 2 : len(data) // 2 + 8192] = b"\xff" * 8192
+    path.write_bytes(bytes(data))
+    with caplog.at_level("WARNING"):
+        cache = GenerationCache(path)
+        found = cache.get_many([f"k{i}" for i in range(400)])
+        cache.put_many({"new": "y"})
+    assert "new" in cache.get_many(["new"])
+    assert (tmp_path / "generations.sqlite.corrupt").is_file()
+    assert len(found) < 400 and "moved it to" in caplog.text and str(path) in caplog.text

@@ -303,10 +303,13 @@ def test_three_rewarding_iterations_keep_the_measured_direction(seed0_sandbox, t
         run_pipeline(cfg, Console(file=io.StringIO()))
     finally:
         torch.set_num_threads(threads)
-    acc = {
-        label: {lang: c["accuracy"] for lang, c in rows.items()}
-        for label, rows in collect_scores(cfg.run_dir)["mgsm"].items()
+    scores = collect_scores(cfg.run_dir)
+    acc = {label: {lang: c["accuracy"] for lang, c in rows.items()} for label, rows in scores["mgsm"].items()}
+    reward = {
+        label: {row: (c["reward_accuracy"], c["informative"]) for row, c in rows.items()}
+        for label, rows in scores["reward"].items()
     }
+    print(f"reward accuracy (informative pairs): {reward}")
     english = acc["M3"]["en"] - acc["M0"]["en"]
     clones = statistics.fmean(acc["M3"][c] - acc["M0"][c] for c in CLONES)
     print(f"seed 0, M3 - M0: English {english:+.3f} (study: -0.100), clones' mean {clones:+.3f} (study: -0.045)")

@@ -135,6 +135,14 @@ class HeldoutSettings(Section):
     max_new_tokens: int = Field(default=128, ge=1)
 
 
+class RewardJudgeSettings(Section):
+    """A judge of the reward itself: a sample of each iteration's kept pairs, judged in both orders."""
+
+    judge: JudgeSettings
+    sample: int = Field(default=64, ge=1)
+    """Pairs judged per iteration (a seeded sample of the kept pairs)."""
+
+
 class AlignmentSettings(Section):
     """Question alignment (Zhang et al. 2024): LoRA SFT on question translation pairs, no answers."""
 
@@ -202,6 +210,8 @@ class RunConfig(Section):
     """Evaluations of M0 and of every new iterate."""
     alignment: AlignmentSettings | None = None
     """Question-alignment data; needed by `method: question-alignment`."""
+    reward_judge: RewardJudgeSettings | None = None
+    """`method: language-imbalance`: how often a judge agrees with each iteration's preferences."""
     stage_processes: bool = True
     """Run every stage that loads a model in its own process, so GPU and host memory are returned between stages
     (a vLLM engine and a trainer never hold the GPU at once). false: one process (small models, debugging)."""

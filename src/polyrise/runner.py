@@ -474,7 +474,8 @@ class Runner:
         return {"tasks": len(scores)}
 
     def scores(self, t: int) -> dict[str, Any]:
-        """Iteration `t`'s `scores.json`: every measurement of M(t) and M(t+1), by task then model."""
+        """Iteration `t`'s `scores.json`: every measurement of M(t) and M(t+1), and the method's own of iteration `t`
+        (`Method.scores`), by task then model."""
         scores: dict[str, Any] = {}
         for k in (t, t + 1):
             if self.heldout:
@@ -484,7 +485,7 @@ class Runner:
             if self.config.evaluation:
                 for key, by_row in json.loads(self.scores_file(k).read_text()).items():
                     scores.setdefault(key, {})[f"M{k}"] = by_row
-        return scores
+        return scores | self.method.scores(t)
 
     # -- training, shared by the methods -------------------------------------------------------
     def train_stage(self, t: int, data: Path, body: Callable[[], dict[str, Any]]) -> Stage:

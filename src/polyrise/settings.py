@@ -7,8 +7,9 @@ imports (the evaluation tasks, generation) import them from here, so neither imp
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Section(BaseModel):
@@ -57,6 +58,7 @@ class OpenAISettings(Section):
 
     base_url: str
     """The API root, e.g. `http://localhost:8000/v1`."""
+
     model: str
     """The model name the server knows (vLLM: `--served-model-name`)."""
     api_key_env: str | None = "OPENAI_API_KEY"
@@ -68,6 +70,14 @@ class OpenAISettings(Section):
     """Seconds per request."""
     max_retries: int = Field(default=5, ge=0)
     """Retries with exponential backoff on 429, 5xx, timeouts and connection errors."""
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{url!r} is not an http(s) URL with a host, e.g. http://localhost:8000/v1")
+        return url
 
 
 class EngineSettings(Section):

@@ -31,6 +31,12 @@ METRICS = (
 OUTCOMES = ("right_wrong", "both_right", "both_wrong", "wrong_right")
 
 
+def pair_row(lang: str, via: str) -> str:
+    """A pair's row in the reward's scores: its language for target-language pairs, `en/<L>` for the English pairs
+    built from L's answers."""
+    return via if lang == via else f"{lang}/{via}"
+
+
 class RewardLabel(Record):
     """One pair's correctness: chosen and rejected right (True) or wrong (False) against the prompt's gold."""
 
@@ -42,8 +48,7 @@ class RewardLabel(Record):
 
     @property
     def row(self) -> str:
-        """The pair's row: its language for target-language pairs, `en/<L>` for English pairs built from L."""
-        return self.via if self.lang == self.via else f"{self.lang}/{self.via}"
+        return pair_row(self.lang, self.via)
 
     @property
     def outcome(self) -> str:

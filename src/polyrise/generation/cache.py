@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import sqlite3
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -15,18 +16,58 @@ from typing import Any
 from polyrise.errors import PolyriseError
 from polyrise.settings import SamplingSettings
 
+LOG = logging.getLogger(__name__)
+
+
+def _damaged(error: sqlite3.Error) -> bool:
+    """Whether SQLite says the file is not a database or is corrupt (not: locked, unwritable)."""
+    return any(words in str(error) for words in ("malformed", "not a database", "disk image", "Could not decode"))
+
 
 class GenerationCache:
+    """A disposable cache: a damaged file is moved aside (`<name>.corrupt`), said once, and rebuilt empty."""
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=60)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("CREATE TABLE IF NOT EXISTS outputs (key TEXT PRIMARY KEY, output TEXT NOT NULL)")
-            self._db.commit()
-        except (OSError, sqlite3.Error) as e:
+        except OSError as e:
             raise PolyriseError(f"{self.path}: cannot open generation cache ({e})") from None
+        self._db = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            db = sqlite3.connect(self.path, timeout=60)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("CREATE TABLE IF NOT EXISTS outputs (key TEXT PRIMARY KEY, output TEXT NOT NULL)")
+            db.execute("SELECT COUNT(*) FROM outputs").fetchone()
+            db.commit()
+            return db
+        except sqlite3.DatabaseError as e:
+            if _damaged(e):
+                return self._rebuild(e)
+            raise PolyriseError(f"{self.path}: cannot open generation cache ({e})") from None
+        except OSError as e:
+            raise PolyriseError(f"{self.path}: cannot open generation cache ({e})") from None
+
+    def _rebuild(self, error: sqlite3.Error) -> sqlite3.Connection:
+        """Move the damaged cache aside and start an empty one; the loss is only time (outputs are regenerated)."""
+        if getattr(self, "_db", None) is not None:
+            self._db.close()
+        aside = self.path.with_name(self.path.name + ".corrupt")
+        for suffix in ("", "-wal", "-shm"):
+            part = Path(f"{self.path}{suffix}")
+            if part.exists():
+                part.replace(Path(f"{aside}{suffix}"))
+        LOG.warning(
+            "%s: the generation cache is damaged (%s); moved it to %s and started an empty one "
+            "(cached outputs will be generated again)",
+            self.path,
+            str(error)[:200],
+            aside,
+        )
+        self._db = None
+        return self._open()
 
     @staticmethod
     def key(fingerprint: str, rendered: str, params: SamplingSettings | Mapping[str, Any]) -> str:
@@ -41,13 +82,25 @@ class GenerationCache:
         for start in range(0, len(keys), 500):
             part = keys[start : start + 500]
             marks = ",".join("?" * len(part))
-            rows = self._db.execute(f"SELECT key, output FROM outputs WHERE key IN ({marks})", part)
-            found.update(rows.fetchall())
+            try:
+                found.update(self._db.execute(f"SELECT key, output FROM outputs WHERE key IN ({marks})", part))
+            except sqlite3.DatabaseError as e:  # a damaged page deep in the file
+                if not _damaged(e):
+                    raise PolyriseError(f"{self.path}: generation cache: {str(e)[:200]}") from None
+                self._db = self._rebuild(e)
+                return {}
         return found
 
     def put_many(self, items: Mapping[str, str]) -> None:
-        with self._db:
-            self._db.executemany("INSERT OR REPLACE INTO outputs VALUES (?, ?)", items.items())
+        try:
+            with self._db:
+                self._db.executemany("INSERT OR REPLACE INTO outputs VALUES (?, ?)", items.items())
+        except sqlite3.DatabaseError as e:
+            if not _damaged(e):
+                raise PolyriseError(f"{self.path}: generation cache: {str(e)[:200]}") from None
+            self._db = self._rebuild(e)
+            with self._db:
+                self._db.executemany("INSERT OR REPLACE INTO outputs VALUES (?, ?)", items.items())
 
     def get_json(self, keys: Iterable[str]) -> dict[str, Any]:
         """`get_many` of values stored by `put_json`."""

@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import openai
+from pydantic import BaseModel
 
 from polyrise.config import OpenAISettings, SamplingSettings
 from polyrise.errors import PolyriseError
@@ -64,9 +65,14 @@ class OpenAIEngine:
                     f"environment variable {settings.api_key_env} is not set; it must hold the API key for "
                     f"{self.base_url} (set api_key_env: null for a server without authentication)"
                 )
+        self._key = key
         self.client = openai.OpenAI(
             base_url=self.base_url, api_key=key, timeout=settings.timeout, max_retries=settings.max_retries
         )
+
+    def _redact(self, message: str) -> str:
+        """`message` without the API key's value (a server may echo the Authorization header back)."""
+        return message.replace(self._key, "<redacted>") if self._key and self._key != NO_KEY else message
 
     def render(self, request: ChatRequest) -> str:
         """Canonical JSON of (model, messages, prefix): the cache key's prompt part (not text the model reads)."""
@@ -173,39 +179,39 @@ class OpenAIEngine:
 
     def _create(self, arguments: dict[str, Any], create: Any = None, url: str | None = None) -> Any:
         """One request (default: a chat completion, returning its text); SDK errors become one PolyriseError
-        naming the URL and the model."""
+        naming the URL and the model, with the API key's value redacted."""
         where = f"{url or self.url} (model {self.model!r})"
         chat = create is None
+        attempts = self.settings.max_retries + 1
         try:
             completion = (create or self.client.chat.completions.create)(**arguments)
         except openai.AuthenticationError as e:
             key = f"the key in ${self.settings.api_key_env}" if self.settings.api_key_env else "no key configured"
-            raise PolyriseError(f"{where}: HTTP 401, the server refused the API key ({key}): {e.message}") from None
+            message = f"HTTP 401, the server refused the API key ({key}): {e.message}"
         except openai.PermissionDeniedError as e:
-            raise PolyriseError(f"{where}: HTTP 403, this key may not use the model: {e.message}") from None
+            message = f"HTTP 403, this key may not use the model: {e.message}"
         except openai.NotFoundError as e:
-            raise PolyriseError(
-                f"{where}: HTTP 404, the server has no such model or route (its models: {self.base_url}/models): "
-                f"{e.message}"
-            ) from None
+            message = (
+                f"HTTP 404, the server has no such model or route (its models: {self.base_url}/models): {e.message}"
+            )
         except openai.BadRequestError as e:
             hint = ""
             if arguments.get("extra_body", {}).get("continue_final_message"):
                 hint = " (the server may not support assistant prefill; vLLM does, plain OpenAI does not)"
-            raise PolyriseError(f"{where}: HTTP 400{hint}: {e.message}") from None
+            message = f"HTTP 400{hint}: {e.message}"
         except openai.APIStatusError as e:
-            raise PolyriseError(
-                f"{where}: HTTP {e.status_code} after {self.settings.max_retries + 1} attempts: {e.message}"
-            ) from None
+            message = f"HTTP {e.status_code} after {attempts} attempts: {e.message}"
         except openai.APIConnectionError as e:  # includes timeouts
-            raise PolyriseError(
-                f"{where}: {type(e).__name__} after {self.settings.max_retries + 1} attempts "
-                f"(is the server running?): {e.message}"
-            ) from None
+            message = f"{type(e).__name__} after {attempts} attempts (is the server running?): {e.message}"
         except openai.APIError as e:  # a 200 whose body is not a chat completion
-            raise PolyriseError(f"{where}: unexpected response ({type(e).__name__}): {e.message}") from None
+            message = f"unexpected response ({type(e).__name__}): {e.message}"
         except ValueError as e:
-            raise PolyriseError(f"{where}: the response is not valid JSON ({e})") from None
-        if not completion.choices:
-            raise PolyriseError(f"{where}: unexpected response, no choices: {completion.model_dump_json()[:300]}")
-        return (completion.choices[0].message.content or "") if chat else completion
+            message = f"the response is not valid JSON ({e})"
+        else:
+            if not isinstance(completion, BaseModel):  # a 200 whose body is not JSON (an HTML page, ...)
+                message = f"the response is not JSON: {str(completion)[:200]!r}"
+            elif not getattr(completion, "choices", None):
+                message = f"unexpected response, no choices: {completion.model_dump_json()[:300]}"
+            else:
+                return (completion.choices[0].message.content or "") if chat else completion
+        raise PolyriseError(self._redact(f"{where}: {message}")) from None

@@ -45,6 +45,11 @@ class Method(Protocol):
         """Iteration `t`'s data statistics (what was kept and dropped), as written to the run dir."""
         ...
 
+    def scores(self, t: int) -> dict[str, Any]:
+        """The method's own measurements of iteration `t` (e.g. the reward's accuracy), by task then model, merged
+        into `iter_t/eval/scores.json`."""
+        ...
+
     def summary_table(self, summary: dict[str, Any]) -> RenderableType:
         """The console summary of one iteration (`summary`: iteration, stats, off_target, scores)."""
         ...

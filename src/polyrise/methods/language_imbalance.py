@@ -11,9 +11,11 @@ prompt language, so its pair in L takes y_en untranslated as chosen, as the refe
 from __future__ import annotations
 
 import json
+import random
 import re
 from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
+from dataclasses import asdict, replace
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +24,9 @@ from pydantic import BaseModel, ConfigDict
 from rich.table import Table
 
 from polyrise.config import DPOSettings, FilterSettings, RunConfig
-from polyrise.io import read_jsonl, write_json, write_jsonl
+from polyrise.evaluation.judge import Judgement, win_rates
+from polyrise.evaluation.reward import RewardLabel, label_pairs, pair_row, reward_scores
+from polyrise.io import iter_jsonl, read_jsonl, write_json, write_jsonl
 from polyrise.langid import LangIdSettings, matches_language
 from polyrise.languages import LANGUAGES
 from polyrise.records import PreferencePair, Prompt, Response, Translation
@@ -331,7 +335,7 @@ class LanguageImbalance:
 
     def files(self, t: int) -> dict[str, Path]:
         root = self.run.iter_dir(t)
-        names = ("prompts", "prompt_translations", "responses", "translations", "pairs")
+        names = ("prompts", "prompt_translations", "responses", "translations", "pairs", "reward", "reward_judge")
         return {name: root / f"{name}.jsonl" for name in names} | {"pairs_stats": root / "pairs_stats.json"}
 
     def stages(self, t: int) -> list[Stage]:
@@ -371,7 +375,7 @@ class LanguageImbalance:
             Stage(
                 f"iter_{t}/pairs",
                 lambda: self._pairs(t),
-                outputs=[f["pairs"], f["pairs_stats"]],
+                outputs=[f["pairs"], f["pairs_stats"], f["reward"]],
                 inputs=[
                     f["prompts"],
                     f["prompt_translations"],
@@ -379,11 +383,45 @@ class LanguageImbalance:
                     f["translations"],
                     *filter(None, [cfg.filters.translation_task_ids]),
                 ],
-                settings=[cfg.source_lang, cfg.languages, cfg.filters.model_dump(), cfg.langid.model_dump()],
+                settings=[cfg.source_lang, cfg.languages, cfg.filters.model_dump(), cfg.langid.model_dump(), cfg.seed],
                 loads_model=False,
             ),
+            *([self._reward_judge_stage(t)] if cfg.reward_judge else []),
             run.train_stage(t, f["pairs"], lambda: self._train(t)),
         ]
+
+    def _reward_judge_stage(self, t: int) -> Stage:
+        from polyrise.runner import Stage
+
+        cfg, f = self.run.config, self.files(t)
+        assert cfg.reward_judge is not None
+        judge = cfg.reward_judge.judge
+        return Stage(
+            f"iter_{t}/reward_judge",
+            lambda: self._judge_pairs(t),
+            outputs=[f["reward_judge"]],
+            inputs=[f["pairs"]],
+            models=[judge.model] if judge.model else [],
+            settings=[cfg.reward_judge.model_dump(), cfg.seed],
+        )
+
+    def _judge_pairs(self, t: int) -> dict[str, Any]:
+        """A seeded sample of the kept pairs, judged in both orders (chosen as the judged `output`)."""
+        from polyrise.evaluation.judge import JudgeItem, judge
+        from polyrise.generation import Generator, open_engine
+        from polyrise.settings import SamplingSettings
+
+        cfg, f = self.run.config, self.files(t)
+        assert cfg.reward_judge is not None
+        pairs = read_jsonl(f["pairs"], PreferencePair)
+        sample = random.Random(cfg.seed).sample(pairs, min(cfg.reward_judge.sample, len(pairs)))
+        items = [JudgeItem(p.id, p.lang, p.prompt, p.chosen, p.rejected) for p in sample]
+        settings = cfg.reward_judge.judge
+        generator = Generator(open_engine(settings), self.run.cache)
+        judgements = judge(generator, items, SamplingSettings(max_new_tokens=settings.max_new_tokens))
+        rows = [asdict(replace(j, lang=pair_row(p.lang, p.via))) for j, p in zip(judgements, sample, strict=True)]
+        write_jsonl(f["reward_judge"], rows)  # keyed by the pair's row (`L`, `en/L`), as the reward's accuracy
+        return {"judged": len(judgements), "invalid": sum(j.invalid for j in judgements)}
 
     def _prompts(self, t: int) -> dict[str, Any]:
         from polyrise.self_translation import translate_prompts
@@ -417,7 +455,8 @@ class LanguageImbalance:
 
     def _pairs(self, t: int) -> dict[str, Any]:
         cfg, f = self.run.config, self.files(t)
-        prompts = {(p.id, p.lang): p.instruction for p in read_jsonl(f["prompts"], Prompt)}
+        rows = read_jsonl(f["prompts"], Prompt)
+        prompts = {(p.id, p.lang): p.instruction for p in rows}
         pairs, stats = build_pairs(
             prompts,
             read_jsonl(f["responses"], Response),
@@ -431,9 +470,17 @@ class LanguageImbalance:
         attempts = read_jsonl(f["prompt_translations"], Translation)
         for lang in cfg.languages:
             stats[lang]["prompt_translation_failures"] = sum(a.output is None and a.lang == lang for a in attempts)
+        golds = {p.id: p.answer for p in rows if p.lang == cfg.source_lang and p.answer is not None}
+        labels = label_pairs(pairs, golds)
+        reward = reward_scores(labels, cfg.seed)
+        for lang in cfg.languages:  # the reward's accuracy, where the prompts carry gold answers
+            target, english = reward.get(lang), reward.get(f"{cfg.source_lang}/{lang}")
+            if target or english:
+                stats[lang]["reward"] = {"target": target, "english": english}
+        write_jsonl(f["reward"], labels)
         write_json(f["pairs_stats"], stats)
         write_jsonl(f["pairs"], pairs)
-        return {"pairs": len(pairs)}
+        return {"pairs": len(pairs), "reward_labels": len(labels)}
 
     def _train(self, t: int) -> dict[str, Any]:
         from polyrise.training.dpo import train_dpo
@@ -442,6 +489,26 @@ class LanguageImbalance:
 
     def stats(self, t: int) -> dict[str, Any]:
         return json.loads(self.files(t)["pairs_stats"].read_text())
+
+    def scores(self, t: int) -> dict[str, Any]:
+        """The accuracy of the reward iteration `t` trains on (M(t)'s pairs, swapped when `swap_preferences` is:
+        the control), when its prompts carry gold answers (`pairs_stats.json` has it for the pairs as built); with
+        `reward_judge`, the judge's agreement with it (the win rate of what training prefers)."""
+        cfg, f = self.run.config, self.files(t)
+        swapped = cfg.training.swap_preferences
+        labels = read_jsonl(f["reward"], RewardLabel)
+        if swapped:
+            labels = [
+                x.model_copy(update={"chosen_right": x.rejected_right, "rejected_right": x.chosen_right})
+                for x in labels
+            ]
+        scores = {"reward": {f"M{t}": reward_scores(labels, cfg.seed)}} if labels else {}
+        if cfg.reward_judge:
+            judged = [Judgement(**row) for _, row in iter_jsonl(f["reward_judge"])]
+            if swapped:
+                judged = [replace(j, score=None if j.score is None else 1 - j.score) for j in judged]
+            scores["reward_judge"] = {f"M{t}": win_rates(judged, cfg.seed)}
+        return scores
 
     def summary_table(self, summary: dict[str, Any]) -> Table:
         return summary_table(summary, [self.run.config.source_lang, *self.run.config.languages])

@@ -171,6 +171,9 @@ class QuestionAlignment:
     def stats(self, t: int) -> dict[str, Any]:
         return json.loads(self.files(t)["question_stats"].read_text())
 
+    def scores(self, t: int) -> dict[str, Any]:
+        return {}
+
     def summary_table(self, summary: dict[str, Any]) -> Table:
         return question_table(summary["stats"])
 

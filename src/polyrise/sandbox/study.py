@@ -113,16 +113,21 @@ def _share_generations(source_run: Path, run_dir: Path) -> None:
 
 
 def summarize_study(out: Path) -> dict[str, Any]:
-    """Mean ± sd over seeds of MGSM accuracy for every variant, language and iterate in `out/runs/seed*-*`;
+    """Mean ± sd over seeds of MGSM accuracy for every variant, language and iterate in `out/runs/seed*-*`, and of
+    the accuracy of the reward each iteration trains on (pairs of M<t>'s answers, per pair row);
     writes `study.json`, `study.md` and `study.png` into `out`."""
     per_seed: dict[tuple[str, str, str], dict[int, float]] = {}
+    reward: dict[tuple[str, str, str], dict[int, float]] = {}
     for run_dir in sorted((out / "runs").glob("seed*-*")):
         seed_part, variant = run_dir.name.split("-", 1)
         if not any(run_dir.glob("iter_*/eval/scores.json")):
             continue
-        for label, rows in collect_scores(run_dir).get("mgsm", {}).items():
-            for lang, cells in rows.items():
-                per_seed.setdefault((variant, lang, label), {})[int(seed_part[4:])] = float(cells["accuracy"])
+        scores = collect_scores(run_dir)
+        for task, into, metric in (("mgsm", per_seed, "accuracy"), ("reward", reward, "reward_accuracy")):
+            for label, rows in scores.get(task, {}).items():
+                for row, cells in rows.items():
+                    if not math.isnan(value := float(cells[metric])):
+                        into.setdefault((variant, row, label), {})[int(seed_part[4:])] = value
     if not per_seed:
         raise PolyriseError(f"{out / 'runs'}: no evaluated study runs (seed<S>-<variant>) to summarise")
     change = {
@@ -138,11 +143,22 @@ def summarize_study(out: Path) -> dict[str, Any]:
         }
         for key, values in sorted(per_seed.items())
     }
+    cells |= {
+        "reward|" + "|".join(key): {**_mean_sd(values), "seeds": dict(sorted(values.items()))}
+        for key, values in sorted(reward.items())
+    }
     write_json(out / "study.json", cells)
     with atomic_open(out / "study.md") as fh:
         fh.write(_table("MGSM exact-match accuracy, mean ± sd over seeds (n = seeds with that iterate)", per_seed))
         fh.write("\n")
         fh.write(_table("Change from M0 (the same seed's M0), mean ± sd over seeds", change, signed=True))
+        if reward:
+            fh.write("\n")
+            title = (
+                "Reward accuracy of the pairs each iteration trains on (M<t>: pairs of M<t>'s answers; row `en/L`: "
+                "the English pairs built from L), mean ± sd over seeds"
+            )
+            fh.write(_table(title, reward))
     _plot(out / "study.png", per_seed)
     return cells
 
