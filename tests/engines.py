@@ -77,6 +77,7 @@ class FakeServer(ThreadingHTTPServer):
         self.raw_type = "application/json"  # its Content-Type
         self.echo_auth = False  # error bodies repeat the Authorization header (as some servers' 401s do)
         self.delay: dict[str, float] = {}  # seconds to wait before answering a message content
+        self.hang = 0.0  # seconds every chat request waits (a server that does not answer)
         self.prompt_logprobs = False  # answer /v1/completions with echo log-probs (one token per character)
         self.in_flight = 0
         self.max_in_flight = 0
@@ -139,7 +140,7 @@ class Handler(BaseHTTPRequestHandler):
                 self._send(404, b'{"error": "not found"}')
                 return
             content = body["messages"][-1]["content"]
-            time.sleep(srv.delay.get(content, 0.0))
+            time.sleep(max(srv.delay.get(content, 0.0), srv.hang))
             if status is not None:
                 said = f"unavailable for {self.headers['Authorization']}" if srv.echo_auth else "unavailable"
                 self._send(status, json.dumps({"error": {"message": said}}).encode(), {"retry-after-ms": "5"})

@@ -343,3 +343,99 @@ def test_a_damaged_generation_cache_is_moved_aside_and_rebuilt(tmp_path, damage,
     assert "new" in cache.get_many(["new"])
     assert (tmp_path / "generations.sqlite.corrupt").is_file()
     assert len(found) < 400 and "moved it to" in caplog.text and str(path) in caplog.text
+
+
+def test_ctrl_c_is_honoured_at_once_while_a_server_hangs(server, tmp_path):
+    """`polyrise translate --engine openai` against a server that never answers: SIGINT ends it within a second or
+    two (the defaults would wait 6 x 300 s), nothing half-written, the key never printed."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    server.hang = 120.0
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(
+        "".join(json.dumps({"id": str(i), "lang": "en", "instruction": f"Hi {i}."}) + "\n" for i in range(8))
+    )
+    out = tmp_path / "out.jsonl"
+    command = [sys.executable, "-m", "polyrise.cli", "translate", str(prompts), "--to", "es", "--out", str(out)]
+    command += ["--engine", "openai", "--base-url", server.base_url, "--model", "m", "--api-key-env", "FAKE_KEY"]
+    env = {**os.environ, "FAKE_KEY": "sk-secret-123"}
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 60
+    while not server.requests and time.time() < deadline:  # requests in flight
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    start = time.time()
+    _, err = proc.communicate(timeout=30)
+    assert time.time() - start < 3, err
+    assert proc.returncode == 130 and "interrupted; rerun the same command" in err, (proc.returncode, err)
+    assert "sk-secret-123" not in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_an_unexpected_exception_is_one_line_naming_the_log(monkeypatch, capsys):
+    """At the CLI boundary a bug is one line with the exception and where its traceback is; tests (and
+    POLYRISE_TRACEBACK=1) still see the real exception."""
+    from polyrise import cli
+
+    def broken() -> None:
+        raise ValueError("something inside went wrong")
+
+    monkeypatch.setattr(cli, "app", broken)
+    monkeypatch.delenv("POLYRISE_TRACEBACK", raising=False)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1 and err.startswith("error: unexpected ValueError: something inside went wrong")
+    log = Path(err.split("the traceback is in ")[1].split(";")[0])
+    assert "Traceback" in log.read_text() and "broken" in log.read_text()
+    monkeypatch.setenv("POLYRISE_TRACEBACK", "1")
+    with pytest.raises(ValueError, match="something inside"):
+        cli.main()
+
+
+def test_outputs_and_row_languages_are_checked_before_any_model_loads(tmp_path):
+    from typer.testing import CliRunner
+
+    from polyrise.cli import app
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(
+        '{"id": "1", "lang": "en", "instruction": "Hi."}\n{"id": "2", "lang": "xx", "instruction": "?"}\n'
+    )
+    for command in (["generate", str(prompts)], ["translate", str(prompts), "--to", "es"]):
+        result = CliRunner().invoke(app, [*command, "--model", "/nonexistent/model", "--out", str(tmp_path)])
+        assert result.exit_code == 1 and f"--out {tmp_path}: is a directory" in str(result.exception)
+        result = CliRunner().invoke(
+            app, [*command, "--model", "/nonexistent/model", "--out", str(tmp_path / "o.jsonl")]
+        )
+        assert result.exit_code == 1 and f"{prompts}: row '2': unknown language code 'xx'" in str(result.exception)
+    assert not (tmp_path / "o.jsonl").exists() and not (tmp_path / "generations.sqlite").exists()
+
+
+def test_translate_timeout_and_retries_are_options(server, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from polyrise.cli import app
+
+    server.hang = 5.0
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"id": "1", "lang": "en", "instruction": "Hi."}\n')
+    args = ["translate", str(prompts), "--to", "es", "--out", str(tmp_path / "t.jsonl"), "--engine", "openai"]
+    args += [
+        "--base-url",
+        server.base_url,
+        "--model",
+        "m",
+        "--api-key-env",
+        "",
+        "--timeout",
+        "0.3",
+        "--max-retries",
+        "1",
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1 and "APITimeoutError after 2 attempts" in str(result.exception)
+    assert len(server.requests) == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -39,8 +40,42 @@ BaseUrl = Annotated[str | None, typer.Option(help="openai engine: the API root, 
 ApiKeyEnv = Annotated[str, typer.Option(help="openai engine: environment variable holding the API key ('' for none)")]
 
 
+Timeout = Annotated[float, typer.Option(min=0.001, help="openai engine: seconds per request")]
+MaxRetries = Annotated[int, typer.Option(min=0, help="openai engine: retries of a failed request")]
+
+
+def _writable(out: Path) -> Path:
+    """`out`, checked before any work: a file path (not a directory) whose folder exists or can be made."""
+    if out.is_dir():
+        raise PolyriseError(f"--out {out}: is a directory; give a file path, e.g. {out / 'out.jsonl'}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PolyriseError(f"--out {out}: cannot create its folder ({e.strerror})") from None
+    return out
+
+
+def _known_row_langs(rows: list[Any], path: Path) -> None:
+    """Every row's language is one polyrise knows (checked before a model is loaded); the error names the row."""
+    from polyrise.languages import LANGUAGES, get_language
+
+    for row in rows:
+        if row.lang not in LANGUAGES:
+            try:
+                get_language(row.lang)
+            except PolyriseError as e:
+                raise PolyriseError(f"{path}: row {row.id!r}: {e}") from None
+
+
 def _engine_settings(
-    engine: str, model: str | None, batch_size: int, base_url: str | None, api_key_env: str, flag: str = ""
+    engine: str,
+    model: str | None,
+    batch_size: int,
+    base_url: str | None,
+    api_key_env: str,
+    flag: str = "",
+    timeout: float = 300.0,
+    max_retries: int = 5,
 ):
     """EngineSettings from the command-line options `--{flag}engine`, `--{flag}model`, ... ."""
     from pydantic import ValidationError
@@ -55,7 +90,12 @@ def _engine_settings(
                 f"--{flag}engine openai needs --{flag}{'url' if flag else 'base-url'} and --{flag}model"
             )
         server = OpenAISettings(
-            base_url=base_url, model=model, api_key_env=api_key_env or None, max_concurrency=batch_size
+            base_url=base_url,
+            model=model,
+            api_key_env=api_key_env or None,
+            max_concurrency=batch_size,
+            timeout=timeout,
+            max_retries=max_retries,
         )
         return EngineSettings(engine="openai", openai=server)
     except ValidationError as e:
@@ -143,6 +183,8 @@ def generate(
     engine: EngineName = "hf",
     base_url: BaseUrl = None,
     api_key_env: ApiKeyEnv = "OPENAI_API_KEY",
+    timeout: Timeout = 300.0,
+    max_retries: MaxRetries = 5,
 ) -> None:
     """Answer every prompt of a JSONL file in its own language."""
     from polyrise.config import SamplingSettings
@@ -150,7 +192,9 @@ def generate(
     from polyrise.io import read_jsonl, write_jsonl
     from polyrise.records import Prompt
 
+    out = _writable(out)
     rows = read_jsonl(prompts, Prompt)
+    _known_row_langs(rows, prompts)
     params = SamplingSettings(
         max_new_tokens=max_new_tokens,
         temperature=temperature,
@@ -158,9 +202,10 @@ def generate(
         repetition_penalty=repetition_penalty,
         seed=seed,
     )
-    generator = _generator(
-        _engine_settings(engine, model, batch_size, base_url, api_key_env), cache or out.parent / "generations.sqlite"
+    settings = _engine_settings(
+        engine, model, batch_size, base_url, api_key_env, timeout=timeout, max_retries=max_retries
     )
+    generator = _generator(settings, cache or out.parent / "generations.sqlite")
     n = write_jsonl(out, answer_prompts(generator, rows, params))
     console.print(f"wrote {n} responses to {out} ({generator.stats['cached']} from cache)")
 
@@ -179,6 +224,8 @@ def translate(
     engine: EngineName = "hf",
     base_url: BaseUrl = None,
     api_key_env: ApiKeyEnv = "OPENAI_API_KEY",
+    timeout: Timeout = 300.0,
+    max_retries: MaxRetries = 5,
 ) -> None:
     """Self-translate prompts or responses into other languages (failures are written with output null)."""
     from polyrise.config import SamplingSettings
@@ -188,9 +235,14 @@ def translate(
     from polyrise.self_translation import translate as run_translate
 
     targets = _langs(to)
-    settings = _engine_settings(engine, model, batch_size, base_url, api_key_env)
+    out = _writable(out)
+    settings = _engine_settings(
+        engine, model, batch_size, base_url, api_key_env, timeout=timeout, max_retries=max_retries
+    )
+    rows = read_jsonl(inputs, TextToTranslate)
+    _known_row_langs(rows, inputs)
     jobs = []
-    for row in read_jsonl(inputs, TextToTranslate):
+    for row in rows:
         kind = "prompt" if row.instruction is not None else "response"
         text = row.instruction if row.instruction is not None else row.output
         if text is None:
@@ -220,6 +272,7 @@ def pairs(
     from polyrise.methods.language_imbalance import build_pairs
     from polyrise.records import Prompt, Response, Translation
 
+    out = _writable(out)
     prompt_map = {(p.id, p.lang): p.instruction for p in read_jsonl(prompts, Prompt)}
     rows, stats = build_pairs(
         prompt_map,
@@ -701,12 +754,41 @@ def sandbox_study(
 
 
 def main() -> None:
-    """Entry point: user errors print one clear message and exit 1."""
+    """Entry point: user errors print one clear message and exit 1; Ctrl-C exits 130 (requests in flight are not
+    waited for: what finished is in the cache); any other exception is a bug: one line naming it and the log that
+    holds its traceback (`POLYRISE_TRACEBACK=1` raises it instead)."""
     try:
         app()
     except PolyriseError as e:
         print(f"error: {e}", file=sys.stderr)  # plain: no wrapping or markup inside paths
         raise SystemExit(1) from None
+    except SystemExit as e:  # typer turns Ctrl-C into exit 130; `run` has said where it stopped
+        if e.code == 130 and isinstance(getattr(e.__context__, "__cause__", None), KeyboardInterrupt):
+            print("interrupted; rerun the same command to resume (finished work is kept)", file=sys.stderr)
+        raise
+    except Exception as e:
+        if os.environ.get("POLYRISE_TRACEBACK"):
+            raise
+        log = _crash_log()
+        print(
+            f"error: unexpected {type(e).__name__}: {str(e)[:300]} (a bug in polyrise, not in your input: the "
+            f"traceback is in {log}; please attach it to a bug report)",
+            file=sys.stderr,
+        )
+        raise SystemExit(1) from None
+
+
+def _crash_log() -> Path:
+    """Write the current exception's traceback to a log file; return its path."""
+    import tempfile
+    import time
+    import traceback
+
+    folder = Path(tempfile.gettempdir()) / "polyrise-logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    path.write_text(f"polyrise {' '.join(sys.argv[1:])}\n\n{traceback.format_exc()}")
+    return path
 
 
 if __name__ == "__main__":

@@ -16,9 +16,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import openai
 from pydantic import BaseModel
@@ -26,6 +27,9 @@ from pydantic import BaseModel
 from polyrise.config import OpenAISettings, SamplingSettings
 from polyrise.errors import PolyriseError
 from polyrise.generation import ChatRequest, LogLikelihood
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 NO_KEY = "EMPTY"
 """Sent when no key is configured (vLLM's convention for servers started without `--api-key`)."""
@@ -35,6 +39,43 @@ def _truncate_at_stop(text: str, stop: Sequence[str]) -> str:
     """Cut at the earliest stop string (servers already do; this guards against ones that don't)."""
     cut = min((i for s in stop if (i := text.find(s)) >= 0), default=len(text))
     return text[:cut]
+
+
+def _parallel(fn: Callable[[T], R], items: Sequence[T], workers: int) -> list[R]:
+    """`fn` of every item on up to `workers` daemon threads, results in item order; the first error is raised and
+    no new item starts. The threads are daemons and the wait polls, so Ctrl-C (or an error) returns at once: a
+    request hung on a server dies with the process instead of holding its exit for timeout x retries."""
+    results: list[Any] = [None] * len(items)
+    errors: list[BaseException] = []
+    todo: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for i in range(len(items)):
+        todo.put(i)
+    left, lock, finished = [len(items)], threading.Lock(), threading.Event()
+
+    def work() -> None:
+        while not finished.is_set():
+            try:
+                i = todo.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                results[i] = fn(items[i])
+            except BaseException as e:  # handed to the caller's thread
+                errors.append(e)
+                finished.set()
+                return
+            with lock:
+                left[0] -= 1
+                if not left[0]:
+                    finished.set()
+
+    for _ in range(min(workers, len(items))):
+        threading.Thread(target=work, daemon=True).start()
+    while items and not finished.wait(0.1):
+        pass
+    if errors:
+        raise errors[0]
+    return results
 
 
 def _is_rendered_chat(text: str) -> bool:
@@ -109,14 +150,7 @@ class OpenAIEngine:
         """Continuations after each request's prefix, in request order."""
         if not requests:
             return []
-        with ThreadPoolExecutor(max_workers=min(self.batch_size, len(requests))) as pool:
-            futures = [pool.submit(self._create, self.arguments(r, params)) for r in requests]
-            try:
-                outputs = [f.result() for f in futures]
-            except BaseException:
-                for f in futures:
-                    f.cancel()
-                raise
+        outputs = _parallel(self._create, [self.arguments(r, params) for r in requests], self.batch_size)
         return [_truncate_at_stop(text, params.stop) for text in outputs]
 
     def loglikelihood(self, requests: Sequence[tuple[str, str]], max_tokens: int | None = None) -> list[LogLikelihood]:
@@ -130,14 +164,7 @@ class OpenAIEngine:
             )
         if not requests:
             return []
-        with ThreadPoolExecutor(max_workers=min(self.batch_size, len(requests))) as pool:
-            futures = [pool.submit(self._score, context, cont, max_tokens) for context, cont in requests]
-            try:
-                return [f.result() for f in futures]
-            except BaseException:
-                for f in futures:
-                    f.cancel()
-                raise
+        return _parallel(lambda pair: self._score(*pair, max_tokens), list(requests), self.batch_size)
 
     def _score(self, context: str, continuation: str, max_tokens: int | None) -> LogLikelihood:
         arguments = {
