@@ -186,3 +186,18 @@ def test_every_flag_is_one_the_reference_procedure_raises_too():
 def test_nan_free_scores_without_answers():
     scores = confusion_scores([], "es")
     assert scores["n"] == 0 and math.isnan(scores["off_target"])
+
+
+@pytest.mark.parametrize("task", ["langid", "mgsm"])
+def test_score_refuses_repeated_rows_unknown_languages_and_empty_files(tmp_path, task):
+    row = {"id": "1", "lang": "es", "output": ES, "gold": "3"}
+    path = tmp_path / "outputs.jsonl"
+    path.write_text(json.dumps(row) + "\n" + json.dumps(row) + "\n")
+    result = CliRunner().invoke(app, ["score", task, str(path)])
+    assert result.exit_code == 1 and str(result.exception) == f"{path}:2: duplicate id '1' (first at line 1)"
+    path.write_text(json.dumps(row | {"lang": "xx"}) + "\n")
+    result = CliRunner().invoke(app, ["score", task, str(path)])
+    assert result.exit_code == 1 and str(result.exception) == f"{path}:1: unknown language code 'xx'"
+    path.write_text("")
+    result = CliRunner().invoke(app, ["score", task, str(path)])
+    assert result.exit_code == 1 and str(result.exception) == f"{path}: no rows to score"

@@ -439,3 +439,36 @@ def test_translate_timeout_and_retries_are_options(server, tmp_path, monkeypatch
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 1 and "APITimeoutError after 2 attempts" in str(result.exception)
     assert len(server.requests) == 2
+
+
+def test_a_missing_optional_dependency_is_one_line_naming_the_extra_at_config_load(tmp_path, monkeypatch):
+    """A `translation` evaluation without sacrebleu fails when the config loads, before any work, naming the key."""
+    import importlib.util
+
+    from polyrise.config import load_config
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "sacrebleu" else real(name, *a))
+    config = tmp_path / "run.yaml"
+    config.write_text("evaluation:\n  - {task: translation, source: 'data/{lang}.jsonl'}\n")
+    with pytest.raises(PolyriseError) as error:
+        load_config(config)
+    message = str(error.value)
+    assert "evaluation.0" in message and "the translation task needs sacrebleu" in message
+    assert "pip install 'polyrise[eval]'" in message
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("hidden_size", "sixty-four"), ("max_position_embeddings", "long"), ("vocab_size", [1, 2])]
+)
+def test_a_model_config_with_wrong_types_names_the_file(tiny_model_dir, tmp_path, field, value):
+    import shutil
+
+    from polyrise.models import load_model, resolve_model
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps(config | {field: value}))
+    with pytest.raises(PolyriseError, match=rf"^{model}/config.json: cannot load the model"):
+        load_model(resolve_model(str(model)))

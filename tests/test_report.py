@@ -200,3 +200,27 @@ def test_heldout_off_target_change_is_paired_and_clones_are_not_measurable(tmp_p
     assert "| qaa | not measurable | not measurable | 0 |" in md
     (tmp_path / "config.yaml").write_text("langid:\n  min_words: 1000\n")  # nothing long enough to tell
     assert "heldout_M0.jsonl holds no per-item values" in write_report(tmp_path)[0].read_text()
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        ("[1, 2]", "expected {task: {model: {row: metrics}}}, got a list"),
+        ('{"mgsm": [1]}', "mgsm: expected {model: {row: {metric: value}}}"),
+        ('{"mgsm": {"M0": {"en": 0.5}}}', "mgsm: expected {model: {row: {metric: value}}}"),
+    ],
+)
+def test_scores_of_the_wrong_shape_are_one_error_naming_the_file(tmp_path, content, says):
+    (tmp_path / "scores.json").write_text(content)
+    with pytest.raises(
+        PolyriseError, match=rf"^{tmp_path / 'scores.json'}: " + says.replace("{", r"\{").replace("[", r"\[")
+    ):
+        write_report(tmp_path)
+
+
+def test_a_copied_iteration_dir_is_ignored(run_dir):
+    import shutil
+
+    before = write_report(run_dir)[0].read_text()
+    shutil.copytree(run_dir / "iter_0", run_dir / "iter_0.bak")
+    assert write_report(run_dir)[0].read_text() == before

@@ -111,7 +111,10 @@ def resolve_model(spec: str) -> ResolvedModel:
     if path.is_dir():
         adapter_cfg = path / "adapter_config.json"
         if adapter_cfg.is_file():
-            base_spec = json.loads(adapter_cfg.read_text()).get("base_model_name_or_path")
+            try:
+                base_spec = json.loads(adapter_cfg.read_text()).get("base_model_name_or_path")
+            except (ValueError, AttributeError, OSError) as e:
+                raise PolyriseError(f"{adapter_cfg}: not a valid adapter config ({e})") from None
             if not base_spec:
                 raise PolyriseError(f"{adapter_cfg}: no base_model_name_or_path recorded")
             return ResolvedModel(spec, str(path), base=resolve_model(base_spec))
@@ -163,6 +166,7 @@ def load_model(
     trust_remote_code: bool = False,
 ) -> Any:
     """Load a causal LM; a LoRA adapter dir is loaded on its base and merged, so callers see a plain model."""
+    from huggingface_hub.errors import StrictDataclassError
     from transformers import AutoModelForCausalLM
 
     device = device or default_device()
@@ -177,4 +181,7 @@ def load_model(
             model = PeftModel.from_pretrained(base, resolved.path).merge_and_unload()
     except OSError as e:
         raise PolyriseError(f"cannot load model {resolved.spec!r}: {e}") from None
+    except (ValueError, TypeError, KeyError, StrictDataclassError) as e:  # config.json of wrong types, broken weights
+        where = Path(resolved.path) / "config.json" if Path(resolved.path).is_dir() else resolved.spec
+        raise PolyriseError(f"{where}: cannot load the model ({type(e).__name__}: {str(e)[:300]})") from None
     return model.to(device).eval()

@@ -7,6 +7,7 @@ import base64
 import html
 import json
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping
 from itertools import pairwise
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from pydantic import ValidationError
 
-from polyrise.errors import PolyriseError
+from polyrise.errors import PolyriseError, missing_extra
 from polyrise.evaluation import HEADLINE_METRICS, LOWER_IS_BETTER, fidelity, item_samples
 from polyrise.io import atomic_open, read_jsonl
 from polyrise.langid import LangIdSettings
@@ -40,7 +41,8 @@ def model_order(label: str) -> tuple[int, str]:
 
 def _eval_dirs(run_dir: Path) -> list[Path]:
     """The run dir (or an eval dir) and every `iter_*/eval/`, in iteration order."""
-    return [run_dir, *sorted(run_dir.glob("iter_*/eval"), key=lambda p: int(p.parent.name.split("_")[1]))]
+    found = [p for p in run_dir.glob("iter_*/eval") if re.fullmatch(r"iter_\d+", p.parent.name)]  # not iter_0.bak
+    return [run_dir, *sorted(found, key=lambda p: int(p.parent.name.split("_")[1]))]
 
 
 def collect_scores(run_dir: Path) -> Scores:
@@ -53,7 +55,14 @@ def collect_scores(run_dir: Path) -> Scores:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as e:
             raise PolyriseError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+        if not isinstance(data, dict):
+            raise PolyriseError(f"{path}: expected {{task: {{model: {{row: metrics}}}}}}, got a {type(data).__name__}")
         for task, by_model in data.items():
+            if not isinstance(by_model, dict) or not all(
+                isinstance(rows, dict) and all(isinstance(cells, dict) for cells in rows.values())
+                for rows in by_model.values()
+            ):
+                raise PolyriseError(f"{path}: {task}: expected {{model: {{row: {{metric: value}}}}}}")
             for label, rows in by_model.items():
                 merged.setdefault(task, {})[label] = rows
     if not merged:
@@ -311,6 +320,8 @@ def write_report(run_dir: str | Path, seed: int = 0) -> tuple[Path, Path]:
     marked `DISTINGUISHABLE` (†) where its 95% interval excludes 0.
     """
     run_dir = Path(run_dir)
+    if problem := missing_extra("matplotlib", "eval", "the report's plots"):
+        raise PolyriseError(problem)
     scores = collect_scores(run_dir)
     md = [f"# polyrise report: {run_dir.name}", ""]
     body = [f"<h1>polyrise report: {html.escape(run_dir.name)}</h1>"]

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
+from polyrise.errors import missing_extra
 from polyrise.langid import LangIdSettings
 from polyrise.languages import get_language
 from polyrise.settings import Section
@@ -38,12 +39,22 @@ class TaskSettings(Section):
     limit: int | None = Field(default=None, ge=1)
     """The first N items per language."""
 
+    requires: ClassVar[tuple[tuple[str, str], ...]] = ()
+    """(module, extra) pairs the task needs beyond polyrise's dependencies: checked when its settings load."""
+
     @field_validator("langs")
     @classmethod
     def _known_langs(cls, codes: list[str] | None) -> list[str] | None:
         for code in codes or []:
             get_language(code)
         return codes
+
+    @model_validator(mode="after")
+    def _installed(self) -> TaskSettings:
+        for module, extra in self.requires:
+            if problem := missing_extra(module, extra, f"the {self.task} task"):
+                raise ValueError(problem)
+        return self
 
     @property
     def key(self) -> str:

@@ -12,16 +12,16 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from polyrise.errors import PolyriseError
 from polyrise.evaluation.base import Metric
-from polyrise.io import read_jsonl, write_json, write_jsonl
+from polyrise.io import load_rows, write_json, write_jsonl
 from polyrise.langid import LangIdSettings, Verdict, judge, measurable, word_level
-from polyrise.languages import get_language
+from polyrise.languages import LANGUAGES
 from polyrise.records import Response
 from polyrise.stats import RowSamples, Sample, interval_entries
 
@@ -105,16 +105,28 @@ class SavedOutput(BaseModel):
     output: str
 
 
+S = TypeVar("S", bound="SavedOutput")
+
+
+def read_outputs(path: Path, record: type[S]) -> list[S]:
+    """Saved outputs to re-score: JSONL rows of known languages, each (id, lang) once (a repeat names both
+    lines), at least one row."""
+    rows = load_rows(path, None, record, _known_language, unique_ids=True)
+    if not rows:
+        raise PolyriseError(f"{path}: no rows to score")
+    return rows
+
+
+def _known_language(row: SavedOutput) -> str | None:
+    return None if row.lang in LANGUAGES else f"unknown language code {row.lang!r}"
+
+
 def score_outputs(
     path: Path, settings: LangIdSettings, out_dir: Path | None = None, seed: int = 0
 ) -> dict[str, dict[str, Any]]:
     """Re-score saved outputs (`polyrise score langid`): the confusion rates per language; with `out_dir`, also
     `langid_rows.jsonl` (each answer's verdict and its lines) and `scores.json` ({"langid": {file stem: rates}})."""
-    rows = read_jsonl(path, SavedOutput)
-    for lang in sorted({row.lang for row in rows}):
-        get_language(lang)
-    if not rows:
-        raise PolyriseError(f"{path}: no rows to score")
+    rows = read_outputs(path, SavedOutput)
     responses = [Response(id=row.id, lang=row.lang, prompt="", output=row.output) for row in rows]
     judged = judge_responses(responses, settings)
     by_lang: dict[str, list[Verdict]] = {}

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from polyrise.errors import PolyriseError
+from polyrise.errors import PolyriseError, missing_extra
 
 _MGSM_TASK_PREFIXES = ("mgsm", "ja_leaderboard_mgsm")
 
@@ -33,12 +33,10 @@ def _check_tasks(tasks: Sequence[str], allow_mgsm: bool) -> None:
 
 
 def _import_lm_eval() -> Any:
-    try:
-        import lm_eval
-    except ImportError:
-        raise PolyriseError(
-            "lm-evaluation-harness is not installed; install the evaluation extras: pip install 'polyrise[eval]'"
-        ) from None
+    if problem := missing_extra("lm_eval", "eval", "polyrise harness (lm-evaluation-harness)"):
+        raise PolyriseError(problem)
+    import lm_eval
+
     return lm_eval
 
 

@@ -20,14 +20,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from polyrise.errors import PolyriseError
 from polyrise.evaluation import fidelity
 from polyrise.evaluation.base import Metric, Scores, TaskRun, TaskSettings
-from polyrise.evaluation.fidelity import off_target_rates
+from polyrise.evaluation.fidelity import SavedOutput, off_target_rates, read_outputs
 from polyrise.generation import ChatRequest, Generator
-from polyrise.io import iter_jsonl, lang_paths, read_jsonl, write_jsonl
+from polyrise.io import iter_jsonl, lang_paths, write_jsonl
 from polyrise.langid import LangIdSettings
 from polyrise.records import Record, Response
 from polyrise.settings import SamplingSettings
@@ -253,19 +253,15 @@ class MathPrediction(Record):
     pred: str | None = None
 
 
-class _SavedOutput(BaseModel):
+class _SavedOutput(SavedOutput):
     """A row of a saved predictions file: what `score_math` needs; other fields are ignored."""
 
-    model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True)
-    id: str
-    lang: str
-    output: str
     gold: str
 
 
 def read_predictions(path: str | Path) -> list[MathPrediction]:
     """Saved outputs to re-score (`polyrise score mgsm`): JSONL rows with id, lang, output and gold."""
-    return [MathPrediction(**row.model_dump()) for row in read_jsonl(path, _SavedOutput)]
+    return [MathPrediction(**row.model_dump()) for row in read_outputs(Path(path), _SavedOutput)]
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -99,6 +99,7 @@ class TranslationTask(TaskSettings):
     first language) into every other language and back."""
 
     task: Literal["translation"] = "translation"
+    requires = (("sacrebleu", "eval"),)
     source: str
     """Aligned files with `{lang}` (JSONL or JSON arrays of `id` + `instruction`), joined on `id`."""
     max_new_tokens: int = Field(default=256, ge=1)
