@@ -176,6 +176,8 @@ def test_killed_run_resumes_from_its_checkpoint(base, merged_run, tmp_path, monk
     metrics = train_dpo(base, _pairs(4), out, _settings(save="merged"))
     assert resumed_from == [str(checkpoints_dir(out) / "checkpoint-1")]
     assert metrics["step"] == 2
+    # the summary is the whole training's, not the resumed step's alone
+    assert metrics["train_loss"] == pytest.approx(merged_run[1]["train_loss"], abs=1e-6) and metrics["resumed"] == 1
     assert not checkpoints_dir(out).exists()
     uninterrupted = _weights(resolve_model(str(merged_run[0])))
     resumed = _weights(resolve_model(str(out)))

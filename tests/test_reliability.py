@@ -472,3 +472,20 @@ def test_a_model_config_with_wrong_types_names_the_file(tiny_model_dir, tmp_path
     (model / "config.json").write_text(json.dumps(config | {field: value}))
     with pytest.raises(PolyriseError, match=rf"^{model}/config.json: cannot load the model"):
         load_model(resolve_model(str(model)))
+
+
+def test_a_prompt_longer_than_the_context_is_one_error_before_any_batch(tiny_model_dir, tmp_path):
+    """A prompt past the model's context (2048 tokens for the tiny model) names its length and the limit; the other
+    prompts' work is not lost to an allocation the machine cannot make, and nothing is half-written."""
+    from typer.testing import CliRunner
+
+    from polyrise.cli import app
+
+    prompts = tmp_path / "prompts.jsonl"
+    rows = [{"id": "1", "lang": "en", "instruction": "Hi."}, {"id": "2", "lang": "en", "instruction": "word " * 5000}]
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "responses.jsonl"
+    result = CliRunner().invoke(app, ["generate", str(prompts), "--model", str(tiny_model_dir), "--out", str(out)])
+    message = str(result.exception)
+    assert result.exit_code == 1 and "exceeds the context of" in message and "(2048 tokens)" in message
+    assert "+ 256 to generate" in message and not out.exists()

@@ -86,12 +86,26 @@ class HFEngine:
         self.eos_ids = {*(eos if isinstance(eos, list) else [eos]), self.tokenizer.eos_token_id} - {None}
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else (self.tokenizer.eos_token_id or 0)  # masked out anyway
+        self.context: int | None = getattr(self.model.config, "max_position_embeddings", None)
+
+    def _fits(self, ids: Sequence[int], new_tokens: int, text: str) -> None:
+        """A text longer than the model's context is one error naming it and both lengths, before any batch
+        allocates for it (a 1 MB prompt would otherwise ask for tens of GB)."""
+        if self.context is not None and len(ids) + new_tokens > self.context:
+            raise PolyriseError(
+                f"a text of {len(ids)} tokens (+ {new_tokens} to generate) exceeds the context of "
+                f"{self.resolved.spec!r} ({self.context} tokens); shorten it or lower max_new_tokens. "
+                f"It starts: {text[:80]!r}"
+            )
 
     def render(self, request: ChatRequest) -> str:
         return render_chat(self.tokenizer, request)
 
     def complete(self, requests: Sequence[ChatRequest], params: SamplingSettings) -> list[str]:
-        encoded = [self.tokenizer(self.render(r), add_special_tokens=False)["input_ids"] for r in requests]
+        rendered = [self.render(r) for r in requests]
+        encoded = [self.tokenizer(text, add_special_tokens=False)["input_ids"] for text in rendered]
+        for ids, text in zip(encoded, rendered, strict=True):
+            self._fits(ids, params.max_new_tokens, text)
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
         outputs: list[str] = [""] * len(requests)
         for start in range(0, len(order), self.batch_size):
@@ -107,6 +121,8 @@ class HFEngine:
         encoded = [encode_pair(self.tokenizer, context, continuation) for context, continuation in requests]
         if max_tokens is not None:
             encoded = [(ids[: n + max_tokens], n) for ids, n in encoded]
+        for (ids, _), (context, _) in zip(encoded, requests, strict=True):
+            self._fits(ids, 0, context)
         order = sorted(range(len(encoded)), key=lambda k: -len(encoded[k][0]))
         results: list[LogLikelihood] = [LogLikelihood(0.0, ())] * len(encoded)
         for start in range(0, len(order), self.batch_size):

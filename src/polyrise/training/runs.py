@@ -31,6 +31,36 @@ CHECKPOINT_EVERY = 0.1
 """Checkpoint every this fraction of the optimizer steps (TRL/transformers ratio semantics)."""
 _RUN_KEY_FILE = "polyrise-run-key.txt"
 TRAINING_LOG = "training_log.jsonl"
+_ELAPSED_FILE = "polyrise-elapsed-seconds.txt"
+
+
+def _elapsed_callback(resume: str | None) -> Any:
+    """A callback that keeps the whole training's seconds across a resume: each checkpoint stores them."""
+    import time
+
+    from transformers import TrainerCallback
+
+    before = (
+        float((Path(resume) / _ELAPSED_FILE).read_text())
+        if resume and (Path(resume) / _ELAPSED_FILE).is_file()
+        else 0.0
+    )
+
+    class Elapsed(TrainerCallback):
+        start = time.perf_counter()
+
+        def total(self) -> float:
+            return before + time.perf_counter() - self.start
+
+        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.is_world_process_zero:
+                folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+                if folder.is_dir():
+                    (folder / _ELAPSED_FILE).write_text(repr(self.total()))
+
+    return Elapsed()
+
+
 """Written beside the weights: the trainer's log history, one JSON row per logged step, then the run summary."""
 
 
@@ -209,6 +239,8 @@ def train_and_save(
             "LoRA under FSDP or DeepSpeed ZeRO-3 saves the adapter only: set training.save: adapter "
             "(polyrise loads an adapter dir as a model), or train LoRA with DDP (examples/accelerate/ddp.yaml)"
         )
+    elapsed = _elapsed_callback(resume)
+    trainer.add_callback(elapsed)
     result = trainer.train(resume_from_checkpoint=resume)
     # gathering the shards is a collective: every process takes part, the main one receives the weights
     state_dict = None
@@ -228,4 +260,7 @@ def train_and_save(
 
     step_logs = [log for log in trainer.state.log_history if "loss" in log]
     metrics = {**(step_logs[-1] if step_logs else {}), **result.metrics}
+    if resume and step_logs:  # the trainer's summary covers the resumed steps only; every step is logged
+        metrics |= {"train_loss": sum(log["loss"] for log in step_logs) / len(step_logs), "resumed": 1}
+        metrics["train_runtime"] = elapsed.total()
     return {key: float(value) for key, value in metrics.items() if isinstance(value, int | float)}
