@@ -96,7 +96,9 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise PolyriseError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
+                    raise PolyriseError(
+                        f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})"
+                    ) from None
                 if not isinstance(row, dict):
                     raise PolyriseError(f"{path}:{lineno}: a row must be a JSON object")
                 yield lineno, row
@@ -115,7 +117,7 @@ def read_json_array(path: str | Path) -> list[Any]:
     try:
         items = json.loads(read_text(path))
     except json.JSONDecodeError as e:
-        raise PolyriseError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+        raise PolyriseError(f"{path}:{e.lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
     if not isinstance(items, list):
         raise PolyriseError(f"{path}: expected a JSON array of objects")
     return items

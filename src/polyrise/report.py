@@ -54,7 +54,7 @@ def collect_scores(run_dir: Path) -> Scores:
         try:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as e:
-            raise PolyriseError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+            raise PolyriseError(f"{path}:{e.lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
         if not isinstance(data, dict):
             raise PolyriseError(f"{path}: expected {{task: {{model: {{row: metrics}}}}}}, got a {type(data).__name__}")
         for task, by_model in data.items():
@@ -65,6 +65,8 @@ def collect_scores(run_dir: Path) -> Scores:
                 raise PolyriseError(f"{path}: {task}: expected {{model: {{row: {{metric: value}}}}}}")
             for label, rows in by_model.items():
                 merged.setdefault(task, {})[label] = rows
+    if not merged and not run_dir.is_dir():
+        raise PolyriseError(f"{run_dir}: no such directory")
     if not merged:
         raise PolyriseError(f"{run_dir}: no scores.json found (expected scores.json or iter_*/eval/scores.json)")
     return merged

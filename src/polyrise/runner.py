@@ -93,7 +93,7 @@ class Manifest:
         except UnicodeDecodeError:
             problem = "not valid UTF-8"
         except json.JSONDecodeError as e:
-            problem = f"invalid JSON at line {e.lineno}: {e.msg}"
+            problem = f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}"
         else:
             stages = data.get("stages") if isinstance(data, dict) else None
             if isinstance(stages, dict) and all(isinstance(v, dict) for v in stages.values()):

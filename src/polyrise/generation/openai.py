@@ -104,7 +104,8 @@ class OpenAIEngine:
             if not key:
                 raise PolyriseError(
                     f"environment variable {settings.api_key_env} is not set; it must hold the API key for "
-                    f"{self.base_url} (set api_key_env: null for a server without authentication)"
+                    f"{self.base_url} (for a server without authentication: api_key_env: null in a config, "
+                    "--api-key-env '' on the command line)"
                 )
         self._key = key
         self.client = openai.OpenAI(
