@@ -118,7 +118,10 @@ def test_unwritable_output_dir(tmp_path):
         ("policy: {model: other}", r"generation: policy\.model: the policy is `model\.spec`"),
         ("translator: {engine: hf}", r"translator\.model: a translator on hf/vllm needs a model spec"),
         ("translator: {engine: openai}", r"generation\.translator: .*engine 'openai' needs an `openai` section"),
-        ("policy: {engine: vllm, openai: {base_url: 'http://h/v1', model: m}}", "only used by engine 'openai', not 'vllm'"),
+        (
+            "policy: {engine: vllm, openai: {base_url: 'http://h/v1', model: m}}",
+            "only used by engine 'openai', not 'vllm'",
+        ),
         ("policy: {engine: tgi}", r"generation\.policy\.engine: Input should be 'hf', 'vllm' or 'openai'"),
     ],
 )

@@ -96,9 +96,7 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise PolyriseError(
-                        f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})"
-                    ) from None
+                    raise PolyriseError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
                 if not isinstance(row, dict):
                     raise PolyriseError(f"{path}:{lineno}: a row must be a JSON object")
                 yield lineno, row

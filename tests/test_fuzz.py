@@ -1,0 +1,117 @@
+"""Fuzz the input boundary (hypothesis): JSONL rows, raw bytes, config mappings, scores files and pair inputs. Every
+input ends in success or in one PolyriseError (one `error:` line, exit 1) — never another exception. The number of
+inputs tried is printed."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from polyrise.cli import app
+from polyrise.config import load_config
+from polyrise.errors import PolyriseError
+
+TRIED: Counter[str] = Counter()
+FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True), st.text(max_size=40)
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+langs = st.sampled_from(["en", "es", "de", "zh", "ru", "th", "qaa", "xx", "", "EN"])
+rows = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": st.one_of(st.text(max_size=6), st.integers(0, 5), values),
+        "lang": st.one_of(langs, values),
+        "output": st.one_of(st.text(max_size=200), values),
+        "gold": st.one_of(st.text(max_size=6), st.integers(-5, 50), values),
+        "instruction": st.one_of(st.text(max_size=80), values),
+    },
+)
+lines = st.one_of(rows.map(json.dumps), values.map(json.dumps), st.text(max_size=60))
+
+
+def _ok(result, what: str) -> None:
+    """Success, or exit 1 with a PolyriseError; never an unexpected exception."""
+    TRIED[what] += 1
+    if result.exit_code == 0:
+        return
+    assert result.exit_code in (1, 2), (what, result.exit_code, result.output)
+    if result.exit_code == 1:
+        assert isinstance(result.exception, PolyriseError), (what, repr(result.exception))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report_counts():
+    yield
+    print(f"\nfuzz inputs tried: {sum(TRIED.values())} ({', '.join(f'{k} {v}' for k, v in sorted(TRIED.items()))})")
+
+
+@FUZZ
+@given(content=st.lists(lines, max_size=6), task=st.sampled_from(["langid", "mgsm"]))
+def test_score_files_of_any_rows(tmp_path_factory, content, task):
+    path = tmp_path_factory.mktemp("score") / "outputs.jsonl"
+    path.write_text("\n".join(content) + "\n")
+    _ok(CliRunner().invoke(app, ["score", task, str(path)]), f"score {task} rows")
+
+
+@FUZZ
+@given(data=st.binary(max_size=300))
+def test_score_files_of_any_bytes(tmp_path_factory, data):
+    path = tmp_path_factory.mktemp("bytes") / "outputs.jsonl"
+    path.write_bytes(data)
+    _ok(CliRunner().invoke(app, ["score", "langid", str(path)]), "score bytes")
+
+
+sections = st.sampled_from(
+    ["name", "languages", "iterations", "model", "prompts", "generation", "filters", "langid", "training", "heldout",
+     "evaluation", "method", "seed", "reward_judge", "output_dir", "source_lang"]
+)  # fmt: skip
+
+
+@FUZZ
+@given(mapping=st.dictionaries(sections, values, max_size=5), raw=st.booleans(), text=st.text(max_size=80))
+def test_configs_of_any_mapping(tmp_path_factory, mapping, raw, text):
+    path = tmp_path_factory.mktemp("config") / "run.yaml"
+    path.write_text(text if raw else yaml.safe_dump(mapping, allow_unicode=True))
+    TRIED["config"] += 1
+    with contextlib.suppress(PolyriseError):  # anything else fails the test
+        load_config(path)
+
+
+@FUZZ
+@given(scores=values)
+def test_report_of_any_scores(tmp_path_factory, scores):
+    folder = tmp_path_factory.mktemp("report")
+    (folder / "scores.json").write_text(json.dumps(scores))
+    _ok(CliRunner().invoke(app, ["report", str(folder)]), "report")
+
+
+@FUZZ
+@given(
+    prompts=st.lists(lines, max_size=4), responses=st.lists(lines, max_size=4), translations=st.lists(lines, max_size=4)
+)
+def test_pairs_of_any_files(tmp_path_factory, prompts, responses, translations):
+    folder = tmp_path_factory.mktemp("pairs")
+    paths = {}
+    for name, content in (("prompts", prompts), ("responses", responses), ("translations", translations)):
+        paths[name] = folder / f"{name}.jsonl"
+        paths[name].write_text("\n".join(content) + "\n")
+    args = ["pairs", "--languages", "es", "--out", str(folder / "pairs.jsonl")]
+    args += [f"--{name}={path}" for name, path in paths.items()]
+    _ok(CliRunner().invoke(app, args), "pairs")
+    if not (folder / "pairs.jsonl").exists():
+        assert not Path(folder / "pairs_stats.json").exists()  # nothing half-written
