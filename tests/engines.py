@@ -166,6 +166,7 @@ class LocalScorer:
         engine.fingerprint = f"in-memory-{id(model)}"
         engine.eos_ids = {tokenizer.eos_token_id} - {None}
         engine.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        engine.context = getattr(model.config, "max_position_embeddings", None)
         return engine
 
 

@@ -183,3 +183,19 @@ def test_killed_run_resumes_from_its_checkpoint(base, merged_run, tmp_path, monk
     resumed = _weights(resolve_model(str(out)))
     for key, value in uninterrupted.items():
         torch.testing.assert_close(resumed[key], value, rtol=0, atol=1e-6)
+
+
+def test_a_checkpoint_cut_short_by_a_kill_is_never_resumed(tmp_path):
+    """A kill while the trainer writes checkpoint-2 leaves it without (or with half) its trainer_state.json, which
+    the trainer writes last: the run resumes from checkpoint-1 and the cut one is deleted."""
+    from polyrise.training.runs import checkpoint_to_resume
+
+    ckpt = tmp_path / "model.checkpoints"
+    checkpoint_to_resume(ckpt, "key")  # the run's first start: its key
+    for step, state in ((1, '{"global_step": 1}'), (2, '{"global_st'), (3, None)):
+        (ckpt / f"checkpoint-{step}").mkdir()
+        (ckpt / f"checkpoint-{step}" / "model.safetensors").write_bytes(b"w")
+        if state is not None:
+            (ckpt / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
+    assert checkpoint_to_resume(ckpt, "key") == str(ckpt / "checkpoint-1")
+    assert sorted(p.name for p in ckpt.iterdir() if p.is_dir()) == ["checkpoint-1"]

@@ -40,12 +40,23 @@ def _small(tmp_path: Path, model_dir: Path, **extra) -> Path:
     return _config(tmp_path, model_dir, **(settings | extra))
 
 
+def _sigint_default() -> None:
+    """In the child: Ctrl-C as in a terminal, even when the tests run as a shell's background job (which ignores
+    SIGINT, and children inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(config_path: Path, out: Path, **popen) -> subprocess.Popen[bytes]:
     """`polyrise run CONFIG` in the background, its stdout and stderr into `out`.{out,err}."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with open(f"{out}.out", "wb") as so, open(f"{out}.err", "wb") as se:
         return subprocess.Popen(
-            [sys.executable, "-c", MAIN, "run", str(config_path)], stdout=so, stderr=se, env=env, **popen
+            [sys.executable, "-c", MAIN, "run", str(config_path)],
+            stdout=so,
+            stderr=se,
+            env=env,
+            preexec_fn=_sigint_default,
+            **popen,
         )
 
 
@@ -362,7 +373,9 @@ def test_ctrl_c_is_honoured_at_once_while_a_server_hangs(server, tmp_path):
     command = [sys.executable, "-m", "polyrise.cli", "translate", str(prompts), "--to", "es", "--out", str(out)]
     command += ["--engine", "openai", "--base-url", server.base_url, "--model", "m", "--api-key-env", "FAKE_KEY"]
     env = {**os.environ, "FAKE_KEY": "sk-secret-123"}
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=_sigint_default
+    )
     deadline = time.time() + 60
     while not server.requests and time.time() < deadline:  # requests in flight
         time.sleep(0.05)

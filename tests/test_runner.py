@@ -134,6 +134,9 @@ class _CopyMethod:
     def stats(self, t: int) -> dict[str, int]:
         return json.loads((self.run.iter_dir(t) / "note.json").read_text())
 
+    def scores(self, t: int) -> dict[str, object]:
+        return {}
+
     def summary_table(self, summary):
         return f"copy iteration {summary['iteration']}"
 

@@ -108,10 +108,10 @@ def run_key(base: ResolvedModel, rows: Sequence[BaseModel], settings: TrainingSe
 def checkpoint_to_resume(ckpt_dir: Path, key: str) -> str | None:
     """The latest checkpoint a killed run of this same training left, if any; other runs' are deleted.
 
-    With several processes the main one checks and writes, and every process returns the same answer.
+    A checkpoint a kill cut short (its `trainer_state.json`, which the trainer writes last, missing or not whole)
+    is deleted, never resumed. With several processes the main one checks and writes, and every process returns
+    the same answer.
     """
-    from transformers.trainer_utils import get_last_checkpoint
-
     state = _process_state()
     if state is None or state.is_main_process:
         key_file = ckpt_dir / _RUN_KEY_FILE
@@ -119,9 +119,21 @@ def checkpoint_to_resume(ckpt_dir: Path, key: str) -> str | None:
             shutil.rmtree(ckpt_dir)
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         key_file.write_text(key)
+        for folder in _checkpoints(ckpt_dir):
+            try:
+                json.loads((folder / "trainer_state.json").read_text())
+            except (OSError, ValueError):
+                shutil.rmtree(folder)
     if state is not None:
         state.wait_for_everyone()
-    return get_last_checkpoint(str(ckpt_dir))
+    complete = _checkpoints(ckpt_dir)
+    return str(complete[-1]) if complete else None
+
+
+def _checkpoints(ckpt_dir: Path) -> list[Path]:
+    """The `checkpoint-<step>` folders, by step."""
+    found = [p for p in ckpt_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-", 1)[1].isdigit()]
+    return sorted(found, key=lambda p: int(p.name.split("-", 1)[1]))
 
 
 def trainer_arguments(settings: TrainingSettings, ckpt_dir: Path, seed: int) -> dict[str, Any]:
