@@ -90,8 +90,12 @@ def off_target_rates(
     responses: Iterable[Response], settings: LangIdSettings | None = None, seed: int = 0
 ) -> dict[str, dict[str, Any]]:
     """Per language: the confusion rates of the responses (`confusion_scores`)."""
+    return _rates(judge_responses(responses, settings or LangIdSettings()), seed)
+
+
+def _rates(judged: Iterable[tuple[Response, Verdict]], seed: int) -> dict[str, dict[str, Any]]:
     by_lang: dict[str, list[Verdict]] = {}
-    for response, verdict in judge_responses(responses, settings or LangIdSettings()):
+    for response, verdict in judged:
         by_lang.setdefault(response.lang, []).append(verdict)
     return {lang: confusion_scores(verdicts, lang, seed) for lang, verdicts in by_lang.items()}
 
@@ -129,10 +133,7 @@ def score_outputs(
     rows = read_outputs(path, SavedOutput)
     responses = [Response(id=row.id, lang=row.lang, prompt="", output=row.output) for row in rows]
     judged = judge_responses(responses, settings)
-    by_lang: dict[str, list[Verdict]] = {}
-    for response, verdict in judged:
-        by_lang.setdefault(response.lang, []).append(verdict)
-    scores = {lang: confusion_scores(verdicts, lang, seed) for lang, verdicts in by_lang.items()}
+    scores = _rates(judged, seed)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         write_jsonl(out_dir / "langid_rows.jsonl", (_verdict_row(r, v) for r, v in judged))

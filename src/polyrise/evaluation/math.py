@@ -12,6 +12,7 @@ import math
 import re
 import tomllib
 import warnings
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from functools import cache
@@ -544,23 +545,20 @@ def score_math(
 
     The prediction is re-extracted from `output`, so rows need only `id`, `lang`, `output`, `gold`.
     """
-    correct: dict[str, list[float]] = {}
-    unparseable: dict[str, int] = {}
-    responses: list[Response] = []
-    for row in rows:
-        correct.setdefault(row.lang, []).append(float(_correct(row)))
-        unparseable[row.lang] = unparseable.get(row.lang, 0) + (extract_answer(row.output, row.lang) is None)
-        responses.append(Response(id=row.id, lang=row.lang, prompt="", output=row.output))
+    rows = list(rows)
+    unparseable = Counter(row.lang for row in rows if extract_answer(row.output, row.lang) is None)
+    responses = [Response(id=row.id, lang=row.lang, prompt="", output=row.output) for row in rows]
     confusion = off_target_rates(responses, langid, seed)
     scores: dict[str, dict[str, Any]] = {}
-    for lang, values in correct.items():
+    for lang, samples in row_samples(rows).items():
+        values = samples["accuracy"].values
         languages = confusion[lang]
         judged, skipped = languages.pop("n"), languages.pop("skipped")
         scores[lang] = {
             **interval_entries("accuracy", values, seed, lang),
             "n": len(values),
             "correct": int(sum(values)),
-            "unparseable": unparseable[lang],
+            "unparseable": unparseable.get(lang, 0),
             **languages,
             "judged": judged,
             "skipped": skipped,

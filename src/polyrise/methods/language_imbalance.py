@@ -221,14 +221,8 @@ def drop_reason(
         return "identical"
     if is_degenerate(chosen, filters.repeated_line_limit):
         return "degenerate_repetition"
-    if translation_task:
-        return _length_reason(chosen, rejected, filters)
-    if matches_language(chosen, pair.lang, langid or LangIdSettings(), others) is False:
+    if not translation_task and matches_language(chosen, pair.lang, langid or LangIdSettings(), others) is False:
         return "wrong_language"
-    return _length_reason(chosen, rejected, filters)
-
-
-def _length_reason(chosen: str, rejected: str, filters: FilterSettings) -> str | None:
     ratio = len(chosen) / len(rejected)
     return None if filters.min_length_ratio <= ratio <= filters.max_length_ratio else "length_ratio"
 
