@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -199,3 +200,119 @@ def test_a_checkpoint_cut_short_by_a_kill_is_never_resumed(tmp_path):
             (ckpt / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
     assert checkpoint_to_resume(ckpt, "key") == str(ckpt / "checkpoint-1")
     assert sorted(p.name for p in ckpt.iterdir() if p.is_dir()) == ["checkpoint-1"]
+
+
+def _unpacked_logps(model, prompt: list[int], answer: list[int]) -> float:
+    """log p(answer | prompt) from a plain forward of the unpacked row `prompt + answer`."""
+    ids = torch.tensor([prompt + answer])
+    logits = model(input_ids=ids).logits[0, len(prompt) - 1 : -1]
+    return logits.log_softmax(-1).gather(1, torch.tensor(answer)[:, None]).sum().item()
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_packed_rows_give_each_answer_its_unpacked_log_prob(tiny_model_dir, attn):
+    """prompt | chosen | last prompt token | rejected, with the block mask: each answer's log-prob equals that of
+    its own unpacked row, for prompts and answers of different lengths, one-token answers, padding, truncation."""
+    from transformers import AutoModelForCausalLM
+    from trl.trainer.utils import add_fused_lm_head
+
+    from polyrise.training.dpo import _sequence_logps, pack, packed_logps
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation=attn).eval()
+    add_fused_lm_head(model)
+    g = torch.Generator().manual_seed(0)
+
+    def ids(n: int) -> list[int]:
+        return torch.randint(3, 500, (n,), generator=g).tolist()
+
+    examples = [
+        {"prompt_ids": ids(7), "chosen_ids": ids(5), "rejected_ids": ids(9)},
+        {"prompt_ids": ids(3), "chosen_ids": ids(1), "rejected_ids": ids(1)},
+        {"prompt_ids": ids(12), "chosen_ids": ids(20), "rejected_ids": ids(2)},  # answers cut at max_length 24
+    ]
+    with torch.no_grad():
+        out, segments = packed_logps(model, pack(examples, pad_token_id=0, max_length=24), attn)
+        chosen, rejected = _sequence_logps(out, segments)
+        for i, ex in enumerate(examples):
+            room = 24 - len(ex["prompt_ids"])
+            want_c = _unpacked_logps(model, ex["prompt_ids"], ex["chosen_ids"][:room])
+            want_r = _unpacked_logps(model, ex["prompt_ids"], ex["rejected_ids"][:room])
+            assert chosen[i].item() == pytest.approx(want_c, abs=1e-4)
+            assert rejected[i].item() == pytest.approx(want_r, abs=1e-4)
+    assert chosen[0].item() != pytest.approx(rejected[0].item(), abs=1e-2)
+
+
+def _trl_default_losses(base: ResolvedModel, pairs: list[PreferencePair], settings: DPOSettings, tmp: Path) -> list:
+    """Per-step losses of TRL's own `DPOTrainer` (reference forward every step, unpacked rows), same settings."""
+    from trl import DPOTrainer
+
+    from polyrise.training.dpo import _preference_dataset, dpo_config
+    from polyrise.training.runs import load_for_training
+
+    tokenizer, model, peft_config = load_for_training(base, settings, "auto", None, False)
+    args = dpo_config(settings, tmp, 0, precompute_ref_log_probs=False, save_strategy="no")
+    ref = None if peft_config else load_model(base, dtype="float32")
+    trainer = DPOTrainer(
+        model=model,
+        ref_model=ref,
+        args=args,
+        train_dataset=_preference_dataset(pairs),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
+    trainer.train()
+    return [log["loss"] for log in trainer.state.log_history if "loss" in log]
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_every_step_loss_equals_trl_default_path(base, tmp_path, method):
+    """The packed, cached-reference path trains the same model: per-step losses within 1e-4 of TRL's default
+    `DPOTrainer` over 3 steps (pairs of different lengths, so padding and truncation differ between the paths)."""
+    pairs = [
+        p.model_copy(update={"chosen": p.chosen * (1 + i % 3), "rejected": p.rejected * (1 + (i + 1) % 2)})
+        for i, p in enumerate(_pairs(6))
+    ]
+    settings = _settings(method=method, max_length=64, nll_weight=0.5)
+    out = tmp_path / "model"
+    train_dpo(base, pairs, out, settings, reference_cache=tmp_path / "cache.sqlite")
+    ours = [json.loads(line) for line in (out / "training_log.jsonl").read_text().splitlines()]
+    ours = [row["loss"] for row in ours if "loss" in row]
+    theirs = _trl_default_losses(base, pairs, settings, tmp_path / "trl")
+    assert len(ours) == len(theirs) == 3
+    assert max(abs(a - b) for a, b in zip(ours, theirs, strict=True)) < 1e-4
+    assert theirs[0] != pytest.approx(theirs[-1], abs=1e-3)  # the steps differ: a constant would not pass
+
+
+def test_reference_log_probs_are_read_from_the_cache_under_their_model_only(base, tmp_path):
+    """The second run reads every reference log-prob from the cache (a planted value proves it), and a cache
+    entry made under another reference model's key is never used."""
+    from polyrise.generation.cache import GenerationCache
+
+    cache_file = tmp_path / "cache.sqlite"
+    train_dpo(base, _pairs(2), tmp_path / "first", _settings(), reference_cache=cache_file)
+    cache = GenerationCache(cache_file)
+    keys = list(cache.get_json(k for (k,) in cache._db.execute("SELECT key FROM outputs")))
+    assert len(keys) == 4  # (prompt, chosen) and (prompt, rejected) of both pairs
+    cache.put_json({k: -1234.5 for k in keys})
+    cache.close()
+    seen: list[float] = []
+    from polyrise.training import dpo
+
+    original = dpo.PackedDPOTrainer._precompute_ref_logps
+
+    def spy(self, dataset, name, batch_size):
+        done = original(self, dataset, name, batch_size)
+        seen.extend([*done["ref_chosen_logps"], *done["ref_rejected_logps"]])
+        return done
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(dpo.PackedDPOTrainer, "_precompute_ref_logps", spy)
+        train_dpo(base, _pairs(2), tmp_path / "beta", _settings(beta=0.5), reference_cache=cache_file)
+        assert seen == [-1234.5] * 4
+        seen.clear()
+        copy = shutil.copytree(base.path, tmp_path / "copy")
+        (copy / "README.md").write_text("same weights, another model dir: another fingerprint")
+        other = resolve_model(str(copy))
+        assert other.fingerprint() != base.fingerprint()
+        train_dpo(other, _pairs(2), tmp_path / "other", _settings(), reference_cache=cache_file)
+        assert len(seen) == 4 and -1234.5 not in seen

@@ -309,6 +309,9 @@ def train(
     accelerate_config: Annotated[
         Path | None, typer.Option(help="e.g. examples/accelerate/ddp.yaml; default: training.accelerate_config")
     ] = None,
+    cache: Annotated[
+        Path | None, typer.Option(help="SQLite cache of reference log-probs (default: generations.sqlite beside --out)")
+    ] = None,
     launched: Annotated[bool, typer.Option("--launched", hidden=True, help="internal: an accelerate worker")] = False,
 ) -> None:
     """Train M(t+1) from pairs with DPO + NLL (reference = the given model), on several GPUs with --num-processes.
@@ -335,6 +338,7 @@ def train(
         worker = ["polyrise.cli", "train", str(pairs_file), "--out", str(out), "--seed", str(run_seed)]
         worker += ["--model", model_settings.spec, "--dtype", model_settings.dtype]
         worker += ["--num-processes", str(training.num_processes), "--launched"]
+        worker += ["--cache", str(cache)] if cache else []
         worker += ["--config", str(config)] if config else []
         worker += ["--chat-template", str(chat_template)] if chat_template else []
         worker += ["--trust-remote-code"] if model_settings.trust_remote_code else []
@@ -352,6 +356,7 @@ def train(
         dtype=model_settings.dtype,
         chat_template=model_settings.chat_template,
         trust_remote_code=model_settings.trust_remote_code,
+        reference_cache=cache or out.parent / "generations.sqlite",
     )
     if launched:
         from accelerate import PartialState

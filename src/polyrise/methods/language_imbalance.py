@@ -10,6 +10,7 @@ prompt language, so its pair in L takes y_en untranslated as chosen, as the refe
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import re
@@ -479,7 +480,9 @@ class LanguageImbalance:
     def _train(self, t: int) -> dict[str, Any]:
         from polyrise.training.dpo import train_dpo
 
-        return self.run.train(t, train_dpo, read_jsonl(self.files(t)["pairs"], PreferencePair))
+        # the reference log-probs persist in the run's cache: a rerun with another beta reuses them
+        trainer = functools.partial(train_dpo, reference_cache=self.run.cache.path)
+        return self.run.train(t, trainer, read_jsonl(self.files(t)["pairs"], PreferencePair))
 
     def stats(self, t: int) -> dict[str, Any]:
         return json.loads(self.files(t)["pairs_stats"].read_text())

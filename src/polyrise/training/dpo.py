@@ -2,17 +2,36 @@
 
 The loss is TRL's `loss_type=["sigmoid", "sft"]`: the DPO sigmoid loss plus `nll_weight` times the NLL of the
 chosen answer, as in "Language Imbalance Driven Rewarding" (arXiv 2410.08964).
+
+`PackedDPOTrainer` computes that same loss with less work than TRL's default path:
+- the reference log-probs are computed once, before training, by the policy itself (at step 0 it *is* M(t)), with
+  no grad and in length-sorted batches, and kept in a persistent cache keyed by the reference's fingerprint and
+  each (prompt, answer) token sequence: a resumed run, a rerun with another beta or NLL weight, the swapped and
+  nll0 controls and every epoch reuse them, and full fine-tuning keeps no second model copy;
+- each pair is one packed row `prompt | chosen | last prompt token again | rejected` with a block attention mask
+  (the rejected answer sees the prompt, never the chosen one), so the prompt runs once instead of twice and a
+  batch pads one row per pair, not two rows to the longest of both answers.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import hashlib
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+import torch.nn.functional as F
+from trl import DPOConfig, DPOTrainer
+from trl.models.utils import prepare_deepspeed
+
 from polyrise.config import DPOSettings
 from polyrise.errors import PolyriseError
-from polyrise.models import ResolvedModel, load_model
+from polyrise.generation.cache import GenerationCache
+from polyrise.models import ResolvedModel
 from polyrise.records import PreferencePair
 from polyrise.training.runs import (
     checkpoint_to_resume,
@@ -22,6 +41,20 @@ from polyrise.training.runs import (
     train_and_save,
     trainer_arguments,
 )
+
+PAD, PROMPT, LAST, CHOSEN, AGAIN, REJECTED = -1, 0, 1, 2, 3, 4
+"""Segments of a packed row: padding, the prompt but its last token, its last token, the chosen answer, the last
+prompt token again (it predicts the rejected answer's first token), the rejected answer."""
+_SEES = torch.zeros(6, 6, dtype=torch.bool)  # _SEES[query segment + 1, key segment + 1], keys at or before the query
+for _query, _keys in {
+    PROMPT: (PROMPT,),
+    LAST: (PROMPT, LAST),
+    CHOSEN: (PROMPT, LAST, CHOSEN),
+    AGAIN: (PROMPT, AGAIN),
+    REJECTED: (PROMPT, LAST, REJECTED),
+}.items():
+    for _key in _keys:
+        _SEES[_query + 1, _key + 1] = True
 
 
 def _preference_dataset(pairs: Sequence[PreferencePair], swap: bool = False) -> Any:
@@ -42,6 +75,185 @@ def _preference_dataset(pairs: Sequence[PreferencePair], swap: bool = False) -> 
     return Dataset.from_list(rows)
 
 
+def _answers(example: dict[str, Any], max_length: int | None) -> tuple[list[int], list[int]]:
+    """The chosen and rejected answer ids, each cut where TRL cuts prompt + answer (`keep_start`)."""
+    room = None if max_length is None else max(max_length - len(example["prompt_ids"]), 0)
+    return example["chosen_ids"][:room], example["rejected_ids"][:room]
+
+
+def pack(examples: Sequence[dict[str, Any]], pad_token_id: int, max_length: int | None) -> dict[str, torch.Tensor]:
+    """A batch of tokenized pairs as packed rows (right-padded): `input_ids`, `position_ids`, `segments`
+    (what each token is, `PAD`...`REJECTED`); the reference log-probs ride along when the examples have them."""
+    rows, positions, segments = [], [], []
+    for ex in examples:
+        prompt = ex["prompt_ids"]
+        chosen, rejected = _answers(ex, max_length)
+        n = len(prompt)
+        rows.append(prompt + chosen + prompt[-1:] + rejected)
+        positions.append([*range(n + len(chosen)), n - 1, *range(n, n + len(rejected))])
+        segments.append([PROMPT] * (n - 1) + [LAST] + [CHOSEN] * len(chosen) + [AGAIN] + [REJECTED] * len(rejected))
+    width = max(map(len, rows))
+
+    def padded(values: list[list[int]], fill: int) -> torch.Tensor:
+        return torch.tensor([v + [fill] * (width - len(v)) for v in values])
+
+    batch = {
+        "input_ids": padded(rows, pad_token_id),
+        "position_ids": padded(positions, 0),
+        "segments": padded(segments, PAD),
+    }
+    for key in ("ref_chosen_logps", "ref_rejected_logps"):
+        if key in examples[0]:
+            batch[key] = torch.tensor([ex[key] for ex in examples])
+    return batch
+
+
+def packed_logps(model: Any, batch: dict[str, torch.Tensor], attn_implementation: str) -> tuple[Any, torch.Tensor]:
+    """One forward of packed rows through TRL's fused LM head: (its output, the segment of each label position).
+
+    `output.log_probs[:, t]` is the log-prob of token t + 1; summed where the label segment is `CHOSEN` it is the
+    chosen answer's log-prob given the prompt, exactly as an unpacked `prompt + chosen` row would give it.
+    """
+    segments = batch["segments"]
+    width = segments.size(1)
+    query, key = segments[:, :, None] + 1, segments[:, None, :] + 1
+    order = torch.arange(width, device=segments.device)
+    causal = order[None, :] <= order[:, None]
+    itself = torch.eye(width, dtype=torch.bool, device=segments.device)
+    # (batch, 1, query, key); a padding token sees itself only, so no row of the mask is empty
+    allowed = ((_SEES.to(segments.device)[query, key] & causal) | itself)[:, None]
+    if attn_implementation != "sdpa":  # eager attention adds the mask to the scores
+        dtype = next(model.parameters()).dtype
+        allowed = torch.zeros(allowed.shape, dtype=dtype, device=segments.device).masked_fill(
+            ~allowed, torch.finfo(dtype).min
+        )
+    answer = (segments == CHOSEN) | (segments == REJECTED)
+    labels = batch["input_ids"].masked_fill(~answer, -100)
+    out = model(
+        input_ids=batch["input_ids"],
+        attention_mask=allowed,
+        position_ids=batch["position_ids"],
+        labels=labels,
+        fused_lm_head=True,
+        use_cache=False,
+    )
+    return out, segments[:, 1:]
+
+
+def _sequence_logps(out: Any, label_segments: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed log-probs of the chosen and of the rejected answer of each row."""
+    chosen = (out.log_probs * (label_segments == CHOSEN)).sum(dim=1)
+    rejected = (out.log_probs * (label_segments == REJECTED)).sum(dim=1)
+    return chosen, rejected
+
+
+class PackedDPOTrainer(DPOTrainer):
+    """TRL's `DPOTrainer` with packed pairs and cached reference log-probs (module docstring); same loss.
+
+    `reference_cache`: where the reference log-probs persist (None: computed, not kept);
+    `reference_key`: the reference model's identity (fingerprint and dtype) in their cache keys.
+    """
+
+    def __init__(
+        self, *, args: DPOConfig, reference_cache: GenerationCache | None, reference_key: str, **kwargs: Any
+    ) -> None:
+        if args.loss_type != ["sigmoid", "sft"]:
+            raise ValueError(f"PackedDPOTrainer computes sigmoid + sft only, not {args.loss_type}")
+        self.reference_cache, self.reference_key = reference_cache, reference_key
+        pad = kwargs["processing_class"].pad_token_id or 0  # padding is masked out: any id will do
+        collate = functools.partial(pack, pad_token_id=pad, max_length=args.max_length)
+        super().__init__(args=args, data_collator=collate, **kwargs)  # computes the reference log-probs
+
+    def _cache_keys(self, example: dict[str, Any]) -> tuple[str, str]:
+        """The reference log-prob cache keys of an example's (prompt, chosen) and (prompt, rejected) sequences."""
+        return tuple(  # type: ignore[return-value]
+            hashlib.sha256(json.dumps([self.reference_key, example["prompt_ids"], ids]).encode()).hexdigest()
+            for ids in _answers(example, self.args.max_length)
+        )
+
+    def _precompute_ref_logps(self, dataset: Any, name: str, batch_size: int) -> Any:
+        """Reference log-probs of every pair as two dataset columns: from the cache, the rest computed by the
+        untrained policy (adapter disabled) with no grad, longest rows first, split over the processes."""
+        from accelerate.utils import gather_object
+        from peft import PeftModel
+        from tqdm.auto import tqdm
+
+        keys = [self._cache_keys(ex) for ex in dataset]
+        known = self.reference_cache.get_json(k for pair in keys for k in pair) if self.reference_cache else {}
+        todo = [i for i, pair in enumerate(keys) if not all(k in known for k in pair)]
+        todo.sort(key=lambda i: -sum(map(len, _answers(dataset[i], None))) - len(dataset[i]["prompt_ids"]))
+        mine = todo[self.accelerator.process_index :: self.accelerator.num_processes]
+        model = self.ref_model or self.model  # TRL loads a reference model under FSDP only
+        if self.ref_model is None and self.is_deepspeed_enabled:  # gathers ZeRO-3 shards for the forward
+            self._precompute_engine = self._precompute_engine or prepare_deepspeed(self.model, self.accelerator)
+            model = self._precompute_engine
+        policy = self.accelerator.unwrap_model(model)
+        no_adapter = policy.disable_adapter() if isinstance(policy, PeftModel) else contextlib.nullcontext()
+        found: dict[str, float] = {}
+        with torch.no_grad(), no_adapter, self.accelerator.autocast():
+            batches = range(0, len(mine), batch_size)
+            for start in tqdm(batches, desc=f"Reference log-probs ({len(todo)} of {len(keys)} pairs)", leave=False):
+                part = mine[start : start + batch_size]
+                rows = self.data_collator([dataset[i] for i in part])
+                batch = {k: v.to(self.accelerator.device) for k, v in rows.items()}
+                out, label_segments = packed_logps(model, batch, policy.config._attn_implementation)
+                for i, chosen, rejected in zip(part, *_sequence_logps(out, label_segments), strict=True):
+                    found[keys[i][0]], found[keys[i][1]] = chosen.item(), rejected.item()
+        if self.accelerator.num_processes > 1:
+            found = {k: v for part in gather_object([found]) for k, v in part.items()}
+        if self.reference_cache is not None and self.accelerator.is_main_process and found:
+            self.reference_cache.put_json(found)
+        known |= found
+        dataset = dataset.add_column("ref_chosen_logps", [known[c] for c, _ in keys])
+        return dataset.add_column("ref_rejected_logps", [known[r] for _, r in keys])
+
+    def compute_loss(
+        self, model: Any, inputs: dict[str, torch.Tensor], return_outputs: bool = False, num_items_in_batch: Any = None
+    ) -> Any:
+        """TRL's sigmoid + sft loss on a packed batch, and TRL's reward metrics."""
+        mode = "train" if self.model.training else "eval"
+        out, label_segments = packed_logps(model, inputs, self.model.config._attn_implementation)
+        chosen_logps, rejected_logps = _sequence_logps(out, label_segments)
+        chosen_logratios = chosen_logps - inputs["ref_chosen_logps"]
+        rejected_logratios = rejected_logps - inputs["ref_rejected_logps"]
+        dpo = -F.logsigmoid(self.beta * (chosen_logratios - rejected_logratios)).mean()
+        chosen_tokens = label_segments == CHOSEN
+        nll = -out.log_probs[chosen_tokens].mean()
+        loss = self.loss_weights[0] * dpo + self.loss_weights[1] * nll
+
+        gather = self.accelerator.gather
+        chosen_rewards = self.beta * chosen_logratios.detach()
+        rejected_rewards = self.beta * rejected_logratios.detach()
+        top1 = gather((out.is_top1 & chosen_tokens).sum()).sum() / gather(chosen_tokens.sum()).sum().clamp(min=1)
+        for metric, value in {
+            "mean_token_accuracy": top1,
+            "rewards/chosen": gather(chosen_rewards).mean(),
+            "rewards/rejected": gather(rejected_rewards).mean(),
+            "rewards/accuracies": gather((chosen_rewards > rejected_rewards).float()).mean(),
+            "rewards/margins": gather(chosen_rewards - rejected_rewards).mean(),
+            "logps/chosen": gather(chosen_logps.detach()).mean(),
+            "logps/rejected": gather(rejected_logps.detach()).mean(),
+        }.items():
+            self._metrics[mode][metric].append(value.item())
+        return (loss, out) if return_outputs else loss
+
+
+def dpo_config(settings: DPOSettings, ckpt_dir: Path, seed: int, **overrides: Any) -> DPOConfig:
+    """The DPO + NLL training arguments of a run (`overrides`: what a benchmark changes)."""
+    return DPOConfig(
+        **{
+            "loss_type": ["sigmoid", "sft"],
+            "loss_weights": [1.0, settings.nll_weight],
+            "beta": settings.beta,
+            "disable_dropout": settings.method == "full" or settings.lora_dropout == 0,
+            "precompute_ref_log_probs": True,
+            "precompute_ref_batch_size": 2 * settings.batch_size,
+            **trainer_arguments(settings, ckpt_dir, seed),
+            **overrides,
+        }
+    )
+
+
 def train_dpo(
     base: ResolvedModel,
     pairs: Sequence[PreferencePair],
@@ -52,39 +264,37 @@ def train_dpo(
     dtype: str = "auto",
     chat_template: str | None = None,
     trust_remote_code: bool = False,
+    reference_cache: Path | None = None,
 ) -> dict[str, float]:
     """Train M(t+1) from `base` = M(t) (policy init and reference); save it atomically to `out_dir`.
 
     Checkpoints go to `<out_dir>.checkpoints`; a killed run resumes from the latest one, and they are removed
-    once the model is saved. With LoRA the reference is the base with the adapter disabled; with full
-    fine-tuning a frozen second copy is loaded. Returns the last step's logged metrics
-    (`loss`, `rewards/accuracies`, `rewards/margins`, ...) and the summary (`train_loss`, `train_runtime`).
+    once the model is saved. `reference_cache`: the SQLite file the reference log-probs persist in (a run's
+    `generations.sqlite`). Returns the last step's logged metrics (`loss`, `rewards/accuracies`,
+    `rewards/margins`, ...) and the summary (`train_loss`, `train_runtime`).
     """
-    from trl import DPOConfig, DPOTrainer
-
     if not pairs:
         raise PolyriseError(f"no preference pairs to train {out_dir} on (the filters may have rejected all)")
     out_dir = Path(out_dir)
     ckpt_dir = checkpoints_dir(out_dir)
-    args = DPOConfig(
-        loss_type=["sigmoid", "sft"],
-        loss_weights=[1.0, settings.nll_weight],
-        beta=settings.beta,
-        disable_dropout=settings.method == "full" or settings.lora_dropout == 0,
-        **trainer_arguments(settings, ckpt_dir, seed),
-    )
+    args = dpo_config(settings, ckpt_dir, seed)
     resume = checkpoint_to_resume(ckpt_dir, run_key(base, pairs, settings, seed, dtype))  # after the args: see runs.py
     tokenizer, model, peft_config = load_for_training(base, settings, dtype, chat_template, trust_remote_code)
     use_cache = model.config.use_cache
-    ref_model = None if peft_config else load_model(base, dtype=dtype, trust_remote_code=trust_remote_code)
-    trainer = DPOTrainer(
-        model=model,
-        ref_model=ref_model,
-        args=args,
-        train_dataset=_preference_dataset(pairs, settings.swap_preferences),
-        processing_class=tokenizer,
-        peft_config=peft_config,
-    )
+    cache = GenerationCache(reference_cache) if reference_cache else None
+    try:
+        trainer = PackedDPOTrainer(
+            model=model,
+            args=args,
+            train_dataset=_preference_dataset(pairs, settings.swap_preferences),
+            processing_class=tokenizer,
+            peft_config=peft_config,
+            reference_cache=cache,
+            reference_key=json.dumps([base.fingerprint(), str(model.dtype)]),
+        )
+    finally:
+        if cache is not None:
+            cache.close()
     if len(trainer.train_dataset) == 0:
         raise PolyriseError(
             f"each prompt fills training.max_length={settings.max_length} tokens: no pair is left to train on"
