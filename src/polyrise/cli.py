@@ -138,6 +138,7 @@ def run(
 ) -> None:
     """Run the Language-Imbalance-Driven-Rewarding loop of a YAML config (resumes where it stopped)."""
     from polyrise.config import load_config
+    from polyrise.training.launch import check_accelerate_config
 
     cfg = load_config(config, {"iterations": iterations} if iterations else None)
     launch = {"num_processes": num_processes, "accelerate_config": accelerate_config}
@@ -145,6 +146,13 @@ def run(
         cfg.training = cfg.training.model_validate(
             cfg.training.model_dump() | {k: v for k, v in launch.items() if v is not None}
         )
+    if cfg.training.accelerate_config is not None:  # checked now, not when the first training stage starts
+        path, machines = check_accelerate_config(cfg.training.accelerate_config)
+        if machines > 1:
+            raise PolyriseError(
+                f"{path} trains on {machines} machines, and a run trains on this one only: train an iteration's "
+                "pairs across machines with polyrise train --machine-rank K on each (see docs/running-on-gpus.md)"
+            )
     _run_pipeline(cfg)
     console.print(f"run directory: {cfg.run_dir}")
 
@@ -309,6 +317,10 @@ def train(
     accelerate_config: Annotated[
         Path | None, typer.Option(help="e.g. examples/accelerate/ddp.yaml; default: training.accelerate_config")
     ] = None,
+    machine_rank: Annotated[
+        int | None,
+        typer.Option(min=0, help="this machine's rank, with an accelerate config for several machines (0 = the main)"),
+    ] = None,
     cache: Annotated[
         Path | None, typer.Option(help="SQLite cache of reference log-probs (default: generations.sqlite beside --out)")
     ] = None,
@@ -333,7 +345,9 @@ def train(
     run_seed = cfg.seed if seed is None else seed
     base = resolve_model(model_settings.spec)  # before the workers start: they must not all convert the model at once
     pairs = read_jsonl(pairs_file, PreferencePair)
-    if not launched and should_launch(training.num_processes, training.accelerate_config):
+    # a machine rank without a multi-machine accelerate config is launch_command's error, not a silent local run
+    relaunch = machine_rank is not None or should_launch(training.num_processes, training.accelerate_config)
+    if relaunch and not launched:
         # the workers rerun this command; --launched keeps them from relaunching
         worker = ["polyrise.cli", "train", str(pairs_file), "--out", str(out), "--seed", str(run_seed)]
         worker += ["--model", model_settings.spec, "--dtype", model_settings.dtype]
@@ -343,7 +357,7 @@ def train(
         worker += ["--chat-template", str(chat_template)] if chat_template else []
         worker += ["--trust-remote-code"] if model_settings.trust_remote_code else []
         worker += ["--accelerate-config", str(training.accelerate_config)] if training.accelerate_config else []
-        run_launched(launch_command(training.num_processes, training.accelerate_config) + worker)
+        run_launched(launch_command(training.num_processes, training.accelerate_config, machine_rank) + worker)
         return
     from polyrise.training.dpo import train_dpo
 

@@ -3,7 +3,8 @@
 `launch_command(n, config) + [module, *args]` is the argv that runs a Python module on `n` processes (or on the
 accelerate config file's); `run_launched` runs it with live output and turns a failure into a PolyriseError
 that quotes the failing process's last stderr lines. Without a config file the processes are plain DDP via
-torchrun: NCCL on GPUs, gloo on a CPU-only machine (each worker then trains with `use_cpu`).
+torchrun: NCCL on GPUs, gloo on a CPU-only machine (each worker then trains with `use_cpu`). A config file for
+several machines (`num_machines` > 1) is launched once on each machine, with that machine's rank.
 """
 
 from __future__ import annotations
@@ -35,40 +36,61 @@ def should_launch(num_processes: int, accelerate_config: Path | str | None) -> b
     return num_processes > 1 or accelerate_config is not None
 
 
-def check_accelerate_config(path: Path | str) -> Path:
-    """The absolute path of an accelerate config file that accelerate's own loader accepts."""
+def check_accelerate_config(path: Path | str) -> tuple[Path, int]:
+    """The absolute path of an accelerate config file that accelerate's own loader accepts, and the number of
+    machines it trains on (its `num_machines`)."""
     from accelerate.commands.config.config_args import load_config_from_file
 
     path = Path(path).expanduser()
     if not path.is_file():
         raise PolyriseError(f"{path}: no such accelerate config file")
     try:
-        load_config_from_file(str(path))
+        config = load_config_from_file(str(path))
     except (ValueError, TypeError, KeyError, AttributeError) as e:
         raise PolyriseError(f"{path}: not a valid accelerate config: {e}") from None
-    return path.resolve()
+    return path.resolve(), config.num_machines
 
 
-def launch_command(num_processes: int, accelerate_config: Path | str | None = None) -> list[str]:
+def launch_command(
+    num_processes: int, accelerate_config: Path | str | None = None, machine_rank: int | None = None
+) -> list[str]:
     """The argv prefix that runs a Python module under `accelerate launch`; append the module name and its args.
 
     With `accelerate_config`, the file decides the backend (DDP, FSDP, DeepSpeed), the mixed precision and the
     process count, which `num_processes` > 1 overrides. Without one: `num_processes` DDP workers on this
     machine (a free port is picked, so concurrent launches do not collide), or one plain process for 1.
+    A file for several machines needs `machine_rank`, this machine's (0 is the one at its `main_process_ip`;
+    it overrides the file's `machine_rank`), so one file serves every machine; the process count is then the
+    total over all machines.
     """
     if num_processes < 1:
         raise PolyriseError(f"num_processes must be at least 1, not {num_processes}")
     cmd = [sys.executable, "-m", "accelerate.commands.launch"]
+    machines = 1
     if accelerate_config is not None:
-        cmd += ["--config_file", str(check_accelerate_config(accelerate_config))]
+        path, machines = check_accelerate_config(accelerate_config)
+        cmd += ["--config_file", str(path)]
         if num_processes > 1:
             cmd += ["--num_processes", str(num_processes)]
+        if machines > 1:
+            if machine_rank is None or not 0 <= machine_rank < machines:
+                given = "" if machine_rank is None else f"machine rank {machine_rank}: "
+                raise PolyriseError(
+                    f"{given}{path} trains on {machines} machines: start the training on each with its rank, "
+                    f"0 to {machines - 1} (polyrise train ... --machine-rank K; see docs/running-on-gpus.md)"
+                )
+            cmd += ["--machine_rank", str(machine_rank)]
     else:
         # explicit values: no warning about defaults, and a user's default accelerate config does not switch
         # the backend (`--multi_gpu` is DDP through torchrun, also on CPU where the workers use gloo)
         cmd += ["--multi_gpu"] if num_processes > 1 else []
         cmd += ["--num_processes", str(num_processes), "--num_machines", "1", "--mixed_precision", "no"]
         cmd += ["--dynamo_backend", "no", "--main_process_port", "0"]
+    if machine_rank is not None and machines == 1:
+        raise PolyriseError(
+            f"machine rank {machine_rank}: only a training on several machines has machine ranks "
+            "(an accelerate config with num_machines > 1, e.g. examples/accelerate/multi-node.yaml)"
+        )
     return [*cmd, "--module"]
 
 
