@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,6 +21,16 @@ from polyrise.generation.openai import OpenAIEngine
 def api_key(monkeypatch) -> str:
     monkeypatch.setenv("POLYRISE_TEST_KEY", "sk-test-123")
     return "sk-test-123"
+
+
+@pytest.fixture
+def second_server() -> Iterator[FakeServer]:
+    """Another fake server, beside the `server` fixture's."""
+    srv = FakeServer()
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
 
 
 def make(server: FakeServer, **kwargs: Any) -> OpenAIEngine:
@@ -250,3 +262,61 @@ def test_classify_and_reflik_through_the_openai_engine_score_or_say_why_not(serv
     with pytest.raises(PolyriseError, match=f"{server.base_url}/completions .*HTTP 404") as info:
         classify(fresh, items, ["good", "bad"])
     assert "needs the completions endpoint with prompt log-probs" in str(info.value)
+
+
+def test_requests_are_spread_over_several_servers_in_order_and_cached_whichever_answered(
+    server, second_server, tmp_path
+):
+    both = [server.base_url, second_server.base_url + "/"]
+    for srv in (server, second_server):
+        srv.delay = {f"q{i}": 0.05 for i in range(8)}
+    engine = OpenAIEngine(settings(both, api_key_env=None, max_concurrency=2))
+    assert engine.batch_size == 4  # a generator chunk keeps both servers' slots busy
+    requests = [ChatRequest.user(f"q{i}") for i in range(8)]
+    gen = Generator(engine, GenerationCache(tmp_path / "c.sqlite"))
+    assert gen.generate(requests, SamplingSettings()) == [f"echo:q{i}" for i in range(8)]
+    asked = [[r["body"]["messages"][0]["content"] for r in srv.requests] for srv in (server, second_server)]
+    assert sorted(asked[0] + asked[1]) == sorted(f"q{i}" for i in range(8)) and all(asked)
+    assert server.max_in_flight <= 2 and second_server.max_in_flight <= 2
+
+    # the first server names the model: the same cache with it alone (or with others) asks nothing again
+    alone = OpenAIEngine(settings(server.base_url, api_key_env=None))
+    assert alone.fingerprint == engine.fingerprint != OpenAIEngine(settings(both[::-1], api_key_env=None)).fingerprint
+    again = Generator(alone, GenerationCache(tmp_path / "c.sqlite"))
+    assert again.generate(requests, SamplingSettings()) == [f"echo:q{i}" for i in range(8)]
+    assert again.stats["generated"] == 0 and len(server.requests) + len(second_server.requests) == 8
+
+
+def test_a_failing_server_among_several_is_named(server, second_server):
+    server.delay = {f"q{i}": 0.2 for i in range(4)}  # the healthy one is slow, so the failing one takes requests
+    second_server.always = 500
+    engine = OpenAIEngine(
+        settings([server.base_url, second_server.base_url], api_key_env=None, max_retries=0, max_concurrency=1)
+    )
+    with pytest.raises(PolyriseError) as info:
+        engine.complete([ChatRequest.user(f"q{i}") for i in range(4)], SamplingSettings())
+    assert str(info.value).startswith(f"{second_server.base_url}/chat/completions (model 'test-model'): HTTP 500")
+
+
+def test_several_base_urls_from_a_config_list_or_a_comma_separated_option(server, second_server, tmp_path):
+    from typer.testing import CliRunner
+
+    from polyrise.cli import app
+
+    with pytest.raises(ValueError, match="needs at least one URL"):
+        settings([])
+    with pytest.raises(ValueError, match="'ftp://h/v1' is not an http\\(s\\) URL"):
+        settings([server.base_url, "ftp://h/v1"])
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(
+        "".join(json.dumps({"id": f"q{i}", "lang": "en", "instruction": f"q{i}"}) + "\n" for i in range(6))
+    )
+    out = tmp_path / "responses.jsonl"
+    args = ["generate", str(prompts), "-o", str(out), "--engine", "openai", "--model", "m", "--api-key-env", ""]
+    args += ["--base-url", f"{server.base_url}, {second_server.base_url}", "--batch-size", "1"]
+    server.delay = second_server.delay = {f"q{i}": 0.05 for i in range(6)}
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line)["output"] for line in out.read_text().splitlines()] == [f"echo:q{i}" for i in range(6)]
+    assert server.requests and second_server.requests and server.max_in_flight == second_server.max_in_flight == 1

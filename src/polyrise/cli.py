@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -36,12 +37,41 @@ def _langs(text: str) -> list[str]:
 
 
 EngineName = Annotated[str, typer.Option("--engine", help="hf, vllm, or openai (then --model is the server's name)")]
-BaseUrl = Annotated[str | None, typer.Option(help="openai engine: the API root, e.g. http://localhost:8000/v1")]
+BaseUrl = Annotated[
+    str | None,
+    typer.Option(help="openai engine: the API root, e.g. http://localhost:8000/v1; comma-separated: several servers"),
+]
 ApiKeyEnv = Annotated[str, typer.Option(help="openai engine: environment variable holding the API key ('' for none)")]
 
 
+ShardOption = Annotated[
+    str | None,
+    typer.Option(
+        "--shard",
+        help="K/N: answer only every N-th request from the K-th (K = 0 .. N-1) into the cache and write no --out; "
+        "N such runs can share one cache, and a run without --shard then writes --out from it",
+    ),
+]
 Timeout = Annotated[float, typer.Option(min=0.001, help="openai engine: seconds per request")]
 MaxRetries = Annotated[int, typer.Option(min=0, help="openai engine: retries of a failed request")]
+
+
+def _shard(text: str | None) -> slice | None:
+    """The requests `--shard K/N` answers, checked before any work: every N-th from the K-th, so the shards are
+    the same size and each mixes long and short requests."""
+    if text is None:
+        return None
+    match = re.fullmatch(r"(\d+)/(\d+)", text.strip(), re.ASCII)
+    if not match or int(match[1]) >= int(match[2]):
+        raise PolyriseError(f"--shard {text}: expected K/N with 0 <= K < N, e.g. --shard 0/2 and --shard 1/2")
+    return slice(int(match[1]), None, int(match[2]))
+
+
+def _shard_done(shard: str, stats: dict[str, int], cache: Path, out: Path) -> None:
+    console.print(
+        f"shard {shard}: {stats['generated']} generated into {cache} ({stats['cached']} were there); once every "
+        f"shard is done, the same command without --shard writes {out}"
+    )
 
 
 def _writable(out: Path) -> Path:
@@ -85,12 +115,13 @@ def _engine_settings(
     try:
         if engine != "openai":
             return EngineSettings(engine=engine, model=model, batch_size=batch_size)
-        if not base_url or not model:
+        urls = _comma_list(base_url or "")
+        if not urls or not model:
             raise PolyriseError(
                 f"--{flag}engine openai needs --{flag}{'url' if flag else 'base-url'} and --{flag}model"
             )
         server = OpenAISettings(
-            base_url=base_url,
+            base_url=urls if len(urls) > 1 else urls[0],
             model=model,
             api_key_env=api_key_env or None,
             max_concurrency=batch_size,
@@ -193,6 +224,7 @@ def generate(
     api_key_env: ApiKeyEnv = "OPENAI_API_KEY",
     timeout: Timeout = 300.0,
     max_retries: MaxRetries = 5,
+    shard: ShardOption = None,
 ) -> None:
     """Answer every prompt of a JSONL file in its own language."""
     from polyrise.config import SamplingSettings
@@ -200,6 +232,7 @@ def generate(
     from polyrise.io import read_jsonl, write_jsonl
     from polyrise.records import Prompt
 
+    part = _shard(shard)
     out = _writable(out)
     rows = read_jsonl(prompts, Prompt)
     _known_row_langs(rows, prompts)
@@ -213,7 +246,12 @@ def generate(
     settings = _engine_settings(
         engine, model, batch_size, base_url, api_key_env, timeout=timeout, max_retries=max_retries
     )
-    generator = _generator(settings, cache or out.parent / "generations.sqlite")
+    cache = cache or out.parent / "generations.sqlite"
+    generator = _generator(settings, cache)
+    if part:
+        answer_prompts(generator, rows[part], params)
+        _shard_done(shard, generator.stats, cache, out)
+        return
     n = write_jsonl(out, answer_prompts(generator, rows, params))
     console.print(f"wrote {n} responses to {out} ({generator.stats['cached']} from cache)")
 
@@ -234,6 +272,7 @@ def translate(
     api_key_env: ApiKeyEnv = "OPENAI_API_KEY",
     timeout: Timeout = 300.0,
     max_retries: MaxRetries = 5,
+    shard: ShardOption = None,
 ) -> None:
     """Self-translate prompts or responses into other languages (failures are written with output null)."""
     from polyrise.config import SamplingSettings
@@ -243,6 +282,7 @@ def translate(
     from polyrise.self_translation import translate as run_translate
 
     targets = _langs(to)
+    part = _shard(shard)
     out = _writable(out)
     settings = _engine_settings(
         engine, model, batch_size, base_url, api_key_env, timeout=timeout, max_retries=max_retries
@@ -256,8 +296,14 @@ def translate(
         if text is None:
             raise PolyriseError(f"{inputs}: row {row.id!r} has neither `instruction` nor `output`")
         jobs.extend(TranslationJob(row.id, kind, row.lang, lang, text) for lang in targets if lang != row.lang)
-    generator = _generator(settings, cache or out.parent / "generations.sqlite")
-    results = run_translate(generator, jobs, SamplingSettings(max_new_tokens=max_new_tokens))
+    cache = cache or out.parent / "generations.sqlite"
+    generator = _generator(settings, cache)
+    params = SamplingSettings(max_new_tokens=max_new_tokens)
+    if part:
+        run_translate(generator, jobs[part], params)
+        _shard_done(shard, generator.stats, cache, out)
+        return
+    results = run_translate(generator, jobs, params)
     write_jsonl(out, results)
     failed = sum(r.output is None for r in results)
     console.print(

@@ -56,8 +56,10 @@ class VLLMSettings(Section):
 class OpenAISettings(Section):
     """An OpenAI-compatible chat-completions server (vLLM's OpenAI server, llama.cpp, TGI, OpenAI, ...)."""
 
-    base_url: str
-    """The API root, e.g. `http://localhost:8000/v1`."""
+    base_url: str | list[str]
+    """The API root, e.g. `http://localhost:8000/v1`; or a list of servers of the same model (one vLLM server per
+    GPU or node), whose requests are spread over them. The first names the model in the cache: adding or dropping
+    the others keeps cached generations."""
 
     model: str
     """The model name the server knows (vLLM: `--served-model-name`)."""
@@ -71,13 +73,21 @@ class OpenAISettings(Section):
     max_retries: int = Field(default=5, ge=0)
     """Retries with exponential backoff on 429, 5xx, timeouts and connection errors."""
 
+    @property
+    def base_urls(self) -> list[str]:
+        return [self.base_url] if isinstance(self.base_url, str) else list(self.base_url)
+
     @field_validator("base_url")
     @classmethod
-    def _url(cls, url: str) -> str:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"{url!r} is not an http(s) URL with a host, e.g. http://localhost:8000/v1")
-        return url
+    def _url(cls, base_url: str | list[str]) -> str | list[str]:
+        urls = [base_url] if isinstance(base_url, str) else base_url
+        if not urls:
+            raise ValueError("needs at least one URL")
+        for url in urls:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"{url!r} is not an http(s) URL with a host, e.g. http://localhost:8000/v1")
+        return base_url
 
 
 class EngineSettings(Section):

@@ -1,6 +1,9 @@
 """Persistent generation cache: SQLite in WAL mode, keyed by (model fingerprint, rendered prompt, sampling).
 
-Also holds log-likelihoods (`Generator.loglikelihood`), keyed by the continuation instead of sampling.
+Also holds log-likelihoods (`Generator.loglikelihood`), keyed by the continuation instead of sampling. Several
+processes on one machine may share a cache file (`polyrise generate --shard K/N`): WAL lets them read while one
+writes, and a writer waits up to `BUSY_TIMEOUT` for another's commit. WAL needs shared memory, so not across machines
+(a network filesystem).
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ import hashlib
 import json
 import logging
 import sqlite3
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -18,10 +22,28 @@ from polyrise.settings import SamplingSettings
 
 LOG = logging.getLogger(__name__)
 
+BUSY_TIMEOUT = 60.0
+"""Seconds a process waits for another's write (several `--shard` processes share one cache)."""
+
 
 def _damaged(error: sqlite3.Error) -> bool:
     """Whether SQLite says the file is not a database or is corrupt (not: locked, unwritable)."""
     return any(words in str(error) for words in ("malformed", "not a database", "disk image", "Could not decode"))
+
+
+def _use_wal(db: sqlite3.Connection) -> None:
+    """Switch to WAL, so readers and one writer of several processes never block each other. While another
+    process creates the same file SQLite refuses the switch at once (`database is locked`) instead of waiting out
+    the busy timeout, so it is retried here for as long."""
+    deadline = time.monotonic() + BUSY_TIMEOUT
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 class GenerationCache:
@@ -37,8 +59,8 @@ class GenerationCache:
 
     def _open(self) -> sqlite3.Connection:
         try:
-            db = sqlite3.connect(self.path, timeout=60)
-            db.execute("PRAGMA journal_mode=WAL")
+            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT)
+            _use_wal(db)
             db.execute("CREATE TABLE IF NOT EXISTS outputs (key TEXT PRIMARY KEY, output TEXT NOT NULL)")
             db.execute("SELECT COUNT(*) FROM outputs").fetchone()
             db.commit()

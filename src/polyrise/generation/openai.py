@@ -3,8 +3,10 @@
 `POST {base_url}/chat/completions`.
 
 The SDK does the HTTP work: timeouts, and retries with exponential backoff (honouring Retry-After) on 408, 409, 429,
-5xx and connection errors. Requests run `max_concurrency` at a time. The API key is read from a named environment
-variable and only handed to the client: it is never part of a cache key, a config dump or an error message.
+5xx and connection errors. Requests run `max_concurrency` at a time on each server: with several `base_url`s (servers
+of the same model, e.g. one vLLM server per GPU) they take their requests from one queue, so a faster server takes
+more. The API key is read from a named environment variable and only handed to the clients: it is never part of a
+cache key, a config dump or an error message.
 
 Assistant prefixes (`ChatRequest.prefix`, used by self-translation) are sent as a final assistant message with vLLM's
 extra fields `continue_final_message: true, add_generation_prompt: false`, so the server continues that message.
@@ -19,6 +21,8 @@ import os
 import queue
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 import openai
@@ -41,10 +45,19 @@ def _truncate_at_stop(text: str, stop: Sequence[str]) -> str:
     return text[:cut]
 
 
-def _parallel(fn: Callable[[T], R], items: Sequence[T], workers: int) -> list[R]:
-    """`fn` of every item on up to `workers` daemon threads, results in item order; the first error is raised and
-    no new item starts. The threads are daemons and the wait polls, so Ctrl-C (or an error) returns at once: a
-    request hung on a server dies with the process instead of holding its exit for timeout x retries."""
+@dataclass(frozen=True)
+class _Server:
+    """One server of the engine: its API root and its SDK client."""
+
+    base_url: str
+    client: openai.OpenAI
+
+
+def _parallel(fn: Callable[[_Server, T], R], servers: Sequence[_Server], items: Sequence[T], workers: int) -> list[R]:
+    """`fn(server, item)` of every item on up to `workers` daemon threads per server, all taking the next item from
+    one queue; results in item order; the first error is raised and no new item starts. The threads are daemons and
+    the wait polls, so Ctrl-C (or an error) returns at once: a request hung on a server dies with the process
+    instead of holding its exit for timeout x retries."""
     results: list[Any] = [None] * len(items)
     errors: list[BaseException] = []
     todo: queue.SimpleQueue[int] = queue.SimpleQueue()
@@ -52,14 +65,14 @@ def _parallel(fn: Callable[[T], R], items: Sequence[T], workers: int) -> list[R]
         todo.put(i)
     left, lock, finished = [len(items)], threading.Lock(), threading.Event()
 
-    def work() -> None:
+    def work(server: _Server) -> None:
         while not finished.is_set():
             try:
                 i = todo.get_nowait()
             except queue.Empty:
                 return
             try:
-                results[i] = fn(items[i])
+                results[i] = fn(server, items[i])
             except BaseException as e:  # handed to the caller's thread
                 errors.append(e)
                 finished.set()
@@ -69,8 +82,9 @@ def _parallel(fn: Callable[[T], R], items: Sequence[T], workers: int) -> list[R]
                 if not left[0]:
                     finished.set()
 
-    for _ in range(min(workers, len(items))):
-        threading.Thread(target=work, daemon=True).start()
+    for server in servers:
+        for _ in range(min(workers, len(items))):
+            threading.Thread(target=work, args=(server,), daemon=True).start()
     while items and not finished.wait(0.1):
         pass
     if errors:
@@ -89,28 +103,33 @@ def _is_rendered_chat(text: str) -> bool:
 
 
 class OpenAIEngine:
-    """Engine over an OpenAI-compatible chat-completions server."""
+    """Engine over one or several OpenAI-compatible chat-completions servers of the same model."""
 
     def __init__(self, settings: OpenAISettings) -> None:
         self.settings = settings
-        self.base_url = settings.base_url.rstrip("/")
-        self.url = f"{self.base_url}/chat/completions"
+        urls = [url.rstrip("/") for url in settings.base_urls]
         self.model = settings.model
-        self.batch_size = settings.max_concurrency
-        self.fingerprint = hashlib.sha256(f"{self.base_url}\n{settings.model}".encode()).hexdigest()[:16]
+        self.batch_size = settings.max_concurrency * len(urls)  # a generator chunk keeps every server busy
+        self.where = ", ".join(urls)  # the servers, in messages
+        # the first server names the model: adding or dropping the others keeps the cache
+        self.fingerprint = hashlib.sha256(f"{urls[0]}\n{settings.model}".encode()).hexdigest()[:16]
         key = NO_KEY
         if settings.api_key_env is not None:
             key = os.environ.get(settings.api_key_env, "")
             if not key:
                 raise PolyriseError(
                     f"environment variable {settings.api_key_env} is not set; it must hold the API key for "
-                    f"{self.base_url} (for a server without authentication: api_key_env: null in a config, "
+                    f"{self.where} (for a server without authentication: api_key_env: null in a config, "
                     "--api-key-env '' on the command line)"
                 )
         self._key = key
-        self.client = openai.OpenAI(
-            base_url=self.base_url, api_key=key, timeout=settings.timeout, max_retries=settings.max_retries
-        )
+        self.servers = [
+            _Server(
+                url,
+                openai.OpenAI(base_url=url, api_key=key, timeout=settings.timeout, max_retries=settings.max_retries),
+            )
+            for url in urls
+        ]
 
     def _redact(self, message: str) -> str:
         """`message` without the API key's value (a server may echo the Authorization header back)."""
@@ -151,7 +170,8 @@ class OpenAIEngine:
         """Continuations after each request's prefix, in request order."""
         if not requests:
             return []
-        outputs = _parallel(self._create, [self.arguments(r, params) for r in requests], self.batch_size)
+        arguments = [self.arguments(r, params) for r in requests]
+        outputs = _parallel(self._chat, self.servers, arguments, self.settings.max_concurrency)
         return [_truncate_at_stop(text, params.stop) for text in outputs]
 
     def loglikelihood(self, requests: Sequence[tuple[str, str]], max_tokens: int | None = None) -> list[LogLikelihood]:
@@ -160,14 +180,16 @@ class OpenAIEngine:
         return them is one error naming it; a chat context (from `render`) cannot be scored as text."""
         if any(_is_rendered_chat(context) for context, _ in requests):
             raise PolyriseError(
-                f"{self.base_url}: the openai engine cannot score a continuation of a chat (the server's chat "
+                f"{self.where}: the openai engine cannot score a continuation of a chat (the server's chat "
                 "template is not exposed as text); use a local engine (hf or vllm) for this task"
             )
         if not requests:
             return []
-        return _parallel(lambda pair: self._score(*pair, max_tokens), list(requests), self.batch_size)
+        score = partial(self._score, max_tokens=max_tokens)
+        return _parallel(score, self.servers, list(requests), self.settings.max_concurrency)
 
-    def _score(self, context: str, continuation: str, max_tokens: int | None) -> LogLikelihood:
+    def _score(self, server: _Server, pair: tuple[str, str], max_tokens: int | None) -> LogLikelihood:
+        context, continuation = pair
         arguments = {
             "model": self.model,
             "prompt": context + continuation,
@@ -177,7 +199,7 @@ class OpenAIEngine:
             "logprobs": 0,
         }
         try:
-            completion = self._create(arguments, self.client.completions.create, f"{self.base_url}/completions")
+            completion = self._create(server, "completions", arguments)
         except PolyriseError as e:
             raise PolyriseError(
                 f"scoring log-likelihoods through the openai engine needs the completions endpoint with prompt "
@@ -188,7 +210,7 @@ class OpenAIEngine:
         values = getattr(logprobs, "token_logprobs", None) if logprobs else None
         if not offsets or not values:
             raise PolyriseError(
-                f"{self.base_url}/completions (model {self.model!r}): the server returned no prompt log-probs "
+                f"{server.base_url}/completions (model {self.model!r}): the server returned no prompt log-probs "
                 "(echo + logprobs); this task needs a server that offers them, such as vLLM's, or a local engine"
             )
         # split as `encode_pair` splits: the context's trailing spaces, and a token that crosses into the
@@ -201,18 +223,23 @@ class OpenAIEngine:
             if (off >= start or stop > start) and off < end
         ]
         if any(lp is None for lp in scored) or not scored:
-            raise PolyriseError(f"{self.base_url}/completions: no log-probs for the continuation {continuation!r}")
+            raise PolyriseError(f"{server.base_url}/completions: no log-probs for the continuation {continuation!r}")
         scored = scored[:max_tokens] if max_tokens is not None else scored
         return LogLikelihood(sum(scored), tuple(scored))
 
-    def _create(self, arguments: dict[str, Any], create: Any = None, url: str | None = None) -> Any:
-        """One request (default: a chat completion, returning its text); SDK errors become one PolyriseError
-        naming the URL and the model, with the API key's value redacted."""
-        where = f"{url or self.url} (model {self.model!r})"
-        chat = create is None
+    def _chat(self, server: _Server, arguments: dict[str, Any]) -> str:
+        """One chat completion's text."""
+        return self._create(server, "chat/completions", arguments).choices[0].message.content or ""
+
+    def _create(self, server: _Server, endpoint: str, arguments: dict[str, Any]) -> Any:
+        """One request to `endpoint` (`chat/completions` or `completions`) of `server`; SDK errors become one
+        PolyriseError naming its URL and the model, with the API key's value redacted."""
+        where = f"{server.base_url}/{endpoint} (model {self.model!r})"
+        client = server.client
+        create = client.chat.completions.create if endpoint == "chat/completions" else client.completions.create
         attempts = self.settings.max_retries + 1
         try:
-            completion = (create or self.client.chat.completions.create)(**arguments)
+            completion = create(**arguments)
         except openai.AuthenticationError as e:
             key = f"the key in ${self.settings.api_key_env}" if self.settings.api_key_env else "no key configured"
             message = f"HTTP 401, the server refused the API key ({key}): {e.message}"
@@ -220,7 +247,7 @@ class OpenAIEngine:
             message = f"HTTP 403, this key may not use the model: {e.message}"
         except openai.NotFoundError as e:
             message = (
-                f"HTTP 404, the server has no such model or route (its models: {self.base_url}/models): {e.message}"
+                f"HTTP 404, the server has no such model or route (its models: {server.base_url}/models): {e.message}"
             )
         except openai.BadRequestError as e:
             hint = ""
@@ -241,5 +268,5 @@ class OpenAIEngine:
             elif not getattr(completion, "choices", None):
                 message = f"unexpected response, no choices: {completion.model_dump_json()[:300]}"
             else:
-                return (completion.choices[0].message.content or "") if chat else completion
+                return completion
         raise PolyriseError(self._redact(f"{where}: {message}")) from None

@@ -3,7 +3,9 @@
 Prompts are rendered with the model's own chat template and passed as token ids, exactly as the HF engine feeds
 its model, so greedy outputs can be compared one to one. A LoRA iterate (an adapter dir) is served on its base
 through `LoRARequest`, without merging. vLLM spawns worker processes: build the engine under
-`if __name__ == "__main__":` in scripts.
+`if __name__ == "__main__":` in scripts. Several GPUs: `tensor_parallel_size` splits one copy of the model; for
+several copies, one process per GPU answers its part (`polyrise generate --shard K/N`), since vLLM refuses
+`LLM(data_parallel_size=N)` in one process (docs/running-on-gpus.md).
 """
 
 from __future__ import annotations
