@@ -21,6 +21,8 @@ from polyrise.evaluation.choice import (
     score_choices,
 )
 from polyrise.evaluation.harness import run_harness
+from polyrise.generation import Generator, LogLikelihood
+from polyrise.generation.cache import GenerationCache
 from polyrise.generation.hf import encode_pair
 
 
@@ -112,6 +114,30 @@ def test_batched_scores_equal_one_at_a_time(tiny_model, tokenizer):
             torch.tensor(b.logliks), torch.tensor(_reference_logliks(tiny_model, tokenizer, item)), atol=1e-4, rtol=1e-4
         )
         assert b.pred == s.pred
+
+
+class _RecordingEngine:
+    """Scores a continuation by minus its length and records the requests of every call."""
+
+    fingerprint = "recording"
+    batch_size = 2
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str]] = []
+
+    def loglikelihood(self, requests, max_tokens=None):
+        self.requests += requests
+        return [LogLikelihood(-float(len(c)), (-float(len(c)),)) for _, c in requests]
+
+
+def test_requests_go_longest_context_first_with_an_items_choices_together(tmp_path):
+    engine = _RecordingEngine()
+    preds = score_choices(Generator(engine, GenerationCache(tmp_path / "c.sqlite")), ITEMS, normalize=None)
+    assert [len(c) for c, _ in engine.requests] == sorted((len(c) for c, _ in engine.requests), reverse=True)
+    by_length = sorted(ITEMS, key=lambda item: -len(item.context))
+    assert engine.requests == [(item.context, c) for item in by_length for c in item.choices]
+    assert [(p.id, p.lang) for p in preds] == [(item.id, item.lang) for item in ITEMS]  # item order kept
+    assert [p.logliks for p in preds] == [[-float(len(c)) for c in item.choices] for item in ITEMS]
 
 
 def test_tokenizer_padding_side_does_not_matter(tiny_model, tokenizer):

@@ -12,7 +12,7 @@ from polyrise.config import ModelSettings, SamplingSettings
 from polyrise.errors import PolyriseError
 from polyrise.generation import ChatRequest, Generator, answer_prompts
 from polyrise.generation.cache import GenerationCache
-from polyrise.generation.hf import HFEngine, truncate_at_stop
+from polyrise.generation.hf import HFEngine, encode_pair, truncate_at_stop
 from polyrise.models import resolve_model
 from polyrise.records import Prompt
 
@@ -174,3 +174,52 @@ def test_loglikelihood_equals_a_direct_computation_and_is_cached(engine, tmp_pat
     monkeypatch.setattr(engine, "loglikelihood", lambda *a, **k: calls.append(a) or [])
     again = Generator(engine, GenerationCache(tmp_path / "c.sqlite")).loglikelihood(requests)
     assert again == first and calls == [] and gen.stats["scored"] == 3
+
+
+def test_shared_contexts_score_as_per_pair_and_run_each_context_once(engine):
+    """Pairs sharing a context (run once, its continuations on its KV cache) score as the per-pair computation
+    does: contexts of different lengths in one batch, continuations of one to several tokens, a context with more
+    continuations than a batch (batch size 4: it runs once per 4), an empty context (BOS), unshared pairs."""
+    prompt = "Review: the film was long.\nAnswer: negative\n\nReview: what a joy!\nAnswer:"
+    requests = [
+        *[(prompt, c) for c in (" positive", " mixed feelings about it")],
+        ("Hello", " world and everyone in it"),
+        *[("Question: 2 + 2 =\nAnswer: ", c) for c in ("four", "none", "22", "4", "5", "x")],
+        *[("The sky is", c) for c in (" blue", " very grey today")],
+        *[("", c) for c in (" Yes.", " No")],
+        (prompt, " neutral"),  # the first context again, after others
+    ]
+    tokens_fed: list[int] = []  # real (unpadded) input tokens of each forward pass
+    padded_between: list[bool] = []  # a pass on cached contexts of different lengths
+
+    def count(_, args, kwargs):
+        width, mask = kwargs["input_ids"].shape[1], kwargs["attention_mask"]
+        tokens_fed.append(int(mask[:, -width:].sum()))
+        padded_between.append(mask.shape[1] > width and bool((mask[:, :-width] == 0).any()))
+
+    hook = engine.model.register_forward_pre_hook(count, with_kwargs=True)
+    try:
+        shared = engine.loglikelihood(requests)
+        shared_tokens, tokens_fed[:] = sum(tokens_fed), []
+        per_pair = engine.loglikelihood(requests, share_contexts=False)
+        per_pair_tokens = sum(tokens_fed)
+    finally:
+        hook.remove()
+    assert any(padded_between) and any(s.tokens == 1 for s in shared) and len({s.tokens for s in shared}) > 3
+    for got, want in zip(shared, per_pair, strict=True):
+        assert got.tokens == want.tokens
+        assert got.token_logprobs == pytest.approx(want.token_logprobs, abs=1e-4)
+        assert got.logprob == pytest.approx(want.logprob, abs=1e-4)
+
+    encoded = [encode_pair(engine.tokenizer, context, continuation) for context, continuation in requests]
+    assert per_pair_tokens == sum(len(ids) for ids, _ in encoded)
+    # a shared context's tokens are fed once, then each continuation's tokens but its first (scored by the
+    # context's last logits); a pair alone is fed whole
+    units = [[0, 1, 13], [3, 4, 5, 6], [7, 8], [9, 10], [11, 12]]
+    alone = [2]
+    assert shared_tokens == sum(
+        encoded[u[0]][1] + sum(len(encoded[k][0]) - encoded[k][1] - 1 for k in u) for u in units
+    ) + sum(len(encoded[k][0]) for k in alone)
+
+    truncated = engine.loglikelihood(requests, max_tokens=2)
+    assert [t.token_logprobs for t in truncated] == [pytest.approx(s.token_logprobs[:2], abs=1e-4) for s in shared]

@@ -318,13 +318,16 @@ def score_choices(
 ) -> list[ChoicePrediction]:
     """Pick a choice for every item by log P(choice | context), in item order.
 
-    Every (item, choice) pair is one request of the engine's `loglikelihood`, cached. `normalize`: "chars"
-    divides each log-likelihood by the choice's length in characters (lm-eval's acc_norm), "tokens" by its
-    token count, None keeps the sum. Ties go to the lower index.
+    Every (item, choice) pair is one request of the engine's `loglikelihood`, cached. The requests go longest
+    context first, an item's choices together: the generator scores them in chunks, so each chunk's batches hold
+    contexts of similar length, and the HF engine runs a context once for all its choices in the chunk.
+    `normalize`: "chars" divides each log-likelihood by the choice's length in characters (lm-eval's acc_norm),
+    "tokens" by its token count, None keeps the sum. Ties go to the lower index.
     """
     if normalize not in ("chars", "tokens", None):
         raise PolyriseError(f"normalize must be 'chars', 'tokens' or None, not {normalize!r}")
-    pairs = [(i, j) for i, item in enumerate(items) for j in range(len(item.choices))]
+    longest_first = sorted(range(len(items)), key=lambda i: -len(items[i].context))
+    pairs = [(i, j) for i in longest_first for j in range(len(items[i].choices))]
     requests = [(items[i].context, items[i].choices[j]) for i, j in pairs]
     scores = generator.loglikelihood(requests, desc="scoring choices")
 

@@ -38,15 +38,18 @@ def reference_nll(generator: Generator, references: Sequence[Response], max_answ
     """Score every reference answer (`output`) given its instruction (`prompt`) through the engine's
     `loglikelihood`: the prompt is the engine's rendered chat (as in generation), the answer's first
     `max_answer_tokens` tokens are scored. Cached (model fingerprint, prompt, answer, truncation), so a rerun or a
-    killed evaluation only scores what is missing."""
+    killed evaluation only scores what is missing. Asked for longest first, so that each chunk the generator scores
+    holds texts of similar length (less padding in its batches)."""
     for ref in references:
         if not ref.output.strip():
             raise PolyriseError(f"reference answer {ref.id!r} ({ref.lang}) is empty")
     requests = [(generator.engine.render(ChatRequest.user(ref.prompt)), ref.output) for ref in references]
-    scored = generator.loglikelihood(requests, max_answer_tokens, desc="scoring reference answers")
+    order = sorted(range(len(requests)), key=lambda i: -len(requests[i][0]) - len(requests[i][1]))
+    scored = generator.loglikelihood([requests[i] for i in order], max_answer_tokens, desc="scoring reference answers")
+    by_ref = dict(zip(order, scored, strict=True))
     return [
-        ReferenceNLL(id=ref.id, lang=ref.lang, nll=-s.logprob, tokens=s.tokens)
-        for ref, s in zip(references, scored, strict=True)
+        ReferenceNLL(id=ref.id, lang=ref.lang, nll=-by_ref[i].logprob, tokens=by_ref[i].tokens)
+        for i, ref in enumerate(references)
     ]
 
 

@@ -62,6 +62,33 @@ def _encode(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text)["input_ids"])
 
 
+def _target_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log P(targets[:, i]) under logits[:, i] ([rows, positions] from [rows, positions (+ 1), vocab]); a
+    trailing logit past the targets (it predicts nothing scored) is left out."""
+    logprobs = torch.log_softmax(logits[:, : targets.shape[1], :].float(), dim=-1)
+    return logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+
+
+def _scored(token_logprobs: torch.Tensor) -> LogLikelihood:
+    """A continuation's LogLikelihood from its tokens' log-probs (a 1-d tensor)."""
+    return LogLikelihood(token_logprobs.sum().item(), tuple(token_logprobs.tolist()))
+
+
+def _pack(groups: list[list[int]], rows: list[int], size: int) -> list[list[list[int]]]:
+    """Consecutive groups in batches of at most `size` groups whose `rows` add up to at most `size` (a group's
+    rows are at most `size`), so a shared-context batch never holds more rows than a per-pair one."""
+    batches: list[list[list[int]]] = []
+    load = 0
+    for group, weight in zip(groups, rows, strict=True):
+        if batches and len(batches[-1]) < size and load + weight <= size:
+            batches[-1].append(group)
+            load += weight
+        else:
+            batches.append([group])
+            load = weight
+    return batches
+
+
 class HFEngine:
     """Generate with a transformers causal LM. Pass `model`/`tokenizer` to reuse loaded objects."""
 
@@ -115,20 +142,43 @@ class HFEngine:
                 outputs[i] = truncate_at_stop(self.tokenizer.decode(toks, skip_special_tokens=True), params.stop)
         return outputs
 
-    def loglikelihood(self, requests: Sequence[tuple[str, str]], max_tokens: int | None = None) -> list[LogLikelihood]:
-        """Continuation log-probs of (context, continuation) texts, split into tokens as `encode_pair` does, in
-        length-sorted left-padded batches; only the first `max_tokens` continuation tokens when given."""
+    def loglikelihood(
+        self, requests: Sequence[tuple[str, str]], max_tokens: int | None = None, *, share_contexts: bool = True
+    ) -> list[LogLikelihood]:
+        """Continuation log-probs of (context, continuation) texts, split into tokens as `encode_pair` does; only
+        the first `max_tokens` continuation tokens when given.
+
+        Pairs whose contexts are the same tokens (a few-shot prompt and each of its labels) run that context once
+        and score their continuations on its KV cache (`_score_shared`); the other pairs, or all of them without
+        `share_contexts` (the per-pair computation: the reference of tests and benchmarks), run whole in
+        length-sorted left-padded batches (`_score_batch`). Both give the same log-probs up to fp32 rounding.
+        """
         encoded = [encode_pair(self.tokenizer, context, continuation) for context, continuation in requests]
         if max_tokens is not None:
             encoded = [(ids[: n + max_tokens], n) for ids, n in encoded]
         for (ids, _), (context, _) in zip(encoded, requests, strict=True):
             self._fits(ids, 0, context)
-        order = sorted(range(len(encoded)), key=lambda k: -len(encoded[k][0]))
+        by_context: dict[tuple[int, ...], list[int]] = {}
+        for k, (ids, n) in enumerate(encoded):
+            by_context.setdefault(tuple(ids[:n]), []).append(k)
+        groups = list(by_context.values()) if share_contexts else [[k] for k in range(len(encoded))]
+        # a context with more continuations than a batch holds runs once per batch-sized share of them
+        groups = [g[s : s + self.batch_size] for g in groups for s in range(0, len(g), self.batch_size)]
         results: list[LogLikelihood] = [LogLikelihood(0.0, ())] * len(encoded)
+        order = sorted((g[0] for g in groups if len(g) == 1), key=lambda k: -len(encoded[k][0]))
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
             for k, scored in zip(idx, self._score_batch([encoded[k] for k in idx]), strict=True):
                 results[k] = scored
+        shared = sorted((g for g in groups if len(g) > 1), key=lambda g: -encoded[g[0]][1])
+        # the second pass of `_score_shared` has a row per continuation of two tokens or more
+        rows = [max(1, sum(len(encoded[k][0]) - encoded[k][1] > 1 for k in g)) for g in shared]
+        for batch in _pack(shared, rows, self.batch_size):
+            contexts = [encoded[g[0]][0][: encoded[g[0]][1]] for g in batch]
+            continuations = [[encoded[k][0][encoded[k][1] :] for k in g] for g in batch]
+            for g, scores in zip(batch, self._score_shared(contexts, continuations), strict=True):
+                for k, scored in zip(g, scores, strict=True):
+                    results[k] = scored
         return results
 
     @torch.inference_mode()
@@ -138,15 +188,59 @@ class HFEngine:
         # left padding puts every continuation at the end: only the last `n_keep` positions' logits are needed
         n_keep = max(len(ids) - n_ctx for ids, n_ctx in seqs) + 1
         out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, logits_to_keep=n_keep)
-        logprobs = torch.log_softmax(out.logits[:, -n_keep:, :].float(), dim=-1)
-        # logits at position p predict the token at p + 1; in the kept window that is offset by one
-        targets = input_ids[:, input_ids.shape[1] - n_keep + 1 :]
-        token_lp = logprobs[:, :-1, :].gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-        results = []
-        for row, (ids, n_ctx) in enumerate(seqs):
-            scored = token_lp[row, token_lp.shape[1] - (len(ids) - n_ctx) :]
-            results.append(LogLikelihood(scored.sum().item(), tuple(scored.tolist())))
-        return results
+        token_lp = _target_logprobs(out.logits[:, -n_keep:, :], input_ids[:, input_ids.shape[1] - n_keep + 1 :])
+        return [
+            _scored(token_lp[row, token_lp.shape[1] - (len(ids) - n_ctx) :]) for row, (ids, n_ctx) in enumerate(seqs)
+        ]
+
+    @torch.inference_mode()
+    def _score_shared(
+        self, contexts: list[list[int]], continuations: list[list[list[int]]]
+    ) -> list[list[LogLikelihood]]:
+        """Log-probs of each context's continuations, every context run once.
+
+        One left-padded forward pass over the contexts fills a KV cache; each context's last logits score its
+        continuations' first tokens. The continuations of two tokens or more then run in one more pass on that
+        cache, copied to each of their rows, each row's padding placed between its context and its tokens.
+        """
+        device = self.model.device
+        cache = DynamicCache(config=self.model.config)
+        input_ids, mask, positions = left_pad(contexts, self.pad_id, device=device)
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        first = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
+        longer = [(c, ids) for c, conts in enumerate(continuations) for ids in conts if len(ids) > 1]
+        rest: list[torch.Tensor] = []
+        if longer:
+            rows = torch.tensor([c for c, _ in longer], device=device)
+            cache.batch_select_indices(rows)
+            context_mask = mask[rows]
+            # the input is all but the last token: logits at a token predict the next one
+            cont_ids, cont_mask, cont_positions = left_pad([ids[:-1] for _, ids in longer], self.pad_id, device=device)
+            targets = left_pad([ids[1:] for _, ids in longer], self.pad_id, device=device)[0]
+            out = self.model(
+                input_ids=cont_ids,
+                attention_mask=torch.cat([context_mask, cont_mask], dim=1),
+                position_ids=cont_positions + context_mask.sum(-1, keepdim=True),  # after the context's tokens
+                past_key_values=cache,
+                use_cache=True,
+            )
+            token_lp = _target_logprobs(out.logits, targets)
+            rest = [token_lp[row, token_lp.shape[1] - (len(ids) - 1) :] for row, (_, ids) in enumerate(longer)]
+        tails = iter(rest)
+        return [
+            [
+                _scored(torch.cat([first[c, ids[:1]], next(tails) if len(ids) > 1 else first.new_empty(0)]))
+                for ids in conts
+            ]
+            for c, conts in enumerate(continuations)
+        ]
 
     def _processors(self, params: SamplingSettings) -> LogitsProcessorList:
         processors = LogitsProcessorList()
