@@ -209,14 +209,18 @@ def _unpacked_logps(model, prompt: list[int], answer: list[int]) -> float:
     return logits.log_softmax(-1).gather(1, torch.tensor(answer)[:, None]).sum().item()
 
 
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
-def test_packed_rows_give_each_answer_its_unpacked_log_prob(tiny_model_dir, attn):
+@pytest.mark.parametrize(("attn", "fused"), [("sdpa", False), ("eager", False), ("sdpa", True)])
+def test_packed_rows_give_each_answer_its_unpacked_log_prob(tiny_model_dir, attn, fused, monkeypatch):
     """prompt | chosen | last prompt token | rejected, with the block mask: each answer's log-prob equals that of
-    its own unpacked row, for prompts and answers of different lengths, one-token answers, padding, truncation."""
+    its own unpacked row, for prompts and answers of different lengths, one-token answers, padding, truncation;
+    through the model's head on the kept columns, and through TRL's fused head (taken on Triton devices)."""
     from transformers import AutoModelForCausalLM
     from trl.trainer.utils import add_fused_lm_head
 
-    from polyrise.training.dpo import _sequence_logps, pack, packed_logps
+    from polyrise.training import dpo
+    from polyrise.training.dpo import pack, packed_logps
+
+    monkeypatch.setattr(dpo, "_use_triton", lambda device: fused)
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation=attn).eval()
     add_fused_lm_head(model)
@@ -231,8 +235,7 @@ def test_packed_rows_give_each_answer_its_unpacked_log_prob(tiny_model_dir, attn
         {"prompt_ids": ids(12), "chosen_ids": ids(20), "rejected_ids": ids(2)},  # answers cut at max_length 24
     ]
     with torch.no_grad():
-        out, segments = packed_logps(model, pack(examples, pad_token_id=0, max_length=24), attn)
-        chosen, rejected = _sequence_logps(out, segments)
+        chosen, rejected = packed_logps(model, pack(examples, pad_token_id=0, max_length=24), attn).answer_logps()
         for i, ex in enumerate(examples):
             room = 24 - len(ex["prompt_ids"])
             want_c = _unpacked_logps(model, ex["prompt_ids"], ex["chosen_ids"][:room])

@@ -20,12 +20,14 @@ import functools
 import hashlib
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from trl import DPOConfig, DPOTrainer
+from trl.kernels.chunked_logprob import _use_triton
 from trl.models.utils import prepare_deepspeed
 
 from polyrise.config import DPOSettings
@@ -82,8 +84,9 @@ def _answers(example: dict[str, Any], max_length: int | None) -> tuple[list[int]
 
 
 def pack(examples: Sequence[dict[str, Any]], pad_token_id: int, max_length: int | None) -> dict[str, torch.Tensor]:
-    """A batch of tokenized pairs as packed rows (right-padded): `input_ids`, `position_ids`, `segments`
-    (what each token is, `PAD`...`REJECTED`); the reference log-probs ride along when the examples have them."""
+    """A batch of tokenized pairs as packed rows, left-padded (so every row's answers end at the right edge):
+    `input_ids`, `position_ids`, `segments` (what each token is, `PAD`...`REJECTED`); the reference log-probs ride
+    along when the examples have them."""
     rows, positions, segments = [], [], []
     for ex in examples:
         prompt = ex["prompt_ids"]
@@ -95,7 +98,7 @@ def pack(examples: Sequence[dict[str, Any]], pad_token_id: int, max_length: int 
     width = max(map(len, rows))
 
     def padded(values: list[list[int]], fill: int) -> torch.Tensor:
-        return torch.tensor([v + [fill] * (width - len(v)) for v in values])
+        return torch.tensor([[fill] * (width - len(v)) + v for v in values])
 
     batch = {
         "input_ids": padded(rows, pad_token_id),
@@ -108,43 +111,50 @@ def pack(examples: Sequence[dict[str, Any]], pad_token_id: int, max_length: int 
     return batch
 
 
-def packed_logps(model: Any, batch: dict[str, torch.Tensor], attn_implementation: str) -> tuple[Any, torch.Tensor]:
-    """One forward of packed rows through TRL's fused LM head: (its output, the segment of each label position).
+@dataclass
+class PackedLogps:
+    """Per-token results of a packed batch, for the label positions kept: `token_logps[:, t]` is the log-prob of
+    the token after position t, `is_top1` whether it was the model's argmax, `segments` that token's segment."""
 
-    `output.log_probs[:, t]` is the log-prob of token t + 1; summed where the label segment is `CHOSEN` it is the
-    chosen answer's log-prob given the prompt, exactly as an unpacked `prompt + chosen` row would give it.
-    """
+    token_logps: torch.Tensor
+    is_top1: torch.Tensor
+    segments: torch.Tensor
+
+    def answer_logps(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed log-probs of the chosen and of the rejected answer of each row."""
+        chosen = (self.token_logps * (self.segments == CHOSEN)).sum(dim=1)
+        rejected = (self.token_logps * (self.segments == REJECTED)).sum(dim=1)
+        return chosen, rejected
+
+
+def packed_logps(model: Any, batch: dict[str, torch.Tensor], attn_implementation: str) -> PackedLogps:
+    """One forward of packed rows; each answer's summed log-prob equals that of its own unpacked `prompt + answer`
+    row. Logits only where an answer token is predicted: TRL's fused LM head on a Triton device (it scores only the
+    labelled positions there), else the model's own head on the last columns that hold answers
+    (`logits_to_keep`), where TRL's CPU fallback would score every position in slow tiles."""
     segments = batch["segments"]
+    device = segments.device
     width = segments.size(1)
     query, key = segments[:, :, None] + 1, segments[:, None, :] + 1
-    order = torch.arange(width, device=segments.device)
+    order = torch.arange(width, device=device)
     causal = order[None, :] <= order[:, None]
-    itself = torch.eye(width, dtype=torch.bool, device=segments.device)
+    itself = torch.eye(width, dtype=torch.bool, device=device)
     # (batch, 1, query, key); a padding token sees itself only, so no row of the mask is empty
-    allowed = ((_SEES.to(segments.device)[query, key] & causal) | itself)[:, None]
+    allowed = ((_SEES.to(device)[query, key] & causal) | itself)[:, None]
     if attn_implementation != "sdpa":  # eager attention adds the mask to the scores
         dtype = next(model.parameters()).dtype
-        allowed = torch.zeros(allowed.shape, dtype=dtype, device=segments.device).masked_fill(
-            ~allowed, torch.finfo(dtype).min
-        )
-    answer = (segments == CHOSEN) | (segments == REJECTED)
-    labels = batch["input_ids"].masked_fill(~answer, -100)
-    out = model(
-        input_ids=batch["input_ids"],
-        attention_mask=allowed,
-        position_ids=batch["position_ids"],
-        labels=labels,
-        fused_lm_head=True,
-        use_cache=False,
-    )
-    return out, segments[:, 1:]
-
-
-def _sequence_logps(out: Any, label_segments: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed log-probs of the chosen and of the rejected answer of each row."""
-    chosen = (out.log_probs * (label_segments == CHOSEN)).sum(dim=1)
-    rejected = (out.log_probs * (label_segments == REJECTED)).sum(dim=1)
-    return chosen, rejected
+        allowed = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
+    ids = batch["input_ids"]
+    inputs = {"input_ids": ids, "attention_mask": allowed, "position_ids": batch["position_ids"], "use_cache": False}
+    if _use_triton(device):
+        labels = ids.masked_fill((segments != CHOSEN) & (segments != REJECTED), -100)
+        out = model(**inputs, labels=labels, fused_lm_head=True)
+        return PackedLogps(out.log_probs, out.is_top1, segments[:, 1:])
+    first = int((segments == LAST).int().argmax(dim=1).min())  # the leftmost position that predicts an answer
+    logits = model(**inputs, logits_to_keep=width - first).logits[:, :-1].float()
+    targets = ids[:, first + 1 :]
+    token_logps = logits.log_softmax(-1).gather(-1, targets[..., None]).squeeze(-1)
+    return PackedLogps(token_logps, logits.argmax(-1) == targets, segments[:, first + 1 :])
 
 
 class PackedDPOTrainer(DPOTrainer):
@@ -196,8 +206,8 @@ class PackedDPOTrainer(DPOTrainer):
                 part = mine[start : start + batch_size]
                 rows = self.data_collator([dataset[i] for i in part])
                 batch = {k: v.to(self.accelerator.device) for k, v in rows.items()}
-                out, label_segments = packed_logps(model, batch, policy.config._attn_implementation)
-                for i, chosen, rejected in zip(part, *_sequence_logps(out, label_segments), strict=True):
+                scored = packed_logps(model, batch, policy.config._attn_implementation)
+                for i, chosen, rejected in zip(part, *scored.answer_logps(), strict=True):
                     found[keys[i][0]], found[keys[i][1]] = chosen.item(), rejected.item()
         if self.accelerator.num_processes > 1:
             found = {k: v for part in gather_object([found]) for k, v in part.items()}
@@ -212,19 +222,19 @@ class PackedDPOTrainer(DPOTrainer):
     ) -> Any:
         """TRL's sigmoid + sft loss on a packed batch, and TRL's reward metrics."""
         mode = "train" if self.model.training else "eval"
-        out, label_segments = packed_logps(model, inputs, self.model.config._attn_implementation)
-        chosen_logps, rejected_logps = _sequence_logps(out, label_segments)
+        scored = packed_logps(model, inputs, self.model.config._attn_implementation)
+        chosen_logps, rejected_logps = scored.answer_logps()
         chosen_logratios = chosen_logps - inputs["ref_chosen_logps"]
         rejected_logratios = rejected_logps - inputs["ref_rejected_logps"]
         dpo = -F.logsigmoid(self.beta * (chosen_logratios - rejected_logratios)).mean()
-        chosen_tokens = label_segments == CHOSEN
-        nll = -out.log_probs[chosen_tokens].mean()
+        chosen_tokens = scored.segments == CHOSEN
+        nll = -scored.token_logps[chosen_tokens].mean()
         loss = self.loss_weights[0] * dpo + self.loss_weights[1] * nll
 
         gather = self.accelerator.gather
         chosen_rewards = self.beta * chosen_logratios.detach()
         rejected_rewards = self.beta * rejected_logratios.detach()
-        top1 = gather((out.is_top1 & chosen_tokens).sum()).sum() / gather(chosen_tokens.sum()).sum().clamp(min=1)
+        top1 = gather((scored.is_top1 & chosen_tokens).sum()).sum() / gather(chosen_tokens.sum()).sum().clamp(min=1)
         for metric, value in {
             "mean_token_accuracy": top1,
             "rewards/chosen": gather(chosen_rewards).mean(),
@@ -235,7 +245,7 @@ class PackedDPOTrainer(DPOTrainer):
             "logps/rejected": gather(rejected_logps.detach()).mean(),
         }.items():
             self._metrics[mode][metric].append(value.item())
-        return (loss, out) if return_outputs else loss
+        return (loss, scored) if return_outputs else loss
 
 
 def dpo_config(settings: DPOSettings, ckpt_dir: Path, seed: int, **overrides: Any) -> DPOConfig:
