@@ -10,7 +10,8 @@ chosen answer, as in "Language Imbalance Driven Rewarding" (arXiv 2410.08964).
   nll0 controls and every epoch reuse them, and full fine-tuning keeps no second model copy;
 - each pair is one packed row `prompt | chosen | last prompt token again | rejected` with a block attention mask
   (the rejected answer sees the prompt, never the chosen one), so the prompt runs once instead of twice and a
-  batch pads one row per pair, not two rows to the longest of both answers.
+  batch pads one row per pair, not two rows to the longest of both answers;
+- logits only where an answer token is predicted (`packed_logps`).
 """
 
 from __future__ import annotations
