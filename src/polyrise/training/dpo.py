@@ -189,10 +189,11 @@ class PackedDPOTrainer(DPOTrainer):
         from peft import PeftModel
         from tqdm.auto import tqdm
 
-        keys = [self._cache_keys(ex) for ex in dataset]
+        examples = list(dataset)  # read once: a dataset row is decoded from Arrow on every access
+        keys = [self._cache_keys(ex) for ex in examples]
         known = self.reference_cache.get_json(k for pair in keys for k in pair) if self.reference_cache else {}
         todo = [i for i, pair in enumerate(keys) if not all(k in known for k in pair)]
-        todo.sort(key=lambda i: -sum(map(len, _answers(dataset[i], None))) - len(dataset[i]["prompt_ids"]))
+        todo.sort(key=lambda i: -sum(map(len, _answers(examples[i], None))) - len(examples[i]["prompt_ids"]))
         mine = todo[self.accelerator.process_index :: self.accelerator.num_processes]
         model = self.ref_model or self.model  # TRL loads a reference model under FSDP only
         if self.ref_model is None and self.is_deepspeed_enabled:  # gathers ZeRO-3 shards for the forward
@@ -205,7 +206,7 @@ class PackedDPOTrainer(DPOTrainer):
             batches = range(0, len(mine), batch_size)
             for start in tqdm(batches, desc=f"Reference log-probs ({len(todo)} of {len(keys)} pairs)", leave=False):
                 part = mine[start : start + batch_size]
-                rows = self.data_collator([dataset[i] for i in part])
+                rows = self.data_collator([examples[i] for i in part])
                 batch = {k: v.to(self.accelerator.device) for k, v in rows.items()}
                 scored = packed_logps(model, batch, policy.config._attn_implementation)
                 for i, chosen, rejected in zip(part, *scored.answer_logps(), strict=True):
