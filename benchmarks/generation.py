@@ -10,6 +10,11 @@ max_new_tokens, on the embedded SmolLM2-135M-Instruct. Rows:
 5. raw vLLM: `vllm.LLM.generate` on the same prompts' token ids, tokenized before the clock starts (a floor);
 6. polyrise `VLLMEngine.complete`.
 
+With `--hog`, the HF engine is then timed again with its thread policy (`ThreadPolicy`: torch threads = the cores
+other processes leave free, re-measured every batch) and with torch's fixed default thread count, each without and
+with one busy-loop process started beside it (interleaved rounds, `--repeats` each): what a user with a busy laptop
+sees.
+
 Row 4 is the like-for-like reference: like `VLLMEngine.complete` it starts from chat messages and renders them with
 the model's chat template (the script checks that vLLM's prompt token ids equal polyrise's), so both time template +
 tokenization + generation, and both use the same `SamplingParams`. Row 5 times vLLM's generation alone. Rows 4-6 run
@@ -23,7 +28,7 @@ one tokenizer (polyrise's). Besides wall time, each run's CPU time (this process
 engine core and worker) is recorded: on a shared machine, tokens per CPU second is the steadier measure of work.
 
     python benchmarks/generation.py [--prompts 64] [--max-new-tokens 64] [--batch-size 32] [--repeats 3]
-                                    [--vllm-repeats 5] [--skip-vllm]
+                                    [--vllm-repeats 5] [--skip-vllm] [--hog]
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ import importlib.util
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,7 +50,7 @@ import transformers
 
 from polyrise.config import PromptSource, SamplingSettings
 from polyrise.generation import ChatRequest
-from polyrise.generation.hf import HFEngine
+from polyrise.generation.hf import _TORCH_THREADS, HFEngine, ThreadPolicy
 from polyrise.models import resolve_model
 from polyrise.sources import load_prompts
 
@@ -179,6 +186,51 @@ def vllm_rows(model_spec: str, requests: list[ChatRequest], max_new: int, prompt
     ]
 
 
+def hog_rows(engine: HFEngine, requests: list[ChatRequest], max_new: int, repeats: int) -> None:
+    """The HF engine with its thread policy vs torch's fixed default threads, quiet and beside a busy loop."""
+    params = SamplingSettings(max_new_tokens=max_new)
+    times: dict[tuple[str, bool], list[float]] = {}
+    outputs: dict[tuple[str, bool], list[str]] = {}
+    for hogged in (False, True):
+        hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if hogged else None
+        try:
+            time.sleep(1.0)
+            for r in range(repeats):
+                for name in ("policy", "fixed") if r % 2 == 0 else ("fixed", "policy"):
+                    torch.set_num_threads(_TORCH_THREADS)
+                    engine.threads = ThreadPolicy() if name == "policy" else None
+                    time.sleep(0.5)  # the policy's first window
+                    started = time.perf_counter()
+                    outputs[name, hogged] = engine.complete(requests, params)
+                    times.setdefault((name, hogged), []).append(time.perf_counter() - started)
+                    print(
+                        f"hog {hogged}, threads {name}: {times[name, hogged][-1]:.1f} s, torch threads at the end "
+                        f"{torch.get_num_threads()}"
+                    )
+        finally:
+            if hog is not None:
+                hog.kill()
+                hog.wait()
+    torch.set_num_threads(_TORCH_THREADS)
+    print()
+    print("| threads | beside a busy loop | runs (s) | median s | identical to policy, quiet |\n|---|---|---|---|---|")
+    base = outputs["policy", False]
+    for (name, hogged), runs in times.items():
+        same = sum(a == b for a, b in zip(base, outputs[name, hogged], strict=True))
+        label = "polyrise policy" if name == "policy" else f"fixed {_TORCH_THREADS} (torch default)"
+        print(
+            f"| {label} | {'yes' if hogged else 'no'} | {' / '.join(f'{t:.1f}' for t in runs)} | "
+            f"{statistics.median(runs):.1f} | {same}/{len(base)} |"
+        )
+    med = {key: statistics.median(runs) for key, runs in times.items()}
+    print(
+        f"beside a busy loop: policy {med['fixed', True] / med['policy', True]:.2f}x faster than fixed threads; "
+        f"quiet: {med['fixed', False] / med['policy', False]:.2f}x; "
+        f"slow-down from the busy loop: policy {med['policy', True] / med['policy', False]:.2f}x, "
+        f"fixed {med['fixed', True] / med['fixed', False]:.2f}x"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="embedded:smollm2-135m-instruct")
@@ -190,6 +242,7 @@ def main() -> None:
         "--vllm-repeats", type=int, default=5, help="timed runs of the vLLM rows (extra rounds after --repeats)"
     )
     parser.add_argument("--skip-vllm", action="store_true", help="skip the vLLM rows even when vLLM is importable")
+    parser.add_argument("--hog", action="store_true", help="also time the HF engine's thread policy beside a busy loop")
     args = parser.parse_args()
 
     texts = [p.instruction for p in load_prompts(PromptSource(source="builtin:quickstart"), ["en"])]
@@ -288,6 +341,9 @@ def main() -> None:
     agree(POLY_HF, POLY_VLLM)
     agree(POLY_HF, RAW_VLLM)
     agree(rows[1].name, POLY_HF)
+    if args.hog:
+        print()
+        hog_rows(engine, requests, args.max_new_tokens, args.repeats)
     load_after = os.getloadavg()
     print(f"load average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f}")
 

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -12,7 +16,7 @@ from polyrise.config import ModelSettings, SamplingSettings
 from polyrise.errors import PolyriseError
 from polyrise.generation import ChatRequest, Generator, answer_prompts
 from polyrise.generation.cache import GenerationCache
-from polyrise.generation.hf import HFEngine, encode_pair, truncate_at_stop
+from polyrise.generation.hf import _TORCH_THREADS, HFEngine, ThreadPolicy, encode_pair, truncate_at_stop
 from polyrise.models import resolve_model
 from polyrise.records import Prompt
 
@@ -223,3 +227,52 @@ def test_shared_contexts_score_as_per_pair_and_run_each_context_once(engine):
 
     truncated = engine.loglikelihood(requests, max_tokens=2)
     assert [t.token_logprobs for t in truncated] == [pytest.approx(s.token_logprobs[:2], abs=1e-4) for s in shared]
+
+
+@pytest.fixture
+def thread_policy(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    yield ThreadPolicy()
+    torch.set_num_threads(_TORCH_THREADS)
+
+
+@pytest.mark.parametrize(
+    ("others", "cores", "expected"),
+    [(0.0, 4, 4), (0.4, 4, 4), (1.0, 4, 3), (2.6, 4, 1), (9.0, 4, 1), (1.0, 2, 1), (0.3, 2, 2)],
+)
+def test_thread_policy_leaves_the_cores_others_use(thread_policy, monkeypatch, others, cores, expected):
+    """The count is the cores minus what other processes used over the window, rounded, at least one."""
+    thread_policy.cores = cores
+    thread_policy.last = (100.0, 50.0, 10.0)
+    own = 2.0 * 1.9  # this process used 1.9 cores over the 2 s window
+    monkeypatch.setattr(thread_policy, "_sample", lambda: (102.0, 50.0 + own + 2.0 * others, 10.0 + own))
+    assert thread_policy.apply() == expected
+    assert torch.get_num_threads() == expected
+
+
+def test_thread_policy_keeps_a_fixed_or_unmeasurable_count(thread_policy, monkeypatch):
+    thread_policy.last = (100.0, 0.0, 0.0)
+    torch.set_num_threads(1)
+    monkeypatch.setattr(thread_policy, "_sample", lambda: (100.01, 0.0, 0.0))  # a 10 ms window
+    assert thread_policy.apply() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    fixed = ThreadPolicy()
+    fixed.last = (0.0, 0.0, 0.0)
+    monkeypatch.setattr(fixed, "_sample", lambda: (10.0, 20.0, 0.0))  # others used everything
+    torch.set_num_threads(2)
+    assert fixed.apply() == 2
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_thread_policy_measures_a_real_busy_process(thread_policy):
+    """A busy loop in another process takes about one core: the policy leaves it (real CPU counters)."""
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        thread_policy.last = thread_policy._sample()
+        time.sleep(1.5)
+        threads = thread_policy.apply()
+    finally:
+        hog.kill()
+        hog.wait()
+    assert 1 <= threads < thread_policy.cores or thread_policy.cores == 1

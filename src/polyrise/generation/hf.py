@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Sequence
 from typing import Any
 
+import psutil
 import torch
 from transformers import DynamicCache
 from transformers.generation.logits_process import (
@@ -89,6 +92,43 @@ def _pack(groups: list[list[int]], rows: list[int], size: int) -> list[list[list
     return batches
 
 
+_TORCH_THREADS = torch.get_num_threads()  # torch's own default (physical cores), before any policy changes it
+
+
+class ThreadPolicy:
+    """Torch's intra-op threads on CPU = the cores other processes leave free (at least one), re-measured before
+    each batch from the CPU time the machine and this process used since the last batch.
+
+    Two threads on two cores, one of them taken by another process, wait for each other at every op: generation
+    ran 3.5x slower than with one thread (`benchmarks/generation.py --hog`). `OMP_NUM_THREADS` fixes the count.
+    """
+
+    def __init__(self) -> None:
+        self.cpus = sorted(os.sched_getaffinity(0))
+        self.cores = min(_TORCH_THREADS, len(self.cpus))
+        self.fixed = "OMP_NUM_THREADS" in os.environ
+        self.process = psutil.Process()
+        self.last = self._sample()
+
+    def _sample(self) -> tuple[float, float, float]:
+        """(wall clock, busy CPU seconds of the CPUs this process may run on, CPU seconds of this process)."""
+        per_cpu, own = psutil.cpu_times(percpu=True), self.process.cpu_times()
+        busy = sum(sum(t) - t.idle - getattr(t, "iowait", 0.0) for i, t in enumerate(per_cpu) if i in self.cpus)
+        return time.monotonic(), busy, own.user + own.system
+
+    def apply(self) -> int:
+        """Set and return the thread count for the next batch."""
+        now = self._sample()
+        wall, busy, own = (a - b for a, b in zip(now, self.last, strict=True))
+        if self.fixed or wall < 0.05:  # too short a window to measure: keep the count
+            return torch.get_num_threads()
+        self.last = now
+        others = max(0.0, busy - own) / wall
+        threads = max(1, min(self.cores, round(self.cores - others)))
+        torch.set_num_threads(threads)
+        return threads
+
+
 class HFEngine:
     """Generate with a transformers causal LM. Pass `model`/`tokenizer` to reuse loaded objects."""
 
@@ -114,6 +154,11 @@ class HFEngine:
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else (self.tokenizer.eos_token_id or 0)  # masked out anyway
         self.context: int | None = getattr(self.model.config, "max_position_embeddings", None)
+        self.threads = ThreadPolicy() if self.model.device.type == "cpu" else None
+
+    def _adapt_threads(self) -> None:
+        if self.threads is not None:
+            self.threads.apply()
 
     def _fits(self, ids: Sequence[int], new_tokens: int, text: str) -> None:
         """A text longer than the model's context is one error naming it and both lengths, before any batch
@@ -184,6 +229,7 @@ class HFEngine:
     @torch.inference_mode()
     def _score_batch(self, seqs: list[tuple[list[int], int]]) -> list[LogLikelihood]:
         """Continuation log-probs of each (ids, n_context) row in one forward pass; logits only where scored."""
+        self._adapt_threads()
         input_ids, mask, positions = left_pad([ids for ids, _ in seqs], self.pad_id, device=self.model.device)
         # left padding puts every continuation at the end: only the last `n_keep` positions' logits are needed
         n_keep = max(len(ids) - n_ctx for ids, n_ctx in seqs) + 1
@@ -203,6 +249,7 @@ class HFEngine:
         continuations' first tokens. The continuations of two tokens or more then run in one more pass on that
         cache, copied to each of their rows, each row's padding placed between its context and its tokens.
         """
+        self._adapt_threads()
         device = self.model.device
         cache = DynamicCache(config=self.model.config)
         input_ids, mask, positions = left_pad(contexts, self.pad_id, device=device)
@@ -259,6 +306,7 @@ class HFEngine:
         `model.generate` keeps computing finished rows until the longest is done; dropping them is what
         makes batches of uneven answers (translations stopping at `</translated>`) cheap.
         """
+        self._adapt_threads()
         device = self.model.device
         cache = DynamicCache(config=self.model.config)
         # Prefix sharing: the chat template's system prompt (and a translation instruction) is the same in
