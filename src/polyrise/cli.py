@@ -166,12 +166,18 @@ def run(
     accelerate_config: Annotated[
         Path | None, typer.Option(help="e.g. examples/accelerate/ddp.yaml; default: training.accelerate_config")
     ] = None,
+    output_dir: Annotated[Path | None, typer.Option(help="override `output_dir`")] = None,
+    name: Annotated[str | None, typer.Option(help="override `name` (the run dir is output_dir/name)")] = None,
+    dry_run: Annotated[
+        bool, typer.Option(help="print the resolved config, each stage as done or to run, and the work; write nothing")
+    ] = False,
 ) -> None:
     """Run the Language-Imbalance-Driven-Rewarding loop of a YAML config (resumes where it stopped)."""
     from polyrise.config import load_config
     from polyrise.training.launch import check_accelerate_config
 
-    cfg = load_config(config, {"iterations": iterations} if iterations else None)
+    overrides = {"iterations": iterations, "output_dir": output_dir, "name": name}
+    cfg = load_config(config, {k: v for k, v in overrides.items() if v is not None})
     launch = {"num_processes": num_processes, "accelerate_config": accelerate_config}
     if any(v is not None for v in launch.values()):
         cfg.training = cfg.training.model_validate(
@@ -184,8 +190,50 @@ def run(
                 f"{path} trains on {machines} machines, and a run trains on this one only: train an iteration's "
                 "pairs across machines with polyrise train --machine-rank K on each (see docs/running-on-gpus.md)"
             )
+    if dry_run:
+        _print_plan(cfg)
+        return
     _run_pipeline(cfg)
     console.print(f"run directory: {cfg.run_dir}")
+
+
+def _print_plan(cfg: Any) -> None:
+    """`run --dry-run`: the resolved config, the runner's plan of every stage, and the work of an iteration."""
+    from rich.table import Table
+
+    from polyrise.runner import Runner
+
+    runner = Runner(cfg, console, dry_run=True)
+    console.print(cfg.to_yaml(), markup=False, highlight=False)
+    stages = Table(title=f"stages of {cfg.run_dir}")
+    stages.add_column("stage")
+    stages.add_column("status")
+    for stage, status in runner.plan():
+        stages.add_row(stage.name, status)
+    console.print(stages)
+    work = Table(title="estimated work per iteration")
+    work.add_column("what")
+    work.add_column("count", justify="right")
+    for what, count in runner.estimate().items():
+        work.add_row(what, str(count))
+    console.print(work)
+
+
+@app.command()
+def init(
+    out: Annotated[Path, typer.Option("--out", "-o", help="the config file to write")] = Path("polyrise.yaml"),
+    preset: Annotated[
+        str, typer.Option(help="quickstart (embedded model, CPU), paper (Llama-3-8B, GPUs), sandbox (docs/sandbox.md)")
+    ] = "quickstart",
+    model: Annotated[str | None, typer.Option("--model", "-m", help="model.spec: embedded:<name>, HF id, dir")] = None,
+    languages: Annotated[str | None, typer.Option(help="target languages, comma-separated, e.g. es,de,fr")] = None,
+    force: Annotated[bool, typer.Option(help="overwrite an existing --out")] = False,
+) -> None:
+    """Write a commented run config from a preset (the example configs), with your model and languages."""
+    from polyrise.presets import write_preset
+
+    write_preset(out, preset, model, _langs(languages) if languages is not None else None, force)
+    console.print(f"wrote {out}; run it with: polyrise run {out} (--dry-run first shows what it would do)")
 
 
 @app.command(hidden=True)

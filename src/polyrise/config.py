@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -295,11 +296,21 @@ class RunConfig(Section):
     def run_dir(self) -> Path:
         return self.output_dir / self.name
 
+    def to_yaml(self) -> str:
+        """The resolved config as YAML: the run dir's `config.yaml`, and what `polyrise run --dry-run` prints."""
+        return yaml.safe_dump(json.loads(self.model_dump_json()), sort_keys=False, allow_unicode=True)
+
 
 def load_config(path: str | Path, overrides: dict[str, object] | None = None) -> RunConfig:
-    """Read a YAML run config; every problem is one PolyriseError naming the file and the key."""
+    """Read a YAML run config; every problem is one PolyriseError naming the file and the key. `overrides`
+    replace top-level keys before validation, as an edit of the file would."""
     path = Path(path)
-    text = read_text(path, "config file")  # missing, a directory, not UTF-8: one error naming the file
+    return parse_config(read_text(path, "config file"), path, overrides)  # missing, not UTF-8: one error
+
+
+def parse_config(text: str, path: Path, overrides: dict[str, object] | None = None) -> RunConfig:
+    """A run config from YAML `text` (errors name `path`): what `load_config` reads, and what `polyrise init`
+    checks before it writes a file."""
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:

@@ -8,6 +8,7 @@ import fcntl
 import gc
 import hashlib
 import json
+import math
 import os
 import signal
 import subprocess
@@ -20,7 +21,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import IO, Any
 
-import yaml
 from rich.console import Console
 from rich.table import Table
 
@@ -207,6 +207,8 @@ class Runner:
     console: Console = field(default_factory=Console)
     child: bool = False
     """True inside a stage process: bodies run here, the manifest is the parent's."""
+    dry_run: bool = False
+    """Only plan (`polyrise run --dry-run`): check the inputs and read the manifest, write nothing, run nothing."""
     timings: list[tuple[str, float, str]] = field(default_factory=list)
     _engine_key: str | None = None
     _generator: Generator | None = None
@@ -217,6 +219,9 @@ class Runner:
         resolve_model(self.config.model.spec)  # fail on a missing model before anything is written
         if not self.child:
             self._check_inputs()
+        if self.dry_run:
+            self.manifest = Manifest(self.run_dir / "manifest.json")
+            return
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -235,7 +240,7 @@ class Runner:
                     orphan.unlink()
             # the stage processes rebuild the run from this file
             with atomic_open(self.run_dir / "config.yaml") as fh:
-                yaml.safe_dump(json.loads(self.config.model_dump_json()), fh, sort_keys=False, allow_unicode=True)
+                fh.write(self.config.to_yaml())
         except BaseException:
             self._lock.release()
             raise
@@ -332,12 +337,46 @@ class Runner:
         except KeyboardInterrupt:
             raise StageInterrupted(stage.name) from None
 
-    def _run_stage(self, stage: Stage) -> None:
-        input_hash = _digest(
+    def _input_hash(self, stage: Stage) -> str:
+        return _digest(
             [_content_hash(p) for p in stage.inputs],
             [resolve_model(spec).fingerprint() for spec in stage.models],
             stage.settings,
         )
+
+    def plan(self) -> list[tuple[Stage, str]]:
+        """Every stage of every iteration in order, with what `run` would do with it: `done` (skipped), `to run`,
+        or `to run (after X)` when it reads what stage X, itself to run, writes: such inputs (iteration t's model
+        for iteration t + 1, ...) may not exist yet, so they are not hashed. Writes nothing."""
+        pending: dict[Path, str] = {}  # the outputs of the stages to run → the stage writing each
+        plan = []
+        for t in range(self.config.iterations):
+            for stage in self.stages(t):
+                upstream = next((pending[p] for p in [*stage.inputs, *map(Path, stage.models)] if p in pending), None)
+                if upstream is not None:
+                    status = f"to run (after {upstream})"
+                elif self.manifest.is_done(stage.name, self._input_hash(stage), stage.outputs):
+                    status = "done"
+                else:
+                    status = "to run"
+                if status != "done":
+                    pending.update(dict.fromkeys(stage.outputs, stage.name))
+                plan.append((stage, status))
+        return plan
+
+    def estimate(self) -> dict[str, int]:
+        """The work of one iteration: the method's counts, the held-out answers of each new model, and the training
+        steps ≈ pairs / global batch x epochs (with `pairs` the method's upper bound: the filters keep fewer)."""
+        training = self.config.training
+        work = self.method.estimate()
+        batch = training.batch_size * training.gradient_accumulation_steps * training.num_processes
+        work["training steps"] = math.ceil(math.ceil(work["pairs"] / batch) * training.epochs)
+        if self.heldout:
+            work["held-out answers per model"] = len(self.heldout)
+        return work
+
+    def _run_stage(self, stage: Stage) -> None:
+        input_hash = self._input_hash(stage)
         if self.manifest.is_done(stage.name, input_hash, stage.outputs):
             self.timings.append((stage.name, 0.0, "skipped (up to date)"))
             self.console.print(f"[dim]{stage.name}: up to date, skipped[/dim]")

@@ -41,6 +41,11 @@ class Method(Protocol):
         """Iteration `t`'s data stages and its training stage (`run.train_stage`), in order."""
         ...
 
+    def estimate(self) -> dict[str, int]:
+        """The work of one iteration before it runs (`polyrise run --dry-run`): request and row counts by name,
+        `pairs` the most training examples it can make."""
+        ...
+
     def stats(self, t: int) -> dict[str, Any]:
         """Iteration `t`'s data statistics (what was kept and dropped), as written to the run dir."""
         ...

@@ -385,6 +385,20 @@ class LanguageImbalance:
             run.train_stage(t, f["pairs"], lambda: self._train(t)),
         ]
 
+    def estimate(self) -> dict[str, int]:
+        cfg = self.run.config
+        n, langs = len(self.source_prompts), len(cfg.languages)
+        work = {
+            "source prompts": n,
+            "prompt translations": n * langs,
+            "answers": n * (langs + 1),
+            "answer translations": 2 * n * langs,
+            "pairs": 2 * n * langs,  # both directions per prompt and language, before the filters
+        }
+        if cfg.reward_judge:
+            work["judgements"] = 2 * min(cfg.reward_judge.sample, work["pairs"])  # both orders
+        return work
+
     def _reward_judge_stage(self, t: int) -> Stage:
         from polyrise.runner import Stage
 

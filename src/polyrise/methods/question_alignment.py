@@ -9,7 +9,9 @@ own translations of English questions; every row that cannot be joined is droppe
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Collection, Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -90,13 +92,29 @@ class QuestionAlignment:
 
     def prepare(self) -> None:
         """Load the questions once, so that a bad source fails before the run writes anything (their stage reads
-        them again: it may run in its own process)."""
+        them again when it runs in its own process)."""
+        self.questions  # noqa: B018
+
+    @cached_property
+    def questions(self) -> list[Prompt]:
+        """The aligned questions in every language needed, or the English ones to self-translate."""
         from polyrise.sources import load_prompts
 
         cfg = self.run.config
         assert cfg.alignment is not None
         langs = self._needed() if self._aligned_files else [cfg.source_lang]
-        load_prompts(cfg.alignment.questions, langs, cfg.source_lang)
+        return load_prompts(cfg.alignment.questions, langs, cfg.source_lang)
+
+    def estimate(self) -> dict[str, int]:
+        cfg = self.run.config
+        assert cfg.alignment is not None
+        directions = cfg.alignment.directions(cfg.source_lang)
+        per_lang = Counter(q.lang for q in self.questions)
+        if self._aligned_files:
+            pairs = sum(min(per_lang[a], per_lang[b]) for a, b in directions)
+            return {"questions": len(self.questions), "pairs": pairs}
+        n, others = len(self.questions), [lang for lang in self._needed() if lang != cfg.source_lang]
+        return {"questions": n, "prompt translations": n * len(others), "pairs": n * len(directions)}
 
     def files(self, t: int) -> dict[str, Path]:
         root = self.run.iter_dir(t)
@@ -140,19 +158,17 @@ class QuestionAlignment:
         ]
 
     def _questions(self, t: int) -> dict[str, Any]:
-        from polyrise.sources import load_prompts
-
         run, f = self.run, self.files(t)
         cfg = run.config
         align = cfg.alignment
         assert align is not None
         failed: set[tuple[str, str]] = set()
         if self._aligned_files:
-            prompts = load_prompts(align.questions, self._needed(), cfg.source_lang)
+            prompts = self.questions
         else:
             from polyrise.self_translation import translate_prompts
 
-            english = load_prompts(align.questions, [cfg.source_lang], cfg.source_lang)
+            english = self.questions
             others = [lang for lang in self._needed() if lang != cfg.source_lang]
             translator = run.translator(run.model_spec(t))
             prompts, attempts = translate_prompts(translator, english, others, cfg.generation.translate)
