@@ -688,6 +688,28 @@ def report(run_dir: Annotated[Path, typer.Argument(help="a run directory (or an 
 
 
 @app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="a run directory")],
+    iteration: Annotated[int, typer.Option(min=0, help="whose pairs: iter_N/pairs.jsonl or question_pairs.jsonl")] = 0,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="save_to_disk into this directory")] = None,
+    push_to_hub: Annotated[
+        str | None, typer.Option(help="push to this Hub dataset repo (token: HF_TOKEN or `hf auth login`)")
+    ] = None,
+    private: Annotated[bool, typer.Option(help="with --push-to-hub: a private repo")] = False,
+    force: Annotated[bool, typer.Option(help="replace an existing --out")] = False,
+) -> None:
+    """Export an iteration's pairs as a Hugging Face dataset in TRL's format (DPOTrainer/SFTTrainer take it as is)."""
+    from polyrise.export import export_pairs
+
+    dataset = export_pairs(run_dir, iteration, out, push_to_hub, private, force)
+    console.print(f"{dataset.num_rows} rows, columns {', '.join(dataset.column_names)}")
+    if out is not None:
+        console.print(f"saved to {out} (datasets.load_from_disk)")
+    if push_to_hub is not None:
+        console.print(f"pushed to https://huggingface.co/datasets/{push_to_hub}")
+
+
+@app.command()
 def models(
     spec: Annotated[str, typer.Argument(help="model spec")] = "embedded:smollm2-135m-instruct",
 ) -> None:

@@ -64,6 +64,16 @@ class PreferencePair(Record):
     chosen: str
     rejected: str
 
+    def trl_example(self, swap: bool = False) -> dict[str, list[dict[str, str]]]:
+        """TRL's conversational preference row (`DPOTrainer` applies the chat template); `swap` exchanges chosen
+        and rejected (the ablation control)."""
+        chosen, rejected = (self.rejected, self.chosen) if swap else (self.chosen, self.rejected)
+        return {
+            "prompt": [{"role": "user", "content": self.prompt}],
+            "chosen": [{"role": "assistant", "content": chosen}],
+            "rejected": [{"role": "assistant", "content": rejected}],
+        }
+
 
 class QuestionPair(Record):
     """A question-alignment SFT example: the question in `lang` (the prompt) → the same question in `target`
@@ -74,3 +84,10 @@ class QuestionPair(Record):
     target: str
     prompt: str
     completion: str
+
+    def trl_example(self) -> dict[str, list[dict[str, str]]]:
+        """TRL's conversational prompt-completion row (`SFTTrainer` applies the chat template)."""
+        return {
+            "prompt": [{"role": "user", "content": self.prompt}],
+            "completion": [{"role": "assistant", "content": self.completion}],
+        }

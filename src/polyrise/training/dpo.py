@@ -65,17 +65,7 @@ def _preference_dataset(pairs: Sequence[PreferencePair], swap: bool = False) -> 
     `swap` exchanges chosen and rejected (the ablation control)."""
     from datasets import Dataset
 
-    rows = []
-    for p in pairs:
-        chosen, rejected = (p.rejected, p.chosen) if swap else (p.chosen, p.rejected)
-        rows.append(
-            {
-                "prompt": [{"role": "user", "content": p.prompt}],
-                "chosen": [{"role": "assistant", "content": chosen}],
-                "rejected": [{"role": "assistant", "content": rejected}],
-            }
-        )
-    return Dataset.from_list(rows)
+    return Dataset.from_list([p.trl_example(swap) for p in pairs])
 
 
 def _answers(example: dict[str, Any], max_length: int | None) -> tuple[list[int], list[int]]:

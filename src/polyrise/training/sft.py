@@ -27,15 +27,7 @@ from polyrise.training.runs import (
 def _completion_dataset(pairs: Sequence[QuestionPair]) -> Any:
     from datasets import Dataset
 
-    return Dataset.from_list(
-        [
-            {
-                "prompt": [{"role": "user", "content": p.prompt}],
-                "completion": [{"role": "assistant", "content": p.completion}],
-            }
-            for p in pairs
-        ]
-    )
+    return Dataset.from_list([p.trl_example() for p in pairs])
 
 
 def train_sft(
