@@ -94,6 +94,7 @@ def test_dry_run_writes_nothing_and_reuses_the_runners_plan(tmp_path, tiny_model
     plan = _plan(result)
     assert plan["iter_0/prompts"] == "to run"
     assert plan["iter_0/generate"] == "to run (after iter_0/prompts)"
+    assert plan["iter_0/pairs"] == "to run (after iter_0/prompts, iter_0/generate, iter_0/translate)"
     assert plan["iter_1/prompts"] == "to run (after iter_0/train)"  # M1 does not exist yet: not hashed
     assert list(plan)[-1] == "iter_1/heldout_M2"
     assert "name: tiny" in result.output  # the resolved config

@@ -346,15 +346,16 @@ class Runner:
 
     def plan(self) -> list[tuple[Stage, str]]:
         """Every stage of every iteration in order, with what `run` would do with it: `done` (skipped), `to run`,
-        or `to run (after X)` when it reads what stage X, itself to run, writes: such inputs (iteration t's model
+        or `to run (after X, ...)` when it reads what stage X, itself to run, writes: such inputs (iteration t's model
         for iteration t + 1, ...) may not exist yet, so they are not hashed. Writes nothing."""
         pending: dict[Path, str] = {}  # the outputs of the stages to run → the stage writing each
         plan = []
         for t in range(self.config.iterations):
             for stage in self.stages(t):
-                upstream = next((pending[p] for p in [*stage.inputs, *map(Path, stage.models)] if p in pending), None)
-                if upstream is not None:
-                    status = f"to run (after {upstream})"
+                reads = [*stage.inputs, *map(Path, stage.models)]
+                upstream = dict.fromkeys(pending[p] for p in reads if p in pending)
+                if upstream:
+                    status = f"to run (after {', '.join(upstream)})"
                 elif self.manifest.is_done(stage.name, self._input_hash(stage), stage.outputs):
                     status = "done"
                 else:
