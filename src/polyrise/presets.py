@@ -81,6 +81,10 @@ def render_preset(preset: str, model: str | None = None, languages: Sequence[str
         spans.append((node.start_mark.index, node.end_mark.index, flow.removesuffix("...\n").strip()))
     for start, end, value in sorted(spans, reverse=True):  # from the end, so earlier offsets stay valid
         text = text[:start] + value + text[end:]
+    if edits:
+        changed = " and ".join(k for k, v in (("model.spec", model), ("the languages", languages)) if v is not None)
+        note = f"# `polyrise init --preset {preset}` with {changed} of your choice; the comments describe the preset."
+        text = f"{note}\n{text}"
     return text
 
 
