@@ -32,7 +32,8 @@ def _build(en_answer=EN, es_answer=ES_NATIVE, to_es=ES, to_en=EN_BACK, filters=F
 
 
 def test_pairs_in_both_directions():
-    pairs, stats = _build()
+    pairs, stats, dropped = _build()
+    assert dropped == []
     by_lang = {p.lang: p for p in pairs}
     es, en = by_lang["es"], by_lang["en"]
     assert (es.prompt, es.chosen, es.rejected, es.via) == ("Da consejos de salud.", ES, ES_NATIVE, "es")
@@ -59,8 +60,14 @@ def _dropped(stats, direction):
     ],
 )
 def test_each_filter_drops_and_counts(kwargs, direction, reason):
-    pairs, stats = _build(**kwargs)
+    pairs, stats, dropped = _build(**kwargs)
     assert _dropped(stats, direction) == {reason: 1}
+    [pair] = dropped  # written per sample (pairs_dropped.jsonl), as far as it was built
+    assert (pair.reason, pair.lang, pair.via) == (reason, "es" if direction == "target" else "en", "es")
+    assert pair.prompt == ("Da consejos de salud." if direction == "target" else "Give health tips.")
+    sides = {"target": (kwargs.get("to_es", ES), kwargs.get("es_answer", ES_NATIVE))}
+    sides["english"] = (kwargs.get("en_answer", EN), kwargs.get("to_en", EN_BACK))
+    assert (pair.chosen, pair.rejected) == sides[direction]
     assert reason in DROP_REASONS
     assert stats["es"][direction]["kept"] == 0
     assert len(pairs) == 1  # the other direction is unaffected
@@ -68,12 +75,12 @@ def test_each_filter_drops_and_counts(kwargs, direction, reason):
 
 def test_short_texts_skip_language_check():
     filters = FilterSettings(max_length_ratio=10)
-    _, stats = _build(to_es=EN.upper(), filters=filters, langid=LangIdSettings(min_words=10_000))
+    _, stats, _ = _build(to_es=EN.upper(), filters=filters, langid=LangIdSettings(min_words=10_000))
     assert stats["es"]["target"]["kept"] == 1
 
 
 def test_degenerate_rejected_is_kept():
-    pairs, _ = _build(es_answer="Agua agua agua.\n" * 8, filters=FilterSettings(min_length_ratio=0.01))
+    pairs, _, _ = _build(es_answer="Agua agua agua.\n" * 8, filters=FilterSettings(min_length_ratio=0.01))
     assert any(p.lang == "es" for p in pairs)
 
 
