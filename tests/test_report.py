@@ -17,7 +17,7 @@ from polyrise.evaluation.fewshot import ClassifyPrediction
 from polyrise.evaluation.math import MathPrediction
 from polyrise.evaluation.reflik import ReferenceNLL
 from polyrise.evaluation.translation import TranslationRow
-from polyrise.io import write_jsonl
+from polyrise.io import read_jsonl, write_jsonl
 from polyrise.records import Response
 from polyrise.report import DISTINGUISHABLE, collect_scores, write_report
 from polyrise.stats import bootstrap_interval
@@ -272,14 +272,24 @@ def test_html_caps_rows_per_group_and_clips_long_texts(tmp_path, monkeypatch):
 
     monkeypatch.setattr(polyrise.report, "MAX_ROWS", 1)
     monkeypatch.setattr(polyrise.report, "MAX_CHARS", 10)
-    data = _embedded(write_report(sample_run(tmp_path))[1].read_text())
+    run = sample_run(tmp_path)
+    extra = MathPrediction(id="2", lang="es", output="Son 4.", gold="4")
+    write_jsonl(
+        run / "iter_0" / "eval" / "mgsm_M0.jsonl",
+        [*read_jsonl(run / "iter_0" / "eval" / "mgsm_M0.jsonl", MathPrediction), extra],
+    )
+    data = _embedded(write_report(run)[1].read_text())
+    assert [(r["model"], r["lang"], r["id"]) for r in data["evals"] if r["task"] == "mgsm"][:2] == [
+        ("M0", "en", "1"),
+        ("M0", "es", "1"),
+    ]
     assert [(p["iter"], p["lang"], p["id"]) for p in data["pairs"]] == [
         (0, "es", "g1"),
         (0, "en/es", "g1"),
         (0, "de", "g2"),
         (1, "es", "g4"),
     ]
-    assert data["left_out"] == {"pairs": 2, "evals": 0} and data["max_rows"] == 1
+    assert data["left_out"] == {"pairs": 2, "evals": 1} and data["max_rows"] == 1
     assert data["pairs"][3]["chosen"] == f"{NASTY[:10]}… [clipped: {len(NASTY):,} characters]"
 
 

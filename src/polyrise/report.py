@@ -137,8 +137,8 @@ def item_samples_of(run_dir: Path, task: str, label: str) -> RowSamples | str:
 
 
 MAX_ROWS = 200
-"""Rows embedded in report.html per group (pairs: an iteration and pair row; evaluation rows: an iteration, model,
-task and language); the page says how many it left out, so a large run's report stays a few MB."""
+"""Rows embedded in report.html per group (pairs: an iteration and pair row; evaluation rows: a file, i.e. an
+iteration, model and task, and a language); the page says how many it left out, so a large run's page stays small."""
 MAX_CHARS = 4000
 """Characters kept of each text (prompt, answers, gold) in report.html; longer ones are clipped, saying so."""
 
@@ -159,14 +159,14 @@ def _iteration(path: Path) -> int | None:
     return int(name.split("_")[1]) if re.fullmatch(r"iter_\d+", name) else None
 
 
-def _capped(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> tuple[list[dict[str, Any]], int]:
-    """At most `MAX_ROWS` rows of each group of equal `keys` (in file order), and how many were left out."""
-    seen: dict[tuple, int] = {}
+def _capped(rows: list[dict[str, Any]], group: Callable[[dict[str, Any]], object]) -> tuple[list[dict[str, Any]], int]:
+    """At most `MAX_ROWS` rows of each group (in file order), and how many were left out."""
+    seen: dict[object, int] = {}
     kept = []
     for row in rows:
-        group = tuple(row[k] for k in keys)
-        seen[group] = seen.get(group, 0) + 1
-        if seen[group] <= MAX_ROWS:
+        key = group(row)
+        seen[key] = seen.get(key, 0) + 1
+        if seen[key] <= MAX_ROWS:
             kept.append(row)
     return kept, len(rows) - len(kept)
 
@@ -199,6 +199,10 @@ def pair_views(run_dir: Path) -> list[dict[str, Any]]:
     return views
 
 
+ANSWER_KEYS = ("output", "hypothesis", "pred")
+"""Where an evaluation row holds its answer: a text (most tasks; translation's `hypothesis`), else the picked label."""
+
+
 def _first(row: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
     return next((row[k] for k in keys if row.get(k) is not None), None)
 
@@ -223,26 +227,33 @@ def _verdicts(path: Path, task: str, label: str) -> dict[tuple[str, str], str]:
     return verdicts
 
 
-def eval_views(run_dir: Path, scores: Scores) -> list[dict[str, Any]]:
+def _direction(row: Mapping[str, Any]) -> str:
+    """An evaluation row's language, or its direction (`en-de`) for a translation row."""
+    return f"{row['src_lang']}-{row.get('lang')}" if "src_lang" in row else str(row.get("lang"))
+
+
+def eval_views(run_dir: Path, scores: Scores) -> tuple[list[dict[str, Any]], int]:
     """The per-sample rows of every evaluation (`<task>_<label>.jsonl` of each eval dir) that hold a text or an
-    answer: prompt, output, gold, the verdict (`_verdicts`; held-out answers: on or off target) and the languages
-    the detector found in the output (the run's `langid` settings)."""
+    answer, at most `MAX_ROWS` per file and language (and how many more there were): prompt, output, gold, the
+    verdict (`_verdicts`; held-out answers: on or off target) and the languages the detector found in the output
+    (the run's `langid` settings)."""
     settings = run_langid(run_dir)
     views = []
+    left_out = 0
     for eval_dir in _eval_dirs(run_dir):
         for task in sorted(scores):
             for label in sorted(scores[task], key=model_order):
                 path = eval_dir / f"{task}_{label}.jsonl"
                 if not path.is_file():
                     continue
-                rows = [row for _, row in iter_jsonl(path)]
+                answers = [row for _, row in iter_jsonl(path) if _first(row, ANSWER_KEYS) is not None]  # not reflik's
+                rows, left = _capped(answers, _direction)
+                left_out += left
                 verdicts = _verdicts(path, task, label) if task != "heldout" else {}
                 langs = sorted({str(row.get("lang")) for row in rows})
                 for row in rows:
-                    text, lang = _first(row, ("output", "hypothesis")), str(row.get("lang"))
-                    output = text if text is not None else row.get("pred")  # choice, classify: the picked label
-                    if output is None:
-                        continue  # e.g. reflik: a likelihood, no answer
+                    text, lang = _first(row, ANSWER_KEYS[:2]), str(row.get("lang"))
+                    output = text if text is not None else row["pred"]  # choice, classify: the picked label
                     verdict = verdicts.get((lang, str(row.get("id"))))
                     detected = None
                     if isinstance(text, str):
@@ -252,13 +263,12 @@ def eval_views(run_dir: Path, scores: Scores) -> list[dict[str, Any]]:
                             verdict = "off-target" if judged.off_target else "on-target"
                     if row.get("failed") is True:
                         verdict = "failed"
-                    direction = f"{row['src_lang']}-{lang}" if "src_lang" in row else lang
                     views.append(
                         {
                             "iter": _iteration(eval_dir),
                             "model": label,
                             "task": task,
-                            "lang": direction,
+                            "lang": _direction(row),
                             "id": str(row.get("id")),
                             "prompt": _clip(_first(row, ("prompt", "source", "instruction"))),
                             "output": _clip(output),
@@ -267,14 +277,14 @@ def eval_views(run_dir: Path, scores: Scores) -> list[dict[str, Any]]:
                             "detected": detected,
                         }
                     )
-    return views
+    return views, left_out
 
 
 def _samples_data(run_dir: Path, scores: Scores) -> dict[str, Any]:
     """What report.html embeds for its per-sample views: the capped pairs and evaluation rows, and what was left
     out."""
-    pairs, pairs_left = _capped(pair_views(run_dir), ("iter", "lang"))
-    evals, evals_left = _capped(eval_views(run_dir, scores), ("iter", "model", "task", "lang"))
+    pairs, pairs_left = _capped(pair_views(run_dir), lambda view: (view["iter"], view["lang"]))
+    evals, evals_left = eval_views(run_dir, scores)
     return {
         "pairs": pairs,
         "evals": evals,
