@@ -204,6 +204,7 @@ ANSWER_KEYS = ("output", "hypothesis", "pred")
 
 
 def _first(row: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
+    """The value of the first of `keys` that the row holds (not null), else None."""
     return next((row[k] for k in keys if row.get(k) is not None), None)
 
 
