@@ -93,3 +93,37 @@ def test_is_degenerate():
 def test_length_ratio_bounds_must_be_ordered():
     with pytest.raises(ValueError, match="min_length_ratio"):
         FilterSettings(min_length_ratio=2, max_length_ratio=1)
+
+
+def test_cli_pairs_writes_the_dropped_pairs_beside_the_kept(tmp_path):
+    from typer.testing import CliRunner
+
+    from polyrise.cli import app
+    from polyrise.io import read_jsonl, write_jsonl
+    from polyrise.records import DroppedPair, PreferencePair, Prompt
+
+    prompts = [
+        Prompt(id="1", lang="en", instruction="Give health tips."),
+        Prompt(id="1", lang="es", instruction="Da consejos de salud."),
+    ]
+    responses = [
+        Response(id="1", lang="en", prompt="Give health tips.", output=EN),
+        Response(id="1", lang="es", prompt="Da consejos de salud.", output=ES_NATIVE),
+    ]
+    write_jsonl(tmp_path / "prompts.jsonl", prompts)
+    write_jsonl(tmp_path / "responses.jsonl", responses)
+    write_jsonl(
+        tmp_path / "translations.jsonl", [_tr("1", "en", "es", EN, None), _tr("1", "es", "en", ES_NATIVE, EN_BACK)]
+    )
+    files = ("--prompts", "--responses", "--translations")
+    args = [x for flag in files for x in (flag, str(tmp_path / f"{flag[2:]}.jsonl"))]
+    result = CliRunner().invoke(app, ["pairs", *args, "--languages", "es", "-o", str(tmp_path / "pairs.jsonl")])
+    assert result.exit_code == 0, result.output
+    assert [p.lang for p in read_jsonl(tmp_path / "pairs.jsonl", PreferencePair)] == ["en"]
+    [dropped] = read_jsonl(tmp_path / "pairs_dropped.jsonl", DroppedPair)
+    assert (dropped.lang, dropped.reason, dropped.chosen, dropped.rejected) == (
+        "es",
+        "translation_failure",
+        None,
+        ES_NATIVE,
+    )
