@@ -32,7 +32,8 @@ def _build(en_answer=EN, es_answer=ES_NATIVE, to_es=ES, to_en=EN_BACK, filters=F
 
 
 def test_pairs_in_both_directions():
-    pairs, stats = _build()
+    pairs, stats, dropped = _build()
+    assert dropped == []
     by_lang = {p.lang: p for p in pairs}
     es, en = by_lang["es"], by_lang["en"]
     assert (es.prompt, es.chosen, es.rejected, es.via) == ("Da consejos de salud.", ES, ES_NATIVE, "es")
@@ -59,8 +60,14 @@ def _dropped(stats, direction):
     ],
 )
 def test_each_filter_drops_and_counts(kwargs, direction, reason):
-    pairs, stats = _build(**kwargs)
+    pairs, stats, dropped = _build(**kwargs)
     assert _dropped(stats, direction) == {reason: 1}
+    [pair] = dropped  # written per sample (pairs_dropped.jsonl), as far as it was built
+    assert (pair.reason, pair.lang, pair.via) == (reason, "es" if direction == "target" else "en", "es")
+    assert pair.prompt == ("Da consejos de salud." if direction == "target" else "Give health tips.")
+    sides = {"target": (kwargs.get("to_es", ES), kwargs.get("es_answer", ES_NATIVE))}
+    sides["english"] = (kwargs.get("en_answer", EN), kwargs.get("to_en", EN_BACK))
+    assert (pair.chosen, pair.rejected) == sides[direction]
     assert reason in DROP_REASONS
     assert stats["es"][direction]["kept"] == 0
     assert len(pairs) == 1  # the other direction is unaffected
@@ -68,12 +75,12 @@ def test_each_filter_drops_and_counts(kwargs, direction, reason):
 
 def test_short_texts_skip_language_check():
     filters = FilterSettings(max_length_ratio=10)
-    _, stats = _build(to_es=EN.upper(), filters=filters, langid=LangIdSettings(min_words=10_000))
+    _, stats, _ = _build(to_es=EN.upper(), filters=filters, langid=LangIdSettings(min_words=10_000))
     assert stats["es"]["target"]["kept"] == 1
 
 
 def test_degenerate_rejected_is_kept():
-    pairs, _ = _build(es_answer="Agua agua agua.\n" * 8, filters=FilterSettings(min_length_ratio=0.01))
+    pairs, _, _ = _build(es_answer="Agua agua agua.\n" * 8, filters=FilterSettings(min_length_ratio=0.01))
     assert any(p.lang == "es" for p in pairs)
 
 
@@ -86,3 +93,37 @@ def test_is_degenerate():
 def test_length_ratio_bounds_must_be_ordered():
     with pytest.raises(ValueError, match="min_length_ratio"):
         FilterSettings(min_length_ratio=2, max_length_ratio=1)
+
+
+def test_cli_pairs_writes_the_dropped_pairs_beside_the_kept(tmp_path):
+    from typer.testing import CliRunner
+
+    from polyrise.cli import app
+    from polyrise.io import read_jsonl, write_jsonl
+    from polyrise.records import DroppedPair, PreferencePair, Prompt
+
+    prompts = [
+        Prompt(id="1", lang="en", instruction="Give health tips."),
+        Prompt(id="1", lang="es", instruction="Da consejos de salud."),
+    ]
+    responses = [
+        Response(id="1", lang="en", prompt="Give health tips.", output=EN),
+        Response(id="1", lang="es", prompt="Da consejos de salud.", output=ES_NATIVE),
+    ]
+    write_jsonl(tmp_path / "prompts.jsonl", prompts)
+    write_jsonl(tmp_path / "responses.jsonl", responses)
+    write_jsonl(
+        tmp_path / "translations.jsonl", [_tr("1", "en", "es", EN, None), _tr("1", "es", "en", ES_NATIVE, EN_BACK)]
+    )
+    files = ("--prompts", "--responses", "--translations")
+    args = [x for flag in files for x in (flag, str(tmp_path / f"{flag[2:]}.jsonl"))]
+    result = CliRunner().invoke(app, ["pairs", *args, "--languages", "es", "-o", str(tmp_path / "pairs.jsonl")])
+    assert result.exit_code == 0, result.output
+    assert [p.lang for p in read_jsonl(tmp_path / "pairs.jsonl", PreferencePair)] == ["en"]
+    [dropped] = read_jsonl(tmp_path / "pairs_dropped.jsonl", DroppedPair)
+    assert (dropped.lang, dropped.reason, dropped.chosen, dropped.rejected) == (
+        "es",
+        "translation_failure",
+        None,
+        ES_NATIVE,
+    )

@@ -18,7 +18,7 @@ from polyrise.config import load_config
 from polyrise.errors import PolyriseError
 from polyrise.io import read_jsonl
 from polyrise.models import load_model, resolve_model
-from polyrise.records import PreferencePair, Prompt, Response, Translation
+from polyrise.records import DroppedPair, PreferencePair, Prompt, Response, Translation
 from polyrise.runner import Runner, run_pipeline
 from polyrise.templates import translation_prompt
 
@@ -75,6 +75,10 @@ def test_one_iteration_end_to_end_and_rerun_skips(tmp_path, tiny_model_dir):
         assert any(p.lang == "en" and p.via == lang for p in pairs), lang
     stats = json.loads((it / "pairs_stats.json").read_text())
     assert sum(s["target"]["kept"] + s["english"]["kept"] for s in stats.values()) == len(pairs)
+    dropped = read_jsonl(it / "pairs_dropped.jsonl", DroppedPair)
+    assert len(dropped) == sum(
+        n for s in stats.values() for d in ("target", "english") for n in s[d]["dropped"].values()
+    )
 
     base = load_model(resolve_model(str(tiny_model_dir)))
     trained = load_model(resolve_model(str(it / "model")))

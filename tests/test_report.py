@@ -1,12 +1,14 @@
 """The report renders from a fixture run dir: tables per metric with intervals, paired changes, gap to English,
-embedded plots."""
+embedded plots, and the per-sample data the HTML embeds (the page itself in a browser: test_report_browser.py)."""
 
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
+from report_runs import NASTY, sample_run
 
 from polyrise.errors import PolyriseError
 from polyrise.evaluation import item_samples
@@ -15,7 +17,7 @@ from polyrise.evaluation.fewshot import ClassifyPrediction
 from polyrise.evaluation.math import MathPrediction
 from polyrise.evaluation.reflik import ReferenceNLL
 from polyrise.evaluation.translation import TranslationRow
-from polyrise.io import write_jsonl
+from polyrise.io import read_jsonl, write_jsonl
 from polyrise.records import Response
 from polyrise.report import DISTINGUISHABLE, collect_scores, write_report
 from polyrise.stats import bootstrap_interval
@@ -224,3 +226,77 @@ def test_a_copied_iteration_dir_is_ignored(run_dir):
     before = write_report(run_dir)[0].read_text()
     shutil.copytree(run_dir / "iter_0", run_dir / "iter_0.bak")
     assert write_report(run_dir)[0].read_text() == before
+
+
+def _embedded(page: str) -> dict:
+    """The per-sample data of a report.html, as its script reads it."""
+    [block] = re.findall(r'<script type="application/json" id="polyrise-data">(.*?)</script>', page, re.S)
+    return json.loads(block)
+
+
+def test_html_embeds_every_pair_and_evaluation_row_escaped(tmp_path):
+    run = sample_run(tmp_path)
+    page = write_report(run)[1].read_text()
+    data = _embedded(page)
+    pairs = [(p["iter"], p["lang"], p["id"], p["status"], p["correct"]) for p in data["pairs"]]
+    assert pairs == [
+        (0, "es", "g1", "kept", [True, False]),  # reward.jsonl: chosen right, rejected wrong
+        (0, "en/es", "g1", "kept", None),
+        (0, "de", "g2", "kept", None),
+        (0, "es", "g2", "wrong_language", None),
+        (0, "de", "g3", "translation_failure", None),
+        (1, "es", "g4", "kept", None),
+    ]
+    assert data["pairs"][4]["chosen"] is None and data["pairs"][4]["rejected"] == "Sieben."
+    evals = [(r["iter"], r["model"], r["task"], r["lang"], r["verdict"], r["detected"]) for r in data["evals"]]
+    assert evals == [
+        (0, "M0", "heldout", "es", "off-target", "en"),
+        (0, "M1", "heldout", "es", "on-target", "es"),
+        (0, "M0", "mgsm", "en", "right", None),  # four words: too short to tell the language
+        (0, "M0", "mgsm", "es", "wrong", None),
+        (0, "M1", "mgsm", "en", "right", None),
+        (0, "M1", "mgsm", "es", "right", None),
+        (1, "M2", "mgsm", "en", "wrong", None),
+        (1, "M2", "mgsm", "es", "right", None),
+    ]
+    assert data["evals"][3]["gold"] == "5" and data["evals"][3]["output"] == "La respuesta es 7."
+    assert data["left_out"] == {"pairs": 0, "evals": 0}
+    # a model's `</script>`, markup and quotes reach the page only inside the JSON, escaped, and come back intact
+    assert data["pairs"][5]["chosen"] == data["evals"][6]["output"] == NASTY
+    assert page.count("</script>") == 2 and "<b>bold</b>" not in page and "<!--" not in page
+    assert re.search(r"https?://", page) is None  # nothing to fetch: one self-contained file
+
+
+def test_html_caps_rows_per_group_and_clips_long_texts(tmp_path, monkeypatch):
+    import polyrise.report
+
+    monkeypatch.setattr(polyrise.report, "MAX_ROWS", 1)
+    monkeypatch.setattr(polyrise.report, "MAX_CHARS", 10)
+    run = sample_run(tmp_path)
+    extra = MathPrediction(id="2", lang="es", output="Son 4.", gold="4")
+    write_jsonl(
+        run / "iter_0" / "eval" / "mgsm_M0.jsonl",
+        [*read_jsonl(run / "iter_0" / "eval" / "mgsm_M0.jsonl", MathPrediction), extra],
+    )
+    data = _embedded(write_report(run)[1].read_text())
+    assert [(r["model"], r["lang"], r["id"]) for r in data["evals"] if r["task"] == "mgsm"][:2] == [
+        ("M0", "en", "1"),
+        ("M0", "es", "1"),
+    ]
+    assert [(p["iter"], p["lang"], p["id"]) for p in data["pairs"]] == [
+        (0, "es", "g1"),
+        (0, "en/es", "g1"),
+        (0, "de", "g2"),
+        (1, "es", "g4"),
+    ]
+    assert data["left_out"] == {"pairs": 2, "evals": 1} and data["max_rows"] == 1
+    assert data["pairs"][3]["chosen"] == f"{NASTY[:10]}… [clipped: {len(NASTY):,} characters]"
+
+
+def test_a_bad_sample_row_is_one_error_and_writes_nothing(tmp_path):
+    run = sample_run(tmp_path)
+    with (run / "iter_0" / "pairs_dropped.jsonl").open("a") as fh:
+        fh.write('{"id": "g9", "lang": "es"}\n')
+    with pytest.raises(PolyriseError, match=r"pairs_dropped\.jsonl:3"):
+        write_report(run)
+    assert not (run / "report.md").exists() and not (run / "report.html").exists()

@@ -42,7 +42,7 @@ def _build(en_prompt=EN_PROMPT, to_es=TO_ES, filters=None, ids=()):
 
 
 def test_translation_task_pair_takes_the_english_answer():
-    pairs, stats = _build()
+    pairs, stats, _ = _build()
     by_lang = {p.lang: p for p in pairs}
     assert (by_lang["es"].prompt, by_lang["es"].chosen, by_lang["es"].rejected) == (ES_PROMPT, Y_EN, Y_ES)
     # the English pair is built as for any prompt; its chosen French answer is not language-checked
@@ -52,14 +52,14 @@ def test_translation_task_pair_takes_the_english_answer():
 
 
 def test_without_the_rule_the_translated_answer_is_chosen_and_the_language_filter_misfires():
-    pairs, stats = _build(filters=FilterSettings(detect_translation_tasks=False))
+    pairs, stats, _ = _build(filters=FilterSettings(detect_translation_tasks=False))
     assert [(p.lang, p.chosen) for p in pairs] == [("es", TO_ES)]
     assert stats["es"]["english"]["dropped"]["wrong_language"] == 1
     assert stats["es"]["target"]["translation_tasks"] == 0
 
 
 def test_a_translation_task_needs_no_translation_of_the_english_answer():
-    pairs, stats = _build(to_es=None)
+    pairs, stats, _ = _build(to_es=None)
     assert [p.lang for p in pairs] == ["es", "en"]
     assert stats["es"]["target"]["dropped"]["translation_failure"] == 0
 
@@ -67,9 +67,9 @@ def test_a_translation_task_needs_no_translation_of_the_english_answer():
 def test_id_list_adds_prompts_the_patterns_miss():
     typo = "Stranslate the sentence to French\nI think of you every day."  # alpagasus-7884, in the reference's list
     assert not is_translation_task(typo, "en")
-    _, stats = _build(en_prompt=typo)
+    _, stats, _ = _build(en_prompt=typo)
     assert stats["es"]["target"]["translation_tasks"] == 0
-    pairs, stats = _build(en_prompt=typo, filters=FilterSettings(detect_translation_tasks=False), ids={"1"})
+    pairs, stats, _ = _build(en_prompt=typo, filters=FilterSettings(detect_translation_tasks=False), ids={"1"})
     assert stats["es"]["target"]["translation_tasks"] == 1
     assert {p.lang: p.chosen for p in pairs}["es"] == Y_EN
 

@@ -368,7 +368,7 @@ def pairs(
     source_lang: str = "en",
     out: Out = Path("pairs.jsonl"),
 ) -> None:
-    """Build preference pairs in both directions; stats go to <out>_stats.json."""
+    """Build preference pairs in both directions; stats go to <out>_stats.json, dropped pairs to <out>_dropped.jsonl."""
     from polyrise.config import FilterSettings
     from polyrise.io import read_jsonl, write_json, write_jsonl
     from polyrise.methods.language_imbalance import build_pairs
@@ -376,7 +376,7 @@ def pairs(
 
     out = _writable(out)
     prompt_map = {(p.id, p.lang): p.instruction for p in read_jsonl(prompts, Prompt)}
-    rows, stats = build_pairs(
+    rows, stats, dropped = build_pairs(
         prompt_map,
         read_jsonl(responses, Response),
         read_jsonl(translations, Translation),
@@ -385,6 +385,7 @@ def pairs(
         FilterSettings(),
     )
     write_json(out.with_name(out.stem + "_stats.json"), stats)
+    write_jsonl(out.with_name(out.stem + "_dropped.jsonl"), dropped)
     write_jsonl(out, rows)
     console.print(f"wrote {len(rows)} pairs to {out}")
 

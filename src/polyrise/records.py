@@ -75,6 +75,20 @@ class PreferencePair(Record):
         }
 
 
+class DroppedPair(Record):
+    """A candidate pair a filter dropped (`pairs_dropped.jsonl`): the pair as far as it was built (`chosen` or
+    `rejected` None where its translation failed) and `reason`, the first filter that dropped it
+    (`methods.language_imbalance.DROP_REASONS`)."""
+
+    id: str
+    lang: str
+    via: str
+    prompt: str
+    chosen: str | None
+    rejected: str | None
+    reason: str
+
+
 class QuestionPair(Record):
     """A question-alignment SFT example: the question in `lang` (the prompt) → the same question in `target`
     (the completion, the only tokens trained on)."""

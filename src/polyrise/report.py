@@ -9,6 +9,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
+from importlib import resources
 from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,8 +19,8 @@ from pydantic import ValidationError
 
 from polyrise.errors import PolyriseError, missing_extra
 from polyrise.evaluation import HEADLINE_METRICS, LOWER_IS_BETTER, fidelity, item_samples
-from polyrise.io import atomic_open, read_jsonl
-from polyrise.langid import LangIdSettings
+from polyrise.io import atomic_open, iter_jsonl, read_jsonl
+from polyrise.langid import LangIdSettings, judge
 from polyrise.records import Response
 from polyrise.stats import Change, RowSamples, ci_keys, paired_change
 
@@ -133,6 +134,171 @@ def item_samples_of(run_dir: Path, task: str, label: str) -> RowSamples | str:
     else:
         samples = item_samples(paths[-1])
     return f"{name} holds no per-item values" if samples is None else samples
+
+
+MAX_ROWS = 200
+"""Rows embedded in report.html per group (pairs: an iteration and pair row; evaluation rows: a file, i.e. an
+iteration, model and task, and a language); the page says how many it left out, so a large run's page stays small."""
+MAX_CHARS = 4000
+"""Characters kept of each text (prompt, answers, gold) in report.html; longer ones are clipped, saying so."""
+
+
+def _clip(text: object) -> str | None:
+    """A text for the page: None stays None, anything else a string of at most `MAX_CHARS` characters."""
+    if text is None:
+        return None
+    text = str(text)
+    if len(text) <= MAX_CHARS:
+        return text
+    return f"{text[:MAX_CHARS]}… [clipped: {len(text):,} characters]"
+
+
+def _iteration(path: Path) -> int | None:
+    """The iteration of `iter_<t>` (or of `iter_<t>/eval`); None for a run's top dir or a bare eval dir."""
+    name = path.parent.name if path.name == "eval" else path.name
+    return int(name.split("_")[1]) if re.fullmatch(r"iter_\d+", name) else None
+
+
+def _capped(rows: list[dict[str, Any]], group: Callable[[dict[str, Any]], object]) -> tuple[list[dict[str, Any]], int]:
+    """At most `MAX_ROWS` rows of each group (in file order), and how many were left out."""
+    seen: dict[object, int] = {}
+    kept = []
+    for row in rows:
+        key = group(row)
+        seen[key] = seen.get(key, 0) + 1
+        if seen[key] <= MAX_ROWS:
+            kept.append(row)
+    return kept, len(rows) - len(kept)
+
+
+def pair_views(run_dir: Path) -> list[dict[str, Any]]:
+    """Every pair of every iteration, kept (`pairs.jsonl`) and dropped (`pairs_dropped.jsonl`, with its reason),
+    with its correctness where the prompts had gold answers (`reward.jsonl`: chosen and rejected right or wrong)."""
+    from polyrise.evaluation.reward import RewardLabel, pair_row
+    from polyrise.records import DroppedPair, PreferencePair
+
+    iters = [p for p in run_dir.glob("iter_*") if _iteration(p) is not None and (p / "pairs.jsonl").is_file()]
+    views = []
+    for it in sorted(iters, key=_iteration):
+        labels = {}
+        if (it / "reward.jsonl").is_file():
+            labels = {(r.id, r.lang, r.via): r for r in read_jsonl(it / "reward.jsonl", RewardLabel)}
+        dropped = read_jsonl(it / "pairs_dropped.jsonl", DroppedPair) if (it / "pairs_dropped.jsonl").is_file() else []
+        for pair in [*read_jsonl(it / "pairs.jsonl", PreferencePair), *dropped]:
+            label = labels.get((pair.id, pair.lang, pair.via)) if isinstance(pair, PreferencePair) else None
+            views.append(
+                {
+                    "iter": _iteration(it),
+                    "lang": pair_row(pair.lang, pair.via),
+                    "id": pair.id,
+                    "status": pair.reason if isinstance(pair, DroppedPair) else "kept",
+                    "correct": None if label is None else [label.chosen_right, label.rejected_right],
+                    **{k: _clip(getattr(pair, k)) for k in ("prompt", "chosen", "rejected")},
+                }
+            )
+    return views
+
+
+ANSWER_KEYS = ("output", "hypothesis", "pred")
+"""Where an evaluation row holds its answer: a text (most tasks; translation's `hypothesis`), else the picked label."""
+
+
+def _first(row: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
+    """The value of the first of `keys` that the row holds (not null), else None."""
+    return next((row[k] for k in keys if row.get(k) is not None), None)
+
+
+def _verdicts(path: Path, task: str, label: str) -> dict[tuple[str, str], str]:
+    """(lang, id) → the verdict on a row of `<task>_<label>.jsonl`: right / wrong where its task scores per-item
+    accuracy, win / tie / loss where a judge compared it (`<task>_<label>_judgements.jsonl`)."""
+    samples = item_samples(path) or {}
+    verdicts = {
+        (lang, item): "right" if value else "wrong"
+        for lang, metrics in samples.items()
+        if "accuracy" in metrics
+        for item, value in zip(metrics["accuracy"].ids, metrics["accuracy"].values, strict=True)
+    }
+    judged = path.with_name(f"{task}_{label}_judgements.jsonl")
+    if judged.is_file():
+        for _, row in iter_jsonl(judged):
+            score = row.get("score")
+            if isinstance(score, int | float):
+                verdict = "win" if score > 0.5 else "tie" if score == 0.5 else "loss"
+                verdicts[(str(row.get("lang")), str(row.get("id")))] = verdict
+    return verdicts
+
+
+def _direction(row: Mapping[str, Any]) -> str:
+    """An evaluation row's language, or its direction (`en-de`) for a translation row."""
+    return f"{row['src_lang']}-{row.get('lang')}" if "src_lang" in row else str(row.get("lang"))
+
+
+def eval_views(run_dir: Path, scores: Scores) -> tuple[list[dict[str, Any]], int]:
+    """The per-sample rows of every evaluation (`<task>_<label>.jsonl` of each eval dir) that hold a text or an
+    answer, at most `MAX_ROWS` per file and language (and how many more there were): prompt, output, gold, the
+    verdict (`_verdicts`; held-out answers: on or off target) and the languages the detector found in the output
+    (the run's `langid` settings)."""
+    settings = run_langid(run_dir)
+    views = []
+    left_out = 0
+    for eval_dir in _eval_dirs(run_dir):
+        for task in sorted(scores):
+            for label in sorted(scores[task], key=model_order):
+                path = eval_dir / f"{task}_{label}.jsonl"
+                if not path.is_file():
+                    continue
+                answers = [row for _, row in iter_jsonl(path) if _first(row, ANSWER_KEYS) is not None]  # not reflik's
+                rows, left = _capped(answers, _direction)
+                left_out += left
+                verdicts = _verdicts(path, task, label) if task != "heldout" else {}
+                langs = sorted({str(row.get("lang")) for row in rows})
+                for row in rows:
+                    text, lang = _first(row, ANSWER_KEYS[:2]), str(row.get("lang"))
+                    output = text if text is not None else row["pred"]  # choice, classify: the picked label
+                    verdict = verdicts.get((lang, str(row.get("id"))))
+                    detected = None
+                    if isinstance(text, str):
+                        judged = judge(text, lang, settings, langs)
+                        detected = ", ".join(sorted({line.lang for line in judged.lines if line.lang})) or None
+                        if task == "heldout" and judged.off_target is not None:
+                            verdict = "off-target" if judged.off_target else "on-target"
+                    if row.get("failed") is True:
+                        verdict = "failed"
+                    views.append(
+                        {
+                            "iter": _iteration(eval_dir),
+                            "model": label,
+                            "task": task,
+                            "lang": _direction(row),
+                            "id": str(row.get("id")),
+                            "prompt": _clip(_first(row, ("prompt", "source", "instruction"))),
+                            "output": _clip(output),
+                            "gold": _clip(_first(row, ("gold", "reference", "label"))),
+                            "verdict": verdict,
+                            "detected": detected,
+                        }
+                    )
+    return views, left_out
+
+
+def _samples_data(run_dir: Path, scores: Scores) -> dict[str, Any]:
+    """What report.html embeds for its per-sample views: the capped pairs and evaluation rows, and what was left
+    out."""
+    pairs, pairs_left = _capped(pair_views(run_dir), lambda view: (view["iter"], view["lang"]))
+    evals, evals_left = eval_views(run_dir, scores)
+    return {
+        "pairs": pairs,
+        "evals": evals,
+        "left_out": {"pairs": pairs_left, "evals": evals_left},
+        "max_rows": MAX_ROWS,
+        "max_chars": MAX_CHARS,
+    }
+
+
+def _script_json(data: Any) -> str:
+    """JSON safe inside a <script> element: `<`, `>` and `&` escaped, so no text can close it or open a comment."""
+    text = json.dumps(data, ensure_ascii=False, allow_nan=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def _step(before: str, after: str) -> str:
@@ -315,18 +481,22 @@ def _add_changes(
 
 
 def write_report(run_dir: str | Path, seed: int = 0) -> tuple[Path, Path]:
-    """Write `report.md`, `report.html` (plots embedded, readable without a server) and `plots/*.png`.
+    """Write `report.md`, `report.html` (one self-contained file: plots, styles, script and the per-sample data
+    embedded, no network) and `plots/*.png`.
 
     Each table of a metric shows every value with its 95% interval and `n`; below it, the change from each model
     to the next, paired over the items both were scored on (their per-sample rows; bootstrap seeded by `seed`),
-    marked `DISTINGUISHABLE` (†) where its 95% interval excludes 0.
+    marked `DISTINGUISHABLE` (†) where its 95% interval excludes 0. The HTML also shows the samples, searchable
+    and filterable (its filters read from and kept in the address's `#...` part): every pair kept or dropped
+    (`pair_views`) and every evaluation row (`eval_views`), at most `MAX_ROWS` per group.
     """
     run_dir = Path(run_dir)
     if problem := missing_extra("matplotlib", "eval", "the report's plots"):
         raise PolyriseError(problem)
     scores = collect_scores(run_dir)
+    views = _samples_data(run_dir, scores)  # before anything is written: a bad row is an error, no half report
     md = [f"# polyrise report: {run_dir.name}", ""]
-    body = [f"<h1>polyrise report: {html.escape(run_dir.name)}</h1>"]
+    body: list[str] = []
     trained = trained_languages(run_dir)
     if trained:
         note = (
@@ -379,15 +549,17 @@ def write_report(run_dir: str | Path, seed: int = 0) -> tuple[Path, Path]:
     md_path, html_path = run_dir / "report.md", run_dir / "report.html"
     with atomic_open(md_path) as fh:
         fh.write("\n".join(md) + "\n")
-    style = (
-        "body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse;margin:.5em 0}"
-        "td,th{border:1px solid #ccc;padding:.2em .6em;text-align:right}img{max-width:100%}"
-    )
+    assets = resources.files("polyrise") / "data"
+    page = (assets / "report.html").read_text(encoding="utf-8")
+    parts = {
+        "title": html.escape(f"polyrise report: {run_dir.name}"),
+        "style": (assets / "report.css").read_text(encoding="utf-8"),
+        "scores": "".join(body),
+        "data": _script_json(views),
+        "script": (assets / "report.js").read_text(encoding="utf-8"),
+    }
     with atomic_open(html_path) as fh:
-        fh.write(
-            f"<!doctype html><html><head><meta charset='utf-8'><title>polyrise report</title>"
-            f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n"
-        )
+        fh.write(re.sub(r"\{\{(\w+)\}\}", lambda m: parts[m.group(1)], page))  # one pass: no part is rescanned
     return md_path, html_path
 
 

@@ -30,7 +30,7 @@ from polyrise.evaluation.reward import RewardLabel, label_pairs, pair_row, rewar
 from polyrise.io import iter_jsonl, read_jsonl, write_json, write_jsonl
 from polyrise.langid import LangIdSettings, matches_language
 from polyrise.languages import LANGUAGES
-from polyrise.records import PreferencePair, Prompt, Response, Translation
+from polyrise.records import DroppedPair, PreferencePair, Prompt, Response, Translation
 
 if TYPE_CHECKING:
     from polyrise.runner import Runner, Stage
@@ -241,8 +241,9 @@ def build_pairs(
     filters: FilterSettings,
     langid: LangIdSettings | None = None,
     translation_task_ids: Collection[str] = (),
-) -> tuple[list[PreferencePair], dict[str, dict[str, Any]]]:
-    """Pairs in both directions for every prompt id and target language, plus per-language stats.
+) -> tuple[list[PreferencePair], dict[str, dict[str, Any]], list[DroppedPair]]:
+    """Pairs in both directions for every prompt id and target language, per-language stats, and the candidates
+    the filters dropped, each with its reason (what the report shows per sample).
 
     `prompts` maps (id, lang) → instruction. Stats: {L: {"target": counts, "english": counts}} where
     "target" counts pairs in L and "english" counts English pairs built from L's answers; `translation_tasks`
@@ -253,6 +254,7 @@ def build_pairs(
     translated = {(t.id, t.src_lang, t.lang): t.output for t in translations if t.kind == "response"}
     stats = {lang: {"target": _empty_counts(), "english": _empty_counts()} for lang in languages}
     pairs: list[PreferencePair] = []
+    dropped: list[DroppedPair] = []
     ids = sorted({pid for pid, lang in answers if lang == source_lang})
     tasks = {
         pid
@@ -274,24 +276,35 @@ def build_pairs(
                 counts = stats[lang][direction]
                 counts["candidates"] += 1
                 counts["translation_tasks"] += task
-                if chosen is None or rejected is None:
-                    counts["dropped"]["translation_failure"] += 1
-                    continue
-                pair = PreferencePair(
-                    id=pid,
-                    lang=pair_lang,
-                    via=lang,
-                    prompt=prompts[(pid, pair_lang)],
-                    chosen=chosen,
-                    rejected=rejected,
-                )
-                reason = drop_reason(pair, filters, langid, [source_lang, *languages], task)
+                reason: str | None = "translation_failure"
+                if chosen is not None and rejected is not None:
+                    pair = PreferencePair(
+                        id=pid,
+                        lang=pair_lang,
+                        via=lang,
+                        prompt=prompts[(pid, pair_lang)],
+                        chosen=chosen,
+                        rejected=rejected,
+                    )
+                    reason = drop_reason(pair, filters, langid, [source_lang, *languages], task)
                 if reason:
                     counts["dropped"][reason] += 1
+                    prompt = prompts.get((pid, pair_lang), "")
+                    dropped.append(
+                        DroppedPair(
+                            id=pid,
+                            lang=pair_lang,
+                            via=lang,
+                            prompt=prompt,
+                            chosen=chosen,
+                            rejected=rejected,
+                            reason=reason,
+                        )
+                    )
                 else:
                     counts["kept"] += 1
                     pairs.append(pair)
-    return pairs, stats
+    return pairs, stats, dropped
 
 
 class LanguageImbalance:
@@ -330,7 +343,16 @@ class LanguageImbalance:
 
     def files(self, t: int) -> dict[str, Path]:
         root = self.run.iter_dir(t)
-        names = ("prompts", "prompt_translations", "responses", "translations", "pairs", "reward", "reward_judge")
+        names = (
+            "prompts",
+            "prompt_translations",
+            "responses",
+            "translations",
+            "pairs",
+            "pairs_dropped",
+            "reward",
+            "reward_judge",
+        )
         return {name: root / f"{name}.jsonl" for name in names} | {"pairs_stats": root / "pairs_stats.json"}
 
     def stages(self, t: int) -> list[Stage]:
@@ -370,7 +392,7 @@ class LanguageImbalance:
             Stage(
                 f"iter_{t}/pairs",
                 lambda: self._pairs(t),
-                outputs=[f["pairs"], f["pairs_stats"], f["reward"]],
+                outputs=[f["pairs"], f["pairs_dropped"], f["pairs_stats"], f["reward"]],
                 inputs=[
                     f["prompts"],
                     f["prompt_translations"],
@@ -466,7 +488,7 @@ class LanguageImbalance:
         cfg, f = self.run.config, self.files(t)
         rows = read_jsonl(f["prompts"], Prompt)
         prompts = {(p.id, p.lang): p.instruction for p in rows}
-        pairs, stats = build_pairs(
+        pairs, stats, dropped = build_pairs(
             prompts,
             read_jsonl(f["responses"], Response),
             read_jsonl(f["translations"], Translation),
@@ -488,8 +510,9 @@ class LanguageImbalance:
                 stats[lang]["reward"] = {"target": target, "english": english}
         write_jsonl(f["reward"], labels)
         write_json(f["pairs_stats"], stats)
+        write_jsonl(f["pairs_dropped"], dropped)
         write_jsonl(f["pairs"], pairs)
-        return {"pairs": len(pairs), "reward_labels": len(labels)}
+        return {"pairs": len(pairs), "dropped": len(dropped), "reward_labels": len(labels)}
 
     def _train(self, t: int) -> dict[str, Any]:
         from polyrise.training.dpo import train_dpo

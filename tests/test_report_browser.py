@@ -1,0 +1,85 @@
+"""report.html in a real browser: headless Chromium loads the file with its filters in the address, the test reads
+the DOM it built (`--dump-dom`), and a screenshot is saved as a CI artefact (`$POLYRISE_ARTEFACTS`, else the
+test's tmp dir). Every host name resolves to nothing, so the page can only work from what it holds."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from report_runs import NASTY, sample_run
+
+from polyrise.report import write_report
+
+CHROMIUM = shutil.which("chromium")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not on PATH (install.sh installs it with apt)")
+
+
+def _chromium(profile: Path, url: str, *args: str) -> str:
+    """Chromium's stdout for `url` (headless, no network, its own profile dir); a failure shows its stderr."""
+    command = [
+        str(CHROMIUM),
+        "--headless",
+        "--no-sandbox",  # root in a container
+        "--disable-gpu",
+        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost",
+        f"--user-data-dir={profile}",
+        *args,
+        url,
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=90)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def _shown(dom: str, kind: str) -> tuple[str, list[str]]:
+    """The count line of a list (`pairs`, `evals`) and the ids of its rows as the page shows them."""
+    [count] = re.findall(rf'<p id="{kind}-count"[^>]*>([^<]*)</p>', dom)
+    if kind == "pairs":
+        [block] = re.findall(r'<div id="pairs">(.*?)</div>\s*<button id="pairs-more"', dom, re.S)
+        return count, re.findall(r"<span>id ([^<]*)</span>", block)
+    [body] = re.findall(r'<table id="evals">.*?<tbody>(.*?)</tbody>', dom, re.S)
+    rows = re.findall(r"<tr [^>]*>(.*?)</tr>", body, re.S)
+    return count, ["/".join(re.findall(r'<td class="c-(?:model|lang)">([^<]*)</td>', row)) for row in rows]
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> Path:
+    run = sample_run(tmp_path_factory.mktemp("browser"))
+    page = write_report(run)[1]
+    assert re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page.read_text()) is None  # nothing to fetch
+    return page
+
+
+def test_filters_in_the_address_filter_the_rows(report, tmp_path):
+    dom = _chromium(tmp_path / "profile", f"{report.as_uri()}#lang=es&status=kept&verdict=right", "--dump-dom")
+    assert _shown(dom, "pairs") == ("2 of 6 pairs match", ["g1", "g4"])  # es pairs kept, in both iterations
+    assert _shown(dom, "evals") == ("2 of 8 evaluation rows match", ["M1/es", "M2/es"])  # es rows judged right
+    # g4's chosen answer, holding `</script>` and markup, is shown as text, and its script never ran
+    escaped = NASTY.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    assert f'<pre class="text">{escaped}</pre>' in dom and "<b>bold</b>" not in dom
+    assert "<title>polyrise report: run</title>" in dom
+    # the search box: a substring of an output, in any case, with the iteration; a link with filters opens the pairs
+    dom = _chromium(tmp_path / "profile", f"{report.as_uri()}#q=CANBERRA&iter=0", "--dump-dom")
+    assert _shown(dom, "pairs") == ("0 of 6 pairs match", [])
+    assert _shown(dom, "evals") == ("2 of 8 evaluation rows match", ["M0/es", "M1/es"])
+    assert 'id="tab-pairs" class="tab"' in dom and 'id="tab-scores" class="tab" hidden' in dom
+
+
+def test_screenshot_is_saved_as_an_artefact(report, tmp_path):
+    out = Path(os.environ.get("POLYRISE_ARTEFACTS") or tmp_path)
+    out.mkdir(parents=True, exist_ok=True)
+    shot = out / "report.png"
+    shot.unlink(missing_ok=True)
+    _chromium(
+        tmp_path / "profile",
+        f"{report.as_uri()}#tab=pairs",
+        f"--screenshot={shot}",
+        "--window-size=1280,1600",
+        "--hide-scrollbars",
+    )
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
