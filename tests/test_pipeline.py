@@ -336,3 +336,5 @@ def test_console_logs_and_tensorboard_tracking_of_a_run(tmp_path, tiny_model_dir
     assert ("pairs/es/target/kept", 0) in expected and ("train/train_loss", 0) in expected
     logged = {(tag, step): value for tag, events in ours.items() for step, value in events}
     assert logged == pytest.approx(expected, rel=1e-6)
+    run_pipeline(config)  # up to date: tracked when it ran, not again
+    assert scalars(run_dir / "tensorboard" / "tiny") == ours

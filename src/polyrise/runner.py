@@ -333,18 +333,18 @@ class Runner:
         first = self._measure(0) if t == 0 else []
         return [*first, *self.method.stages(t), *self._measure(t + 1)]
 
-    def run_stage(self, stage: Stage) -> None:
+    def run_stage(self, stage: Stage) -> bool:
         """Run `stage` unless the manifest says it already produced its outputs from the same inputs and they are
-        unchanged; in its own process when it loads a model and `stage_processes` is on (or training is
-        multi-process). Ctrl-C raises `StageInterrupted`, and the stage is not recorded."""
+        unchanged (then False); in its own process when it loads a model and `stage_processes` is on (or training
+        is multi-process). Ctrl-C raises `StageInterrupted`, and the stage is not recorded."""
         try:
-            self._run_stage(stage)
+            return self._run_stage(stage)
         except StageInterrupted:
             raise
         except KeyboardInterrupt:
             raise StageInterrupted(stage.name) from None
 
-    def _run_stage(self, stage: Stage) -> None:
+    def _run_stage(self, stage: Stage) -> bool:
         input_hash = _digest(
             [_content_hash(p) for p in stage.inputs],
             [resolve_model(spec).fingerprint() for spec in stage.models],
@@ -353,7 +353,7 @@ class Runner:
         if self.manifest.is_done(stage.name, input_hash, stage.outputs):
             self.timings.append((stage.name, 0.0, "skipped (up to date)"))
             self.console.print(f"[dim]{stage.name}: up to date, skipped[/dim]")
-            return
+            return False
         self.console.print(f"[bold]{stage.name}[/bold] …")
         start = time.perf_counter()
         training = self.config.training
@@ -383,6 +383,7 @@ class Runner:
         summary = ", ".join(f"{k} {v}" for k, v in counts.items())
         self.timings.append((stage.name, seconds, summary))
         self.console.print(f"{stage.name}: {seconds:.1f} s ({summary})")
+        return True
 
     def _in_child_process(self, name: str, launcher: list[str]) -> dict[str, Any]:
         """Run one stage in a child process (`launcher` + `polyrise.cli stage ...`); its error is ours."""
@@ -555,8 +556,7 @@ class Runner:
         return summaries
 
     def iteration(self, t: int) -> dict[str, Any]:
-        for stage in self.stages(t):
-            self.run_stage(stage)
+        ran = [self.run_stage(stage) for stage in self.stages(t)]
         scores = self.scores(t)
         if scores:
             write_json(self.iter_dir(t) / "eval" / "scores.json", scores)
@@ -566,7 +566,7 @@ class Runner:
             "off_target": scores.get("heldout", {}),
             "scores": scores,
         }
-        if self.tracker is not None:
+        if self.tracker is not None and any(ran):  # an iteration up to date was tracked when it ran
             self.track(t, summary["stats"], scores)
         from polyrise.report import scores_table
 
