@@ -74,7 +74,7 @@ STEP_FIELDS = {
 """The logged metrics shown on the console per training step, and their names there."""
 
 
-def _step_callback() -> Any:
+def step_callback() -> Any:
     """The trainer's console output, in place of its printer: a progress bar whose description holds the last
     step's metrics on a terminal, else one line per logged step (`step 3/8  loss 0.6931  ...  1.52 it/s`).
     The whole log dict goes to the `polyrise.training` logger (a run's stage log)."""
@@ -200,7 +200,7 @@ def trainer_arguments(settings: TrainingSettings, ckpt_dir: Path, seed: int) -> 
         "use_cpu": not cuda,
         "seed": seed,
         "logging_steps": 1,
-        "disable_tqdm": True,  # its printer is replaced by `_step_callback` in `train_and_save`
+        "disable_tqdm": True,  # its printer is replaced by `step_callback` in `train_and_save`
         "report_to": "none",
         "save_strategy": "steps",
         "save_steps": CHECKPOINT_EVERY,
@@ -305,7 +305,7 @@ def train_and_save(
     elapsed = _elapsed_callback(resume)
     trainer.add_callback(elapsed)
     trainer.remove_callback(PrinterCallback)
-    trainer.add_callback(_step_callback())
+    trainer.add_callback(step_callback())
     result = trainer.train(resume_from_checkpoint=resume)
     # gathering the shards is a collective: every process takes part, the main one receives the weights
     state_dict = None
