@@ -65,6 +65,8 @@ def _elapsed_callback(resume: str | None) -> Any:
 
 
 """Written beside the weights: the trainer's log history, one JSON row per logged step, then the run summary."""
+
+
 STEP_FIELDS = {
     "loss": "loss",
     "rewards/margins": "margin",
