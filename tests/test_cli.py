@@ -83,6 +83,22 @@ def test_generate_through_an_openai_server_and_engine_flag_errors(tmp_path, serv
     assert unknown.returncode == 1 and "--engine: Input should be 'hf', 'vllm' or 'openai'" in unknown.stderr
 
 
+def test_piped_output_keeps_long_paths_on_one_line(tmp_path, server):
+    """Piped (not a terminal), a printed path is never wrapped, however long: scripts read it."""
+    deep = tmp_path.joinpath(*[f"a-rather-long-folder-name-{i}" for i in range(6)])
+    deep.mkdir(parents=True)
+    prompts = deep / "prompts.jsonl"
+    prompts.write_text(json.dumps({"id": "q0", "lang": "en", "instruction": "hi"}) + "\n")
+    out, cache = deep / "responses.jsonl", deep / "cache.sqlite"
+    args = ["generate", str(prompts), "-o", str(out), "--cache", str(cache), "--engine", "openai", "--model", "m"]
+    args += ["--api-key-env", "", "--base-url", server.base_url]
+    assert len(str(out)) > 200
+    first = polyrise(*args)
+    assert first.returncode == 0 and first.stdout == f"wrote 1 responses to {out} (0 from cache)\n", first.stderr
+    [shard] = polyrise(*args, "--shard", "0/2").stdout.splitlines()
+    assert f"generated into {cache} (1 were there)" in shard and shard.endswith(f"writes {out}")
+
+
 def test_eval_options_are_checked_by_the_tasks_own_settings(tmp_path):
     from typer.testing import CliRunner
 

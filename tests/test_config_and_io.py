@@ -221,3 +221,20 @@ def test_lang_template_loader(tmp_path):
         load_rows(tmp_path / "{lang}.jsonl", None, Row)
     with pytest.raises(PolyriseError, match=r"fr\.jsonl: no such file"):
         load_rows(tmp_path / "{lang}.jsonl", ["fr"], Row)
+
+
+def test_tracking_section_is_checked(tmp_path):
+    from importlib.util import find_spec
+
+    from polyrise.settings import TrackingSettings
+    from polyrise.tracking import check
+
+    assert load_config(_write(tmp_path / "a.yaml", "name: x\n")).tracking.backend == "none"
+    with pytest.raises(PolyriseError, match=r"tracking\.backend: Input should be 'none', 'tensorboard', 'trackio'"):
+        load_config(_write(tmp_path / "b.yaml", "tracking: {backend: neptune}\n"))
+    with pytest.raises(PolyriseError, match=r"tracking\.logdir: Extra inputs are not permitted"):
+        load_config(_write(tmp_path / "c.yaml", "tracking: {backend: tensorboard, logdir: x}\n"))
+    check(TrackingSettings(backend="tensorboard"))  # installed by the dev extra
+    if find_spec("mlflow") is None:
+        with pytest.raises(PolyriseError, match=r"^tracking\.backend: mlflow needs mlflow, .*'polyrise\[mlflow\]'$"):
+            check(TrackingSettings(backend="mlflow"))

@@ -300,3 +300,45 @@ def test_reward_is_measured_against_gold_answers_and_by_a_judge(tmp_path, tiny_m
     assert by_row["average"]["n"] + by_row["average"]["invalid"] == len(judged)
     manifest = json.loads((config.run_dir / "manifest.json").read_text())["stages"]
     assert "iter_0/reward_judge" in manifest
+
+
+def test_console_logs_and_tensorboard_tracking_of_a_run(tmp_path, tiny_model_dir, capfd):
+    """Piped, the console has polyrise's lines and one line per training step, no trainer dicts or library
+    warnings (those are in the stage's log); with `tracking: tensorboard` the event files hold the trainer's
+    loss of every step and polyrise's per-iteration metrics, equal to the run's own files."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from polyrise.tracking import flatten
+
+    config = load_config(_config(tmp_path, tiny_model_dir, tracking={"backend": "tensorboard"}))
+    run_pipeline(config)
+    out, err = capfd.readouterr()
+    run_dir = config.run_dir
+    log = [json.loads(line) for line in (run_dir / "iter_0" / "model" / "training_log.jsonl").read_text().splitlines()]
+    steps = [row for row in log if "loss" in row]
+    for row in steps:  # `step 1/2  loss 0.6931  margin 0.0000  reward acc 0.0000  token acc 0.0000  3.10 it/s`
+        assert f"step {row['step']}/{len(steps)}  loss {row['loss']:.4f}  margin {row['rewards/margins']:.4f}" in out
+    assert "{'loss'" not in out + err and "Warning" not in out + err
+    assert '"loss": ' in (run_dir / "logs" / "iter_0" / "train.log").read_text()  # the trainer's dicts
+
+    def scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
+        events = EventAccumulator(str(folder)).Reload()
+        return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+    trainer = scalars(run_dir / "tensorboard" / "tiny-iter_0-train")
+    assert trainer["train/loss"] == [(row["step"], pytest.approx(row["loss"], rel=1e-6)) for row in steps]
+    ours = scalars(run_dir / "tensorboard" / "tiny")
+    stats = json.loads((run_dir / "iter_0" / "pairs_stats.json").read_text())
+    counts = json.loads((run_dir / "manifest.json").read_text())["stages"]["iter_0/train"]["counts"]
+    scores = json.loads((run_dir / "iter_0" / "eval" / "scores.json").read_text())
+    expected = {
+        **{
+            (k, 0): v for k, v in flatten({"pairs": stats, "train": counts, "heldout": scores["heldout"]["M0"]}).items()
+        },
+        **{(k, 1): v for k, v in flatten({"heldout": scores["heldout"]["M1"]}).items()},
+    }
+    assert ("pairs/es/target/kept", 0) in expected and ("train/train_loss", 0) in expected
+    logged = {(tag, step): value for tag, events in ours.items() for step, value in events}
+    assert logged == pytest.approx(expected, rel=1e-6)
+    run_pipeline(config)  # up to date: tracked when it ran, not again
+    assert scalars(run_dir / "tensorboard" / "tiny") == ours

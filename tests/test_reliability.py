@@ -315,8 +315,10 @@ def test_ctrl_c_during_a_stage_says_how_to_resume(tmp_path, tiny_model_dir, stag
     err = (tmp_path / "run.err").read_text(encoding="utf-8")
     assert "Traceback" not in err, err[-3000:]
     # (the line may follow a progress bar's last update)
+    iteration = name.split("/")[0].removeprefix("iter_")
     assert err.rstrip().endswith(
-        f"interrupted during stage {name}; rerun the same command to resume (finished stages are kept)"
+        f"interrupted during stage {name} (iteration {iteration}); finished stages are kept; "
+        f"to resume: polyrise run {path}"
     )
     assert name not in _stages(run_dir)
     deadline = time.time() + 30

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
+from polyrise.console import make_console
 from polyrise.errors import PolyriseError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
-# printed paths and numbers never wrap: scripts read them; piped, a table is as wide as its contents
-console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 10_000)
+console = make_console()
 
 Model = Annotated[str, typer.Option("--model", "-m", help="embedded:<name>, HF id, local dir or LoRA adapter dir")]
 Out = Annotated[Path, typer.Option("--out", "-o", help="output file")]
@@ -141,17 +141,24 @@ def _generator(settings, cache: Path):
     return Generator(open_engine(settings), GenerationCache(cache))
 
 
-def _run_pipeline(cfg: Any) -> None:
-    """`run_pipeline` for `run`/`align`: Ctrl-C during a stage prints one line saying how to resume, exit 130."""
+Verbose = Annotated[
+    bool, typer.Option("--verbose", "-v", help="show the libraries' warnings and logs (always in runs/<name>/logs/)")
+]
+
+
+def _run_pipeline(cfg: Any, verbose: bool) -> None:
+    """`run_pipeline` for `run`/`align`: Ctrl-C prints one line naming the stage and the command that resumes,
+    exit 130."""
     from polyrise.runner import StageInterrupted, run_pipeline
 
+    resume = shlex.join(["polyrise", *sys.argv[1:]])
     try:
-        run_pipeline(cfg, console)
+        run_pipeline(cfg, console, verbose)
     except StageInterrupted as e:
-        print(e, file=sys.stderr)
+        print(f"{e}; to resume: {resume}", file=sys.stderr)
         raise typer.Exit(130) from None
     except KeyboardInterrupt:  # before the first stage or between two
-        print("interrupted; rerun the same command to resume (finished stages are kept)", file=sys.stderr)
+        print(f"interrupted; finished stages are kept; to resume: {resume}", file=sys.stderr)
         raise typer.Exit(130) from None
 
 
@@ -171,6 +178,7 @@ def run(
     dry_run: Annotated[
         bool, typer.Option(help="print the resolved config, each stage as done or to run, and the work; write nothing")
     ] = False,
+    verbose: Verbose = False,
 ) -> None:
     """Run the Language-Imbalance-Driven-Rewarding loop of a YAML config (resumes where it stopped)."""
     from polyrise.config import load_config
@@ -193,7 +201,7 @@ def run(
     if dry_run:
         _print_plan(cfg)
         return
-    _run_pipeline(cfg)
+    _run_pipeline(cfg, verbose)
     console.print(f"run directory: {cfg.run_dir}")
 
 
@@ -237,21 +245,21 @@ def init(
 
 
 @app.command(hidden=True)
-def stage(run_dir: Path, name: str, result: Path) -> None:
+def stage(run_dir: Path, name: str, result: Path, verbose: Verbose = False) -> None:
     """A stage process of `polyrise run` (started by the run itself): one stage, its outcome to RESULT."""
     from polyrise.runner import run_stage
 
-    run_stage(run_dir, name, result)
+    run_stage(run_dir, name, result, verbose)
 
 
 @app.command()
-def align(config: Path) -> None:
+def align(config: Path, verbose: Verbose = False) -> None:
     """Question alignment: SFT on question translation pairs of a config's `alignment` section, evaluated before
     and after on trained and unseen languages (the same as `run` with `method: question-alignment`)."""
     from polyrise.config import load_config
 
     cfg = load_config(config, {"method": "question-alignment"})
-    _run_pipeline(cfg)
+    _run_pipeline(cfg, verbose)
     console.print(f"run directory: {cfg.run_dir}  (report: polyrise report {cfg.run_dir})")
 
 

@@ -20,7 +20,7 @@ from polyrise.evaluation import EvalTask, untagged
 from polyrise.io import read_text
 from polyrise.langid import LangIdSettings
 from polyrise.languages import get_language
-from polyrise.settings import EngineSettings, ModelSettings, SamplingSettings, Section
+from polyrise.settings import EngineSettings, ModelSettings, SamplingSettings, Section, TrackingSettings
 from polyrise.settings import JudgeSettings as JudgeSettings
 from polyrise.settings import OpenAISettings as OpenAISettings
 from polyrise.settings import VLLMSettings as VLLMSettings
@@ -213,6 +213,8 @@ class RunConfig(Section):
     """Question-alignment data; needed by `method: question-alignment`."""
     reward_judge: RewardJudgeSettings | None = None
     """`method: language-imbalance`: how often a judge agrees with each iteration's preferences."""
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings)
+    """Where the trainer's and polyrise's per-iteration metrics are tracked (default: nowhere)."""
     stage_processes: bool = True
     """Run every stage that loads a model in its own process, so GPU and host memory are returned between stages
     (a vLLM engine and a trainer never hold the GPU at once). false: one process (small models, debugging)."""

@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from polyrise.config import RunConfig, SamplingSettings
+from polyrise.console import library_output, make_console
 from polyrise.errors import PolyriseError
 from polyrise.evaluation.fidelity import off_target_rates
 from polyrise.generation import Engine, Generator, answer_prompts, open_engine
@@ -34,6 +35,8 @@ from polyrise.methods import Method, load_method
 from polyrise.models import resolve_model
 from polyrise.records import Prompt, Response
 from polyrise.sources import load_prompts, source_files
+from polyrise.tracking import Tracker, flatten, trainer_reporting
+from polyrise.tracking import check as check_tracking
 from polyrise.training.launch import LAUNCH_FIELDS, launch_command, should_launch
 
 STAGE_RESULT = ".stage-result.json"
@@ -43,13 +46,13 @@ RUN_LOCK = ".run.lock"
 
 
 class StageInterrupted(KeyboardInterrupt):
-    """Ctrl-C (SIGINT) during a stage; its message names the stage and how to resume. The manifest never records
-    the interrupted stage, so the rerun repeats it (from the generation cache)."""
+    """Ctrl-C (SIGINT) during a stage; its message names the stage and its iteration (the CLI adds the command
+    that resumes). The manifest never records the interrupted stage, so the rerun repeats it (from the generation
+    cache)."""
 
     def __init__(self, stage: str) -> None:
-        super().__init__(
-            f"interrupted during stage {stage}; rerun the same command to resume (finished stages are kept)"
-        )
+        iteration = stage.split("/")[0].removeprefix("iter_")
+        super().__init__(f"interrupted during stage {stage} (iteration {iteration}); finished stages are kept")
 
 
 @dataclass(frozen=True)
@@ -204,14 +207,18 @@ class Runner:
     model runs in its own process (`polyrise.cli stage`), so GPU and host memory are returned between stages."""
 
     config: RunConfig
-    console: Console = field(default_factory=Console)
+    console: Console = field(default_factory=make_console)
     child: bool = False
     """True inside a stage process: bodies run here, the manifest is the parent's."""
     dry_run: bool = False
     """Only plan (`polyrise run --dry-run`): check the inputs and read the manifest, write nothing, run nothing."""
+    verbose: bool = False
+    """Show the libraries' warnings, logs and progress bars on the console too, not only in the stage logs."""
     timings: list[tuple[str, float, str]] = field(default_factory=list)
     _engine_key: str | None = None
     _generator: Generator | None = None
+    tracker: Tracker | None = None
+    """polyrise's per-iteration metrics go here during `run()` when `tracking.backend` is set."""
 
     def __post_init__(self) -> None:
         self.run_dir = self.config.run_dir
@@ -254,6 +261,7 @@ class Runner:
         judges = [j.model for task in cfg.evaluation if (j := getattr(task, "judge", None)) and j.model]
         for spec in [*([translator.model] if translator and translator.model else []), *judges]:
             resolve_model(spec)
+        check_tracking(cfg.tracking)
         self.method.prepare()
         self.heldout  # noqa: B018
 
@@ -294,6 +302,10 @@ class Runner:
             torch.cuda.empty_cache()
 
     # -- where things are ---------------------------------------------------------------------
+    def stage_log(self, name: str) -> Path:
+        """Where the libraries' output during stage `name` goes (`logs/iter_0/generate.log`)."""
+        return self.run_dir / "logs" / f"{name}.log"
+
     def iter_dir(self, t: int) -> Path:
         return self.run_dir / f"iter_{t}"
 
@@ -326,12 +338,12 @@ class Runner:
         first = self._measure(0) if t == 0 else []
         return [*first, *self.method.stages(t), *self._measure(t + 1)]
 
-    def run_stage(self, stage: Stage) -> None:
+    def run_stage(self, stage: Stage) -> bool:
         """Run `stage` unless the manifest says it already produced its outputs from the same inputs and they are
-        unchanged; in its own process when it loads a model and `stage_processes` is on (or training is
-        multi-process). Ctrl-C raises `StageInterrupted`, and the stage is not recorded."""
+        unchanged (then False); in its own process when it loads a model and `stage_processes` is on (or training
+        is multi-process). Ctrl-C raises `StageInterrupted`, and the stage is not recorded."""
         try:
-            self._run_stage(stage)
+            return self._run_stage(stage)
         except StageInterrupted:
             raise
         except KeyboardInterrupt:
@@ -376,12 +388,12 @@ class Runner:
             work["held-out answers per model"] = len(self.heldout)
         return work
 
-    def _run_stage(self, stage: Stage) -> None:
+    def _run_stage(self, stage: Stage) -> bool:
         input_hash = self._input_hash(stage)
         if self.manifest.is_done(stage.name, input_hash, stage.outputs):
             self.timings.append((stage.name, 0.0, "skipped (up to date)"))
             self.console.print(f"[dim]{stage.name}: up to date, skipped[/dim]")
-            return
+            return False
         self.console.print(f"[bold]{stage.name}[/bold] …")
         start = time.perf_counter()
         training = self.config.training
@@ -391,7 +403,8 @@ class Runner:
         elif stage.loads_model and self.config.stage_processes:
             launcher = [sys.executable, "-m"]
         if launcher is None:
-            counts = stage.run()
+            with library_output(self.stage_log(stage.name), self.verbose):
+                counts = stage.run()
         else:
             self.release_engine()
             counts = self._in_child_process(stage.name, launcher)
@@ -410,12 +423,14 @@ class Runner:
         summary = ", ".join(f"{k} {v}" for k, v in counts.items())
         self.timings.append((stage.name, seconds, summary))
         self.console.print(f"{stage.name}: {seconds:.1f} s ({summary})")
+        return True
 
     def _in_child_process(self, name: str, launcher: list[str]) -> dict[str, Any]:
         """Run one stage in a child process (`launcher` + `polyrise.cli stage ...`); its error is ours."""
         result = self.run_dir / STAGE_RESULT
         result.unlink(missing_ok=True)
         command = [*launcher, "polyrise.cli", "stage", str(self.run_dir), name, str(result)]
+        command += ["--verbose"] if self.verbose else []
         code = subprocess.run(command, preexec_fn=_die_with_parent if sys.platform == "linux" else None).returncode
         outcome = json.loads(result.read_text()) if result.is_file() else {}
         result.unlink(missing_ok=True)
@@ -548,16 +563,18 @@ class Runner:
         """Run `trainer` (`train_dpo`, `train_sft`, ...) on `rows` from M(t) to M(t+1); the counts to record."""
         cfg = self.config
         self.release_engine()  # free the generation copy of the weights before training
-        metrics = trainer(
-            resolve_model(self.model_spec(t)),
-            rows,
-            self.model_dir(t),
-            cfg.training,
-            seed=cfg.seed,
-            dtype=cfg.model.dtype,
-            chat_template=cfg.model.chat_template,
-            trust_remote_code=cfg.model.trust_remote_code,
-        )
+        with trainer_reporting(cfg.tracking, self.run_dir, f"{cfg.name}-iter_{t}-train") as report:
+            metrics = trainer(
+                resolve_model(self.model_spec(t)),
+                rows,
+                self.model_dir(t),
+                cfg.training,
+                seed=cfg.seed,
+                dtype=cfg.model.dtype,
+                chat_template=cfg.model.chat_template,
+                trust_remote_code=cfg.model.trust_remote_code,
+                report=report,
+            )
         shown = ("train_loss", "rewards/accuracies", "rewards/margins", "mean_token_accuracy", "train_runtime")
         return {"examples": len(rows), **{k: round(metrics[k], 4) for k in shown if k in metrics}}
 
@@ -568,15 +585,18 @@ class Runner:
         try:
             self.method.prepare()  # loaded (and checked) before anything was written
             self.heldout  # noqa: B018
+            if self.config.tracking.backend != "none":
+                self.tracker = Tracker(self.config.tracking, self.run_dir, self.config.name)
             summaries = [self.iteration(t) for t in range(self.config.iterations)]
             self.release_engine()
         finally:
+            if self.tracker is not None:
+                self.tracker.close()
             self.close()
         return summaries
 
     def iteration(self, t: int) -> dict[str, Any]:
-        for stage in self.stages(t):
-            self.run_stage(stage)
+        ran = [self.run_stage(stage) for stage in self.stages(t)]
         scores = self.scores(t)
         if scores:
             write_json(self.iter_dir(t) / "eval" / "scores.json", scores)
@@ -586,12 +606,26 @@ class Runner:
             "off_target": scores.get("heldout", {}),
             "scores": scores,
         }
+        if self.tracker is not None and any(ran):  # an iteration up to date was tracked when it ran
+            self.track(t, summary["stats"], scores)
         from polyrise.report import scores_table
 
         self.console.print(self.method.summary_table(summary))
         for key in scores.keys() - {"heldout"}:
             self.console.print(scores_table(key, scores[key]))
         return summary
+
+    def track(self, t: int, stats: dict[str, Any], scores: dict[str, Any]) -> None:
+        """Iteration `t`'s metrics to the tracker (`polyrise.tracking`): at step t its pairs, training summary and
+        the method's own scores (the reward of M(t)'s pairs), with M0's measurements when t = 0; at step t + 1
+        the measurements of M(t+1)."""
+        assert self.tracker is not None
+        train = self.manifest.stages.get(f"iter_{t}/train", {}).get("counts", {})
+        method = self.method.scores(t)
+        at_t = {task: by_model[f"M{t}"] for task, by_model in scores.items() if t == 0 or task in method}
+        self.tracker.log(t, flatten({"pairs": stats, "train": train, **at_t}))
+        made = {task: by_model[f"M{t + 1}"] for task, by_model in scores.items() if f"M{t + 1}" in by_model}
+        self.tracker.log(t + 1, flatten(made))
 
 
 def _task_files(task: Any, langs: Sequence[str]) -> list[Path]:
@@ -601,15 +635,17 @@ def _task_files(task: Any, langs: Sequence[str]) -> list[Path]:
     return [f for v in values for f in source_files(v, langs)]
 
 
-def run_stage(run_dir: Path, name: str, result: Path) -> None:
-    """The child side of a stage process: rebuild the run from `run_dir/config.yaml`, run one stage, and write
-    `{"counts": ...}` or `{"error": message}` to `result` (rank 0 only when training is multi-process)."""
+def run_stage(run_dir: Path, name: str, result: Path, verbose: bool = False) -> None:
+    """The child side of a stage process: rebuild the run from `run_dir/config.yaml`, run one stage (the
+    libraries' output to its log), and write `{"counts": ...}` or `{"error": message}` to `result` (rank 0 only
+    when training is multi-process)."""
     from polyrise.config import load_config
 
     main_rank = os.environ.get("RANK", "0") == "0"
     try:
-        runner = Runner(load_config(run_dir / "config.yaml"), child=True)
-        outcome: dict[str, Any] = {"counts": runner.find_stage(name).run()}
+        runner = Runner(load_config(run_dir / "config.yaml"), child=True, verbose=verbose)
+        with library_output(runner.stage_log(name), verbose):
+            outcome: dict[str, Any] = {"counts": runner.find_stage(name).run()}
     except PolyriseError as e:
         outcome = {"error": str(e)}
     except Exception as e:
@@ -628,9 +664,10 @@ def _die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
 
 
-def run_pipeline(config: RunConfig, console: Console | None = None) -> list[dict[str, Any]]:
-    """Run every iteration of `config`; prints stage timings and per-language summaries."""
-    runner = Runner(config, console or Console())
+def run_pipeline(config: RunConfig, console: Console | None = None, verbose: bool = False) -> list[dict[str, Any]]:
+    """Run every iteration of `config`; prints stage timings and per-language summaries (`verbose`: the
+    libraries' output too, see `Runner.verbose`)."""
+    runner = Runner(config, console or make_console(), verbose=verbose)
     start = time.perf_counter()
     summaries = runner.run()
     timing = Table(title="stage timings")

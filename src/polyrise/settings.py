@@ -18,6 +18,16 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class TrackingSettings(Section):
+    """Where a run's metrics are tracked (`polyrise.tracking`): the trainer's and polyrise's per iteration."""
+
+    backend: Literal["none", "tensorboard", "trackio", "wandb", "mlflow"] = "none"
+    """`tensorboard`: event files under `<run dir>/tensorboard/`; the others: their own store or server, set up
+    through their usual environment variables (WANDB_API_KEY, MLFLOW_TRACKING_URI, ...)."""
+    project: str = "polyrise"
+    """The project (trackio, wandb) or experiment (mlflow) the run's tracker runs belong to."""
+
+
 class ModelSettings(Section):
     spec: str = "embedded:smollm2-135m-instruct"
     """`embedded:<name>`, a Hugging Face id, a local model dir, or a dir holding a LoRA adapter."""

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import torch
-from rich.progress import Progress
 
 from polyrise.analysis.writing import pyplot, save_figure, write_markdown
+from polyrise.console import progress as progress_bar
 from polyrise.errors import PolyriseError
 from polyrise.generation.batching import left_pad
 from polyrise.io import write_json
@@ -167,7 +167,7 @@ def layer_states(
     captured: list[torch.Tensor] = []
     hook = norm.register_forward_pre_hook(lambda _module, args: captured.append(args[0]))
     try:
-        with torch.inference_mode(), Progress(transient=True) as progress:
+        with torch.inference_mode(), progress_bar() as progress:
             task = progress.add_task(description, total=len(encoded))
             for start in range(0, len(order), batch_size):
                 idx = order[start : start + batch_size]

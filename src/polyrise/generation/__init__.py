@@ -6,8 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from rich.progress import Progress
-
+from polyrise.console import progress as progress_bar
 from polyrise.errors import PolyriseError
 from polyrise.generation.cache import GenerationCache
 from polyrise.records import Prompt, Response
@@ -150,7 +149,7 @@ class Generator:
         next, so a kill loses at most one chunk; with a progress bar."""
         self.stats["cached"] += len(keys) - len(todo)
         chunk = max(self.engine.batch_size * 4, 1)
-        with Progress(transient=True) as progress:
+        with progress_bar() as progress:
             task = progress.add_task(desc, total=len(keys), completed=len(keys) - len(todo))
             for start in range(0, len(todo), chunk):
                 part = todo[start : start + chunk]

@@ -11,9 +11,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from rich.progress import Progress
 from transformers import DynamicCache, LogitsProcessor
 
+from polyrise.console import progress as progress_bar
 from polyrise.errors import PolyriseError
 from polyrise.generation import Engine
 from polyrise.generation.batching import left_pad
@@ -161,7 +161,7 @@ def generate_labels(
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i][0]))
     rng = torch.Generator(device=model.device).manual_seed(seed)
     results: list[tuple[str, list[int]]] = [("", [])] * len(prompts)
-    with Progress(transient=True) as progress:
+    with progress_bar() as progress:
         task = progress.add_task("generating labels", total=len(prompts))
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]

@@ -254,7 +254,9 @@ def pretrain(
     model: Any, encoded: list[dict[str, list[int]]], pad_id: int, settings: PretrainSettings, seed: int, progress: bool
 ) -> float:
     """Train `model` from scratch on the encoded chats with the HF Trainer on CPU; returns the mean training loss."""
-    from transformers import Trainer, TrainingArguments
+    from transformers import PrinterCallback, Trainer, TrainingArguments
+
+    from polyrise.training.runs import step_callback
 
     with tempfile.TemporaryDirectory() as tmp:
         args = TrainingArguments(
@@ -275,10 +277,13 @@ def pretrain(
             seed=seed,
             data_seed=seed,
             dataloader_num_workers=0,
-            disable_tqdm=not progress,
+            disable_tqdm=True,  # the printer is replaced by polyrise's step lines (`progress`) or dropped
             log_level="warning",
         )
         trainer = Trainer(model=model, args=args, train_dataset=encoded, data_collator=_Collator(pad_id))
+        trainer.remove_callback(PrinterCallback)
+        if progress:
+            trainer.add_callback(step_callback())
         return float(trainer.train().training_loss)
 
 

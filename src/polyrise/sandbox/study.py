@@ -19,6 +19,7 @@ from typing import Any
 from rich.console import Console
 
 from polyrise.config import RunConfig, load_config
+from polyrise.console import make_console
 from polyrise.errors import PolyriseError
 from polyrise.io import atomic_open, write_json
 from polyrise.report import collect_scores, model_order
@@ -80,7 +81,7 @@ def run_study(
     reused and the runs resume from their stage caches."""
     from polyrise.runner import run_pipeline
 
-    console = console or Console()
+    console = console or make_console()
     for variant in variants:  # fail before any sandbox is built
         variant_changes(variant)
     base = load_config(base_config)

@@ -32,6 +32,7 @@ from trl.kernels.chunked_logprob import _use_triton
 from trl.models.utils import prepare_deepspeed
 
 from polyrise.config import DPOSettings
+from polyrise.console import progress as progress_bar
 from polyrise.errors import PolyriseError
 from polyrise.generation.cache import GenerationCache
 from polyrise.models import ResolvedModel
@@ -177,7 +178,6 @@ class PackedDPOTrainer(DPOTrainer):
         untrained policy (adapter disabled) with no grad, longest rows first, split over the processes."""
         from accelerate.utils import gather_object
         from peft import PeftModel
-        from tqdm.auto import tqdm
 
         examples = list(dataset)  # read once: a dataset row is decoded from Arrow on every access
         keys = [self._cache_keys(ex) for ex in examples]
@@ -192,15 +192,16 @@ class PackedDPOTrainer(DPOTrainer):
         policy = self.accelerator.unwrap_model(model)
         no_adapter = policy.disable_adapter() if isinstance(policy, PeftModel) else contextlib.nullcontext()
         found: dict[str, float] = {}
-        with torch.no_grad(), no_adapter, self.accelerator.autocast():
-            batches = range(0, len(mine), batch_size)
-            for start in tqdm(batches, desc=f"Reference log-probs ({len(todo)} of {len(keys)} pairs)", leave=False):
+        with torch.no_grad(), no_adapter, self.accelerator.autocast(), progress_bar() as progress:
+            task = progress.add_task(f"reference log-probs ({len(todo)} of {len(keys)} pairs)", total=len(mine))
+            for start in range(0, len(mine), batch_size):
                 part = mine[start : start + batch_size]
                 rows = self.data_collator([examples[i] for i in part])
                 batch = {k: v.to(self.accelerator.device) for k, v in rows.items()}
                 scored = packed_logps(model, batch, policy.config._attn_implementation)
                 for i, chosen, rejected in zip(part, *scored.answer_logps(), strict=True):
                     found[keys[i][0]], found[keys[i][1]] = chosen.item(), rejected.item()
+                progress.advance(task, len(part))
         if self.accelerator.num_processes > 1:
             found = {k: v for part in gather_object([found]) for k, v in part.items()}
         if self.reference_cache is not None and self.accelerator.is_main_process and found:
@@ -267,19 +268,21 @@ def train_dpo(
     chat_template: str | None = None,
     trust_remote_code: bool = False,
     reference_cache: Path | None = None,
+    report: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """Train M(t+1) from `base` = M(t) (policy init and reference); save it atomically to `out_dir`.
 
     Checkpoints go to `<out_dir>.checkpoints`; a killed run resumes from the latest one, and they are removed
     once the model is saved. `reference_cache`: the SQLite file the reference log-probs persist in (a run's
-    `generations.sqlite`). Returns the last step's logged metrics (`loss`, `rewards/accuracies`,
+    `generations.sqlite`). `report`: the training arguments that send its metrics to a tracker
+    (`tracking.trainer_reporting`). Returns the last step's logged metrics (`loss`, `rewards/accuracies`,
     `rewards/margins`, ...) and the summary (`train_loss`, `train_runtime`).
     """
     if not pairs:
         raise PolyriseError(f"no preference pairs to train {out_dir} on (the filters may have rejected all)")
     out_dir = Path(out_dir)
     ckpt_dir = checkpoints_dir(out_dir)
-    args = dpo_config(settings, ckpt_dir, seed)
+    args = dpo_config(settings, ckpt_dir, seed, **(report or {}))
     resume = checkpoint_to_resume(ckpt_dir, run_key(base, pairs, settings, seed, dtype))  # after the args: see runs.py
     tokenizer, model, peft_config = load_for_training(base, settings, dtype, chat_template, trust_remote_code)
     use_cache = model.config.use_cache

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ import torch
 from pydantic import BaseModel
 
 from polyrise.config import TrainingSettings
+from polyrise.console import make_console, progress
 from polyrise.errors import PolyriseError
 from polyrise.models import EMBEDDED_PREFIX, ResolvedModel, load_model, load_tokenizer
 from polyrise.training.launch import LAUNCH_FIELDS
@@ -62,6 +65,54 @@ def _elapsed_callback(resume: str | None) -> Any:
 
 
 """Written beside the weights: the trainer's log history, one JSON row per logged step, then the run summary."""
+
+
+STEP_FIELDS = {
+    "loss": "loss",
+    "rewards/margins": "margin",
+    "rewards/accuracies": "reward acc",
+    "mean_token_accuracy": "token acc",
+}
+"""The logged metrics shown on the console per training step, and their names there."""
+
+
+def step_callback() -> Any:
+    """The trainer's console output, in place of its printer: a progress bar whose description holds the last
+    step's metrics on a terminal, else one line per logged step (`step 3/8  loss 0.6931  ...  1.52 it/s`).
+    The whole log dict goes to the `polyrise.training` logger (a run's stage log)."""
+    from transformers import TrainerCallback
+
+    logger = logging.getLogger("polyrise.training")
+    console = make_console()
+
+    class StepProgress(TrainerCallback):
+        bar: Any = None
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.start, self.first_step = time.perf_counter(), state.global_step
+            if state.is_local_process_zero and console.is_terminal:
+                self.bar = progress(console, transient=False)
+                self.bar.start()
+                self.task = self.bar.add_task("training", total=state.max_steps, completed=state.global_step)
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+            if not state.is_local_process_zero or not logs:
+                return
+            logger.info("step %d/%d: %s", state.global_step, state.max_steps, json.dumps(logs))
+            if "loss" not in logs:  # the summary at the end
+                return
+            shown = "  ".join(f"{name} {logs[key]:.4f}" for key, name in STEP_FIELDS.items() if key in logs)
+            if self.bar is not None:
+                self.bar.update(self.task, completed=state.global_step, description=f"training  {shown}")
+                return
+            rate = (state.global_step - self.first_step) / (time.perf_counter() - self.start)
+            console.print(f"step {state.global_step}/{state.max_steps}  {shown}  {rate:.2f} it/s", highlight=False)
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if self.bar is not None:
+                self.bar.stop()
+
+    return StepProgress()
 
 
 def checkpoints_dir(out_dir: Path) -> Path:
@@ -151,7 +202,7 @@ def trainer_arguments(settings: TrainingSettings, ckpt_dir: Path, seed: int) -> 
         "use_cpu": not cuda,
         "seed": seed,
         "logging_steps": 1,
-        "disable_tqdm": False,
+        "disable_tqdm": True,  # its printer is replaced by `step_callback` in `train_and_save`
         "report_to": "none",
         "save_strategy": "steps",
         "save_steps": CHECKPOINT_EVERY,
@@ -251,8 +302,12 @@ def train_and_save(
             "LoRA under FSDP or DeepSpeed ZeRO-3 saves the adapter only: set training.save: adapter "
             "(polyrise loads an adapter dir as a model), or train LoRA with DDP (examples/accelerate/ddp.yaml)"
         )
+    from transformers import PrinterCallback
+
     elapsed = _elapsed_callback(resume)
     trainer.add_callback(elapsed)
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(step_callback())
     result = trainer.train(resume_from_checkpoint=resume)
     # gathering the shards is a collective: every process takes part, the main one receives the weights
     state_dict = None

@@ -40,12 +40,14 @@ def train_sft(
     dtype: str = "auto",
     chat_template: str | None = None,
     trust_remote_code: bool = False,
+    report: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """Fine-tune `base` on question pairs (completion-only loss); save it atomically to `out_dir`.
 
     `settings` are the trainers' shared settings (method, learning rate, epochs, batch, LoRA, save); DPO's
     `beta`, `nll_weight` and `swap_preferences` are not among them, so they cannot change an SFT run's key.
-    A killed run resumes from `<out_dir>.checkpoints`.
+    A killed run resumes from `<out_dir>.checkpoints`. `report`: the training arguments that send its metrics to
+    a tracker (`tracking.trainer_reporting`).
     Returns the last step's logged metrics and the summary (`train_loss`, `train_runtime`).
     """
     from trl import SFTConfig, SFTTrainer
@@ -54,7 +56,7 @@ def train_sft(
         raise PolyriseError(f"no question pairs to train {out_dir} on (every row was missing or dropped)")
     out_dir = Path(out_dir)
     ckpt_dir = checkpoints_dir(out_dir)
-    args = SFTConfig(completion_only_loss=True, **trainer_arguments(settings, ckpt_dir, seed))
+    args = SFTConfig(completion_only_loss=True, **(trainer_arguments(settings, ckpt_dir, seed) | (report or {})))
     resume = checkpoint_to_resume(ckpt_dir, run_key(base, pairs, settings, seed, dtype))  # after the args: see runs.py
     tokenizer, model, peft_config = load_for_training(base, settings, dtype, chat_template, trust_remote_code)
     use_cache = model.config.use_cache
