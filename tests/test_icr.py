@@ -107,6 +107,10 @@ def test_build_pairs_counts_drops_and_lengths():
         ({"method": "implicit-cross-lingual"}, "needs an `implicit_reward` section"),
         ({"implicit_reward": {"reference": "x"}}, "only used by method 'implicit-cross-lingual'"),
         (
+            {"method": "question-alignment", "alignment": {"train": ["es"]}, "implicit_reward": {"reference": "x"}},
+            "only used by method 'implicit-cross-lingual'",
+        ),
+        (
             {"method": "implicit-cross-lingual", "implicit_reward": {"reference": "x", "samples": 0}},
             "implicit_reward.samples",
         ),

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from rich.table import Table
 
-from polyrise.config import DPOSettings, ImplicitRewardSettings, RunConfig
+from polyrise.config import ImplicitRewardSettings, RunConfig
 from polyrise.evaluation.reward import label_pairs, reward_scores
 from polyrise.io import read_jsonl, write_json, write_jsonl
 from polyrise.methods.language_imbalance import LanguageImbalance
@@ -137,7 +137,6 @@ class ImplicitCrossLingual(LanguageImbalance):
     the training and the reward's accuracy are Language Imbalance Driven Rewarding's."""
 
     name = "implicit-cross-lingual"
-    settings = DPOSettings
 
     @classmethod
     def check(cls, config: RunConfig) -> None:
