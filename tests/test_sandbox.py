@@ -10,13 +10,14 @@ import string
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from polyrise.config import SamplingSettings
 from polyrise.evaluation.math import extract_answer, load_math
 from polyrise.languages import get_language
 from polyrise.sandbox import CLONES, DataMix, ModelSize, PretrainSettings, SandboxInfo, Sizes, build_sandbox
-from polyrise.sandbox.data import n_training_problems, training_examples, translation_example
+from polyrise.sandbox.data import draw_splits, n_training_problems, training_examples, translation_example
 from polyrise.sandbox.tokenizer import END, TAGS, build_tokenizer, encode_example, instruction_phrases
 from polyrise.sandbox.world import Problem, _instruction_words, english_words, make_clones, render, sample_problems
 from polyrise.self_translation import extract_translation
@@ -199,6 +200,36 @@ def test_build_writes_documented_files_that_polyrise_loads(tiny):
     assert not [p.relative_to(out) for p in out.rglob(".*")]
 
 
+def test_aligned_model_is_m0_tuned_towards_the_gold_answers(tiny):
+    from polyrise.generation import ChatRequest
+    from polyrise.generation.hf import HFEngine
+    from polyrise.models import resolve_model
+    from polyrise.sandbox.build import english_preferences
+
+    problems = sample_problems(random.Random(5), 40, set())
+    pairs = english_preferences(problems, random.Random(0))
+    for p, problem in zip(pairs, problems, strict=True):  # chosen: the worked answer; rejected: a wrong result
+        assert p.prompt == problem.question and p.chosen == problem.answer
+        assert extract_answer(p.chosen, "en") == str(problem.n) != extract_answer(p.rejected, "en")
+        wrong = int(extract_answer(p.rejected, "en"))
+        assert p.rejected == problem.worked(wrong) and 1 <= abs(wrong - problem.n) <= 2 and wrong >= 0
+
+    out = Path(tiny.out)
+    assert tiny.aligned["examples"] == 24 and tiny.aligned["train_loss"] > 0  # min(pairs, the English task problems)
+    assert (out / "aligned" / "model.safetensors").read_bytes() != (out / "model" / "model.safetensors").read_bytes()
+    # the implicit reward log pi_aligned - log pi_M0 of its own training pairs favours the right answers
+    trained = english_preferences(
+        draw_splits(random.Random(3), TINY["sizes"], TINY["mix"], len(CLONES)).train[:24], random.Random(3)
+    )
+    margins = []
+    for spec in ("aligned", "model"):
+        engine = HFEngine(resolve_model(str(out / spec)))
+        requests = [(engine.render(ChatRequest.user(p.prompt)), y) for p in trained for y in (p.chosen, p.rejected)]
+        logps = [x.logprob for x in engine.loglikelihood(requests)]
+        margins.append(np.array(logps[0::2]) - np.array(logps[1::2]))
+    assert float(np.mean(margins[0] - margins[1])) > 0
+
+
 def test_sandbox_json_is_written_atomically(tmp_path, monkeypatch):
     info = SandboxInfo(
         out=str(tmp_path), seed=1, languages=LANGS, clones=dict(CLONES), mix={}, model_size={}, train={}, sizes={}
@@ -238,7 +269,7 @@ def test_cli_builds(tmp_path, monkeypatch):
         return SandboxInfo(
             out=str(out), seed=seed, languages=LANGS, clones=dict(CLONES), mix={}, model_size={}, train={},
             sizes={}, accuracy={"en": 0.9, "qaa": 0.5, "qab": 0.4}, gap={"qaa": 0.4, "qab": 0.5},
-            translation_exact={"en-qaa": 0.7}, seconds={"total": 1.0, "train": 0.5},
+            translation_exact={"en-qaa": 0.7}, seconds={"total": 3.0, "train": 2.0, "align": 1.0},
         )  # fmt: skip
 
     monkeypatch.setattr("polyrise.sandbox.build_sandbox", fake_build)
@@ -249,6 +280,7 @@ def test_cli_builds(tmp_path, monkeypatch):
     qab = next(line for line in result.output.splitlines() if " qab " in line)
     assert "0.400" in qab and "+0.500" in qab
     assert "0.700" in next(line for line in result.output.splitlines() if " qaa " in line)
+    assert "built in 3 s (training 2 s, English alignment 1 s)" in result.output
 
 
 @pytest.fixture(scope="module")

@@ -45,6 +45,24 @@ def test_variant_configs_point_at_the_seed_sandbox_and_change_only_their_setting
         study_config(base, box, 4, "bogus", tmp_path, 1)
 
 
+def test_icr_variants_run_the_aligned_policy_against_the_sandbox_model(tmp_path):
+    base = load_config(EXAMPLE)
+    box = _fake_sandbox(tmp_path / "box")
+    icr = study_config(base, box, 1, "icr", tmp_path / "study", 3)
+    assert icr.method == "implicit-cross-lingual" and icr.name == "seed1-icr"
+    assert icr.model.spec == str(box / "aligned") and icr.implicit_reward.reference == str(box / "model")
+    assert icr.implicit_reward.sampling.max_new_tokens == base.generation.answer.max_new_tokens == 48
+    assert (icr.implicit_reward.sampling.temperature, icr.implicit_reward.samples) == (0.9, 10)
+    assert icr.training == base.training and icr.implicit_reward.length_control
+    assert icr.implicit_reward.variant == "cross-lingual"
+    plain = icr.implicit_reward.model_dump()
+    no_lc = study_config(base, box, 1, "icr-no-length-control", tmp_path, 3).implicit_reward
+    assert no_lc.model_dump() == {**plain, "length_control": False}
+    native = study_config(base, box, 1, "icr-native-instruction", tmp_path, 3).implicit_reward
+    assert native.model_dump() == {**plain, "variant": "multilingual"}
+    assert study_config(base, box, 1, "rewarding", tmp_path, 3).implicit_reward is None
+
+
 def test_unknown_variant_fails_before_any_sandbox_is_built(tmp_path):
     with pytest.raises(PolyriseError, match="unknown study variant 'nll2'"):
         run_study(tmp_path, EXAMPLE, [0], ["rewarding", "nll2"], 1)
@@ -88,6 +106,26 @@ def test_summary_is_mean_and_sample_sd_over_seeds(tmp_path):
     assert "| rewarding | qaa | +0.150 ± 0.071 (n=2) | +0.400 (n=1) |" in change
     assert "| no-filters | en | -0.500 (n=1) | - |" in change
     assert (tmp_path / "study.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_summary_reports_reward_accuracy_with_pairs_and_wall_time(tmp_path):
+    runs = tmp_path / "runs"
+    for seed, (acc, informative, seconds) in enumerate([(0.8, 40, 100.0), (0.6, 20, 140.0)]):
+        run = runs / f"seed{seed}-icr"
+        _scores(run, 0, {"M0": {"en": 1.0}, "M1": {"en": 1.0}})
+        path = run / "iter_0" / "eval" / "scores.json"
+        scores = json.loads(path.read_text())
+        scores["reward"] = {"M0": {"qaa": {"reward_accuracy": acc, "informative": informative, "n": 50}}}
+        path.write_text(json.dumps(scores))
+        stages = {"iter_0/sample": {"seconds": seconds - 10}, "iter_0/train": {"seconds": 10.0}}
+        (run / "manifest.json").write_text(json.dumps({"stages": stages}))
+    cells = summarize_study(tmp_path)
+    assert cells["reward|icr|qaa|M0"]["mean"] == pytest.approx(0.7) and cells["reward|icr|qaa|M0"]["informative"] == 60
+    assert cells["seconds|icr"]["mean"] == pytest.approx(120.0)
+    assert cells["seconds|icr"]["sd"] == pytest.approx(statistics.stdev([100.0, 140.0]))
+    table = (tmp_path / "study.md").read_text()
+    assert "| icr | qaa | 0.700 ± 0.141 (n=2, pairs=60) |" in table
+    assert "| icr | 120 ± 28 (n=2) |" in table
 
 
 def test_summary_without_runs_is_an_error(tmp_path):

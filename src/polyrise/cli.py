@@ -870,8 +870,11 @@ def sandbox_build(
     train = PretrainSettings() if epochs is None else replace(PretrainSettings(), epochs=epochs)
     info = build_sandbox(out, seed, mix=mix, train=train, threads=threads, console=console)
     title = "M0: task accuracy (greedy, final integer exact) and self-translation exact match (q: questions only)"
-    _print_analysis(title, *summary_table(info), [out / "sandbox.json", info.model_dir])
-    console.print(f"built in {info.seconds['total']:.0f} s (training {info.seconds['train']:.0f} s)")
+    _print_analysis(title, *summary_table(info), [out / "sandbox.json", info.model_dir, info.aligned_dir])
+    took = info.seconds
+    console.print(
+        f"built in {took['total']:.0f} s (training {took['train']:.0f} s, English alignment {took['align']:.0f} s)"
+    )
 
 
 @sandbox_app.command("study")
@@ -879,7 +882,13 @@ def sandbox_study(
     out: Annotated[Path, typer.Option("--out", "-o", help="study dir (sandbox-seed<S>/, runs/, study.md)")],
     config: Annotated[Path, typer.Option(help="base run config")] = Path("examples/sandbox.yaml"),
     seeds: Annotated[str, typer.Option(help="comma-separated sandbox seeds")] = "0,1,2",
-    variants: Annotated[str, typer.Option(help="comma-separated: rewarding, swapped, nll0, no-filters")] = "rewarding",
+    variants: Annotated[
+        str,
+        typer.Option(
+            help="comma-separated: rewarding, swapped, nll0, no-filters (LIDR and its controls); icr, "
+            "icr-no-length-control, icr-native-instruction (Implicit Cross-Lingual Rewarding and its ablations)"
+        ),
+    ] = "rewarding",
     iterations: Annotated[int, typer.Option(min=1)] = 3,
 ) -> None:
     """Run the pipeline on one sandbox per seed for each variant; print MGSM accuracy as mean ± sd over seeds.

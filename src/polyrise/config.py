@@ -186,12 +186,36 @@ class AlignmentSettings(Section):
         return list(dict.fromkeys(src for src, _ in self.directions(target)))
 
 
+class ImplicitRewardSettings(Section):
+    """Implicit Cross-Lingual Rewarding (Yang et al., ACL 2025, arXiv 2503.04647): the policy (`model.spec`, an
+    English-aligned model) samples `samples` answers per prompt and language; each is scored by the implicit reward
+    log pi(y|x) - log pi_ref(y|x) under the variant's instruction, length-controlled, and the best and worst become
+    a DPO pair. Defaults follow the released code (ZNLP/Implicit-Cross-Lingual-Rewarding)."""
+
+    reference: str
+    """The model the policy was tuned from: pi_ref of iteration 0 (then the previous iterate)."""
+    samples: int = Field(default=10, ge=1)
+    """k answers per prompt and language."""
+    sampling: SamplingSettings = Field(default_factory=lambda: SamplingSettings(temperature=0.9, max_new_tokens=512))
+    """The released code samples at temperature 0.9, top-p 1.0; sample j uses `seed + j`."""
+    variant: Literal["cross-lingual", "multilingual"] = "cross-lingual"
+    """The instruction an answer in L is scored under: `cross-lingual` the English one, prefixed with the request
+    to answer in L; `multilingual` the native one (the prompt the answer was sampled for)."""
+    length_control: bool = True
+    """Reward - alpha x length (characters), alpha the grid value whose chosen-minus-rejected mean length is
+    closest to 0 (per language); off: alpha = 0."""
+    alpha_max: float = Field(default=1.0, gt=0.0)
+    alpha_step: float = Field(default=0.001, gt=0.0)
+    """The alpha grid: 0, step, 2 x step, ... below `alpha_max` (the code's np.arange(0, 1, 0.001))."""
+
+
 class RunConfig(Section):
     name: str = "run"
     """The run directory's name under `output_dir`: one path component."""
     method: str = "language-imbalance"
-    """A module of `polyrise.methods`: `language-imbalance` (the self-rewarding DPO loop) or `question-alignment`
-    (one SFT step on question translation pairs, `alignment` section, evaluated on trained and unseen languages)."""
+    """A module of `polyrise.methods`: `language-imbalance` (the self-rewarding DPO loop), `implicit-cross-lingual`
+    (DPO on pairs ranked by the implicit reward, `implicit_reward` section) or `question-alignment` (one SFT step on
+    question translation pairs, `alignment` section, evaluated on trained and unseen languages)."""
     output_dir: Path = Path("runs")
     seed: int = 0
     iterations: int = Field(default=1, ge=1)
@@ -215,6 +239,8 @@ class RunConfig(Section):
     """`method: language-imbalance`: how often a judge agrees with each iteration's preferences."""
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
     """Where the trainer's and polyrise's per-iteration metrics are tracked (default: nowhere)."""
+    implicit_reward: ImplicitRewardSettings | None = None
+    """Needed by `method: implicit-cross-lingual`."""
     stage_processes: bool = True
     """Run every stage that loads a model in its own process, so GPU and host memory are returned between stages
     (a vLLM engine and a trainer never hold the GPU at once). false: one process (small models, debugging)."""

@@ -89,6 +89,26 @@ class DroppedPair(Record):
     reason: str
 
 
+class Samples(Record):
+    """k sampled answers of one prompt in one language (Implicit Cross-Lingual Rewarding), in sample order."""
+
+    id: str
+    lang: str
+    prompt: str
+    outputs: list[str]
+
+
+class SampleScores(Record):
+    """The summed log-probs of each of a prompt's samples after `context` (the rendered scoring instruction), under
+    the policy and under its reference, in sample order."""
+
+    id: str
+    lang: str
+    context: str
+    policy: list[float]
+    reference: list[float]
+
+
 class QuestionPair(Record):
     """A question-alignment SFT example: the question in `lang` (the prompt) → the same question in `target`
     (the completion, the only tokens trained on)."""

@@ -20,6 +20,15 @@ def translation_prompt(text: str, src_lang: str, tgt_lang: str) -> str:
     )
 
 
+def answer_in_prompt(instruction: str, lang: str) -> str:
+    """Implicit Cross-Lingual Rewarding's scoring instruction: the English `instruction` with the request to answer
+    in `lang` before it (the released code's PREFIX; an answer in the source language is scored plainly)."""
+    return (
+        f"Please answer the following instruction using only {get_language(lang).name}, unless explicitly "
+        f"instructed to respond in a different language.\n\n{instruction}"
+    )
+
+
 JUDGE_VERDICTS = ("Winner: A", "Winner: B", "Winner: tie")
 """The judge's final line is exactly one of these (parsed by `evaluation.judge.parse_verdict`)."""
 

@@ -324,6 +324,8 @@ class LanguageImbalance:
                 "an `alignment` section is only used by method 'question-alignment' "
                 "(set method: question-alignment, or run `polyrise align`)"
             )
+        if config.implicit_reward is not None and config.method != "implicit-cross-lingual":
+            raise ValueError("an `implicit_reward` section is only used by method 'implicit-cross-lingual'")
 
     def prepare(self) -> None:
         self.source_prompts  # noqa: B018
@@ -361,18 +363,7 @@ class LanguageImbalance:
         run = self.run
         cfg, gen, f = run.config, run.config.generation, self.files(t)
         return [
-            Stage(
-                f"iter_{t}/prompts",
-                lambda: self._prompts(t),
-                outputs=[f["prompts"], f["prompt_translations"]],
-                models=run.translator_models(t),
-                settings=[
-                    run.translator_settings(),
-                    [p.model_dump() for p in self.source_prompts],
-                    cfg.languages,
-                    gen.translate.model_dump(),
-                ],
-            ),
+            self.prompts_stage(t),
             Stage(
                 f"iter_{t}/generate",
                 lambda: self._generate(t),
@@ -420,6 +411,24 @@ class LanguageImbalance:
         if cfg.reward_judge:
             work["judgements"] = 2 * min(cfg.reward_judge.sample, work["pairs"])  # both orders
         return work
+
+    def prompts_stage(self, t: int) -> Stage:
+        """The English prompts and their self-translations into every language by M(t) (or the fixed translator)."""
+        from polyrise.runner import Stage
+
+        run, f = self.run, self.files(t)
+        return Stage(
+            f"iter_{t}/prompts",
+            lambda: self._prompts(t),
+            outputs=[f["prompts"], f["prompt_translations"]],
+            models=run.translator_models(t),
+            settings=[
+                run.translator_settings(),
+                [p.model_dump() for p in self.source_prompts],
+                run.config.languages,
+                run.config.generation.translate.model_dump(),
+            ],
+        )
 
     def _reward_judge_stage(self, t: int) -> Stage:
         from polyrise.runner import Stage

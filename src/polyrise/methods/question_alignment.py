@@ -82,6 +82,8 @@ class QuestionAlignment:
             raise ValueError("method 'question-alignment' needs an `alignment` section (at least alignment.train)")
         if config.iterations != 1:
             raise ValueError("method 'question-alignment' trains once: iterations must be 1")
+        if config.implicit_reward is not None:
+            raise ValueError("an `implicit_reward` section is only used by method 'implicit-cross-lingual'")
         run_langs = {config.source_lang, *config.languages}
         for src, tgt in config.alignment.directions(config.source_lang):
             for code in (src, tgt):

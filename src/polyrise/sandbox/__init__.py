@@ -4,13 +4,14 @@
   (reversed);
 - `tokenizer`: the model's word-level tokenizer and chat template;
 - `data`: the imbalanced training mix (`DataMix`), its example builders, the held-out splits and data-file rows;
-- `build`: training the tiny Llama from scratch (`PretrainSettings`) and `build_sandbox`, which writes the model dir,
-  prompts, eval and translation files and `sandbox.json` (`polyrise sandbox build`);
+- `build`: training the tiny Llama from scratch (`PretrainSettings`), its English alignment (`AlignSettings`) and
+  `build_sandbox`, which writes the model dirs, prompts, eval and translation files and `sandbox.json`
+  (`polyrise sandbox build`);
 - `measure`: M0's task accuracy and self-translation exact match, `summary_table`;
 - `study`: seeded studies of the unmodified pipeline on sandboxes (`polyrise sandbox study`).
 """
 
-from polyrise.sandbox.build import ModelSize, PretrainSettings, SandboxInfo, build_sandbox
+from polyrise.sandbox.build import AlignSettings, ModelSize, PretrainSettings, SandboxInfo, build_sandbox
 from polyrise.sandbox.data import DataMix, Sizes
 from polyrise.sandbox.measure import summary_table
 from polyrise.sandbox.study import run_study
@@ -18,6 +19,7 @@ from polyrise.sandbox.world import CLONES
 
 __all__ = [
     "CLONES",
+    "AlignSettings",
     "DataMix",
     "ModelSize",
     "PretrainSettings",

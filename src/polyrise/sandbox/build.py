@@ -4,6 +4,9 @@
 
 - `model/`: the tiny Llama with its word-level tokenizer and chat template (written beside it, then renamed into
   place); any polyrise command takes it as a model spec;
+- `aligned/`: `model/` tuned by DPO on English preferences from gold (a problem's worked answer over the same
+  answer with a wrong result): the English-aligned policy of Implicit Cross-Lingual Rewarding, `model/` its
+  reference;
 - `prompts/train.jsonl`: English task prompts (`id`, `instruction`) for `polyrise run`;
 - `eval/{lang}.jsonl`: the exact scorer's data, MGSM JSONL (`query`, `response`), aligned across languages by row;
 - `translation/{lang}.jsonl`: held-out parallel sentences (`id`, `instruction`) for `--task translation`;
@@ -23,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from polyrise.io import file_hash, write_json, write_jsonl
+from polyrise.records import PreferencePair
 from polyrise.sandbox.data import (
     DataMix,
     Sizes,
@@ -35,7 +39,7 @@ from polyrise.sandbox.data import (
 )
 from polyrise.sandbox.measure import measure_m0
 from polyrise.sandbox.tokenizer import build_tokenizer, encode_example, instruction_phrases
-from polyrise.sandbox.world import CLONES, SOURCE_LANG, make_clones
+from polyrise.sandbox.world import CLONES, SOURCE_LANG, Problem, make_clones
 
 SANDBOX_JSON = "sandbox.json"
 
@@ -60,6 +64,17 @@ class PretrainSettings:
     batch_size: int = 8
     warmup: float = 0.05
     weight_decay: float = 0.01
+
+
+@dataclass(frozen=True)
+class AlignSettings:
+    """The English alignment of `aligned/`: DPO + NLL (full fine-tuning) on `pairs` English training problems."""
+
+    pairs: int = 200
+    learning_rate: float = 1e-4
+    beta: float = 0.1
+    nll_weight: float = 1.0
+    batch_size: int = 16
 
 
 @dataclass
@@ -88,11 +103,18 @@ class SandboxInfo:
     `translation/`: held-out questions (never in training) and their answers (whose sentences training may hold)."""
     translation_exact_questions: dict[str, float] = field(default_factory=dict)
     """The same on the held-out questions alone."""
+    aligned: dict[str, Any] = field(default_factory=dict)
+    """The English alignment of `aligned/`: its `AlignSettings`, the pairs it trained on (`examples`) and the
+    training's `train_loss`."""
     seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def model_dir(self) -> Path:
         return Path(self.out) / "model"
+
+    @property
+    def aligned_dir(self) -> Path:
+        return Path(self.out) / "aligned"
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -137,6 +159,7 @@ def build_sandbox(
     model_size: ModelSize | None = None,
     train: PretrainSettings | None = None,
     sizes: Sizes | None = None,
+    align: AlignSettings | None = None,
     evaluate: bool = True,
     threads: int = 1,
     console: Any = None,
@@ -153,7 +176,9 @@ def build_sandbox(
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return _build(out, seed, clones, mix, model_size, train, sizes, evaluate, console, progress)
+        return _build(
+            out, seed, clones, mix, model_size, train, sizes, align or AlignSettings(), evaluate, console, progress
+        )
     finally:
         torch.set_num_threads(before)
 
@@ -166,6 +191,7 @@ def _build(
     model_size: ModelSize | None,
     train: PretrainSettings | None,
     sizes: Sizes | None,
+    align: AlignSettings,
     evaluate: bool,
     console: Any,
     progress: bool,
@@ -219,6 +245,13 @@ def _build(
     _save_model(model, tokenizer, info.model_dir)
     info.weights_sha256 = file_hash(info.model_dir / "model.safetensors")
 
+    _say(console, f"aligning M0 on {align.pairs} English preference pairs (DPO + NLL): {info.aligned_dir}")
+    t_align = time.perf_counter()
+    english = splits.train[: min(align.pairs, mix.english_task)]  # the English task problems of the mix
+    loss = align_english(info.model_dir, info.aligned_dir, english, align, seed)
+    info.aligned = asdict(align) | {"examples": len(english), "train_loss": loss}
+    info.seconds["align"] = round(time.perf_counter() - t_align, 1)
+
     if evaluate:
         _say(console, "measuring M0: task accuracy per language, self-translation per direction")
         t_eval = time.perf_counter()
@@ -227,6 +260,43 @@ def _build(
     info.seconds["total"] = round(time.perf_counter() - t_start, 1)
     info.save()
     return info
+
+
+def english_preferences(problems: Sequence[Problem], rng: random.Random) -> list[PreferencePair]:
+    """Per problem: the English question, its worked answer (chosen) over the same answer with a result off by 1 or
+    2 (rejected, never below 0)."""
+    pairs = []
+    for i, p in enumerate(problems):
+        wrong = rng.choice([m for m in (p.n - 2, p.n - 1, p.n + 1, p.n + 2) if m >= 0])
+        pairs.append(
+            PreferencePair(
+                id=f"align-{i}",
+                lang=SOURCE_LANG,
+                via=SOURCE_LANG,
+                prompt=p.question,
+                chosen=p.answer,
+                rejected=p.worked(wrong),
+            )
+        )
+    return pairs
+
+
+def align_english(base: Path, out: Path, problems: Sequence[Problem], settings: AlignSettings, seed: int) -> float:
+    """DPO + NLL of `base` on `problems`' English preferences into `out` (written atomically); the training loss."""
+    from polyrise.config import DPOSettings
+    from polyrise.models import resolve_model
+    from polyrise.training.dpo import train_dpo
+
+    dpo = DPOSettings(
+        method="full",
+        learning_rate=settings.learning_rate,
+        beta=settings.beta,
+        nll_weight=settings.nll_weight,
+        batch_size=settings.batch_size,
+        max_length=192,
+    )
+    pairs = english_preferences(problems, random.Random(seed))
+    return float(train_dpo(resolve_model(str(base)), pairs, out, dpo, seed=seed)["train_loss"])
 
 
 def _new_model(tokenizer: Any, size: ModelSize, seed: int) -> Any:

@@ -2,7 +2,9 @@
 
 Every (seed, variant) is an ordinary `polyrise run` of a base config (e.g. `examples/sandbox.yaml`) whose model,
 prompts and MGSM evaluation point at that seed's sandbox, with the variant's settings changed; the summary is
-the exact-match task accuracy per variant, language and iterate as mean ± sample sd over the seeds.
+the exact-match task accuracy per variant, language and iterate as mean ± sample sd over the seeds, the reward's
+accuracy per variant and iteration, and each variant's wall time. The `icr` variants run Implicit Cross-Lingual
+Rewarding instead: the policy is the sandbox's English-aligned `aligned/`, the reference its `model/`.
 """
 
 from __future__ import annotations
@@ -27,13 +29,23 @@ from polyrise.sandbox.build import SANDBOX_JSON, build_sandbox
 
 NO_FILTERS = {"min_length_ratio": 1e-9, "max_length_ratio": 1e9, "repeated_line_limit": 10**9}
 """Pair filters that keep every pair (empty and identical pairs, which carry no preference, still drop)."""
+ICR = "implicit-cross-lingual"
 VARIANTS: dict[str, dict[str, Any]] = {
     "rewarding": {},
     "swapped": {"training": {"swap_preferences": True}},
     "nll0": {"training": {"nll_weight": 0.0}},
     "no-filters": {"filters": NO_FILTERS},
+    "icr": {"method": ICR, "implicit_reward": {}},
+    "icr-no-length-control": {"method": ICR, "implicit_reward": {"length_control": False}},
+    "icr-native-instruction": {"method": ICR, "implicit_reward": {"variant": "multilingual"}},
 }
-"""Changes to the base config: the method as configured (`rewarding`), and the controls."""
+"""Changes to the base config: the method as configured (`rewarding`), its controls, Implicit Cross-Lingual
+Rewarding (`icr`) and its ablations (no length control; the native instead of the English instruction)."""
+
+
+def source_variant(variant: str) -> str:
+    """The plain variant of `variant`'s method (`icr` for the icr ablations, else `rewarding`)."""
+    return "icr" if variant.startswith("icr") else "rewarding"
 
 
 def variant_changes(variant: str) -> dict[str, Any]:
@@ -48,13 +60,21 @@ def study_config(base: RunConfig, sandbox_dir: Path, seed: int, variant: str, ou
     info = json.loads((sandbox_dir / SANDBOX_JSON).read_text())
     data = base.model_dump(mode="json")
     for section, changes in variant_changes(variant).items():
-        data[section] = {**data[section], **changes}
+        data[section] = {**(data[section] or {}), **changes} if isinstance(changes, dict) else changes
+    icr = data["method"] == ICR
+    if icr:  # the English-aligned policy against the model it was tuned from; k answers as long as the base's
+        sampling = {"temperature": 0.9, "top_p": 1.0, "max_new_tokens": base.generation.answer.max_new_tokens}
+        data["implicit_reward"] = {
+            "sampling": sampling,
+            **data["implicit_reward"],
+            "reference": str(sandbox_dir / "model"),
+        }
     data.update(
         name=f"seed{seed}-{variant}",
         output_dir=str(out / "runs"),
         seed=seed,
         iterations=iterations,
-        model={**data["model"], "spec": str(sandbox_dir / "model")},
+        model={**data["model"], "spec": str(sandbox_dir / ("aligned" if icr else "model"))},
         prompts={**data["prompts"], "source": str(sandbox_dir / "prompts" / "train.jsonl")},
         evaluation=[
             {
@@ -91,18 +111,18 @@ def run_study(
         if not (sandbox_dir / SANDBOX_JSON).is_file():
             console.print(f"[bold]building the sandbox for seed {seed}[/]")
             build_sandbox(sandbox_dir, seed, console=console)
-        ordered = sorted(variants, key=lambda v: v != "rewarding")  # the controls reuse its generations
-        configs += [study_config(base, sandbox_dir, seed, v, out, iterations) for v in ordered]
-    for cfg in configs:
+        ordered = sorted(variants, key=lambda v: v != source_variant(v))  # the controls reuse its generations
+        configs += [(v, study_config(base, sandbox_dir, seed, v, out, iterations)) for v in ordered]
+    for variant, cfg in configs:
         console.print(f"[bold]study run {cfg.name}[/] ({cfg.iterations} iterations)")
-        _share_generations(out / "runs" / f"seed{cfg.seed}-rewarding", cfg.run_dir)
+        _share_generations(out / "runs" / f"seed{cfg.seed}-{source_variant(variant)}", cfg.run_dir)
         run_pipeline(cfg, console)
     return summarize_study(out)
 
 
 def _share_generations(source_run: Path, run_dir: Path) -> None:
-    """Start a new control run with a copy of the same seed's `rewarding` generation cache: before training, a
-    control generates exactly what that run generated (cache keys hold the weights' fingerprint)."""
+    """Start a new control run with a copy of the same seed's `rewarding` (or `icr`) generation cache: before
+    training, a control generates exactly what that run generated (cache keys hold the weights' fingerprint)."""
     source, target = source_run / "generations.sqlite", run_dir / "generations.sqlite"
     if run_dir == source_run or target.exists() or not source.is_file():
         return
@@ -114,21 +134,31 @@ def _share_generations(source_run: Path, run_dir: Path) -> None:
 
 
 def summarize_study(out: Path) -> dict[str, Any]:
-    """Mean ± sd over seeds of MGSM accuracy for every variant, language and iterate in `out/runs/seed*-*`, and of
-    the accuracy of the reward each iteration trains on (pairs of M<t>'s answers, per pair row);
-    writes `study.json`, `study.md` and `study.png` into `out`."""
+    """Mean ± sd over seeds of MGSM accuracy for every variant, language and iterate in `out/runs/seed*-*`, of
+    the accuracy of the reward each iteration trains on (pairs of M<t>'s answers, per pair row, with the informative
+    pairs summed over seeds), and of each run's wall time (its stages' seconds in the manifest); writes
+    `study.json`, `study.md` and `study.png` into `out`."""
     per_seed: dict[tuple[str, str, str], dict[int, float]] = {}
     reward: dict[tuple[str, str, str], dict[int, float]] = {}
+    informative: dict[tuple[str, str, str], int] = {}
+    seconds: dict[str, dict[int, float]] = {}
     for run_dir in sorted((out / "runs").glob("seed*-*")):
         seed_part, variant = run_dir.name.split("-", 1)
         if not any(run_dir.glob("iter_*/eval/scores.json")):
             continue
+        seed = int(seed_part[4:])
         scores = collect_scores(run_dir)
         for task, into, metric in (("mgsm", per_seed, "accuracy"), ("reward", reward, "reward_accuracy")):
             for label, rows in scores.get(task, {}).items():
                 for row, cells in rows.items():
                     if not math.isnan(value := float(cells[metric])):
-                        into.setdefault((variant, row, label), {})[int(seed_part[4:])] = value
+                        into.setdefault((variant, row, label), {})[seed] = value
+                        if task == "reward":
+                            key = (variant, row, label)
+                            informative[key] = informative.get(key, 0) + int(cells["informative"])
+        if (manifest := run_dir / "manifest.json").is_file():
+            stages = json.loads(manifest.read_text())["stages"].values()
+            seconds.setdefault(variant, {})[seed] = sum(float(e.get("seconds", 0.0)) for e in stages)
     if not per_seed:
         raise PolyriseError(f"{out / 'runs'}: no evaluated study runs (seed<S>-<variant>) to summarise")
     change = {
@@ -145,8 +175,15 @@ def summarize_study(out: Path) -> dict[str, Any]:
         for key, values in sorted(per_seed.items())
     }
     cells |= {
-        "reward|" + "|".join(key): {**_mean_sd(values), "seeds": dict(sorted(values.items()))}
+        "reward|" + "|".join(key): {
+            **_mean_sd(values),
+            "informative": informative[key],
+            "seeds": dict(sorted(values.items())),
+        }
         for key, values in sorted(reward.items())
+    }
+    cells |= {
+        f"seconds|{v}": {**_mean_sd(values), "seeds": dict(sorted(values.items()))} for v, values in seconds.items()
     }
     write_json(out / "study.json", cells)
     with atomic_open(out / "study.md") as fh:
@@ -157,9 +194,17 @@ def summarize_study(out: Path) -> dict[str, Any]:
             fh.write("\n")
             title = (
                 "Reward accuracy of the pairs each iteration trains on (M<t>: pairs of M<t>'s answers; row `en/L`: "
-                "the English pairs built from L), mean ± sd over seeds"
+                "the English pairs built from L), mean ± sd over seeds; pairs: the informative pairs (exactly one "
+                "side right) summed over seeds"
             )
-            fh.write(_table(title, reward))
+            fh.write(_table(title, reward, pairs=informative))
+        if seconds:
+            fh.write("\nWall time per run (the stages' seconds summed), mean ± sd over seeds\n\n")
+            fh.write("| variant | seconds |\n|---|---|\n")
+            for variant, values in sorted(seconds.items(), key=lambda kv: (kv[0] != "rewarding", kv[0])):
+                stats = _mean_sd(values)
+                sd = "" if math.isnan(stats["sd"]) else f" ± {stats['sd']:.0f}"
+                fh.write(f"| {variant} | {stats['mean']:.0f}{sd} (n={len(values)}) |\n")
     _plot(out / "study.png", per_seed)
     return cells
 
@@ -177,8 +222,14 @@ def _labels(per_seed: dict[tuple[str, str, str], dict[int, float]]) -> list[str]
     return sorted({label for _, _, label in per_seed}, key=model_order)
 
 
-def _table(title: str, data: dict[tuple[str, str, str], dict[int, float]], signed: bool = False) -> str:
-    """A Markdown table: a row per (variant, language), a column per iterate, cells `mean ± sd (n=seeds)`."""
+def _table(
+    title: str,
+    data: dict[tuple[str, str, str], dict[int, float]],
+    signed: bool = False,
+    pairs: dict[tuple[str, str, str], int] | None = None,
+) -> str:
+    """A Markdown table: a row per (variant, language), a column per iterate, cells `mean ± sd (n=seeds)` (and
+    `pairs=N` from `pairs`)."""
     labels = _labels(data)
     lines = [title, "", "| variant | lang | " + " | ".join(labels) + " |", "|---" * (len(labels) + 2) + "|"]
     number = "{:+.3f}" if signed else "{:.3f}"
@@ -190,7 +241,8 @@ def _table(title: str, data: dict[tuple[str, str, str], dict[int, float]], signe
                 row.append("-")
                 continue
             sd = "" if math.isnan(stats["sd"]) else f" ± {stats['sd']:.3f}"
-            row.append(f"{number.format(stats['mean'])}{sd} (n={len(data[(variant, lang, label)])})")
+            extra = f", pairs={pairs[(variant, lang, label)]}" if pairs else ""
+            row.append(f"{number.format(stats['mean'])}{sd} (n={len(data[(variant, lang, label)])}{extra})")
         lines.append(f"| {variant} | {lang} | " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 

@@ -75,9 +75,15 @@ class Problem:
     def n(self) -> int:
         return self.x + self.y if TEMPLATES[self.template].op == "+" else self.x - self.y
 
-    def _fill(self, text: str) -> str:
+    def _fill(self, text: str, n: int | None = None) -> str:
         return text.format(
-            a=self.a, b=self.b, obj=self.obj, x=self.x, y=self.y, n=self.n, op=TEMPLATES[self.template].op
+            a=self.a,
+            b=self.b,
+            obj=self.obj,
+            x=self.x,
+            y=self.y,
+            n=self.n if n is None else n,
+            op=TEMPLATES[self.template].op,
         )
 
     @property
@@ -87,7 +93,11 @@ class Problem:
     @property
     def answer(self) -> str:
         """The worked answer: the equation, then a sentence ending in the result ("3 + 4 = 7. Tom has 7 apples.")."""
-        return self._fill("{x} {op} {y} = {n}. " + TEMPLATES[self.template].answer)
+        return self.worked(self.n)
+
+    def worked(self, result: int) -> str:
+        """The worked answer with `result` in place of the right one (a wrong answer, for preference pairs)."""
+        return self._fill("{x} {op} {y} = {n}. " + TEMPLATES[self.template].answer, result)
 
 
 def sample_problem(rng: random.Random) -> Problem:

@@ -1,0 +1,322 @@
+"""Implicit Cross-Lingual Rewarding (Yang et al., ACL 2025, arXiv 2503.04647): an English-aligned policy pi and
+the model it was tuned from, pi_ref, define an implicit reward r(y | x) = log pi(y | x) - log pi_ref(y | x) (summed
+over the answer's tokens). Per prompt and language L (the source language included, as in the released code):
+
+  the policy samples k answers to the prompt in L (self-translated by the policy, as Language Imbalance Driven
+  Rewarding does), each is scored under the variant's instruction (`cross-lingual`: the English instruction with
+  the request to answer in L; `multilingual`: the native one), r - alpha x len(y) with alpha from a grid (the mean
+  chosen-minus-rejected length closest to 0, per language), and the best and worst answers become a DPO pair.
+
+M(t+1) is trained from M(t) with DPO + NLL (its reference: M(t)); the implicit reward of iteration t > 0 is
+M(t)'s against M(t-1). Followed from ZNLP/Implicit-Cross-Lingual-Rewarding: the prefix text, k = 10, temperature
+0.9 / top-p 1.0, length in characters, alpha grid np.arange(0, 1, 0.001) with the first alpha kept on ties,
+np.argmax / np.argmin (first index on ties), the EOS token left out of the score.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from rich.table import Table
+
+from polyrise.config import ImplicitRewardSettings, RunConfig
+from polyrise.evaluation.reward import label_pairs, reward_scores
+from polyrise.io import read_jsonl, write_json, write_jsonl
+from polyrise.methods.language_imbalance import LanguageImbalance
+from polyrise.records import PreferencePair, Prompt, Samples, SampleScores, Translation
+
+if TYPE_CHECKING:
+    from polyrise.runner import Stage
+
+DROP_REASONS = ("single_sample", "equal_rewards")
+"""Why a prompt in a language gives no pair: fewer than two non-empty samples, or every sample's reward equal."""
+
+
+def implicit_rewards(policy: Sequence[float], reference: Sequence[float]) -> np.ndarray:
+    """r(y) = log pi(y | x) - log pi_ref(y | x) per sample (summed log-probs of the same context and answer)."""
+    return np.asarray(policy, float) - np.asarray(reference, float)
+
+
+def length_controlled(rewards: np.ndarray, lengths: np.ndarray, alpha: float) -> np.ndarray:
+    """r(y) - alpha x len(y)."""
+    return np.asarray(rewards, float) - alpha * np.asarray(lengths, float)
+
+
+def select_pair(rewards: np.ndarray) -> tuple[int, int] | str:
+    """(chosen, rejected) = (first argmax, first argmin) of one prompt's rewards, or the drop reason."""
+    if len(rewards) < 2:
+        return "single_sample"
+    chosen, rejected = int(np.argmax(rewards)), int(np.argmin(rewards))
+    return "equal_rewards" if rewards[chosen] == rewards[rejected] else (chosen, rejected)
+
+
+def alpha_grid(settings: ImplicitRewardSettings) -> np.ndarray:
+    """The alphas tried: 0, step, ... below `alpha_max` (np.arange, as the released code)."""
+    return np.arange(0.0, settings.alpha_max, settings.alpha_step)
+
+
+def choose_alpha(rewards: Sequence[np.ndarray], lengths: Sequence[np.ndarray], grid: np.ndarray) -> tuple[float, float]:
+    """The alpha of `grid` whose pairs (first argmax vs first argmin of each prompt's length-controlled rewards) have
+    the mean chosen-minus-rejected length closest to 0, the first one on ties; with that mean. Prompts with fewer
+    than two samples take no part; with none at all, (0, 0)."""
+    groups = [(r, n) for r, n in zip(rewards, lengths, strict=True) if len(r) >= 2]
+    if not groups:
+        return 0.0, 0.0
+    gaps = np.zeros(len(grid))
+    for r, n in groups:
+        n = np.asarray(n, float)
+        adjusted = np.asarray(r, float)[None, :] - grid[:, None] * n[None, :]
+        gaps += n[adjusted.argmax(axis=1)] - n[adjusted.argmin(axis=1)]
+    gaps /= len(groups)
+    best = int(np.argmin(np.abs(gaps)))  # the first minimum: the smallest alpha on ties
+    return float(grid[best]), float(gaps[best])
+
+
+def build_pairs(
+    samples: Sequence[Samples],
+    scores: Sequence[SampleScores],
+    prompts: dict[tuple[str, str], str],
+    languages: Sequence[str],
+    settings: ImplicitRewardSettings,
+) -> tuple[list[PreferencePair], dict[str, dict[str, Any]]]:
+    """One pair per prompt and language (the prompt's highest and lowest length-controlled implicit reward), and
+    per language: candidates, kept, drops by reason, alpha and the mean length gap it gives, reward margins (raw
+    and length-controlled) and chosen/rejected lengths (characters), over the kept pairs."""
+    scored = {(s.id, s.lang): s for s in scores}
+    pairs: list[PreferencePair] = []
+    stats: dict[str, dict[str, Any]] = {}
+    grid = alpha_grid(settings) if settings.length_control else np.zeros(1)
+    for lang in languages:
+        rows = [s for s in samples if s.lang == lang]
+        rewards = [implicit_rewards(scored[(s.id, lang)].policy, scored[(s.id, lang)].reference) for s in rows]
+        lengths = [np.array([len(y) for y in s.outputs], float) for s in rows]
+        alpha, gap = choose_alpha(rewards, lengths, grid)
+        counts: dict[str, Any] = {"candidates": len(rows), "kept": 0, "dropped": dict.fromkeys(DROP_REASONS, 0)}
+        margins, raw_margins, chosen_len, rejected_len = [], [], [], []
+        for row, r, n in zip(rows, rewards, lengths, strict=True):
+            adjusted = length_controlled(r, n, alpha)
+            picked = select_pair(adjusted)
+            if isinstance(picked, str):
+                counts["dropped"][picked] += 1
+                continue
+            c, j = picked
+            counts["kept"] += 1
+            margins.append(adjusted[c] - adjusted[j])
+            raw_margins.append(r[c] - r[j])
+            chosen_len.append(n[c])
+            rejected_len.append(n[j])
+            pairs.append(
+                PreferencePair(
+                    id=row.id,
+                    lang=lang,
+                    via=lang,
+                    prompt=prompts[(row.id, lang)],
+                    chosen=row.outputs[c],
+                    rejected=row.outputs[j],
+                )
+            )
+        means = {
+            "margin": margins,
+            "raw_margin": raw_margins,
+            "chosen_length": chosen_len,
+            "rejected_length": rejected_len,
+        }
+        counts |= {"alpha": alpha, "alpha_length_gap": gap}
+        counts |= {k: float(np.mean(v)) if v else None for k, v in means.items()}
+        stats[lang] = counts
+    return pairs, stats
+
+
+class ImplicitCrossLingual(LanguageImbalance):
+    """Per iteration: self-translated prompts → k sampled answers per prompt and language → their implicit rewards
+    (policy and reference log-probs) → best/worst pairs → DPO + NLL from M(t) to M(t+1). The prompts stage,
+    the training and the reward's accuracy are Language Imbalance Driven Rewarding's."""
+
+    name = "implicit-cross-lingual"
+
+    @classmethod
+    def check(cls, config: RunConfig) -> None:
+        super().check(config)
+        if config.implicit_reward is None:
+            raise ValueError("method 'implicit-cross-lingual' needs an `implicit_reward` section (its `reference`)")
+        if config.reward_judge is not None:
+            raise ValueError("reward_judge: not supported by method 'implicit-cross-lingual'")
+
+    def prepare(self) -> None:
+        from polyrise.models import resolve_model
+
+        super().prepare()
+        resolve_model(self.icr.reference)  # a missing reference fails before anything is written
+
+    @property
+    def icr(self) -> ImplicitRewardSettings:
+        assert self.run.config.implicit_reward is not None
+        return self.run.config.implicit_reward
+
+    @property
+    def languages(self) -> list[str]:
+        """The languages answers are sampled and paired in: the source language and the targets."""
+        return [self.run.config.source_lang, *self.run.config.languages]
+
+    def reference_spec(self, t: int) -> str:
+        """pi_ref of iteration t: the configured reference, then the previous iterate."""
+        return self.icr.reference if t == 0 else self.run.model_spec(t - 1)
+
+    def files(self, t: int) -> dict[str, Path]:
+        root = self.run.iter_dir(t)
+        return super().files(t) | {"samples": root / "samples.jsonl", "sample_scores": root / "sample_scores.jsonl"}
+
+    def stages(self, t: int) -> list[Stage]:
+        from polyrise.runner import Stage
+
+        run, cfg, f, icr = self.run, self.run.config, self.files(t), self.icr
+        return [
+            self.prompts_stage(t),
+            Stage(
+                f"iter_{t}/sample",
+                lambda: self._sample(t),
+                outputs=[f["samples"]],
+                inputs=[f["prompts"]],
+                models=[run.model_spec(t)],
+                settings=[cfg.model.model_dump(), icr.samples, icr.sampling.model_dump()],
+            ),
+            Stage(
+                f"iter_{t}/score",
+                lambda: self._score(t),
+                outputs=[f["sample_scores"]],
+                inputs=[f["prompts"], f["samples"]],
+                models=[run.model_spec(t), self.reference_spec(t)],
+                settings=[cfg.model.model_dump(), icr.variant],
+            ),
+            Stage(
+                f"iter_{t}/pairs",
+                lambda: self._pairs(t),
+                outputs=[f["pairs"], f["pairs_stats"], f["reward"]],
+                inputs=[f["prompts"], f["prompt_translations"], f["samples"], f["sample_scores"]],
+                settings=[icr.model_dump(exclude={"reference", "samples", "sampling"}), cfg.seed],
+                loads_model=False,
+            ),
+            run.train_stage(t, f["pairs"], lambda: self._train(t)),
+        ]
+
+    def estimate(self) -> dict[str, int]:
+        n, k, langs = len(self.source_prompts), self.icr.samples, len(self.languages)
+        return {
+            "source prompts": n,
+            "prompt translations": n * (langs - 1),
+            "samples": n * langs * k,
+            "log-likelihoods": 2 * n * langs * k,  # under the policy and the reference
+            "pairs": n * langs,  # one per prompt and language, before drops
+        }
+
+    def _sample(self, t: int) -> dict[str, Any]:
+        """k answers per prompt in its language: k batched request sets, sample j seeded `seed + j` (distinct
+        samples, each cached under its own seed). Empty answers are left out (they have no tokens to score)."""
+        from polyrise.generation import ChatRequest
+
+        f, icr = self.files(t), self.icr
+        prompts = [p for p in read_jsonl(f["prompts"], Prompt) if p.lang in self.languages]
+        generator = self.run.generator(self.run.model_spec(t))
+        requests = [ChatRequest.user(p.instruction) for p in prompts]
+        draws = [
+            generator.generate(
+                requests,
+                icr.sampling.model_copy(update={"seed": icr.sampling.seed + j}),
+                desc=f"sampling {j + 1}/{icr.samples}",
+            )
+            for j in range(icr.samples)
+        ]
+        rows = []
+        for i, p in enumerate(prompts):
+            outputs = [y.strip() for y in (draw[i] for draw in draws)]
+            rows.append(Samples(id=p.id, lang=p.lang, prompt=p.instruction, outputs=[y for y in outputs if y]))
+        write_jsonl(f["samples"], rows)
+        n = len(prompts) * icr.samples
+        return {"samples": n, "empty": n - sum(len(r.outputs) for r in rows)}
+
+    def _score(self, t: int) -> dict[str, Any]:
+        """Every sample's summed log-prob after the variant's rendered instruction, under the policy, then the
+        reference (one engine at a time; the same context text for both, through the run's cache)."""
+        from polyrise.generation import ChatRequest
+        from polyrise.templates import answer_in_prompt
+
+        cfg, f = self.run.config, self.files(t)
+        english = {p.id: p.instruction for p in read_jsonl(f["prompts"], Prompt) if p.lang == cfg.source_lang}
+        samples = read_jsonl(f["samples"], Samples)
+        policy = self.run.generator(self.run.model_spec(t))
+
+        def instruction(s: Samples) -> str:
+            if self.icr.variant == "multilingual" or s.lang == cfg.source_lang:
+                return s.prompt
+            return answer_in_prompt(english[s.id], s.lang)
+
+        contexts = [policy.engine.render(ChatRequest.user(instruction(s))) for s in samples]
+        requests = [(c, y) for c, s in zip(contexts, samples, strict=True) for y in s.outputs]
+        logps = {"policy": [x.logprob for x in policy.loglikelihood(requests, desc="scoring (policy)")]}
+        reference = self.run.generator(self.reference_spec(t))
+        logps["reference"] = [x.logprob for x in reference.loglikelihood(requests, desc="scoring (reference)")]
+        rows, start = [], 0
+        for c, s in zip(contexts, samples, strict=True):
+            end = start + len(s.outputs)
+            part = {k: v[start:end] for k, v in logps.items()}
+            rows.append(SampleScores(id=s.id, lang=s.lang, context=c, **part))
+            start = end
+        write_jsonl(f["sample_scores"], rows)
+        return {"scored": len(requests)}
+
+    def _pairs(self, t: int) -> dict[str, Any]:
+        cfg, f = self.run.config, self.files(t)
+        prompt_rows = read_jsonl(f["prompts"], Prompt)
+        prompts = {(p.id, p.lang): p.instruction for p in prompt_rows}
+        pairs, stats = build_pairs(
+            read_jsonl(f["samples"], Samples),
+            read_jsonl(f["sample_scores"], SampleScores),
+            prompts,
+            self.languages,
+            self.icr,
+        )
+        attempts = read_jsonl(f["prompt_translations"], Translation)
+        golds = {p.id: p.answer for p in prompt_rows if p.lang == cfg.source_lang and p.answer is not None}
+        labels = label_pairs(pairs, golds)
+        reward = reward_scores(labels, cfg.seed)
+        for lang in self.languages:
+            stats[lang]["prompt_translation_failures"] = sum(a.output is None and a.lang == lang for a in attempts)
+            if lang in reward:
+                stats[lang]["reward"] = reward[lang]
+        write_jsonl(f["reward"], labels)
+        write_json(f["pairs_stats"], stats)
+        write_jsonl(f["pairs"], pairs)
+        return {"pairs": len(pairs), "reward_labels": len(labels)}
+
+    def _train(self, t: int) -> dict[str, Any]:
+        from polyrise.training.dpo import train_dpo
+
+        trainer = functools.partial(train_dpo, reference_cache=self.run.cache.path)
+        return self.run.train(t, trainer, read_jsonl(self.files(t)["pairs"], PreferencePair))
+
+    def summary_table(self, summary: dict[str, Any]) -> Table:
+        """Per language: pairs kept of candidates, drops, alpha, mean margin and lengths, off-target before → after."""
+        t = summary["iteration"]
+        table = Table(title=f"iteration {t}: M{t} → M{t + 1} (implicit cross-lingual reward)")
+        for col in ("lang", "kept", "dropped", "alpha", "margin", "len chosen/rejected", f"off-target M{t}→M{t + 1}"):
+            table.add_column(col)
+        for lang in self.languages:
+            s = summary["stats"][lang]
+            dropped = ", ".join(f"{r} {n}" for r, n in s["dropped"].items() if n) or "-"
+            margin = "-" if s["margin"] is None else f"{s['margin']:.2f}"
+            lengths = "-" if s["chosen_length"] is None else f"{s['chosen_length']:.0f}/{s['rejected_length']:.0f}"
+            off = summary["off_target"]
+            before, after = off.get(f"M{t}", {}).get(lang), off.get(f"M{t + 1}", {}).get(lang)
+            rate = "-"
+            if before and after and before["n"] and after["n"]:
+                rate = f"{before['off_target']:.0%} → {after['off_target']:.0%} (n={after['n']})"
+            cells = [f"{s['kept']}/{s['candidates']}", dropped, f"{s['alpha']:.3f}", margin, lengths, rate]
+            table.add_row(lang, *cells)
+        return table
+
+
+METHOD = ImplicitCrossLingual
