@@ -180,7 +180,7 @@ def run(
     ] = False,
     verbose: Verbose = False,
 ) -> None:
-    """Run the Language-Imbalance-Driven-Rewarding loop of a YAML config (resumes where it stopped)."""
+    """Run the loop of a YAML config's method (resumes where it stopped)."""
     from polyrise.config import load_config
     from polyrise.training.launch import check_accelerate_config
 
