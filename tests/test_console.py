@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
 
 from polyrise.console import library_output
@@ -11,6 +12,10 @@ from polyrise.console import library_output
 def test_library_output_goes_to_the_stage_log_and_with_verbose_to_stderr(tmp_path, capfd):
     from transformers.utils import logging as hf_logging
 
+    hf_logging.get_logger("transformers")  # transformers' own handler exists from here on
+    for handler in logging.getLogger("transformers").handlers:
+        if type(handler) is logging.StreamHandler:  # made under an earlier test's capture: write to this test's
+            handler.setStream(sys.stderr)
     for verbose in (False, True):
         log = tmp_path / "logs" / f"verbose-{verbose}.log"
         messages = [f"a FutureWarning {verbose}", f"a transformers warning {verbose}", f"a trainer dict {verbose}"]
