@@ -120,7 +120,15 @@ class Handler(BaseHTTPRequestHandler):
         for k, v in (headers or {}).items():
             self.send_header(k, v)
         self.end_headers()
+        self._leave()  # before the body: once it is read, the client may send its next request
         self.wfile.write(body)
+
+    def _leave(self) -> None:
+        """This request is no longer in flight (once per request)."""
+        if getattr(self, "_in_flight", False):
+            self._in_flight = False
+            with self.server.lock:
+                self.server.in_flight -= 1
 
     def do_POST(self) -> None:
         srv = self.server
@@ -132,6 +140,7 @@ class Handler(BaseHTTPRequestHandler):
             status = srv.failures.pop(0) if srv.failures else srv.always
             srv.in_flight += 1
             srv.max_in_flight = max(srv.max_in_flight, srv.in_flight)
+        self._in_flight = True
         try:
             if self.path == "/v1/completions" and srv.prompt_logprobs:
                 self._send(200, json.dumps(_echo_completion(body)).encode())
@@ -150,8 +159,7 @@ class Handler(BaseHTTPRequestHandler):
                 reply = {"choices": [{"index": 0, "message": {"role": "assistant", "content": f"echo:{content}"}}]}
                 self._send(200, json.dumps(reply).encode())
         finally:
-            with srv.lock:
-                srv.in_flight -= 1
+            self._leave()
 
 
 class LocalScorer:
