@@ -15,7 +15,6 @@ np.argmax / np.argmin (first index on ties), the EOS token left out of the score
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,10 +23,9 @@ import numpy as np
 from rich.table import Table
 
 from polyrise.config import ImplicitRewardSettings, RunConfig
-from polyrise.evaluation.reward import label_pairs, reward_scores
 from polyrise.io import read_jsonl, write_json, write_jsonl
 from polyrise.methods.language_imbalance import LanguageImbalance
-from polyrise.records import PreferencePair, Prompt, Samples, SampleScores, Translation
+from polyrise.records import PreferencePair, Prompt, Samples, SampleScores
 
 if TYPE_CHECKING:
     from polyrise.runner import Stage
@@ -269,7 +267,7 @@ class ImplicitCrossLingual(LanguageImbalance):
         return {"scored": len(requests)}
 
     def _pairs(self, t: int) -> dict[str, Any]:
-        cfg, f = self.run.config, self.files(t)
+        f = self.files(t)
         prompt_rows = read_jsonl(f["prompts"], Prompt)
         prompts = {(p.id, p.lang): p.instruction for p in prompt_rows}
         pairs, stats = build_pairs(
@@ -279,24 +277,16 @@ class ImplicitCrossLingual(LanguageImbalance):
             self.languages,
             self.icr,
         )
-        attempts = read_jsonl(f["prompt_translations"], Translation)
-        golds = {p.id: p.answer for p in prompt_rows if p.lang == cfg.source_lang and p.answer is not None}
-        labels = label_pairs(pairs, golds)
-        reward = reward_scores(labels, cfg.seed)
+        failures = self.prompt_translation_failures(t)
+        labels, reward = self.reward_labels(prompt_rows, pairs)
         for lang in self.languages:
-            stats[lang]["prompt_translation_failures"] = sum(a.output is None and a.lang == lang for a in attempts)
+            stats[lang]["prompt_translation_failures"] = failures[lang]
             if lang in reward:
                 stats[lang]["reward"] = reward[lang]
         write_jsonl(f["reward"], labels)
         write_json(f["pairs_stats"], stats)
         write_jsonl(f["pairs"], pairs)
         return {"pairs": len(pairs), "reward_labels": len(labels)}
-
-    def _train(self, t: int) -> dict[str, Any]:
-        from polyrise.training.dpo import train_dpo
-
-        trainer = functools.partial(train_dpo, reference_cache=self.run.cache.path)
-        return self.run.train(t, trainer, read_jsonl(self.files(t)["pairs"], PreferencePair))
 
     def summary_table(self, summary: dict[str, Any]) -> Table:
         """Per language: pairs kept of candidates, drops, alpha, mean margin and lengths, off-target before → after."""

@@ -507,12 +507,10 @@ class LanguageImbalance:
             cfg.langid,
             self.translation_task_ids,
         )
-        attempts = read_jsonl(f["prompt_translations"], Translation)
+        failures = self.prompt_translation_failures(t)
         for lang in cfg.languages:
-            stats[lang]["prompt_translation_failures"] = sum(a.output is None and a.lang == lang for a in attempts)
-        golds = {p.id: p.answer for p in rows if p.lang == cfg.source_lang and p.answer is not None}
-        labels = label_pairs(pairs, golds)
-        reward = reward_scores(labels, cfg.seed)
+            stats[lang]["prompt_translation_failures"] = failures[lang]
+        labels, reward = self.reward_labels(rows, pairs)
         for lang in cfg.languages:  # the reward's accuracy, where the prompts carry gold answers
             target, english = reward.get(lang), reward.get(f"{cfg.source_lang}/{lang}")
             if target or english:
@@ -522,6 +520,21 @@ class LanguageImbalance:
         write_jsonl(f["pairs_dropped"], dropped)
         write_jsonl(f["pairs"], pairs)
         return {"pairs": len(pairs), "dropped": len(dropped), "reward_labels": len(labels)}
+
+    def prompt_translation_failures(self, t: int) -> Counter[str]:
+        """Per language, the prompts of iteration `t` whose self-translation failed."""
+        attempts = read_jsonl(self.files(t)["prompt_translations"], Translation)
+        return Counter(a.lang for a in attempts if a.output is None)
+
+    def reward_labels(
+        self, prompts: Sequence[Prompt], pairs: Sequence[PreferencePair]
+    ) -> tuple[list[RewardLabel], dict[str, Any]]:
+        """Each pair's sides judged against the gold answers of the source-language prompts, and the reward's
+        accuracy per row (`evaluation.reward`; empty where no prompt has a gold answer)."""
+        cfg = self.run.config
+        golds = {p.id: p.answer for p in prompts if p.lang == cfg.source_lang and p.answer is not None}
+        labels = label_pairs(pairs, golds)
+        return labels, reward_scores(labels, cfg.seed)
 
     def _train(self, t: int) -> dict[str, Any]:
         from polyrise.training.dpo import train_dpo
