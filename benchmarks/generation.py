@@ -48,10 +48,10 @@ from dataclasses import dataclass, field
 import torch
 import transformers
 
-from polyrise.config import PromptSource, SamplingSettings
 from polyrise.generation import ChatRequest
 from polyrise.generation.hf import _TORCH_THREADS, HFEngine, ThreadPolicy
 from polyrise.models import resolve_model
+from polyrise.settings import PromptSource, SamplingSettings
 from polyrise.sources import load_prompts
 
 HF_ONE = "HF model.generate, one prompt at a time"

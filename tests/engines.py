@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from polyrise.config import SamplingSettings
 from polyrise.generation import ChatRequest
+from polyrise.settings import SamplingSettings
 
 
 class ScriptedEngine:

@@ -12,12 +12,13 @@ import yaml
 from typer.testing import CliRunner
 
 from polyrise.cli import app
-from polyrise.config import AlignmentSettings, SFTSettings, load_config
+from polyrise.config import load_config
 from polyrise.errors import PolyriseError
 from polyrise.io import read_jsonl
-from polyrise.methods.question_alignment import build_question_pairs
+from polyrise.methods.question_alignment import AlignmentSettings, build_question_pairs
 from polyrise.models import load_model, resolve_model
 from polyrise.records import Prompt, QuestionPair
+from polyrise.training.settings import SFTSettings
 from polyrise.training.sft import train_sft
 
 

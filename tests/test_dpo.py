@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from polyrise.config import DPOSettings
 from polyrise.errors import PolyriseError
 from polyrise.models import ResolvedModel, load_model, resolve_model
 from polyrise.records import PreferencePair
 from polyrise.training.dpo import train_dpo
 from polyrise.training.runs import checkpoints_dir
+from polyrise.training.settings import DPOSettings
 
 CPU = torch.device("cpu")
 

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from engines import ScriptedEngine
 
-from polyrise.config import SamplingSettings
 from polyrise.errors import PolyriseError
 from polyrise.evaluation.math import (
     MathPrediction,
@@ -30,6 +29,7 @@ from polyrise.evaluation.math import (
 )
 from polyrise.generation import ChatRequest, Generator
 from polyrise.generation.cache import GenerationCache
+from polyrise.settings import SamplingSettings
 
 MGSM_LANGS = ["bn", "de", "en", "es", "fr", "ja", "ru", "sw", "te", "th", "zh"]
 SHARED_MGSM = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mgsm"

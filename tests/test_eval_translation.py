@@ -11,7 +11,6 @@ import pytest
 import sacrebleu
 from sacrebleu.metrics import BLEU, CHRF
 
-from polyrise.config import SamplingSettings
 from polyrise.errors import PolyriseError
 from polyrise.evaluation.translation import (
     ParallelRow,
@@ -24,6 +23,7 @@ from polyrise.evaluation.translation import (
 from polyrise.generation import ChatRequest, Generator
 from polyrise.generation.cache import GenerationCache
 from polyrise.languages import get_language
+from polyrise.settings import SamplingSettings
 from polyrise.stats import bootstrap_distribution, ci_keys, resample_indices
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # /work/shared/data beside the repo

@@ -12,13 +12,13 @@ import time
 import pytest
 import torch
 
-from polyrise.config import ModelSettings, SamplingSettings
 from polyrise.errors import PolyriseError
 from polyrise.generation import ChatRequest, Generator, answer_prompts
 from polyrise.generation.cache import GenerationCache
 from polyrise.generation.hf import _TORCH_THREADS, HFEngine, ThreadPolicy, encode_pair, truncate_at_stop
 from polyrise.models import resolve_model
 from polyrise.records import Prompt
+from polyrise.settings import ModelSettings, SamplingSettings
 
 PROMPTS = [
     "Hi",

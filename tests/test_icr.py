@@ -14,10 +14,16 @@ import torch
 from rich.console import Console
 from test_pipeline import _config
 
-from polyrise.config import ImplicitRewardSettings, load_config
+from polyrise.config import load_config
 from polyrise.errors import PolyriseError
 from polyrise.io import read_jsonl
-from polyrise.methods.implicit_cross_lingual import build_pairs, choose_alpha, implicit_rewards, select_pair
+from polyrise.methods.implicit_cross_lingual import (
+    ImplicitRewardSettings,
+    build_pairs,
+    choose_alpha,
+    implicit_rewards,
+    select_pair,
+)
 from polyrise.records import PreferencePair, Samples, SampleScores
 from polyrise.runner import Runner
 
@@ -169,10 +175,11 @@ def test_one_iteration_end_to_end(tmp_path, tiny_model_dir, reference_dir):
     runner = Runner(load_config(path), Console(file=io.StringIO()))
     assert runner.method.reference_spec(0) == str(reference_dir)
     # then the previous iteration's policy: M0 for iteration 1 (whose policy is M1), M1 for iteration 2
-    assert runner.method.reference_spec(1) == str(tiny_model_dir) and runner.model_spec(1) == str(runner.model_dir(0))
-    assert runner.method.reference_spec(2) == str(runner.model_dir(0))
+    assert runner.method.reference_spec(1) == str(tiny_model_dir)
+    assert runner.model_spec(1) == str(runner.layout.model_dir(0))
+    assert runner.method.reference_spec(2) == str(runner.layout.model_dir(0))
     runner.run()
-    it = runner.iter_dir(0)
+    it = runner.layout.iter_dir(0)
     manifest = json.loads((runner.run_dir / "manifest.json").read_text())["stages"]
     assert list(manifest) == ["iter_0/prompts", "iter_0/sample", "iter_0/score", "iter_0/pairs", "iter_0/train"]
     assert (it / "model").is_dir()
@@ -213,8 +220,8 @@ def test_dry_run_estimates_the_samples_and_scores(tmp_path, tiny_model_dir, refe
         tmp_path, tiny_model_dir, method="implicit-cross-lingual", implicit_reward=icr, languages=["es"], heldout=None
     )
     config = load_config(path)
-    runner = Runner(config, Console(file=io.StringIO()), dry_run=True)
-    work, n = runner.estimate(), len(runner.method.source_prompts)
+    runner = Runner(config, Console(file=io.StringIO()))
+    work, n = runner.estimate(), len(runner.method.prompts.source)
     # n prompts in en and es, 3 samples each, each scored under the policy and the reference; a pair per prompt
     assert work["source prompts"] == n > 0
     assert work["prompt translations"] == n

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from polyrise.config import SamplingSettings
 from polyrise.errors import PolyriseError
 from polyrise.evaluation.judge import (
     JUDGE_SAMPLING,
@@ -27,6 +26,7 @@ from polyrise.evaluation.judge import (
 from polyrise.generation import ChatRequest, Generator
 from polyrise.generation.cache import GenerationCache
 from polyrise.records import Response
+from polyrise.settings import SamplingSettings
 from polyrise.templates import judge_prompt
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"

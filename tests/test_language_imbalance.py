@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from polyrise.config import FilterSettings
 from polyrise.langid import LangIdSettings
-from polyrise.methods.language_imbalance import DROP_REASONS, build_pairs, is_degenerate
+from polyrise.methods.language_imbalance import DROP_REASONS, FilterSettings, build_pairs, is_degenerate
 from polyrise.records import Response, Translation
 
 EN = "Drink plenty of water every day, sleep at least seven hours, and walk for thirty minutes."

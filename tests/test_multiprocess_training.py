@@ -20,13 +20,13 @@ import pytest
 import torch
 import yaml
 
-from polyrise.config import DPOSettings
 from polyrise.errors import PolyriseError
 from polyrise.models import ResolvedModel, load_model, resolve_model
 from polyrise.records import PreferencePair
 from polyrise.training.dpo import train_dpo
 from polyrise.training.launch import _failure_lines, launch_command, run_launched, should_launch
 from polyrise.training.runs import TRAINING_LOG, checkpoints_dir, run_key
+from polyrise.training.settings import DPOSettings
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "accelerate"
 CPU = torch.device("cpu")

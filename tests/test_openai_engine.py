@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from engines import FakeServer
 
-from polyrise.config import OpenAISettings, SamplingSettings
 from polyrise.errors import PolyriseError
 from polyrise.generation import ChatRequest, Generator
 from polyrise.generation.cache import GenerationCache
 from polyrise.generation.openai import OpenAIEngine
+from polyrise.settings import OpenAISettings, SamplingSettings
 
 
 @pytest.fixture

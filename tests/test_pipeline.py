@@ -45,15 +45,14 @@ def _config(tmp_path: Path, model_dir: Path, **extra) -> Path:
         },
         # random-model text is no language and any length: keep every pair so training has data
         "langid": {"min_words": 100000},
-        "filters": {
-            "min_length_ratio": 0.001,
-            "max_length_ratio": 1000,
-            "repeated_line_limit": 1000,
-        },
         "training": {"batch_size": 4, "max_length": 96, "learning_rate": 1e-3},
         "heldout": {"prompts": {"source": "builtin:heldout", "limit": 2}, "max_new_tokens": 8},
         **extra,
     }
+    if cfg.get("method", "language-imbalance") == "language-imbalance":  # its pair filters
+        cfg["filters"] = {"min_length_ratio": 0.001, "max_length_ratio": 1000, "repeated_line_limit": 1000} | cfg.get(
+            "filters", {}
+        )
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path

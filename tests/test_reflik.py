@@ -98,8 +98,8 @@ def test_nll_interval_resamples_answers_and_pools_their_tokens():
 
 
 def test_a_chat_cannot_be_scored_through_an_openai_server_and_answers_are_nonempty(engine, tmp_path, server):
-    from polyrise.config import OpenAISettings
     from polyrise.generation.openai import OpenAIEngine
+    from polyrise.settings import OpenAISettings
 
     remote = OpenAIEngine(OpenAISettings(base_url=server.base_url, model="m", api_key_env=None))
     with pytest.raises(PolyriseError, match=r"cannot score a continuation of a chat.*local engine"):

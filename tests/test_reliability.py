@@ -19,11 +19,12 @@ from rich.console import Console
 from test_pipeline import _config, _processes_using
 from test_runner import _ran, _run
 
-from polyrise.config import PromptSource, RunConfig, load_config
+from polyrise.config import RunConfig, load_config
 from polyrise.errors import PolyriseError
 from polyrise.io import read_json_array, read_jsonl
 from polyrise.records import Response
 from polyrise.runner import Runner, run_pipeline
+from polyrise.settings import PromptSource
 from polyrise.sources import load_prompts
 
 MAIN = "from polyrise.cli import main; main()"
@@ -201,12 +202,12 @@ def test_an_unreadable_manifest_is_one_error_naming_it(tmp_path, tiny_model_dir,
 def test_a_damaged_output_reruns_its_stage(tmp_path, tiny_model_dir):
     path = _small(tmp_path, tiny_model_dir)
     first = _run(path)
-    weights = first.model_dir(0) / "model.safetensors"
+    weights = first.layout.model_dir(0) / "model.safetensors"
     weights.unlink()
     assert _ran(_run(path)) == {"iter_0/train"}
     assert weights.is_file()
 
-    responses = first.iter_dir(0) / "responses.jsonl"
+    responses = first.layout.iter_dir(0) / "responses.jsonl"
     rows = responses.read_text().splitlines(keepends=True)
     responses.write_text(rows[0])  # truncated
     assert _ran(_run(path)) == {"iter_0/generate"}

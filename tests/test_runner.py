@@ -6,23 +6,24 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import sys
-import types
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import yaml
+from pydantic import BaseModel
 from rich.console import Console
 from test_pipeline import _config
 from typer.testing import CliRunner
 
 from polyrise.cli import app
-from polyrise.config import DPOSettings, SFTSettings, load_config
+from polyrise.config import load_config
 from polyrise.errors import PolyriseError
 from polyrise.io import write_jsonl
-from polyrise.models import resolve_model
+from polyrise.plugins import METHODS
 from polyrise.records import PreferencePair
 from polyrise.runner import Runner, Stage, run_pipeline
+from polyrise.training.settings import DPOSettings, SFTSettings
 
 
 def _run(config_path: Path) -> Runner:
@@ -50,7 +51,7 @@ def test_editing_an_evaluation_file_reruns_exactly_the_evaluations(tmp_path, tin
     path = _config(tmp_path, tiny_model_dir, languages=["es"], heldout=None, evaluation=[task], stage_processes=False)
     first = _run(path)
     assert {"iter_0/eval_M0", "iter_0/eval_M1", "iter_0/train"} <= _ran(first)
-    scores_file = first.iter_dir(0) / "eval" / "scores.json"
+    scores_file = first.layout.iter_dir(0) / "eval" / "scores.json"
     assert json.loads(scores_file.read_text())["mgsm"]["M1"]["es"]["n"] == 1
 
     assert _ran(_run(path)) == set()  # nothing changed: nothing runs
@@ -76,20 +77,20 @@ def test_editing_an_aligned_question_file_reruns_the_stages_that_read_it(tmp_pat
 
 
 def test_every_model_is_evaluated_once_per_run(tmp_path, tiny_model_dir, monkeypatch):
-    import polyrise.evaluation as evaluation
+    import polyrise.runner as runner_module
 
     choice = tmp_path / "choice_{lang}.jsonl"
     for lang in ("en", "es"):
         row = {"id": "c1", "context": "The sky is", "choices": [" blue", " loud"], "label": 0}
         Path(str(choice).replace("{lang}", lang)).write_text(json.dumps(row) + "\n")
     evaluated: list[str] = []
-    real = evaluation.evaluate_model
+    real = runner_module.evaluate_model
 
     def counting(tasks, generator, langs, out_dir, label, **kwargs):
         evaluated.append(label)
         return real(tasks, generator, langs, out_dir, label, **kwargs)
 
-    monkeypatch.setattr(evaluation, "evaluate_model", counting)
+    monkeypatch.setattr(runner_module, "evaluate_model", counting)
     tasks = [{"task": "choice", "source": str(choice), "name": "toy-choice"}]
     path = _config(tmp_path, tiny_model_dir, languages=["es"], iterations=2, evaluation=tasks, stage_processes=False)
     summaries = run_pipeline(load_config(path), Console(file=io.StringIO()))
@@ -99,40 +100,51 @@ def test_every_model_is_evaluated_once_per_run(tmp_path, tiny_model_dir, monkeyp
     assert set(summaries[1]["scores"]["heldout"]) == {"M1", "M2"}
 
 
+class _Note(BaseModel):
+    iteration: int
+
+
 class _CopyMethod:
-    """A third method, unknown to the runner: one data stage, and a "training" that copies M(t)."""
+    """A fourth method, unknown to the runner: one data stage, and a "training" that copies M(t)."""
 
     name = "copy"
-    settings = DPOSettings
+    training = DPOSettings
+    sections: ClassVar[dict[str, object]] = {"copy_note": str | None}  # its own config section
+    record = _Note
+    data_file = "note.jsonl"
+    shown = ("copied",)
 
-    def __init__(self, run: Runner) -> None:
+    def __init__(self, run) -> None:
         self.run = run
 
     @classmethod
     def check(cls, config) -> None:
-        if config.alignment is not None:
-            raise ValueError("copy needs no alignment section")
+        pass
+
+    @staticmethod
+    def train(model, rows, out, settings, model_settings, *, seed, cache, report) -> dict[str, float]:
+        shutil.copytree(model.path, out)
+        return {"copied": float(len(rows))}
 
     def prepare(self) -> None:
         pass
 
     def stages(self, t: int) -> list[Stage]:
-        note = self.run.iter_dir(t) / "note.json"
+        note = self.run.layout.file(t, self.data_file)
 
         def write_note() -> dict[str, int]:
             note.parent.mkdir(parents=True, exist_ok=True)
-            note.write_text(json.dumps({"iteration": t}))
+            note.write_text(json.dumps({"iteration": t}) + "\n")
             return {"notes": 1}
 
-        def copy_model() -> dict[str, int]:
-            shutil.copytree(resolve_model(self.run.model_spec(t)).path, self.run.model_dir(t))
-            return {"copied": 1}
-
         data = Stage(f"iter_{t}/note", write_note, outputs=[note], loads_model=False)
-        return [data, self.run.train_stage(t, note, copy_model)]
+        return [data, self.run.train_stage(t)]
+
+    def estimate(self) -> dict[str, int]:
+        return {"pairs": 1}
 
     def stats(self, t: int) -> dict[str, int]:
-        return json.loads((self.run.iter_dir(t) / "note.json").read_text())
+        return json.loads(self.run.layout.file(t, self.data_file).read_text())
 
     def scores(self, t: int) -> dict[str, object]:
         return {}
@@ -141,16 +153,19 @@ class _CopyMethod:
         return f"copy iteration {summary['iteration']}"
 
 
-def test_a_third_method_is_one_module_and_no_runner_edit(tmp_path, tiny_model_dir, monkeypatch):
-    module = types.ModuleType("polyrise.methods.copy")
-    module.METHOD = _CopyMethod
-    monkeypatch.setitem(sys.modules, "polyrise.methods.copy", module)
-    path = _config(tmp_path, tiny_model_dir, method="copy", stage_processes=False)
-    [summary] = run_pipeline(load_config(path), Console(file=io.StringIO()))
+def test_a_fourth_method_is_one_module_plus_its_map_line(tmp_path, tiny_model_dir, monkeypatch):
+    monkeypatch.setitem(METHODS, "copy", f"{__name__}:_CopyMethod")  # the one line in polyrise.plugins
+    path = _config(tmp_path, tiny_model_dir, method="copy", stage_processes=False, copy_note="mine")
+    config = load_config(path)
+    assert config.copy_note == "mine"  # its own section, composed into the run config
+    [summary] = run_pipeline(config, Console(file=io.StringIO()))
     assert summary["stats"] == {"iteration": 0}
     manifest = json.loads((tmp_path / "runs" / "tiny" / "manifest.json").read_text())["stages"]
     assert list(manifest) == ["iter_0/heldout_M0", "iter_0/note", "iter_0/train", "iter_0/heldout_M1"]
+    assert manifest["iter_0/train"]["counts"] == {"examples": 1, "copied": 1.0}
     assert summary["off_target"].keys() == {"M0", "M1"}
+    with pytest.raises(PolyriseError, match=r"copy_note: a `copy_note` section is only used by method 'copy'"):
+        load_config(_config(tmp_path, tiny_model_dir, copy_note="mine"))
 
 
 def test_unknown_methods_and_settings_of_another_trainer_are_config_errors(tmp_path, tiny_model_dir):

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from polyrise.config import SamplingSettings
 from polyrise.evaluation.math import extract_answer, load_math
 from polyrise.languages import get_language
 from polyrise.sandbox import CLONES, DataMix, ModelSize, PretrainSettings, SandboxInfo, Sizes, build_sandbox
@@ -21,6 +20,7 @@ from polyrise.sandbox.data import draw_splits, n_training_problems, training_exa
 from polyrise.sandbox.tokenizer import END, TAGS, build_tokenizer, encode_example, instruction_phrases
 from polyrise.sandbox.world import Problem, _instruction_words, english_words, make_clones, render, sample_problems
 from polyrise.self_translation import extract_translation
+from polyrise.settings import SamplingSettings
 from polyrise.templates import TRANSLATION_PREFIX, translation_prompt
 
 LANGS = ["en", *CLONES]
@@ -162,10 +162,10 @@ def test_training_mix_is_imbalanced_as_asked(world, problems):
 
 
 def test_build_writes_documented_files_that_polyrise_loads(tiny):
-    from polyrise.config import PromptSource
     from polyrise.generation import ChatRequest
     from polyrise.generation.hf import HFEngine
     from polyrise.models import load_model, load_tokenizer, resolve_model
+    from polyrise.settings import PromptSource
     from polyrise.sources import load_prompts
 
     out = Path(tiny.out)

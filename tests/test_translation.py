@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from engines import ScriptedEngine
 
-from polyrise.config import SamplingSettings
 from polyrise.generation import Generator
 from polyrise.generation.cache import GenerationCache
 from polyrise.records import Prompt, Response
 from polyrise.self_translation import cross_translate, extract_translation, translate_prompts
+from polyrise.settings import SamplingSettings
 
 
 @pytest.mark.parametrize(

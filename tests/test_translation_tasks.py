@@ -8,16 +8,18 @@ from types import SimpleNamespace
 
 import pytest
 
-from polyrise.config import FilterSettings, PromptSource, RunConfig, load_config
+from polyrise.config import RunConfig, load_config
 from polyrise.errors import PolyriseError
 from polyrise.methods.language_imbalance import (
     TRANSLATION_REQUESTS,
+    FilterSettings,
     LanguageImbalance,
     build_pairs,
     is_translation_task,
     read_translation_task_ids,
 )
 from polyrise.records import Response, Translation
+from polyrise.settings import PromptSource
 from polyrise.sources import load_prompts
 
 EN_PROMPT = 'Translate the following sentence into French: "I think of you every day and I miss you very much."'

@@ -7,10 +7,11 @@ import importlib.util
 import pytest
 import yaml
 
-from polyrise.config import SamplingSettings, VLLMSettings, load_config
+from polyrise.config import load_config
 from polyrise.errors import PolyriseError
 from polyrise.generation import ChatRequest
 from polyrise.models import resolve_model
+from polyrise.settings import SamplingSettings, VLLMSettings
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 
@@ -83,12 +84,12 @@ def test_run_stage_with_vllm_in_its_own_process(embedded_dir, tmp_path):
     never loads the engine (the stage process and its memory are gone when it returns)."""
     import json
 
-    from polyrise.config import EngineSettings
     from polyrise.generation import Generator, answer_prompts, open_engine
     from polyrise.generation.cache import GenerationCache
     from polyrise.io import read_jsonl, write_jsonl
     from polyrise.records import Prompt, Response
     from polyrise.runner import Runner
+    from polyrise.settings import EngineSettings
 
     path = tmp_path / "c.yaml"
     settings = {

@@ -110,7 +110,7 @@ def _engine_settings(
     """EngineSettings from the command-line options `--{flag}engine`, `--{flag}model`, ... ."""
     from pydantic import ValidationError
 
-    from polyrise.config import EngineSettings, OpenAISettings
+    from polyrise.settings import EngineSettings, OpenAISettings
 
     try:
         if engine != "openai":
@@ -149,11 +149,12 @@ Verbose = Annotated[
 def _run_pipeline(cfg: Any, verbose: bool) -> None:
     """`run_pipeline` for `run`/`align`: Ctrl-C prints one line naming the stage and the command that resumes,
     exit 130."""
+    from polyrise.report import scores_table
     from polyrise.runner import StageInterrupted, run_pipeline
 
     resume = shlex.join(["polyrise", *sys.argv[1:]])
     try:
-        run_pipeline(cfg, console, verbose)
+        run_pipeline(cfg, console, verbose, show_scores=scores_table)
     except StageInterrupted as e:
         print(f"{e}; to resume: {resume}", file=sys.stderr)
         raise typer.Exit(130) from None
@@ -211,7 +212,7 @@ def _print_plan(cfg: Any) -> None:
 
     from polyrise.runner import Runner
 
-    runner = Runner(cfg, console, dry_run=True)
+    runner = Runner(cfg, console)
     console.print(cfg.to_yaml(), markup=False, highlight=False)
     stages = Table(title=f"stages of {cfg.run_dir}")
     stages.add_column("stage")
@@ -283,10 +284,10 @@ def generate(
     shard: ShardOption = None,
 ) -> None:
     """Answer every prompt of a JSONL file in its own language."""
-    from polyrise.config import SamplingSettings
     from polyrise.generation import answer_prompts
     from polyrise.io import read_jsonl, write_jsonl
     from polyrise.records import Prompt
+    from polyrise.settings import SamplingSettings
 
     part = _shard(shard)
     out = _writable(out)
@@ -331,11 +332,11 @@ def translate(
     shard: ShardOption = None,
 ) -> None:
     """Self-translate prompts or responses into other languages (failures are written with output null)."""
-    from polyrise.config import SamplingSettings
     from polyrise.io import read_jsonl, write_jsonl
     from polyrise.records import TextToTranslate
     from polyrise.self_translation import TranslationJob
     from polyrise.self_translation import translate as run_translate
+    from polyrise.settings import SamplingSettings
 
     targets = _langs(to)
     part = _shard(shard)
@@ -377,9 +378,8 @@ def pairs(
     out: Out = Path("pairs.jsonl"),
 ) -> None:
     """Build preference pairs in both directions; stats go to <out>_stats.json, dropped pairs to <out>_dropped.jsonl."""
-    from polyrise.config import FilterSettings
     from polyrise.io import read_jsonl, write_json, write_jsonl
-    from polyrise.methods.language_imbalance import build_pairs
+    from polyrise.methods.language_imbalance import FilterSettings, build_pairs
     from polyrise.records import Prompt, Response, Translation
 
     out = _writable(out)
@@ -505,7 +505,7 @@ def _eval_task(task: str, options: dict[str, object], sets: list[str]):
     import yaml
     from pydantic import ValidationError
 
-    from polyrise.evaluation import parse_task, untagged
+    from polyrise.evaluation import parse_task
 
     data: dict[str, Any] = {"task": task, **{k: v for k, v in options.items() if v is not None}}
     set_keys: set[str] = set()
@@ -525,7 +525,7 @@ def _eval_task(task: str, options: dict[str, object], sets: list[str]):
         return parse_task(data)
     except ValidationError as e:
         err = e.errors()[0]
-        loc = [str(p) for p in untagged(err["loc"])]
+        loc = [str(p) for p in err["loc"]]
         if not loc:
             option = f"--task {task}"
         elif loc[0] in set_keys:
@@ -750,7 +750,7 @@ AnalysisOut = Annotated[Path, typer.Option("--out", "-o", help="output dir")]
 
 def _analysis_inputs(entries: list[str] | None, langs: list[str], source: str, limit: int | None):
     """({label: spec} from `label=SPEC` or `SPEC` entries, the prompts): both checked before any model loads."""
-    from polyrise.config import PromptSource
+    from polyrise.settings import PromptSource
     from polyrise.sources import load_prompts
 
     models: dict[str, str] = {}

@@ -10,37 +10,53 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
+from polyrise.config import load_config
 from polyrise.errors import PolyriseError
 from polyrise.io import read_jsonl
-from polyrise.records import PreferencePair, QuestionPair
-
-PAIR_FILES: dict[str, type[PreferencePair] | type[QuestionPair]] = {
-    "pairs.jsonl": PreferencePair,
-    "question_pairs.jsonl": QuestionPair,
-}
-"""What an iteration trains on: language imbalance's preference pairs, question alignment's SFT pairs."""
+from polyrise.layout import RunLayout
+from polyrise.methods import load_method
+from polyrise.plugins import METHODS
 
 
-def pairs_file(run_dir: Path, iteration: int) -> Path:
-    """The pairs file of iteration `iteration` of `run_dir`; a missing one is an error naming it."""
-    folder = run_dir / f"iter_{iteration}"
-    for name in PAIR_FILES:
-        if (folder / name).is_file():
-            return folder / name
+def _training_data(layout: RunLayout, iteration: int) -> tuple[Path, type[BaseModel]]:
+    """The file and record of iteration `iteration`'s training data, as the run's method (its `config.yaml`)
+    names them; a dir without one: the first method whose data file is there. Missing: an error naming it."""
+    if layout.config.is_file():
+        methods = [load_method(load_config(layout.config).method)]
+    else:
+        methods = [load_method(name) for name in METHODS]
+    for method in methods:
+        path = layout.file(iteration, method.data_file)
+        if path.is_file():
+            return path, method.record
     raise PolyriseError(
-        f"{folder / 'pairs.jsonl'}: no such file (nor question_pairs.jsonl): iteration {iteration} of {run_dir} "
-        "has no pairs (not a run directory, or that iteration's pairs stage has not run)"
+        f"{layout.file(iteration, methods[0].data_file)}: no such file: iteration {iteration} of {layout.root} has "
+        "no training data (not a run directory, or that iteration's data stage has not run)"
     )
 
 
-def pairs_dataset(path: Path) -> Any:
-    """The pairs of `path` (`pairs.jsonl` or `question_pairs.jsonl`) as a `datasets.Dataset`."""
+def pairs_dataset(run_dir: Path, iteration: int) -> Any:
+    """Iteration `iteration`'s training data as a `datasets.Dataset` (`pairs.jsonl` of `PreferencePair`s,
+    `question_pairs.jsonl` of `QuestionPair`s, ...: the method's)."""
     from datasets import Dataset
 
-    pairs = read_jsonl(path, PAIR_FILES[path.name])
+    path, record = _training_data(RunLayout(run_dir), iteration)
+    pairs = read_jsonl(path, record)
     if not pairs:
         raise PolyriseError(f"{path}: no pairs to export (every pair was filtered out?)")
     return Dataset.from_list([(e := p.trl_example()) | p.model_dump(exclude=set(e)) for p in pairs])
+
+
+def _refuse_destructive(out: Path, run_dir: Path) -> None:
+    """`--out` must not be, contain or lie inside the run, nor be the working directory: replacing it would
+    delete what polyrise did not write, or the run it exports from."""
+    target, run = out.resolve(), run_dir.resolve()
+    if target == Path.cwd().resolve():
+        raise PolyriseError(f"--out {out}: is the working directory; export into a new directory")
+    if target == run or run in target.parents or target in run.parents:
+        raise PolyriseError(f"--out {out}: is, holds or lies inside the run {run_dir}; export outside the run")
 
 
 def hub_token() -> str:
@@ -78,9 +94,13 @@ def export_pairs(
         except HFValidationError as e:
             raise PolyriseError(f"--push-to-hub {push_to_hub!r}: not a repo id such as user/name ({e})") from None
         token = hub_token()
-    if out is not None and out.exists() and not force:
-        raise PolyriseError(f"{out} exists; pass --force to replace it")
-    dataset = pairs_dataset(pairs_file(run_dir, iteration))
+    if out is not None:
+        _refuse_destructive(out, run_dir)
+        if out.exists() and not force:
+            raise PolyriseError(f"{out} exists; pass --force to replace it")
+        if out.is_dir() and force and not (out / "dataset_info.json").is_file():
+            raise PolyriseError(f"--out {out}: not a dataset polyrise exported; not replaced, even with --force")
+    dataset = pairs_dataset(run_dir, iteration)
     if out is not None:
         _save(dataset, out)
     if push_to_hub is not None:

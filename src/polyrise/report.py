@@ -352,9 +352,8 @@ def trained_languages(run_dir: Path) -> list[str]:
     if not path.is_file():
         return []
     cfg = load_config(path)
-    if cfg.alignment is None:  # only a question-alignment run has one
-        return []
-    return cfg.alignment.trained_languages(cfg.source_lang)
+    alignment = getattr(cfg, "alignment", None)  # only a question-alignment run has one
+    return [] if alignment is None else alignment.trained_languages(cfg.source_lang)
 
 
 def _fmt(value: float | None) -> str:

@@ -21,28 +21,29 @@ from functools import cached_property
 from pathlib import Path
 from typing import IO, Any
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.table import Table
 
-from polyrise.config import RunConfig, SamplingSettings
+from polyrise.config import RunConfig, load_config
 from polyrise.console import library_output, make_console
+from polyrise.context import Stage
 from polyrise.errors import PolyriseError
+from polyrise.evaluation import evaluate_model
 from polyrise.evaluation.fidelity import off_target_rates
 from polyrise.generation import Engine, Generator, answer_prompts, open_engine
 from polyrise.generation.cache import GenerationCache
 from polyrise.io import atomic_open, file_hash, read_jsonl, write_json, write_jsonl
+from polyrise.layout import RunLayout
 from polyrise.methods import Method, load_method
 from polyrise.models import resolve_model
 from polyrise.records import Prompt, Response
+from polyrise.settings import SamplingSettings
 from polyrise.sources import load_prompts, source_files
 from polyrise.tracking import Tracker, flatten, trainer_reporting
 from polyrise.tracking import check as check_tracking
 from polyrise.training.launch import LAUNCH_FIELDS, launch_command, should_launch
 
-STAGE_RESULT = ".stage-result.json"
-"""In the run dir, transient: a stage process's counts or error, read and removed by the parent."""
-RUN_LOCK = ".run.lock"
-"""In the run dir: locked (flock) by the run using it, and holding its PID."""
+__all__ = ["Manifest", "RunLock", "Runner", "Stage", "StageInterrupted", "run_pipeline", "run_stage"]
 
 
 class StageInterrupted(KeyboardInterrupt):
@@ -53,28 +54,6 @@ class StageInterrupted(KeyboardInterrupt):
     def __init__(self, stage: str) -> None:
         iteration = stage.split("/")[0].removeprefix("iter_")
         super().__init__(f"interrupted during stage {stage} (iteration {iteration}); finished stages are kept")
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One step of a run, declared next to its body: it reruns when the contents of its `inputs`, the weights
-    of its `models` or its `settings` change, or when an output is missing."""
-
-    name: str
-    """Also its manifest key, e.g. `iter_0/generate`."""
-    run: Callable[[], dict[str, Any]]
-    """The body; returns the counts shown and recorded (JSON-able)."""
-    outputs: Sequence[Path]
-    inputs: Sequence[Path] = ()
-    """Files (sha256 of their contents) or model dirs (their fingerprint); a missing one hashes as missing."""
-    models: Sequence[str] = ()
-    """Model specs whose weights' fingerprints are hashed."""
-    settings: Any = None
-    """JSON-able settings that decide the outputs."""
-    loads_model: bool = True
-    """Then it runs in its own process when `stage_processes` is on."""
-    distributed: bool = False
-    """A training stage: launched under accelerate when `training.num_processes`/`accelerate_config` ask."""
 
 
 class Manifest:
@@ -154,9 +133,9 @@ class RunLock:
     and there is no stale lock to clean. fcntl directly, not the `filelock` package: its acquire opens the lock
     file with O_TRUNC, so every refused run would erase the PID that the message names."""
 
-    def __init__(self, run_dir: Path) -> None:
-        self.run_dir = run_dir
-        self.path = run_dir / RUN_LOCK
+    def __init__(self, layout: RunLayout) -> None:
+        self.run_dir = layout.root
+        self.path = layout.lock
         self._file: IO[str] | None = None
 
     def acquire(self) -> None:
@@ -203,54 +182,67 @@ class RunLock:
 
 @dataclass
 class Runner:
-    """Runs one config's iterations. The parent only orchestrates: with `stage_processes`, every stage that loads a
-    model runs in its own process (`polyrise.cli stage`), so GPU and host memory are returned between stages."""
+    """Runs one config's iterations. Building one checks the inputs and writes nothing; `with runner:` (or `run()`)
+    creates the run dir and holds its lock. The parent only orchestrates: with `stage_processes`, every stage that
+    loads a model runs in its own process (`polyrise.cli stage`), so GPU and host memory are returned between
+    stages."""
 
     config: RunConfig
     console: Console = field(default_factory=make_console)
     child: bool = False
-    """True inside a stage process: bodies run here, the manifest is the parent's."""
-    dry_run: bool = False
-    """Only plan (`polyrise run --dry-run`): check the inputs and read the manifest, write nothing, run nothing."""
+    """True inside a stage process: bodies run here, the lock and the manifest are the parent's."""
     verbose: bool = False
     """Show the libraries' warnings, logs and progress bars on the console too, not only in the stage logs."""
+    show_scores: Callable[[str, dict[str, Any]], RenderableType] | None = None
+    """The console table of one task's scores by model, printed after each iteration (the report's)."""
     timings: list[tuple[str, float, str]] = field(default_factory=list)
     _engine_key: str | None = None
     _generator: Generator | None = None
+    _cache: GenerationCache | None = None
     tracker: Tracker | None = None
     """polyrise's per-iteration metrics go here during `run()` when `tracking.backend` is set."""
 
     def __post_init__(self) -> None:
-        self.run_dir = self.config.run_dir
+        self.layout: RunLayout = self.config.layout
+        self.run_dir = self.layout.root
         self.method: Method = load_method(self.config.method)(self)
+        self.manifest = Manifest(self.layout.manifest)
+        self._lock = RunLock(self.layout)
         resolve_model(self.config.model.spec)  # fail on a missing model before anything is written
         if not self.child:
             self._check_inputs()
-        if self.dry_run:
-            self.manifest = Manifest(self.run_dir / "manifest.json")
-            return
+
+    def __enter__(self) -> Runner:
+        """Create the run dir and take its lock (a stage process: its parent holds it), open the cache, clean a
+        killed run's unfinished writes and write the resolved config the stage processes rebuild the run from."""
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise PolyriseError(f"{self.run_dir}: cannot create the run directory ({e.strerror})") from None
-        self._lock = RunLock(self.run_dir)
-        if self.child:  # a stage process: its parent holds the lock
-            self.manifest = Manifest(self.run_dir / "manifest.json")
-            self.cache = GenerationCache(self.run_dir / "generations.sqlite")
-            return
+        if self.child:
+            self._cache = GenerationCache(self.layout.cache)
+            return self
         self._lock.acquire()  # before anything of this run is written: another run may be using the dir
         try:
-            self.manifest = Manifest(self.run_dir / "manifest.json")
-            self.cache = GenerationCache(self.run_dir / "generations.sqlite")
+            self._cache = GenerationCache(self.layout.cache)
             for orphan in self.run_dir.rglob(".*.tmp"):  # a killed run's unfinished atomic writes
                 if orphan.is_file():
                     orphan.unlink()
-            # the stage processes rebuild the run from this file
-            with atomic_open(self.run_dir / "config.yaml") as fh:
+            with atomic_open(self.layout.config) as fh:
                 fh.write(self.config.to_yaml())
         except BaseException:
             self._lock.release()
             raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def cache(self) -> GenerationCache:
+        if self._cache is None:
+            raise RuntimeError("the run is not open: use `with runner:` (or runner.run())")
+        return self._cache
 
     def _check_inputs(self) -> None:
         """Fail before anything is written on what can be checked without running a stage: every model spec
@@ -266,7 +258,8 @@ class Runner:
         self.heldout  # noqa: B018
 
     def close(self) -> None:
-        """Release the run dir for another run (the end of `run()` does)."""
+        """Release the run dir for another run (the end of `run()` and of `with runner:` do)."""
+        self.release_engine()
         self._lock.release()
 
     # -- engines -----------------------------------------------------------------------------
@@ -294,32 +287,19 @@ class Runner:
         return self._load("translator", f"translator {name} ({role.engine})", lambda: open_engine(role))
 
     def release_engine(self) -> None:
+        if self._generator is None:
+            return
         self._generator = self._engine_key = None
         gc.collect()
-        import torch
+        import torch  # loaded by then: an engine was
 
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
     # -- where things are ---------------------------------------------------------------------
-    def stage_log(self, name: str) -> Path:
-        """Where the libraries' output during stage `name` goes (`logs/iter_0/generate.log`)."""
-        return self.run_dir / "logs" / f"{name}.log"
-
-    def iter_dir(self, t: int) -> Path:
-        return self.run_dir / f"iter_{t}"
-
-    def model_dir(self, t: int) -> Path:
-        """Where iteration `t` writes M(t+1)."""
-        return self.iter_dir(t) / "model"
-
     def model_spec(self, k: int) -> str:
         """M(k): the configured model for k = 0, then the iterates."""
-        return self.config.model.spec if k == 0 else str(self.model_dir(k - 1))
-
-    def eval_dir(self, k: int) -> Path:
-        """Where M(k)'s held-out answers and evaluations live: the dir of the iteration that made it."""
-        return self.iter_dir(max(k - 1, 0)) / "eval"
+        return self.config.model.spec if k == 0 else str(self.layout.model_dir(k - 1))
 
     def translator_models(self, t: int) -> list[str]:
         """The models whose weights decide iteration `t`'s translations (none for an `openai` translator)."""
@@ -403,7 +383,7 @@ class Runner:
         elif stage.loads_model and self.config.stage_processes:
             launcher = [sys.executable, "-m"]
         if launcher is None:
-            with library_output(self.stage_log(stage.name), self.verbose):
+            with library_output(self.layout.stage_log(stage.name), self.verbose):
                 counts = stage.run()
         else:
             self.release_engine()
@@ -427,7 +407,7 @@ class Runner:
 
     def _in_child_process(self, name: str, launcher: list[str]) -> dict[str, Any]:
         """Run one stage in a child process (`launcher` + `polyrise.cli stage ...`); its error is ours."""
-        result = self.run_dir / STAGE_RESULT
+        result = self.layout.stage_result
         result.unlink(missing_ok=True)
         command = [*launcher, "polyrise.cli", "stage", str(self.run_dir), name, str(result)]
         command += ["--verbose"] if self.verbose else []
@@ -445,8 +425,7 @@ class Runner:
 
     def find_stage(self, name: str) -> Stage:
         """The stage called `name` (`iter_<t>/...`), rebuilt from the config (a stage process runs it)."""
-        t = int(name.split("/")[0].removeprefix("iter_"))
-        for stage in self.stages(t):
+        for stage in self.stages(RunLayout.iteration_of(name)):
             if stage.name == name:
                 return stage
         raise PolyriseError(f"{self.run_dir}: no stage {name!r} in this run")
@@ -463,12 +442,6 @@ class Runner:
         assert self.config.heldout is not None
         return self.config.generation.answer.model_copy(update={"max_new_tokens": self.config.heldout.max_new_tokens})
 
-    def heldout_file(self, k: int) -> Path:
-        return self.eval_dir(k) / f"heldout_M{k}.jsonl"
-
-    def scores_file(self, k: int) -> Path:
-        return self.eval_dir(k) / f"M{k}_scores.json"
-
     def _measure(self, k: int) -> list[Stage]:
         """M(k)'s held-out answers and configured evaluations (M(k) is judged head-to-head against M(k-1))."""
         cfg, where = self.config, f"iter_{max(k - 1, 0)}"
@@ -479,7 +452,7 @@ class Runner:
                 Stage(
                     f"{where}/heldout_M{k}",
                     lambda: self._answer_heldout(k),
-                    outputs=[self.heldout_file(k)],
+                    outputs=[self.layout.heldout_file(k)],
                     models=[self.model_spec(k)],
                     settings=[cfg.model.model_dump(), heldout, self.heldout_params.model_dump()],
                 )
@@ -492,9 +465,9 @@ class Runner:
                 Stage(
                     f"{where}/eval_M{k}",
                     lambda: self._evaluate(k),
-                    outputs=[self.scores_file(k)],
+                    outputs=[self.layout.model_scores(k)],
                     models=[self.model_spec(k), *judges],
-                    inputs=[*data, *([self.scores_file(k - 1)] if k else [])],
+                    inputs=[*data, *([self.layout.model_scores(k - 1)] if k else [])],
                     settings=[
                         cfg.model.model_dump(),
                         [task.model_dump() for task in cfg.evaluation],
@@ -508,24 +481,22 @@ class Runner:
     def _answer_heldout(self, k: int) -> dict[str, Any]:
         generator = self.generator(self.model_spec(k))
         answers = answer_prompts(generator, self.heldout, self.heldout_params, desc="held-out answers")
-        return {"responses": write_jsonl(self.heldout_file(k), answers)}
+        return {"responses": write_jsonl(self.layout.heldout_file(k), answers)}
 
     def _evaluate(self, k: int) -> dict[str, Any]:
-        from polyrise.evaluation import evaluate_model
-
         cfg = self.config
-        baseline = (self.eval_dir(k - 1), f"M{k - 1}") if k else None
+        baseline = (self.layout.eval_dir(k - 1), f"M{k - 1}") if k else None
         scores = evaluate_model(
             cfg.evaluation,
             self.generator(self.model_spec(k)),
             [cfg.source_lang, *cfg.languages],
-            self.eval_dir(k),
+            self.layout.eval_dir(k),
             f"M{k}",
             seed=cfg.seed,
             baseline=baseline,
             langid=cfg.langid,
         )
-        write_json(self.scores_file(k), scores)
+        write_json(self.layout.model_scores(k), scores)
         return {"tasks": len(scores)}
 
     def scores(self, t: int) -> dict[str, Any]:
@@ -534,21 +505,22 @@ class Runner:
         scores: dict[str, Any] = {}
         for k in (t, t + 1):
             if self.heldout:
-                answers = read_jsonl(self.heldout_file(k), Response)
+                answers = read_jsonl(self.layout.heldout_file(k), Response)
                 rates = off_target_rates(answers, self.config.langid, self.config.seed)
                 scores.setdefault("heldout", {})[f"M{k}"] = rates
             if self.config.evaluation:
-                for key, by_row in json.loads(self.scores_file(k).read_text()).items():
+                for key, by_row in json.loads(self.layout.model_scores(k).read_text()).items():
                     scores.setdefault(key, {})[f"M{k}"] = by_row
         return scores | self.method.scores(t)
 
-    # -- training, shared by the methods -------------------------------------------------------
-    def train_stage(self, t: int, data: Path, body: Callable[[], dict[str, Any]]) -> Stage:
-        """Iteration `t`'s training of M(t+1) from M(t) on the method's `data` file."""
+    # -- training: the method's trainer on the method's data -----------------------------------
+    def train_stage(self, t: int) -> Stage:
+        """Iteration `t`'s training of M(t+1) from M(t) by the method's trainer on its data file."""
+        data = self.layout.file(t, self.method.data_file)
         return Stage(
             f"iter_{t}/train",
-            body,
-            outputs=[self.model_dir(t)],
+            lambda: self.train(t, data),
+            outputs=[self.layout.model_dir(t)],
             inputs=[data],
             models=[self.model_spec(t)],
             settings=[
@@ -559,47 +531,41 @@ class Runner:
             distributed=True,
         )
 
-    def train(self, t: int, trainer: Callable[..., dict[str, float]], rows: Sequence[Any]) -> dict[str, Any]:
-        """Run `trainer` (`train_dpo`, `train_sft`, ...) on `rows` from M(t) to M(t+1); the counts to record."""
+    def train(self, t: int, data: Path) -> dict[str, Any]:
+        """Train M(t+1) from M(t) on the method's records in `data`; the counts to record."""
         cfg = self.config
+        rows = read_jsonl(data, self.method.record)
         self.release_engine()  # free the generation copy of the weights before training
         with trainer_reporting(cfg.tracking, self.run_dir, f"{cfg.name}-iter_{t}-train") as report:
-            metrics = trainer(
+            metrics = self.method.train(
                 resolve_model(self.model_spec(t)),
                 rows,
-                self.model_dir(t),
+                self.layout.model_dir(t),
                 cfg.training,
+                cfg.model,
                 seed=cfg.seed,
-                dtype=cfg.model.dtype,
-                chat_template=cfg.model.chat_template,
-                trust_remote_code=cfg.model.trust_remote_code,
+                cache=self.cache.path,
                 report=report,
             )
-        shown = ("train_loss", "rewards/accuracies", "rewards/margins", "mean_token_accuracy", "train_runtime")
-        return {"examples": len(rows), **{k: round(metrics[k], 4) for k in shown if k in metrics}}
+        return {"examples": len(rows), **{k: round(metrics[k], 4) for k in self.method.shown if k in metrics}}
 
     # -- the loop --------------------------------------------------------------------------------
     def run(self) -> list[dict[str, Any]]:
         """Every iteration, holding the run dir's lock until done (or failed)."""
-        self._lock.acquire()
-        try:
-            self.method.prepare()  # loaded (and checked) before anything was written
-            self.heldout  # noqa: B018
+        with self:
             if self.config.tracking.backend != "none":
                 self.tracker = Tracker(self.config.tracking, self.run_dir, self.config.name)
-            summaries = [self.iteration(t) for t in range(self.config.iterations)]
-            self.release_engine()
-        finally:
-            if self.tracker is not None:
-                self.tracker.close()
-            self.close()
-        return summaries
+            try:
+                return [self.iteration(t) for t in range(self.config.iterations)]
+            finally:
+                if self.tracker is not None:
+                    self.tracker.close()
 
     def iteration(self, t: int) -> dict[str, Any]:
         ran = [self.run_stage(stage) for stage in self.stages(t)]
         scores = self.scores(t)
         if scores:
-            write_json(self.iter_dir(t) / "eval" / "scores.json", scores)
+            write_json(self.layout.scores(t), scores)
         summary = {
             "iteration": t,
             "stats": self.method.stats(t),
@@ -608,11 +574,10 @@ class Runner:
         }
         if self.tracker is not None and any(ran):  # an iteration up to date was tracked when it ran
             self.track(t, summary["stats"], scores)
-        from polyrise.report import scores_table
-
         self.console.print(self.method.summary_table(summary))
-        for key in scores.keys() - {"heldout"}:
-            self.console.print(scores_table(key, scores[key]))
+        if self.show_scores is not None:
+            for key in scores.keys() - {"heldout"}:
+                self.console.print(self.show_scores(key, scores[key]))
         return summary
 
     def track(self, t: int, stats: dict[str, Any], scores: dict[str, Any]) -> None:
@@ -639,12 +604,11 @@ def run_stage(run_dir: Path, name: str, result: Path, verbose: bool = False) -> 
     """The child side of a stage process: rebuild the run from `run_dir/config.yaml`, run one stage (the
     libraries' output to its log), and write `{"counts": ...}` or `{"error": message}` to `result` (rank 0 only
     when training is multi-process)."""
-    from polyrise.config import load_config
-
     main_rank = os.environ.get("RANK", "0") == "0"
     try:
-        runner = Runner(load_config(run_dir / "config.yaml"), child=True, verbose=verbose)
-        with library_output(runner.stage_log(name), verbose):
+        layout = RunLayout(run_dir)
+        runner = Runner(load_config(layout.config), child=True, verbose=verbose)
+        with runner, library_output(layout.stage_log(name), verbose):
             outcome: dict[str, Any] = {"counts": runner.find_stage(name).run()}
     except PolyriseError as e:
         outcome = {"error": str(e)}
@@ -664,10 +628,15 @@ def _die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
 
 
-def run_pipeline(config: RunConfig, console: Console | None = None, verbose: bool = False) -> list[dict[str, Any]]:
+def run_pipeline(
+    config: RunConfig,
+    console: Console | None = None,
+    verbose: bool = False,
+    show_scores: Callable[[str, dict[str, Any]], RenderableType] | None = None,
+) -> list[dict[str, Any]]:
     """Run every iteration of `config`; prints stage timings and per-language summaries (`verbose`: the
-    libraries' output too, see `Runner.verbose`)."""
-    runner = Runner(config, console or make_console(), verbose=verbose)
+    libraries' output too, see `Runner.verbose`; `show_scores`: each task's scores table after each iteration)."""
+    runner = Runner(config, console or make_console(), verbose=verbose, show_scores=show_scores)
     start = time.perf_counter()
     summaries = runner.run()
     timing = Table(title="stage timings")

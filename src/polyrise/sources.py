@@ -8,10 +8,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from polyrise.config import PromptSource
 from polyrise.errors import PolyriseError
 from polyrise.io import load_rows, read_jsonl
 from polyrise.records import Prompt
+from polyrise.settings import PromptSource
 
 BUILTIN_PREFIX = "builtin:"
 HF_PREFIX = "hf:"

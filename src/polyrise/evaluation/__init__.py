@@ -1,31 +1,31 @@
-"""The evaluation task registry: one module per task declares its settings, its `run` and its `METRICS`; here they
-are joined into the `EvalTask` union (the `evaluation:` entries of a run config, `polyrise eval`'s options), the
-metric directions the report and the transfer analysis read, and `evaluate_model`, which the runner and the CLI
-both call.
+"""The evaluation tasks: `polyrise.plugins.TASKS` names each task's settings class; its module declares `run`,
+`METRICS` and, when its per-sample rows hold per-item values, `ROW` and `row_samples`. Here they are joined: the
+metric directions the report and the transfer analysis read, `parse_task` (an `evaluation:` entry of a run config,
+`polyrise eval`'s options) and `evaluate_model`, which the runner and the CLI both call.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import Field, TypeAdapter
-
-from polyrise.evaluation import choice, fewshot, fidelity, judge, math, reflik, reward, translation
+from polyrise.errors import PolyriseError
+from polyrise.evaluation import fidelity, reward
 from polyrise.evaluation.base import Metric, Scores, TaskRun, TaskSettings
+from polyrise.evaluation.judge import JudgeTask
 from polyrise.generation import Generator, open_engine
 from polyrise.io import iter_jsonl, read_jsonl
 from polyrise.langid import LangIdSettings
+from polyrise.plugins import TASKS, load
 from polyrise.stats import RowSamples
 
 __all__ = [
     "HEADLINE_METRICS",
     "LOWER_IS_BETTER",
     "METRICS",
-    "TASKS",
-    "EvalTask",
     "Metric",
     "Scores",
     "TaskSettings",
@@ -33,30 +33,20 @@ __all__ = [
     "item_samples",
     "parse_task",
     "run_task",
-    "untagged",
+    "task_class",
+    "task_module",
 ]
 
-EvalTask = Annotated[
-    math.MathTask
-    | judge.JudgeTask
-    | choice.ChoiceTask
-    | translation.TranslationTask
-    | fewshot.ClassifyTask
-    | reflik.ReflikTask,
-    Field(discriminator="task"),
-]
-"""One evaluation: the settings class of the task its `task` key names."""
 
-TASKS: dict[str, ModuleType] = {
-    "mgsm": math,
-    "judge": judge,
-    "choice": choice,
-    "translation": translation,
-    "classify": fewshot,
-    "reflik": reflik,
-}
-"""Task name → the module that declares it (its settings, `run`, `METRICS`; `ROW` and `row_samples` when its
-per-sample rows hold per-item values: see `item_samples`)."""
+def task_class(name: str) -> type[TaskSettings]:
+    """The settings class of the task `name` (an unknown name is an error listing the known ones)."""
+    cls: type[TaskSettings] = load("task", TASKS, name)
+    return cls
+
+
+def task_module(name: str) -> ModuleType:
+    """The module that declares the task `name`: its settings class, `run`, `METRICS`, `ROW`, `row_samples`."""
+    return importlib.import_module(task_class(name).__module__)
 
 
 def _metrics(modules: Sequence[ModuleType]) -> dict[str, Metric]:
@@ -68,7 +58,7 @@ def _metrics(modules: Sequence[ModuleType]) -> dict[str, Metric]:
     return found
 
 
-METRICS = _metrics([*TASKS.values(), fidelity, reward])
+METRICS = _metrics([*(task_module(name) for name in TASKS), fidelity, reward])
 """Every metric a task, the held-out measurement or the reward measurement reports, by name."""
 HEADLINE_METRICS = tuple(name for name, metric in METRICS.items() if metric.headline)
 """Metrics that get a table and plots; counts (n, skipped, ...) stay in the JSON."""
@@ -82,29 +72,23 @@ def item_samples(path: Path) -> RowSamples | None:
     first = next(iter_jsonl(path), None)
     if first is None:
         return None
-    for module in TASKS.values():
+    for module in map(task_module, TASKS):
         row = getattr(module, "ROW", None)
         if row is not None and set(first[1]) == set(row.model_fields):
             return module.row_samples(read_jsonl(path, row))
     return None
 
 
-_TASK_ADAPTER: TypeAdapter[EvalTask] = TypeAdapter(EvalTask)
-
-
-def parse_task(data: Mapping[str, Any]) -> EvalTask:
-    """Validate one task's settings (`task` names which); raises pydantic's ValidationError, whose locations
-    `untagged` turns into the task's own keys."""
-    return _TASK_ADAPTER.validate_python(data)
-
-
-def untagged(loc: Sequence[int | str]) -> tuple[int | str, ...]:
-    """An error location inside an `EvalTask` without the task name that pydantic's tagged union puts first."""
-    return tuple(loc[1:]) if loc and loc[0] in TASKS else tuple(loc)
+def parse_task(data: Any) -> TaskSettings:
+    """Validate one task's settings, as the class its `task` key names; raises pydantic's ValidationError (locations
+    are the task's own keys), or a PolyriseError for a missing or unknown `task`."""
+    if not isinstance(data, Mapping) or "task" not in data:
+        raise PolyriseError(f"an evaluation needs a `task`: one of {', '.join(TASKS)}")
+    return task_class(str(data["task"])).model_validate(data)
 
 
 def run_task(
-    task: EvalTask,
+    task: TaskSettings,
     generator: Generator,
     langs: list[str],
     out_dir: Path,
@@ -122,11 +106,11 @@ def run_task(
     model is judged against when the task has no `reference`; `langid` judges the language of answers.
     """
     context = TaskRun(generator, task.langs or langs, out_dir, label, seed, judge, baseline, langid or LangIdSettings())
-    return TASKS[task.task].run(task, context)
+    return task_module(task.task).run(task, context)
 
 
 def evaluate_model(
-    tasks: Sequence[EvalTask],
+    tasks: Sequence[TaskSettings],
     generator: Generator,
     langs: list[str],
     out_dir: Path,
@@ -145,7 +129,7 @@ def evaluate_model(
     scores: dict[str, Scores] = {}
     for task in tasks:
         judge_generator = None
-        if isinstance(task, judge.JudgeTask) and task.judge and (task.reference or baseline is not None):
+        if isinstance(task, JudgeTask) and task.judge and (task.reference or baseline is not None):
             key = task.judge.model_dump_json()
             if key not in judges:
                 judges[key] = Generator(open_engine(task.judge), generator.cache)

@@ -32,8 +32,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+import polyrise.evaluation.choice as choice
 from polyrise.errors import PolyriseError
-from polyrise.evaluation import choice
 from polyrise.evaluation.base import Metric, Scores, TaskRun, TaskSettings
 from polyrise.evaluation.choice import ChoiceItem, Normalize, NormalizeOption, choice_accuracy, score_choices
 from polyrise.generation import Generator

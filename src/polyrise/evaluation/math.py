@@ -23,8 +23,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, ValidationError, field_validator
 
+import polyrise.evaluation.fidelity as fidelity
 from polyrise.errors import PolyriseError
-from polyrise.evaluation import fidelity
 from polyrise.evaluation.base import Metric, Scores, TaskRun, TaskSettings
 from polyrise.evaluation.fidelity import SavedOutput, off_target_rates, read_outputs
 from polyrise.generation import ChatRequest, Generator

@@ -1,90 +1,27 @@
-"""Generation: the Engine protocol, chat requests, and cached generation over any engine."""
+"""Generation: cached generation and log-likelihoods over any engine (`base.Engine`, looked up by name in
+`polyrise.plugins.ENGINES`), and the generate stage."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from polyrise.console import progress as progress_bar
-from polyrise.errors import PolyriseError
+from polyrise.generation.base import ChatRequest, Engine, LogLikelihood, render_chat
 from polyrise.generation.cache import GenerationCache
+from polyrise.plugins import ENGINES, load
 from polyrise.records import Prompt, Response
 from polyrise.settings import EngineSettings, ModelSettings, SamplingSettings
 
-
-@dataclass(frozen=True)
-class ChatRequest:
-    """A chat to continue; `prefix` primes the assistant turn (e.g. "<translated>\\n")."""
-
-    messages: tuple[dict[str, str], ...]
-    prefix: str = ""
-
-    @classmethod
-    def user(cls, content: str, prefix: str = "") -> ChatRequest:
-        return cls(({"role": "user", "content": content},), prefix)
-
-
-def render_chat(tokenizer: Any, request: ChatRequest) -> str:
-    """The prompt text a local engine feeds its model: the chat template with the generation prompt, then the prefix."""
-    text = tokenizer.apply_chat_template(list(request.messages), tokenize=False, add_generation_prompt=True)
-    return text + request.prefix
-
-
-@dataclass(frozen=True)
-class LogLikelihood:
-    """How likely a continuation is after its context: the summed log-prob and each token's."""
-
-    logprob: float
-    token_logprobs: tuple[float, ...]
-
-    @property
-    def tokens(self) -> int:
-        return len(self.token_logprobs)
-
-
-class Engine(Protocol):
-    """What every engine (HF, vLLM, OpenAI-compatible) provides."""
-
-    fingerprint: str
-    """Identity of the weights; part of every cache key."""
-    batch_size: int
-
-    def render(self, request: ChatRequest) -> str:
-        """The exact text the model sees (the cache key's prompt part)."""
-        ...
-
-    def complete(self, requests: Sequence[ChatRequest], params: SamplingSettings) -> list[str]:
-        """Continuations after each request's prefix, in request order."""
-        ...
-
-    def loglikelihood(self, requests: Sequence[tuple[str, str]], max_tokens: int | None = None) -> list[LogLikelihood]:
-        """Log-probs of each (context, continuation) text's continuation tokens (the first `max_tokens` of them
-        when given), in request order. The context is exact text: render a chat with `render` first."""
-        ...
+__all__ = ["ChatRequest", "Engine", "Generator", "LogLikelihood", "answer_prompts", "open_engine", "render_chat"]
 
 
 def open_engine(settings: EngineSettings, model: ModelSettings | None = None) -> Engine:
     """The engine a role's settings name. `model` gives the local model's spec and loading options (default:
     `settings.model` with default options); the `openai` engine ignores it."""
-    if settings.engine == "openai":
-        from polyrise.generation.openai import OpenAIEngine
-
-        assert settings.openai is not None
-        return OpenAIEngine(settings.openai)
-    from polyrise.models import resolve_model
-
-    if model is None:
-        if settings.model is None:
-            raise PolyriseError(f"engine {settings.engine!r} needs a model spec")
-        model = ModelSettings(spec=settings.model)
-    if settings.engine == "vllm":
-        from polyrise.generation.vllm import VLLMEngine
-
-        return VLLMEngine(resolve_model(model.spec), model, settings.vllm, batch_size=settings.batch_size)
-    from polyrise.generation.hf import HFEngine
-
-    return HFEngine(resolve_model(model.spec), model, batch_size=settings.batch_size)
+    engine: type[Engine] = load("engine", ENGINES, settings.engine)
+    return engine.from_settings(settings, model)
 
 
 @dataclass

@@ -15,7 +15,7 @@ from transformers import DynamicCache, LogitsProcessor
 
 from polyrise.console import progress as progress_bar
 from polyrise.errors import PolyriseError
-from polyrise.generation import Engine
+from polyrise.generation.base import Engine
 from polyrise.generation.batching import left_pad
 from polyrise.generation.hf import encode_pair
 

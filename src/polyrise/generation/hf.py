@@ -17,11 +17,11 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from polyrise.config import ModelSettings, SamplingSettings
 from polyrise.errors import PolyriseError
-from polyrise.generation import ChatRequest, LogLikelihood, render_chat
+from polyrise.generation.base import ChatRequest, LogLikelihood, local_model, render_chat
 from polyrise.generation.batching import left_pad
-from polyrise.models import ResolvedModel, load_model, load_tokenizer
+from polyrise.models import ResolvedModel, load_model, load_tokenizer, resolve_model
+from polyrise.settings import EngineSettings, ModelSettings, SamplingSettings
 
 
 def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
@@ -131,6 +131,11 @@ class ThreadPolicy:
 
 class HFEngine:
     """Generate with a transformers causal LM. Pass `model`/`tokenizer` to reuse loaded objects."""
+
+    @classmethod
+    def from_settings(cls, settings: EngineSettings, model: ModelSettings | None = None) -> HFEngine:
+        model = local_model(settings, model)
+        return cls(resolve_model(model.spec), model, batch_size=settings.batch_size)
 
     def __init__(
         self,

@@ -28,9 +28,9 @@ from typing import Any, TypeVar
 import openai
 from pydantic import BaseModel
 
-from polyrise.config import OpenAISettings, SamplingSettings
 from polyrise.errors import PolyriseError
-from polyrise.generation import ChatRequest, LogLikelihood
+from polyrise.generation.base import ChatRequest, LogLikelihood
+from polyrise.settings import EngineSettings, ModelSettings, OpenAISettings, SamplingSettings
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -104,6 +104,12 @@ def _is_rendered_chat(text: str) -> bool:
 
 class OpenAIEngine:
     """Engine over one or several OpenAI-compatible chat-completions servers of the same model."""
+
+    @classmethod
+    def from_settings(cls, settings: EngineSettings, model: ModelSettings | None = None) -> OpenAIEngine:
+        """The `openai` section's server(s); `model` is the server's business."""
+        assert settings.openai is not None  # EngineSettings requires it with engine openai
+        return cls(settings.openai)
 
     def __init__(self, settings: OpenAISettings) -> None:
         self.settings = settings

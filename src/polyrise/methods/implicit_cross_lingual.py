@@ -15,23 +15,57 @@ np.argmax / np.argmin (first index on ties), the EOS token left out of the score
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import BaseModel, Field
 from rich.table import Table
 
-from polyrise.config import ImplicitRewardSettings, RunConfig
+from polyrise.context import RunContext, RunSettings, Stage
+from polyrise.evaluation.reward import reward_scores
+from polyrise.generation import ChatRequest
 from polyrise.io import read_jsonl, write_json, write_jsonl
-from polyrise.methods.language_imbalance import LanguageImbalance
+from polyrise.methods._dpo_loop import (
+    SHOWN,
+    SelfTranslatedPrompts,
+    prompt_translation_failures,
+    reward_labels,
+    train_dpo_nll,
+    trained_labels,
+)
 from polyrise.records import PreferencePair, Prompt, Samples, SampleScores
-
-if TYPE_CHECKING:
-    from polyrise.runner import Stage
+from polyrise.settings import SamplingSettings, Section
+from polyrise.templates import answer_in_prompt
+from polyrise.training.settings import DPOSettings, TrainingSettings
 
 DROP_REASONS = ("single_sample", "equal_rewards")
 """Why a prompt in a language gives no pair: fewer than two non-empty samples, or every sample's reward equal."""
+
+
+class ImplicitRewardSettings(Section):
+    """Implicit Cross-Lingual Rewarding (Yang et al., ACL 2025, arXiv 2503.04647): the policy (`model.spec`, an
+    English-aligned model) samples `samples` answers per prompt and language; each is scored by the implicit reward
+    log pi(y|x) - log pi_ref(y|x) under the variant's instruction, length-controlled, and the best and worst become
+    a DPO pair. Defaults follow the released code (ZNLP/Implicit-Cross-Lingual-Rewarding)."""
+
+    reference: str
+    """The model the policy was tuned from: pi_ref of iteration 0 (then the previous iterate)."""
+    samples: int = Field(default=10, ge=1)
+    """k answers per prompt and language."""
+    sampling: SamplingSettings = Field(default_factory=lambda: SamplingSettings(temperature=0.9, max_new_tokens=512))
+    """The released code samples at temperature 0.9, top-p 1.0; sample j uses `seed + j`."""
+    variant: Literal["cross-lingual", "multilingual"] = "cross-lingual"
+    """The instruction an answer in L is scored under: `cross-lingual` the English one, prefixed with the request
+    to answer in L; `multilingual` the native one (the prompt the answer was sampled for)."""
+    length_control: bool = True
+    """Reward - alpha x length (characters), alpha the grid value whose chosen-minus-rejected mean length is
+    closest to 0 (per language); off: alpha = 0."""
+    alpha_max: float = Field(default=1.0, gt=0.0)
+    alpha_step: float = Field(default=0.001, gt=0.0)
+    """The alpha grid: 0, step, 2 x step, ... below `alpha_max` (the code's np.arange(0, 1, 0.001))."""
 
 
 def implicit_rewards(policy: Sequence[float], reference: Sequence[float]) -> np.ndarray:
@@ -129,31 +163,33 @@ def build_pairs(
     return pairs, stats
 
 
-class ImplicitCrossLingual(LanguageImbalance):
+class ImplicitCrossLingual:
     """Per iteration: self-translated prompts → k sampled answers per prompt and language → their implicit rewards
     (policy and reference log-probs) → best/worst pairs → DPO + NLL from M(t) to M(t+1). The prompts stage,
-    the training and the reward's accuracy are Language Imbalance Driven Rewarding's."""
+    the training and the reward's accuracy are shared with Language Imbalance Driven Rewarding (`_dpo_loop`)."""
 
-    name = "implicit-cross-lingual"
+    name: ClassVar[str] = "implicit-cross-lingual"
+    training: ClassVar[type[TrainingSettings]] = DPOSettings
+    sections: ClassVar[dict[str, Any]] = {"implicit_reward": ImplicitRewardSettings}
+    record: ClassVar[type[BaseModel]] = PreferencePair
+    data_file: ClassVar[str] = "pairs.jsonl"
+    shown: ClassVar[tuple[str, ...]] = SHOWN
+    train = staticmethod(train_dpo_nll)
+
+    def __init__(self, run: RunContext) -> None:
+        self.run = run
+        self.prompts = SelfTranslatedPrompts(run)
+        self.icr = run.config.section("implicit_reward", ImplicitRewardSettings)
 
     @classmethod
-    def check(cls, config: RunConfig) -> None:
-        super().check(config)
-        if config.implicit_reward is None:
-            raise ValueError("method 'implicit-cross-lingual' needs an `implicit_reward` section (its `reference`)")
-        if config.reward_judge is not None:
-            raise ValueError("reward_judge: not supported by method 'implicit-cross-lingual'")
+    def check(cls, config: RunSettings) -> None:
+        """Its section validates itself."""
 
     def prepare(self) -> None:
-        from polyrise.models import resolve_model
+        from polyrise.models import resolve_model  # torch: loaded when a run starts, not when a config loads
 
-        super().prepare()
+        self.prompts.source  # noqa: B018
         resolve_model(self.icr.reference)  # a missing reference fails before anything is written
-
-    @property
-    def icr(self) -> ImplicitRewardSettings:
-        assert self.run.config.implicit_reward is not None
-        return self.run.config.implicit_reward
 
     @property
     def languages(self) -> list[str]:
@@ -165,15 +201,14 @@ class ImplicitCrossLingual(LanguageImbalance):
         return self.icr.reference if t == 0 else self.run.model_spec(t - 1)
 
     def files(self, t: int) -> dict[str, Path]:
-        root = self.run.iter_dir(t)
-        return super().files(t) | {"samples": root / "samples.jsonl", "sample_scores": root / "sample_scores.jsonl"}
+        own = ("samples", "sample_scores", "pairs", "reward")
+        files = {name: self.run.layout.file(t, f"{name}.jsonl") for name in own}
+        return self.prompts.files(t) | files | {"pairs_stats": self.run.layout.file(t, "pairs_stats.json")}
 
     def stages(self, t: int) -> list[Stage]:
-        from polyrise.runner import Stage
-
         run, cfg, f, icr = self.run, self.run.config, self.files(t), self.icr
         return [
-            self.prompts_stage(t),
+            self.prompts.stage(t),
             Stage(
                 f"iter_{t}/sample",
                 lambda: self._sample(t),
@@ -198,11 +233,11 @@ class ImplicitCrossLingual(LanguageImbalance):
                 settings=[icr.model_dump(exclude={"reference", "samples", "sampling"}), cfg.seed],
                 loads_model=False,
             ),
-            run.train_stage(t, f["pairs"], lambda: self._train(t)),
+            run.train_stage(t),
         ]
 
     def estimate(self) -> dict[str, int]:
-        n, k, langs = len(self.source_prompts), self.icr.samples, len(self.languages)
+        n, k, langs = len(self.prompts.source), self.icr.samples, len(self.languages)
         return {
             "source prompts": n,
             "prompt translations": n * (langs - 1),
@@ -214,8 +249,6 @@ class ImplicitCrossLingual(LanguageImbalance):
     def _sample(self, t: int) -> dict[str, Any]:
         """k answers per prompt in its language: k batched request sets, sample j seeded `seed + j` (distinct
         samples, each cached under its own seed). Empty answers are left out (they have no tokens to score)."""
-        from polyrise.generation import ChatRequest
-
         f, icr = self.files(t), self.icr
         prompts = [p for p in read_jsonl(f["prompts"], Prompt) if p.lang in self.languages]
         generator = self.run.generator(self.run.model_spec(t))
@@ -239,9 +272,6 @@ class ImplicitCrossLingual(LanguageImbalance):
     def _score(self, t: int) -> dict[str, Any]:
         """Every sample's summed log-prob after the variant's rendered instruction, under the policy, then the
         reference (one engine at a time; the same context text for both, through the run's cache)."""
-        from polyrise.generation import ChatRequest
-        from polyrise.templates import answer_in_prompt
-
         cfg, f = self.run.config, self.files(t)
         english = {p.id: p.instruction for p in read_jsonl(f["prompts"], Prompt) if p.lang == cfg.source_lang}
         samples = read_jsonl(f["samples"], Samples)
@@ -277,8 +307,9 @@ class ImplicitCrossLingual(LanguageImbalance):
             self.languages,
             self.icr,
         )
-        failures = self.prompt_translation_failures(t)
-        labels, reward = self.reward_labels(prompt_rows, pairs)
+        failures = prompt_translation_failures(f["prompt_translations"])
+        cfg = self.run.config
+        labels, reward = reward_labels(prompt_rows, pairs, cfg.source_lang, cfg.seed)
         for lang in self.languages:
             stats[lang]["prompt_translation_failures"] = failures[lang]
             if lang in reward:
@@ -287,6 +318,14 @@ class ImplicitCrossLingual(LanguageImbalance):
         write_json(f["pairs_stats"], stats)
         write_jsonl(f["pairs"], pairs)
         return {"pairs": len(pairs), "reward_labels": len(labels)}
+
+    def stats(self, t: int) -> dict[str, Any]:
+        return json.loads(self.files(t)["pairs_stats"].read_text())
+
+    def scores(self, t: int) -> dict[str, Any]:
+        """The accuracy of the implicit reward iteration `t` trains on, against the prompts' gold answers."""
+        labels = trained_labels(self.files(t)["reward"], self.run.config.training)
+        return {"reward": {f"M{t}": reward_scores(labels, self.run.config.seed)}} if labels else {}
 
     def summary_table(self, summary: dict[str, Any]) -> Table:
         """Per language: pairs kept of candidates, drops, alpha, mean margin and lengths, off-target before → after."""
@@ -308,5 +347,3 @@ class ImplicitCrossLingual(LanguageImbalance):
             table.add_row(lang, *cells)
         return table
 
-
-METHOD = ImplicitCrossLingual

@@ -10,7 +10,6 @@ prompt language, so its pair in L takes y_en untranslated as chosen, as the refe
 
 from __future__ import annotations
 
-import functools
 import json
 import random
 import re
@@ -19,21 +18,34 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import asdict, replace
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from rich.table import Table
 
-from polyrise.config import DPOSettings, FilterSettings, RunConfig
-from polyrise.evaluation.judge import Judgement, win_rates
-from polyrise.evaluation.reward import RewardLabel, label_pairs, pair_row, reward_scores
+from polyrise.context import RunContext, RunSettings, Stage
+from polyrise.evaluation.judge import JudgeItem, Judgement, judge, win_rates
+from polyrise.evaluation.reward import pair_row, reward_scores
+from polyrise.generation import Generator, answer_prompts, open_engine
 from polyrise.io import iter_jsonl, read_jsonl, write_json, write_jsonl
 from polyrise.langid import LangIdSettings, matches_language
 from polyrise.languages import LANGUAGES
+from polyrise.methods._dpo_loop import (
+    SHOWN,
+    SelfTranslatedPrompts,
+    prompt_translation_failures,
+    reward_labels,
+    train_dpo_nll,
+    trained_labels,
+)
 from polyrise.records import DroppedPair, PreferencePair, Prompt, Response, Translation
+from polyrise.self_translation import cross_translate
+from polyrise.settings import JudgeSettings, SamplingSettings, Section
+from polyrise.training.settings import DPOSettings, TrainingSettings
 
-if TYPE_CHECKING:
-    from polyrise.runner import Runner, Stage
+if TYPE_CHECKING:  # torch
+    pass
+
 
 DROP_REASONS = (
     "translation_failure",
@@ -185,6 +197,36 @@ def is_translation_task(instruction: str, lang: str) -> bool:
     return request.search(instruction) is not None and (target is None or target.search(instruction) is not None)
 
 
+class FilterSettings(Section):
+    """The pair filters of `methods/language_imbalance.py` and its translation-task rule."""
+
+    min_length_ratio: float = Field(default=0.3, gt=0.0)
+    """len(chosen) / len(rejected), in characters, must lie in [min, max]."""
+    max_length_ratio: float = Field(default=3.0, gt=0.0)
+    repeated_line_limit: int = Field(default=5, ge=2)
+    """A text where one non-empty line occurs this many times is degenerate."""
+    detect_translation_tasks: bool = True
+    """A source prompt that asks for a translation ("Translate ... into French", `TRANSLATION_REQUESTS` of its
+    language) is a translation task: its pair in L takes the English answer, untranslated, as chosen."""
+    translation_task_ids: Path | None = None
+    """A JSONL file of rows with an `id` (other fields ignored; the reference's `instruction_about_translate.jsonl`
+    as is): these prompts are translation tasks too. A relative path is taken from the working directory."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FilterSettings:
+        if self.min_length_ratio > self.max_length_ratio:
+            raise ValueError("min_length_ratio must not exceed max_length_ratio")
+        return self
+
+
+class RewardJudgeSettings(Section):
+    """A judge of the reward itself: a sample of each iteration's kept pairs, judged in both orders."""
+
+    judge: JudgeSettings
+    sample: int = Field(default=64, ge=1)
+    """Pairs judged per iteration (a seeded sample of the kept pairs)."""
+
+
 class _IdRow(BaseModel):
     model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True)
     id: str
@@ -307,47 +349,78 @@ def build_pairs(
     return pairs, stats, dropped
 
 
+def write_pairs(
+    config: RunSettings,
+    filters: FilterSettings,
+    translation_task_ids: Collection[str],
+    *,
+    inputs: tuple[Path, Path, Path, Path | None],
+    outputs: tuple[Path, Path, Path, Path],
+) -> dict[str, int]:
+    """The pairs stage: `inputs` = prompts, responses, translations and (when there is one) the prompt translation
+    attempts; `outputs` = pairs, dropped pairs, stats and reward labels. `polyrise pairs` runs it too."""
+    prompts_file, responses, translations, attempts = inputs
+    pairs_file, dropped_file, stats_file, reward_file = outputs
+    rows = read_jsonl(prompts_file, Prompt)
+    pairs, stats, dropped = build_pairs(
+        {(p.id, p.lang): p.instruction for p in rows},
+        read_jsonl(responses, Response),
+        read_jsonl(translations, Translation),
+        config.source_lang,
+        config.languages,
+        filters,
+        config.langid,
+        translation_task_ids,
+    )
+    failures = prompt_translation_failures(attempts) if attempts else Counter[str]()
+    for lang in config.languages:
+        stats[lang]["prompt_translation_failures"] = failures[lang]
+    labels, reward = reward_labels(rows, pairs, config.source_lang, config.seed)
+    for lang in config.languages:  # the reward's accuracy, where the prompts carry gold answers
+        target, english = reward.get(lang), reward.get(f"{config.source_lang}/{lang}")
+        if target or english:
+            stats[lang]["reward"] = {"target": target, "english": english}
+    write_jsonl(reward_file, labels)
+    write_json(stats_file, stats)
+    write_jsonl(dropped_file, dropped)
+    write_jsonl(pairs_file, pairs)
+    return {"pairs": len(pairs), "dropped": len(dropped), "reward_labels": len(labels)}
+
+
 class LanguageImbalance:
     """Per iteration: self-translated prompts → answers in every language → cross-translated answers → pairs →
     DPO + NLL from M(t) (its own reference) to M(t+1)."""
 
-    name = "language-imbalance"
-    settings = DPOSettings
+    name: ClassVar[str] = "language-imbalance"
+    training: ClassVar[type[TrainingSettings]] = DPOSettings
+    sections: ClassVar[dict[str, Any]] = {"filters": FilterSettings, "reward_judge": RewardJudgeSettings | None}
+    record: ClassVar[type[BaseModel]] = PreferencePair
+    data_file: ClassVar[str] = "pairs.jsonl"
+    shown: ClassVar[tuple[str, ...]] = SHOWN
+    train = staticmethod(train_dpo_nll)
 
-    def __init__(self, run: Runner) -> None:
+    def __init__(self, run: RunContext) -> None:
         self.run = run
+        self.prompts = SelfTranslatedPrompts(run)
+        self.filters = run.config.section("filters", FilterSettings)
+        self.reward_judge: RewardJudgeSettings | None = getattr(run.config, "reward_judge", None)
 
     @classmethod
-    def check(cls, config: RunConfig) -> None:
-        if config.alignment is not None:
-            raise ValueError(
-                "an `alignment` section is only used by method 'question-alignment' "
-                "(set method: question-alignment, or run `polyrise align`)"
-            )
-        if config.implicit_reward is not None and config.method != "implicit-cross-lingual":
-            raise ValueError("an `implicit_reward` section is only used by method 'implicit-cross-lingual'")
+    def check(cls, config: RunSettings) -> None:
+        """Its sections validate themselves."""
 
     def prepare(self) -> None:
-        self.source_prompts  # noqa: B018
+        self.prompts.source  # noqa: B018
         self.translation_task_ids  # noqa: B018
 
     @cached_property
-    def source_prompts(self) -> list[Prompt]:
-        from polyrise.sources import load_prompts
-
-        cfg = self.run.config
-        return load_prompts(cfg.prompts, [cfg.source_lang], cfg.source_lang)
-
-    @cached_property
     def translation_task_ids(self) -> frozenset[str]:
-        path = self.run.config.filters.translation_task_ids
+        path = self.filters.translation_task_ids
         return read_translation_task_ids(path) if path else frozenset()
 
     def files(self, t: int) -> dict[str, Path]:
-        root = self.run.iter_dir(t)
+        root = self.run.layout.iter_dir(t)
         names = (
-            "prompts",
-            "prompt_translations",
             "responses",
             "translations",
             "pairs",
@@ -355,15 +428,14 @@ class LanguageImbalance:
             "reward",
             "reward_judge",
         )
-        return {name: root / f"{name}.jsonl" for name in names} | {"pairs_stats": root / "pairs_stats.json"}
+        own = {name: root / f"{name}.jsonl" for name in names} | {"pairs_stats": root / "pairs_stats.json"}
+        return self.prompts.files(t) | own
 
     def stages(self, t: int) -> list[Stage]:
-        from polyrise.runner import Stage
-
         run = self.run
         cfg, gen, f = run.config, run.config.generation, self.files(t)
         return [
-            self.prompts_stage(t),
+            self.prompts.stage(t),
             Stage(
                 f"iter_{t}/generate",
                 lambda: self._generate(t),
@@ -389,18 +461,18 @@ class LanguageImbalance:
                     f["prompt_translations"],
                     f["responses"],
                     f["translations"],
-                    *filter(None, [cfg.filters.translation_task_ids]),
+                    *filter(None, [self.filters.translation_task_ids]),
                 ],
-                settings=[cfg.source_lang, cfg.languages, cfg.filters.model_dump(), cfg.langid.model_dump(), cfg.seed],
+                settings=[cfg.source_lang, cfg.languages, self.filters.model_dump(), cfg.langid.model_dump(), cfg.seed],
                 loads_model=False,
             ),
-            *([self._reward_judge_stage(t)] if cfg.reward_judge else []),
-            run.train_stage(t, f["pairs"], lambda: self._train(t)),
+            *([self._reward_judge_stage(t)] if self.reward_judge else []),
+            run.train_stage(t),
         ]
 
     def estimate(self) -> dict[str, int]:
         cfg = self.run.config
-        n, langs = len(self.source_prompts), len(cfg.languages)
+        n, langs = len(self.prompts.source), len(cfg.languages)
         work = {
             "source prompts": n,
             "prompt translations": n * langs,
@@ -408,74 +480,37 @@ class LanguageImbalance:
             "answer translations": 2 * n * langs,
             "pairs": 2 * n * langs,  # both directions per prompt and language, before the filters
         }
-        if cfg.reward_judge:
-            work["judgements"] = 2 * min(cfg.reward_judge.sample, work["pairs"])  # both orders
+        if self.reward_judge:
+            work["judgements"] = 2 * min(self.reward_judge.sample, work["pairs"])  # both orders
         return work
 
-    def prompts_stage(self, t: int) -> Stage:
-        """The English prompts and their self-translations into every language by M(t) (or the fixed translator)."""
-        from polyrise.runner import Stage
-
-        run, f = self.run, self.files(t)
-        return Stage(
-            f"iter_{t}/prompts",
-            lambda: self._prompts(t),
-            outputs=[f["prompts"], f["prompt_translations"]],
-            models=run.translator_models(t),
-            settings=[
-                run.translator_settings(),
-                [p.model_dump() for p in self.source_prompts],
-                run.config.languages,
-                run.config.generation.translate.model_dump(),
-            ],
-        )
-
     def _reward_judge_stage(self, t: int) -> Stage:
-        from polyrise.runner import Stage
-
-        cfg, f = self.run.config, self.files(t)
-        assert cfg.reward_judge is not None
-        judge = cfg.reward_judge.judge
+        f, reward_judge = self.files(t), self.reward_judge
+        assert reward_judge is not None
         return Stage(
             f"iter_{t}/reward_judge",
             lambda: self._judge_pairs(t),
             outputs=[f["reward_judge"]],
             inputs=[f["pairs"]],
-            models=[judge.model] if judge.model else [],
-            settings=[cfg.reward_judge.model_dump(), cfg.seed],
+            models=[reward_judge.judge.model] if reward_judge.judge.model else [],
+            settings=[reward_judge.model_dump(), self.run.config.seed],
         )
 
     def _judge_pairs(self, t: int) -> dict[str, Any]:
         """A seeded sample of the kept pairs, judged in both orders (chosen as the judged `output`)."""
-        from polyrise.evaluation.judge import JudgeItem, judge
-        from polyrise.generation import Generator, open_engine
-        from polyrise.settings import SamplingSettings
-
-        cfg, f = self.run.config, self.files(t)
-        assert cfg.reward_judge is not None
+        cfg, f, reward_judge = self.run.config, self.files(t), self.reward_judge
+        assert reward_judge is not None
         pairs = read_jsonl(f["pairs"], PreferencePair)
-        sample = random.Random(cfg.seed).sample(pairs, min(cfg.reward_judge.sample, len(pairs)))
+        sample = random.Random(cfg.seed).sample(pairs, min(reward_judge.sample, len(pairs)))
         items = [JudgeItem(p.id, p.lang, p.prompt, p.chosen, p.rejected) for p in sample]
-        settings = cfg.reward_judge.judge
+        settings = reward_judge.judge
         generator = Generator(open_engine(settings), self.run.cache)
         judgements = judge(generator, items, SamplingSettings(max_new_tokens=settings.max_new_tokens))
         rows = [asdict(replace(j, lang=pair_row(p.lang, p.via))) for j, p in zip(judgements, sample, strict=True)]
         write_jsonl(f["reward_judge"], rows)  # keyed by the pair's row (`L`, `en/L`), as the reward's accuracy
         return {"judged": len(judgements), "invalid": sum(j.invalid for j in judgements)}
 
-    def _prompts(self, t: int) -> dict[str, Any]:
-        from polyrise.self_translation import translate_prompts
-
-        cfg, f = self.run.config, self.files(t)
-        translator = self.run.translator(self.run.model_spec(t))
-        prompts, attempts = translate_prompts(translator, self.source_prompts, cfg.languages, cfg.generation.translate)
-        write_jsonl(f["prompt_translations"], attempts)
-        write_jsonl(f["prompts"], prompts)
-        return {"prompts": len(prompts), "translation_failures": sum(a.output is None for a in attempts)}
-
     def _generate(self, t: int) -> dict[str, Any]:
-        from polyrise.generation import answer_prompts
-
         f = self.files(t)
         prompts = read_jsonl(f["prompts"], Prompt)
         generator = self.run.generator(self.run.model_spec(t))
@@ -484,8 +519,6 @@ class LanguageImbalance:
         return {"responses": n, "from_cache": generator.stats["cached"] - cached}
 
     def _translate(self, t: int) -> dict[str, Any]:
-        from polyrise.self_translation import cross_translate
-
         cfg, f = self.run.config, self.files(t)
         responses = read_jsonl(f["responses"], Response)
         translator = self.run.translator(self.run.model_spec(t))
@@ -494,54 +527,14 @@ class LanguageImbalance:
         return {"translations": len(translations), "failures": sum(x.output is None for x in translations)}
 
     def _pairs(self, t: int) -> dict[str, Any]:
-        cfg, f = self.run.config, self.files(t)
-        rows = read_jsonl(f["prompts"], Prompt)
-        prompts = {(p.id, p.lang): p.instruction for p in rows}
-        pairs, stats, dropped = build_pairs(
-            prompts,
-            read_jsonl(f["responses"], Response),
-            read_jsonl(f["translations"], Translation),
-            cfg.source_lang,
-            cfg.languages,
-            cfg.filters,
-            cfg.langid,
+        f = self.files(t)
+        return write_pairs(
+            self.run.config,
+            self.filters,
             self.translation_task_ids,
+            inputs=(f["prompts"], f["responses"], f["translations"], f["prompt_translations"]),
+            outputs=(f["pairs"], f["pairs_dropped"], f["pairs_stats"], f["reward"]),
         )
-        failures = self.prompt_translation_failures(t)
-        for lang in cfg.languages:
-            stats[lang]["prompt_translation_failures"] = failures[lang]
-        labels, reward = self.reward_labels(rows, pairs)
-        for lang in cfg.languages:  # the reward's accuracy, where the prompts carry gold answers
-            target, english = reward.get(lang), reward.get(f"{cfg.source_lang}/{lang}")
-            if target or english:
-                stats[lang]["reward"] = {"target": target, "english": english}
-        write_jsonl(f["reward"], labels)
-        write_json(f["pairs_stats"], stats)
-        write_jsonl(f["pairs_dropped"], dropped)
-        write_jsonl(f["pairs"], pairs)
-        return {"pairs": len(pairs), "dropped": len(dropped), "reward_labels": len(labels)}
-
-    def prompt_translation_failures(self, t: int) -> Counter[str]:
-        """Per language, the prompts of iteration `t` whose self-translation failed."""
-        attempts = read_jsonl(self.files(t)["prompt_translations"], Translation)
-        return Counter(a.lang for a in attempts if a.output is None)
-
-    def reward_labels(
-        self, prompts: Sequence[Prompt], pairs: Sequence[PreferencePair]
-    ) -> tuple[list[RewardLabel], dict[str, Any]]:
-        """Each pair's sides judged against the gold answers of the source-language prompts, and the reward's
-        accuracy per row (`evaluation.reward`; empty where no prompt has a gold answer)."""
-        cfg = self.run.config
-        golds = {p.id: p.answer for p in prompts if p.lang == cfg.source_lang and p.answer is not None}
-        labels = label_pairs(pairs, golds)
-        return labels, reward_scores(labels, cfg.seed)
-
-    def _train(self, t: int) -> dict[str, Any]:
-        from polyrise.training.dpo import train_dpo
-
-        # the reference log-probs persist in the run's cache: a rerun with another beta reuses them
-        trainer = functools.partial(train_dpo, reference_cache=self.run.cache.path)
-        return self.run.train(t, trainer, read_jsonl(self.files(t)["pairs"], PreferencePair))
 
     def stats(self, t: int) -> dict[str, Any]:
         return json.loads(self.files(t)["pairs_stats"].read_text())
@@ -551,17 +544,11 @@ class LanguageImbalance:
         the control), when its prompts carry gold answers (`pairs_stats.json` has it for the pairs as built); with
         `reward_judge`, the judge's agreement with it (the win rate of what training prefers)."""
         cfg, f = self.run.config, self.files(t)
-        swapped = cfg.training.swap_preferences
-        labels = read_jsonl(f["reward"], RewardLabel)
-        if swapped:
-            labels = [
-                x.model_copy(update={"chosen_right": x.rejected_right, "rejected_right": x.chosen_right})
-                for x in labels
-            ]
+        labels = trained_labels(f["reward"], cfg.training)
         scores = {"reward": {f"M{t}": reward_scores(labels, cfg.seed)}} if labels else {}
-        if cfg.reward_judge:
+        if self.reward_judge:
             judged = [Judgement(**row) for _, row in iter_jsonl(f["reward_judge"])]
-            if swapped:
+            if isinstance(cfg.training, DPOSettings) and cfg.training.swap_preferences:
                 judged = [replace(j, score=None if j.score is None else 1 - j.score) for j in judged]
             scores["reward_judge"] = {f"M{t}": win_rates(judged, cfg.seed)}
         return scores
@@ -570,7 +557,6 @@ class LanguageImbalance:
         return summary_table(summary, [self.run.config.source_lang, *self.run.config.languages])
 
 
-METHOD = LanguageImbalance
 
 _SHORT_REASONS = {
     "translation_failure": "transl",

@@ -13,19 +13,68 @@ from collections import Counter
 from collections.abc import Collection, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from pydantic import BaseModel, Field, field_validator
 from rich.table import Table
 
-from polyrise.config import RunConfig, SFTSettings
-from polyrise.io import read_jsonl, write_json, write_jsonl
+from polyrise.context import RunContext, RunSettings, Stage
+from polyrise.io import write_json, write_jsonl
+from polyrise.languages import get_language
 from polyrise.records import Prompt, QuestionPair
+from polyrise.self_translation import translate_prompts
+from polyrise.settings import ModelSettings, PromptSource, Section
+from polyrise.sources import load_prompts, source_files
+from polyrise.training.settings import SFTSettings, TrainingSettings
 
-if TYPE_CHECKING:
-    from polyrise.runner import Runner, Stage
+if TYPE_CHECKING:  # torch
+    from polyrise.models import ResolvedModel
+
 
 DROP_REASONS = ("missing_question", "missing_translation", "translation_failure", "identical")
 """Why a (question, translation) row is not a training example, in the order they are checked."""
+
+
+class AlignmentSettings(Section):
+    """Question alignment (Zhang et al. 2024): LoRA SFT on question translation pairs, no answers."""
+
+    train: list[str]
+    """Training directions: `zh` is a question in zh → the same question in the run's `source_lang`;
+    `en-zh` names both ends. Languages of the run not named here are the unseen ones."""
+    questions: PromptSource = Field(default_factory=PromptSource)
+    """A source with `{lang}` (aligned files, rows joined on `id`), or English questions that the model
+    self-translates into the training languages."""
+    template: str = "{question}"
+    """The user turn of a training example; `{question}` is the question in the source language."""
+
+    @field_validator("train")
+    @classmethod
+    def _directions(cls, entries: list[str]) -> list[str]:
+        if not entries:
+            raise ValueError("at least one training direction is needed, e.g. [zh]")
+        for entry in entries:
+            codes = entry.split("-")
+            if len(codes) > 2 or len(set(codes)) != len(codes):
+                raise ValueError(f"{entry!r} is not a language (zh) or a direction (en-zh)")
+            for code in codes:
+                get_language(code)
+        return entries
+
+    @field_validator("template")
+    @classmethod
+    def _has_question(cls, template: str) -> str:
+        if "{question}" not in template:
+            raise ValueError("the template must contain {question}")
+        return template
+
+    def directions(self, target: str) -> list[tuple[str, str]]:
+        """(question language, completion language) per training entry; a bare code translates into `target`."""
+        pairs = [tuple(e.split("-")) if "-" in e else (e, target) for e in self.train]
+        return list(dict.fromkeys((a, b) for a, b in pairs))
+
+    def trained_languages(self, target: str) -> list[str]:
+        """The languages whose questions the model is trained on."""
+        return list(dict.fromkeys(src for src, _ in self.directions(target)))
 
 
 def build_question_pairs(
@@ -70,22 +119,23 @@ class QuestionAlignment:
     """One iteration: question pairs (from aligned `{lang}` files, or the model's own translations of English
     questions) → SFT on the completion only → M1."""
 
-    name = "question-alignment"
-    settings = SFTSettings
+    name: ClassVar[str] = "question-alignment"
+    training: ClassVar[type[TrainingSettings]] = SFTSettings
+    sections: ClassVar[dict[str, Any]] = {"alignment": AlignmentSettings}
+    record: ClassVar[type[BaseModel]] = QuestionPair
+    data_file: ClassVar[str] = "question_pairs.jsonl"
+    shown: ClassVar[tuple[str, ...]] = ("train_loss", "mean_token_accuracy", "train_runtime")
 
-    def __init__(self, run: Runner) -> None:
+    def __init__(self, run: RunContext) -> None:
         self.run = run
+        self.alignment = run.config.section("alignment", AlignmentSettings)
 
     @classmethod
-    def check(cls, config: RunConfig) -> None:
-        if config.alignment is None:
-            raise ValueError("method 'question-alignment' needs an `alignment` section (at least alignment.train)")
+    def check(cls, config: RunSettings) -> None:
         if config.iterations != 1:
             raise ValueError("method 'question-alignment' trains once: iterations must be 1")
-        if config.implicit_reward is not None:
-            raise ValueError("an `implicit_reward` section is only used by method 'implicit-cross-lingual'")
         run_langs = {config.source_lang, *config.languages}
-        for src, tgt in config.alignment.directions(config.source_lang):
+        for src, tgt in config.section("alignment", AlignmentSettings).directions(config.source_lang):
             for code in (src, tgt):
                 if code not in run_langs:
                     raise ValueError(
@@ -97,20 +147,44 @@ class QuestionAlignment:
         them again when it runs in its own process)."""
         self.questions  # noqa: B018
 
+    @staticmethod
+    def train(
+        model: ResolvedModel,
+        rows: list[Any],
+        out: Path,
+        settings: TrainingSettings,
+        model_settings: ModelSettings,
+        *,
+        seed: int,
+        cache: Path | None,
+        report: dict[str, Any],
+    ) -> dict[str, float]:
+        """SFT on the completion only (`cache`: nothing to reuse)."""
+        from polyrise.training.sft import train_sft  # torch and TRL: loaded by the stage that trains
+
+        assert isinstance(settings, SFTSettings)
+        return train_sft(
+            model,
+            rows,
+            out,
+            settings,
+            seed=seed,
+            dtype=model_settings.dtype,
+            chat_template=model_settings.chat_template,
+            trust_remote_code=model_settings.trust_remote_code,
+            report=report,
+        )
+
     @cached_property
     def questions(self) -> list[Prompt]:
         """The aligned questions in every language needed, or the English ones to self-translate."""
-        from polyrise.sources import load_prompts
-
         cfg = self.run.config
-        assert cfg.alignment is not None
         langs = self._needed() if self._aligned_files else [cfg.source_lang]
-        return load_prompts(cfg.alignment.questions, langs, cfg.source_lang)
+        return load_prompts(self.alignment.questions, langs, cfg.source_lang)
 
     def estimate(self) -> dict[str, int]:
         cfg = self.run.config
-        assert cfg.alignment is not None
-        directions = cfg.alignment.directions(cfg.source_lang)
+        directions = self.alignment.directions(cfg.source_lang)
         per_lang = Counter(q.lang for q in self.questions)
         if self._aligned_files:
             pairs = sum(min(per_lang[a], per_lang[b]) for a, b in directions)
@@ -119,31 +193,25 @@ class QuestionAlignment:
         return {"questions": n, "prompt translations": n * len(others), "pairs": n * len(directions)}
 
     def files(self, t: int) -> dict[str, Path]:
-        root = self.run.iter_dir(t)
+        layout = self.run.layout
         return {
-            "prompt_translations": root / "prompt_translations.jsonl",
-            "question_pairs": root / "question_pairs.jsonl",
-            "question_stats": root / "question_pairs_stats.json",
+            "prompt_translations": layout.file(t, "prompt_translations.jsonl"),
+            "question_pairs": layout.file(t, self.data_file),
+            "question_stats": layout.file(t, "question_pairs_stats.json"),
         }
 
     @property
     def _aligned_files(self) -> bool:
-        assert self.run.config.alignment is not None
-        return "{lang}" in self.run.config.alignment.questions.source
+        return "{lang}" in self.alignment.questions.source
 
     def _needed(self) -> list[str]:
-        cfg = self.run.config
-        assert cfg.alignment is not None
-        return list(dict.fromkeys(code for pair in cfg.alignment.directions(cfg.source_lang) for code in pair))
+        pairs = self.alignment.directions(self.run.config.source_lang)
+        return list(dict.fromkeys(code for pair in pairs for code in pair))
 
     def stages(self, t: int) -> list[Stage]:
-        from polyrise.runner import Stage
-        from polyrise.sources import source_files
-
         run, f = self.run, self.files(t)
         cfg = run.config
-        assert cfg.alignment is not None
-        questions = cfg.alignment.questions.source
+        questions = self.alignment.questions.source
         translated = not self._aligned_files
         return [
             Stage(
@@ -152,24 +220,21 @@ class QuestionAlignment:
                 outputs=[f["question_pairs"], f["question_stats"]],
                 inputs=source_files(questions, self._needed() if self._aligned_files else [cfg.source_lang]),
                 models=run.translator_models(t) if translated else [],
-                settings=[cfg.alignment.model_dump(), cfg.source_lang]
+                settings=[self.alignment.model_dump(), cfg.source_lang]
                 + ([run.translator_settings(), cfg.generation.translate.model_dump()] if translated else []),
                 loads_model=translated,
             ),
-            run.train_stage(t, f["question_pairs"], lambda: self._train(t)),
+            run.train_stage(t),
         ]
 
     def _questions(self, t: int) -> dict[str, Any]:
         run, f = self.run, self.files(t)
         cfg = run.config
-        align = cfg.alignment
-        assert align is not None
+        align = self.alignment
         failed: set[tuple[str, str]] = set()
         if self._aligned_files:
             prompts = self.questions
         else:
-            from polyrise.self_translation import translate_prompts
-
             english = self.questions
             others = [lang for lang in self._needed() if lang != cfg.source_lang]
             translator = run.translator(run.model_spec(t))
@@ -181,11 +246,6 @@ class QuestionAlignment:
         write_jsonl(f["question_pairs"], pairs)
         return {"question_pairs": len(pairs)}
 
-    def _train(self, t: int) -> dict[str, Any]:
-        from polyrise.training.sft import train_sft
-
-        return self.run.train(t, train_sft, read_jsonl(self.files(t)["question_pairs"], QuestionPair))
-
     def stats(self, t: int) -> dict[str, Any]:
         return json.loads(self.files(t)["question_stats"].read_text())
 
@@ -195,8 +255,6 @@ class QuestionAlignment:
     def summary_table(self, summary: dict[str, Any]) -> Table:
         return question_table(summary["stats"])
 
-
-METHOD = QuestionAlignment
 
 
 def question_table(stats: dict[str, Any]) -> Table:

@@ -11,9 +11,8 @@
 - `study`: seeded studies of the unmodified pipeline on sandboxes (`polyrise sandbox study`).
 """
 
-from polyrise.sandbox.build import AlignSettings, ModelSize, PretrainSettings, SandboxInfo, build_sandbox
+from polyrise.sandbox.build import AlignSettings, ModelSize, PretrainSettings, SandboxInfo, build_sandbox, summary_table
 from polyrise.sandbox.data import DataMix, Sizes
-from polyrise.sandbox.measure import summary_table
 from polyrise.sandbox.study import run_study
 from polyrise.sandbox.world import CLONES
 

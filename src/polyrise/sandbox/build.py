@@ -126,6 +126,30 @@ class SandboxInfo:
         return path
 
 
+def summary_table(info: SandboxInfo) -> tuple[list[str], list[list[str]]]:
+    """M0's numbers as table columns and rows, one row per language: task accuracy, gap to English, and exact-match
+    self-translation into and out of the language (all held-out texts, and the held-out questions alone)."""
+
+    def cell(table: dict[str, float], key: str) -> str:
+        return f"{table[key]:.3f}" if key in table else "-"
+
+    rows = []
+    for lang in info.languages:
+        into, out = f"{SOURCE_LANG}-{lang}", f"{lang}-{SOURCE_LANG}"
+        rows.append(
+            [
+                lang,
+                cell(info.accuracy, lang),
+                f"{info.gap[lang]:+.3f}" if lang in info.gap else "-",
+                cell(info.translation_exact, into),
+                cell(info.translation_exact, out),
+                cell(info.translation_exact_questions, into),
+                cell(info.translation_exact_questions, out),
+            ]
+        )
+    return ["lang", "accuracy", "gap", "en→lang", "lang→en", "en→lang q", "lang→en q"], rows
+
+
 class _Collator:
     def __init__(self, pad_id: int) -> None:
         self.pad_id = pad_id
@@ -255,7 +279,8 @@ def _build(
     if evaluate:
         _say(console, "measuring M0: task accuracy per language, self-translation per direction")
         t_eval = time.perf_counter()
-        measure_m0(info, model=model.eval(), tokenizer=tokenizer)
+        for key, value in measure_m0(out, info.languages, model=model.eval(), tokenizer=tokenizer).items():
+            setattr(info, key, value)
         info.seconds["evaluate"] = round(time.perf_counter() - t_eval, 1)
     info.seconds["total"] = round(time.perf_counter() - t_start, 1)
     info.save()
@@ -283,9 +308,9 @@ def english_preferences(problems: Sequence[Problem], rng: random.Random) -> list
 
 def align_english(base: Path, out: Path, problems: Sequence[Problem], settings: AlignSettings, seed: int) -> float:
     """DPO + NLL of `base` on `problems`' English preferences into `out` (written atomically); the training loss."""
-    from polyrise.config import DPOSettings
     from polyrise.models import resolve_model
     from polyrise.training.dpo import train_dpo
+    from polyrise.training.settings import DPOSettings
 
     dpo = DPOSettings(
         method="full",

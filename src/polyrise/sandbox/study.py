@@ -22,8 +22,10 @@ from rich.console import Console
 
 from polyrise.config import RunConfig, load_config
 from polyrise.console import make_console
+from polyrise.context import RunSettings
 from polyrise.errors import PolyriseError
 from polyrise.io import atomic_open, write_json
+from polyrise.methods import load_method
 from polyrise.report import collect_scores, model_order
 from polyrise.sandbox.build import SANDBOX_JSON, build_sandbox
 
@@ -60,7 +62,9 @@ def study_config(base: RunConfig, sandbox_dir: Path, seed: int, variant: str, ou
     info = json.loads((sandbox_dir / SANDBOX_JSON).read_text())
     data = base.model_dump(mode="json")
     for section, changes in variant_changes(variant).items():
-        data[section] = {**(data[section] or {}), **changes} if isinstance(changes, dict) else changes
+        data[section] = {**(data.get(section) or {}), **changes} if isinstance(changes, dict) else changes
+    keep = set(RunSettings.model_fields) | set(load_method(data["method"]).sections)
+    data = {key: value for key, value in data.items() if key in keep}  # the base's method's own sections go
     icr = data["method"] == ICR
     if icr:  # the English-aligned policy against the model it was tuned from; k answers as long as the base's
         sampling = {"temperature": 0.9, "top_p": 1.0, "max_new_tokens": base.generation.answer.max_new_tokens}

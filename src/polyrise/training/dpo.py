@@ -31,7 +31,6 @@ from trl import DPOConfig, DPOTrainer
 from trl.kernels.chunked_logprob import _use_triton
 from trl.models.utils import prepare_deepspeed
 
-from polyrise.config import DPOSettings
 from polyrise.console import progress as progress_bar
 from polyrise.errors import PolyriseError
 from polyrise.generation.cache import GenerationCache
@@ -45,6 +44,7 @@ from polyrise.training.runs import (
     train_and_save,
     trainer_arguments,
 )
+from polyrise.training.settings import DPOSettings
 
 PAD, PROMPT, LAST, CHOSEN, AGAIN, REJECTED = -1, 0, 1, 2, 3, 4
 """Segments of a packed row: padding, the prompt but its last token, its last token, the chosen answer, the last

@@ -24,11 +24,11 @@ from typing import Any
 import torch
 from pydantic import BaseModel
 
-from polyrise.config import TrainingSettings
 from polyrise.console import make_console, progress
 from polyrise.errors import PolyriseError
 from polyrise.models import EMBEDDED_PREFIX, ResolvedModel, load_model, load_tokenizer
 from polyrise.training.launch import LAUNCH_FIELDS
+from polyrise.training.settings import TrainingSettings
 
 CHECKPOINT_EVERY = 0.1
 """Checkpoint every this fraction of the optimizer steps (TRL/transformers ratio semantics)."""

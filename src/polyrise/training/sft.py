@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from polyrise.config import SFTSettings
 from polyrise.errors import PolyriseError
 from polyrise.models import ResolvedModel
 from polyrise.records import QuestionPair
@@ -22,6 +21,7 @@ from polyrise.training.runs import (
     train_and_save,
     trainer_arguments,
 )
+from polyrise.training.settings import SFTSettings
 
 
 def _completion_dataset(pairs: Sequence[QuestionPair]) -> Any:
