@@ -1,7 +1,7 @@
-"""The evaluation task registry: one module per task declares its settings, its `run` and its `METRICS`; here they
-are joined into the `EvalTask` union (the `evaluation:` entries of a run config, `polyrise eval`'s options), the
-metric directions the report and the transfer analysis read, and `evaluate_model`, which the runner and the CLI
-both call.
+"""The evaluation task registry: one module per task declares its settings, its `run`, its `METRICS` and its
+`VIEW`; here they are joined into the `EvalTask` union (the `evaluation:` entries of a run config, `polyrise eval`'s
+options), the metric directions the report and the transfer analysis read, `task_view` (which view shows a file
+of per-sample rows) and `evaluate_model`, which the runner and the CLI both call.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from pydantic import Field, TypeAdapter
 
 from polyrise.evaluation import choice, fewshot, fidelity, judge, math, reflik, reward, translation
-from polyrise.evaluation.base import Metric, Scores, TaskRun, TaskSettings
+from polyrise.evaluation.base import Metric, Scores, TaskRun, TaskSettings, TaskView
 from polyrise.generation import Generator, open_engine
 from polyrise.io import iter_jsonl, read_jsonl
 from polyrise.langid import LangIdSettings
@@ -29,10 +29,12 @@ __all__ = [
     "Metric",
     "Scores",
     "TaskSettings",
+    "TaskView",
     "evaluate_model",
     "item_samples",
     "parse_task",
     "run_task",
+    "task_view",
     "untagged",
 ]
 
@@ -55,8 +57,10 @@ TASKS: dict[str, ModuleType] = {
     "classify": fewshot,
     "reflik": reflik,
 }
-"""Task name → the module that declares it (its settings, `run`, `METRICS`; `ROW` and `row_samples` when its
-per-sample rows hold per-item values: see `item_samples`)."""
+"""Task name → the module that declares it (its settings, `run`, `METRICS`, `VIEW`)."""
+
+KEYED_VIEWS: dict[str, TaskView] = {view.key: view for view in (fidelity.VIEW, reward.VIEW) if view.key}
+"""The views of the run's own measurements, by their fixed key in the scores (`heldout`, `reward`)."""
 
 
 def _metrics(modules: Sequence[ModuleType]) -> dict[str, Metric]:
@@ -75,18 +79,26 @@ HEADLINE_METRICS = tuple(name for name, metric in METRICS.items() if metric.head
 LOWER_IS_BETTER = frozenset(name for name, metric in METRICS.items() if metric.lower_is_better)
 
 
-def item_samples(path: Path) -> RowSamples | None:
-    """The per-item samples (row → metric → `stats.Sample`) of a file of a task's per-sample rows, read by the
-    module whose `ROW` has exactly the first row's fields, through its `row_samples`; None when no task's rows
-    of that shape hold per-item values, or the file has no rows. A bad row is an error naming `file:line`."""
+def task_view(key: str, path: Path) -> TaskView | None:
+    """The view of the scores `key`'s per-sample rows in `path`: a measurement's of its own key (`heldout`), else
+    the task's whose `VIEW.row` has exactly the first row's fields; None when none has (or the file has no rows)."""
+    if key in KEYED_VIEWS:
+        return KEYED_VIEWS[key]
     first = next(iter_jsonl(path), None)
     if first is None:
         return None
-    for module in TASKS.values():
-        row = getattr(module, "ROW", None)
-        if row is not None and set(first[1]) == set(row.model_fields):
-            return module.row_samples(read_jsonl(path, row))
-    return None
+    views = (module.VIEW for module in TASKS.values())
+    return next((v for v in views if v.row is not None and set(first[1]) == set(v.row.model_fields)), None)
+
+
+def item_samples(path: Path, key: str = "", langid: LangIdSettings | None = None) -> RowSamples | None:
+    """The per-item samples (row → metric → `stats.Sample`) of a file of the scores `key`'s per-sample rows, read
+    by its `task_view` (judged with `langid` where the view judges languages); None when its rows hold no per-item
+    values, or the file has no rows. A bad row is an error naming `file:line`."""
+    view = task_view(key, path)
+    if view is None or view.row is None or view.samples is None:
+        return None
+    return view.samples(read_jsonl(path, view.row), langid or LangIdSettings()) or None
 
 
 _TASK_ADAPTER: TypeAdapter[EvalTask] = TypeAdapter(EvalTask)

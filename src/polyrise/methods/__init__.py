@@ -8,6 +8,8 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from polyrise.errors import PolyriseError
@@ -16,7 +18,36 @@ if TYPE_CHECKING:
     from rich.console import RenderableType
 
     from polyrise.config import RunConfig, TrainingSettings
+    from polyrise.records import Record
     from polyrise.runner import Runner, Stage
+
+
+@dataclass(frozen=True)
+class PairFiles:
+    """Which files of an iteration dir (`iter_<t>/`) hold a method's training examples, and how the report's
+    Pairs tab shows them: each example's prompt, then its `sides` side by side."""
+
+    kept: str
+    """The examples trained on (a JSONL of `record`)."""
+    record: type[Record]
+    sides: tuple[str, ...]
+    """The record's fields shown under its prompt (`chosen`, `rejected`; a question pair's `completion`)."""
+    row: Callable[[Any], str]
+    """An example's row: its language (`es`), `en/es` (an English pair built from Spanish answers), `zh-en`."""
+    dropped: str | None = None
+    """The candidates a filter dropped (`records.DroppedPair`, with its reason)."""
+    labels: str | None = None
+    """Each kept pair's sides right or wrong against the prompt's gold answer (`evaluation.reward.RewardLabel`)."""
+
+
+@dataclass(frozen=True)
+class MethodViews:
+    """What the report needs to know of a run's method: the languages it trained on (marked `*` in the tables, with
+    `note` saying so) and where its training examples are."""
+
+    trained: tuple[str, ...] = ()
+    note: str | None = None
+    pairs: PairFiles | None = None
 
 
 class Method(Protocol):
@@ -57,6 +88,11 @@ class Method(Protocol):
 
     def summary_table(self, summary: dict[str, Any]) -> RenderableType:
         """The console summary of one iteration (`summary`: iteration, stats, off_target, scores)."""
+        ...
+
+    @classmethod
+    def report_views(cls, config: RunConfig) -> MethodViews:
+        """What the report of a run with `config` shows of this method (`polyrise report`)."""
         ...
 
 

@@ -30,6 +30,7 @@ from polyrise.evaluation.reward import RewardLabel, label_pairs, pair_row, rewar
 from polyrise.io import iter_jsonl, read_jsonl, write_json, write_jsonl
 from polyrise.langid import LangIdSettings, matches_language
 from polyrise.languages import LANGUAGES
+from polyrise.methods import MethodViews, PairFiles
 from polyrise.records import DroppedPair, PreferencePair, Prompt, Response, Translation
 
 if TYPE_CHECKING:
@@ -568,6 +569,19 @@ class LanguageImbalance:
 
     def summary_table(self, summary: dict[str, Any]) -> Table:
         return summary_table(summary, [self.run.config.source_lang, *self.run.config.languages])
+
+    @classmethod
+    def report_views(cls, config: RunConfig) -> MethodViews:
+        """Every iteration's pairs, kept and dropped, the kept ones labelled right or wrong where it could."""
+        pairs = PairFiles(
+            "pairs.jsonl",
+            PreferencePair,
+            ("chosen", "rejected"),
+            lambda pair: pair_row(pair.lang, pair.via),
+            dropped="pairs_dropped.jsonl",
+            labels="reward.jsonl",
+        )
+        return MethodViews(pairs=pairs)
 
 
 METHOD = LanguageImbalance

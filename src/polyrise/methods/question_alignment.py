@@ -19,6 +19,7 @@ from rich.table import Table
 
 from polyrise.config import RunConfig, SFTSettings
 from polyrise.io import read_jsonl, write_json, write_jsonl
+from polyrise.methods import MethodViews, PairFiles
 from polyrise.records import Prompt, QuestionPair
 
 if TYPE_CHECKING:
@@ -194,6 +195,20 @@ class QuestionAlignment:
 
     def summary_table(self, summary: dict[str, Any]) -> Table:
         return question_table(summary["stats"])
+
+    @classmethod
+    def report_views(cls, config: RunConfig) -> MethodViews:
+        """The trained languages (marked `*`: the others are the unseen ones) and the question pairs, each a
+        question → the same question in the target language."""
+        assert config.alignment is not None
+        trained = config.alignment.trained_languages(config.source_lang)
+        note = (
+            f"Question alignment: languages marked * ({', '.join(trained)}) were in training "
+            "(directions are marked when they involve one); the other languages are unseen. "
+            "M0 is the model before alignment, M1 after."
+        )
+        pairs = PairFiles("question_pairs.jsonl", QuestionPair, ("completion",), lambda p: f"{p.lang}-{p.target}")
+        return MethodViews(tuple(trained), note, pairs)
 
 
 METHOD = QuestionAlignment
