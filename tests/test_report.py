@@ -268,10 +268,10 @@ def test_html_embeds_every_pair_and_evaluation_row_escaped(tmp_path):
 
 
 def test_html_caps_rows_per_group_and_clips_long_texts(tmp_path, monkeypatch):
-    import polyrise.report
+    import polyrise.report.samples
 
-    monkeypatch.setattr(polyrise.report, "MAX_ROWS", 1)
-    monkeypatch.setattr(polyrise.report, "MAX_CHARS", 10)
+    monkeypatch.setattr(polyrise.report.samples, "MAX_ROWS", 1)
+    monkeypatch.setattr(polyrise.report.samples, "MAX_CHARS", 10)
     run = sample_run(tmp_path)
     extra = MathPrediction(id="2", lang="es", output="Son 4.", gold="4")
     write_jsonl(
@@ -300,3 +300,28 @@ def test_a_bad_sample_row_is_one_error_and_writes_nothing(tmp_path):
     with pytest.raises(PolyriseError, match=r"pairs_dropped\.jsonl:3"):
         write_report(run)
     assert not (run / "report.md").exists() and not (run / "report.html").exists()
+
+
+def test_question_alignment_marks_trained_languages_and_embeds_its_question_pairs(tmp_path):
+    """The method's `report_views`: a question-alignment run marks its trained languages `*` (and says so) and
+    the page shows its question pairs, each a question and the same question in the target language."""
+    from polyrise.records import QuestionPair
+
+    config = {"method": "question-alignment", "languages": ["zh", "de"], "alignment": {"train": ["zh"]}}
+    (tmp_path / "config.yaml").write_text(json.dumps(config))
+    (tmp_path / "iter_0" / "eval").mkdir(parents=True)
+    pair = QuestionPair(id="q1", lang="zh", target="en", prompt="二加三是多少", completion="What is 2 + 3?")
+    write_jsonl(tmp_path / "iter_0" / "question_pairs.jsonl", [pair])
+    rows = {lang: {"accuracy": 0.5, "n": 4} for lang in ("en", "zh", "de")}
+    (tmp_path / "iter_0" / "eval" / "scores.json").write_text(json.dumps({"mgsm": {"M0": rows, "M1": rows}}))
+    md_path, html_path = write_report(tmp_path)
+    md = md_path.read_text()
+    assert "Question alignment: languages marked * (zh) were in training" in md
+    assert "| zh * | 0.500 | 0.500 | 4 |" in md and "| de | 0.500 | 0.500 | 4 |" in md
+    [shown] = _embedded(html_path.read_text())["pairs"]
+    assert (shown["lang"], shown["status"], shown["sides"], shown["completion"]) == (
+        "zh-en",
+        "kept",
+        ["completion"],
+        "What is 2 + 3?",
+    )

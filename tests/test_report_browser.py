@@ -4,6 +4,7 @@ test's tmp dir). Every host name resolves to nothing, so the page can only work 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -83,3 +84,48 @@ def test_screenshot_is_saved_as_an_artefact(report, tmp_path):
         "--hide-scrollbars",
     )
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+
+
+IMG = "\"><img src=x onerror=\"document.body.dataset.pwned='img'\">"
+"""A name that, unescaped in an attribute or element, adds an image whose error handler runs."""
+SCRIPT = "</script><script>document.body.dataset.pwned='script'</script>"
+"""A name that, unescaped, closes a script block or opens one."""
+
+
+def test_hostile_names_show_as_text_and_run_nothing(tmp_path):
+    """An evaluation name (a scores.json key, `--name`, `evaluation[].name`), a model label, a language code and
+    the texts of pairs and rows reach the page only as text: no element they spell is built, no script they hold
+    runs (the page sets no `data-pwned`, keeps its title), and each shows literally."""
+    from polyrise.evaluation.choice import ChoicePrediction
+    from polyrise.io import write_jsonl
+
+    run = sample_run(tmp_path)  # its pairs and rows hold NASTY (`</script><script>document.title='pwned'...`)
+    task, label, lang = f"{IMG}task", f"M1{IMG}", f"{IMG}lang"
+    cells = {"accuracy": 0.5, "accuracy_ci_low": 0.0, "accuracy_ci_high": 1.0, "n": 1}
+    scores = {
+        task: {"M0": {"en": cells, lang: cells}, label: {"en": cells, lang: cells}},
+        f"{SCRIPT}task": {"M0": {SCRIPT: cells}},
+    }
+    (run / "scores.json").write_text(json.dumps(scores))
+    write_jsonl(run / f"{task}_M0.jsonl", [ChoicePrediction(id=IMG, lang=lang, pred=0, label=0, logliks=[0.0])])
+    page = write_report(run)[1]
+    text = page.read_text()
+    [policy] = re.findall(r'http-equiv="Content-Security-Policy" content="([^"]*)"', text)
+    assert "unsafe-inline" not in policy and "script-src 'sha256-" in policy
+    for view in ("scores", "evals", "pairs"):
+        dom = _chromium(tmp_path / "profile", f"{page.as_uri()}#tab={view}", "--dump-dom")
+        assert "<title>polyrise report: run</title>" in dom and "data-pwned" not in dom
+        assert "<img src=\"x\"" not in dom and "<script>document" not in dom
+        if view == "scores":  # the names in headings, column and row headers, as text
+            for name in (task, label, lang, f"{SCRIPT}task", SCRIPT):
+                assert text_of(name) in dom, name
+        if view == "evals":  # the row of the hostile task: its model, task, language and id
+            assert _shown(dom, "evals")[0] == "9 of 9 evaluation rows match"
+            assert f'<td class="c-task">{text_of(task)}</td>' in dom
+            assert f'<td class="c-lang">{text_of(lang)}</td>' in dom
+    assert f'<pre class="text">{text_of(NASTY)}</pre>' in dom  # the pairs tab: g4's chosen answer
+
+
+def text_of(name: str) -> str:
+    """`name` as Chromium serialises a text node holding it."""
+    return name.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

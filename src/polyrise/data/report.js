@@ -74,7 +74,7 @@
   function pairMatches(row) {
     const status = state.status;
     const statusOk = !status || row.status === status || (status === "dropped" && row.status !== "kept");
-    return common(row) && statusOk && hasText(row, ["prompt", "chosen", "rejected", "id"]);
+    return common(row) && statusOk && hasText(row, ["prompt", "id", ...row.sides]);
   }
 
   function evalMatches(row) {
@@ -110,7 +110,7 @@
     card.appendChild(el("pre", "prompt", row.prompt));
     const sides = el("div", "sides");
     const correct = row.correct || [];
-    sides.append(side("chosen", row.chosen, correct[0]), side("rejected", row.rejected, correct[1]));
+    sides.append(...row.sides.map((name, i) => side(name, row[name], correct[i])));
     card.appendChild(sides);
     return card;
   }
@@ -174,6 +174,7 @@
   readHash();
   render();
 
+  $("filters").addEventListener("submit", (event) => event.preventDefault());
   $("f-q").addEventListener("input", update);
   for (const key of KEYS.slice(1)) $("f-" + key).addEventListener("change", update);
   $("f-clear").addEventListener("click", () => {

@@ -1,7 +1,7 @@
 """The evaluation tasks: `polyrise.plugins.TASKS` names each task's settings class; its module declares `run`,
-`METRICS` and, when its per-sample rows hold per-item values, `ROW` and `row_samples`. Here they are joined: the
-metric directions the report and the transfer analysis read, `parse_task` (an `evaluation:` entry of a run config,
-`polyrise eval`'s options) and `evaluate_model`, which the runner and the CLI both call.
+`METRICS` and `VIEW` (how its rows and scores are shown). Here they are joined: the metric directions the report and
+the transfer analysis read, `parse_task` (an `evaluation:` entry of a run config, `polyrise eval`'s options),
+`task_view` (which view shows a file of per-sample rows) and `evaluate_model`, which the runner and the CLI call.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 from polyrise.errors import PolyriseError
 from polyrise.evaluation import fidelity, reward
-from polyrise.evaluation.base import Metric, Scores, TaskRun, TaskSettings
+from polyrise.evaluation.base import Metric, Scores, TaskRun, TaskSettings, TaskView
 from polyrise.evaluation.judge import JudgeTask
 from polyrise.generation import Generator, open_engine
 from polyrise.io import iter_jsonl, read_jsonl
@@ -29,12 +29,14 @@ __all__ = [
     "Metric",
     "Scores",
     "TaskSettings",
+    "TaskView",
     "evaluate_model",
     "item_samples",
     "parse_task",
     "run_task",
     "task_class",
     "task_module",
+    "task_view",
 ]
 
 
@@ -45,8 +47,12 @@ def task_class(name: str) -> type[TaskSettings]:
 
 
 def task_module(name: str) -> ModuleType:
-    """The module that declares the task `name`: its settings class, `run`, `METRICS`, `ROW`, `row_samples`."""
+    """The module that declares the task `name`: its settings class, `run`, `METRICS`, `VIEW`."""
     return importlib.import_module(task_class(name).__module__)
+
+
+KEYED_VIEWS: dict[str, TaskView] = {view.key: view for view in (fidelity.VIEW, reward.VIEW) if view.key}
+"""The views of the run's own measurements, by their fixed key in the scores (`heldout`, `reward`)."""
 
 
 def _metrics(modules: Sequence[ModuleType]) -> dict[str, Metric]:
@@ -65,18 +71,26 @@ HEADLINE_METRICS = tuple(name for name, metric in METRICS.items() if metric.head
 LOWER_IS_BETTER = frozenset(name for name, metric in METRICS.items() if metric.lower_is_better)
 
 
-def item_samples(path: Path) -> RowSamples | None:
-    """The per-item samples (row → metric → `stats.Sample`) of a file of a task's per-sample rows, read by the
-    module whose `ROW` has exactly the first row's fields, through its `row_samples`; None when no task's rows
-    of that shape hold per-item values, or the file has no rows. A bad row is an error naming `file:line`."""
+def task_view(key: str, path: Path) -> TaskView | None:
+    """The view of the scores `key`'s per-sample rows in `path`: a measurement's of its own key (`heldout`), else
+    the task's whose `VIEW.row` has exactly the first row's fields; None when none has (or the file has no rows)."""
+    if key in KEYED_VIEWS:
+        return KEYED_VIEWS[key]
     first = next(iter_jsonl(path), None)
     if first is None:
         return None
-    for module in map(task_module, TASKS):
-        row = getattr(module, "ROW", None)
-        if row is not None and set(first[1]) == set(row.model_fields):
-            return module.row_samples(read_jsonl(path, row))
-    return None
+    views = (task_module(name).VIEW for name in TASKS)
+    return next((v for v in views if v.row is not None and set(first[1]) == set(v.row.model_fields)), None)
+
+
+def item_samples(path: Path, key: str = "", langid: LangIdSettings | None = None) -> RowSamples | None:
+    """The per-item samples (row → metric → `stats.Sample`) of a file of the scores `key`'s per-sample rows, read
+    by its `task_view` (judged with `langid` where the view judges languages); None when its rows hold no per-item
+    values, or the file has no rows. A bad row is an error naming `file:line`."""
+    view = task_view(key, path)
+    if view is None or view.row is None or view.samples is None:
+        return None
+    return view.samples(read_jsonl(path, view.row), langid or LangIdSettings()) or None
 
 
 def parse_task(data: Any) -> TaskSettings:

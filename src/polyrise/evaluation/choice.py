@@ -25,7 +25,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from polyrise.errors import PolyriseError
-from polyrise.evaluation.base import Metric, Scores, TaskRun, TaskSettings
+from polyrise.evaluation.base import Metric, Scores, TaskRun, TaskSettings, TaskView
 from polyrise.generation import Generator, LogLikelihood
 from polyrise.io import first_per_lang, load_rows, write_jsonl
 from polyrise.stats import RowSamples, Sample, summarize
@@ -401,6 +401,8 @@ class ChoiceTask(TaskSettings):
 
 
 METRICS = (Metric("accuracy"),)
+VIEW = TaskView(METRICS, ROW, pick="pred", gold="label", samples=lambda rows, _: row_samples(rows))
+"""A row: the picked choice's index, right or wrong against the label's."""
 
 
 def run(task: ChoiceTask, context: TaskRun) -> Scores:

@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 import polyrise.evaluation.choice as choice
 from polyrise.errors import PolyriseError
-from polyrise.evaluation.base import Metric, Scores, TaskRun, TaskSettings
+from polyrise.evaluation.base import Metric, Scores, TaskRun, TaskSettings, TaskView
 from polyrise.evaluation.choice import ChoiceItem, Normalize, NormalizeOption, choice_accuracy, score_choices
 from polyrise.generation import Generator
 from polyrise.io import first_per_lang, load_rows, write_jsonl
@@ -234,6 +234,8 @@ class ClassifyTask(TaskSettings):
 
 
 METRICS = (Metric("accuracy"),)
+VIEW = TaskView(METRICS, ROW, pick="pred", gold="label", samples=lambda rows, _: row_samples(rows))
+"""A row: the predicted label, right or wrong against the gold label."""
 
 
 def run(task: ClassifyTask, context: TaskRun) -> Scores:

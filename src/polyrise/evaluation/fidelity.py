@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from polyrise.errors import PolyriseError
-from polyrise.evaluation.base import Metric
+from polyrise.evaluation.base import Metric, TaskView
 from polyrise.io import load_rows, write_json, write_jsonl
 from polyrise.langid import LangIdSettings, Verdict, judge, measurable, word_level
 from polyrise.languages import LANGUAGES
@@ -150,3 +150,15 @@ def _verdict_row(response: Response, verdict: Verdict) -> dict[str, Any]:
         "skipped_lines": verdict.skipped_lines,
         "english_words": verdict.english_words,
     }
+
+
+def _on_or_off_target(_: Path, rows: Sequence[Response], settings: LangIdSettings) -> list[str | None]:
+    """Each answer's verdict: off-target or on-target, judged with the run's settings; None where it cannot be told."""
+    verdicts = (verdict.off_target for _, verdict in judge_responses(rows, settings))
+    return [None if off is None else "off-target" if off else "on-target" for off in verdicts]
+
+
+VIEW = TaskView(
+    METRICS, Response, prompt="prompt", answer="output", samples=row_samples, verdicts=_on_or_off_target, key="heldout"
+)
+"""The run's held-out answers (`heldout` in its scores, `heldout_<model>.jsonl`), judged as the run judged them."""

@@ -19,9 +19,18 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from polyrise.errors import PolyriseError
-from polyrise.evaluation.base import Metric, Scores, TaskRun, TaskSettings
+from polyrise.evaluation.base import Metric, Scores, TaskRun, TaskSettings, TaskView
 from polyrise.generation import ChatRequest, Generator, answer_prompts
-from polyrise.io import atomic_open, first_per_lang, iter_rows, lang_paths, load_rows, read_jsonl, write_jsonl
+from polyrise.io import (
+    atomic_open,
+    first_per_lang,
+    iter_jsonl,
+    iter_rows,
+    lang_paths,
+    load_rows,
+    read_jsonl,
+    write_jsonl,
+)
 from polyrise.records import Prompt, Response
 from polyrise.settings import JudgeSettings, SamplingSettings
 from polyrise.stats import N_BOOT, bootstrap_distribution, ci_keys, mean, percentile_interval
@@ -371,6 +380,25 @@ class JudgeTask(TaskSettings):
 
 
 METRICS = (Metric("win_rate"),)
+
+
+def _win_tie_or_loss(path: Path, rows: Sequence[Response], _: object) -> list[str | None]:
+    """Each answer's verdict against the other answer: win, tie or loss, from the judgements written beside its
+    rows (`<key>_<model>_judgements.jsonl`); None where it was not judged or the judge gave no valid verdict."""
+    judged = path.with_name(f"{path.stem}_judgements.jsonl")
+    verdicts = {}
+    if judged.is_file():
+        for _, row in iter_jsonl(judged):
+            score = row.get("score")
+            if isinstance(score, int | float):
+                verdicts[(str(row.get("lang")), str(row.get("id")))] = (
+                    "win" if score > 0.5 else "tie" if score == 0.5 else "loss"
+                )
+    return [verdicts.get((row.lang, row.id)) for row in rows]
+
+
+VIEW = TaskView(METRICS, Response, prompt="prompt", answer="output", verdicts=_win_tie_or_loss)
+"""A row: the answer to an instruction; the win rate is itself a comparison, so there are no per-item values."""
 
 
 def run(task: JudgeTask, context: TaskRun) -> Scores:

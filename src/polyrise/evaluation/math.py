@@ -25,7 +25,7 @@ from pydantic import Field, ValidationError, field_validator
 
 import polyrise.evaluation.fidelity as fidelity
 from polyrise.errors import PolyriseError
-from polyrise.evaluation.base import Metric, Scores, TaskRun, TaskSettings
+from polyrise.evaluation.base import Metric, Scores, TaskRun, TaskSettings, TaskView
 from polyrise.evaluation.fidelity import SavedOutput, off_target_rates, read_outputs
 from polyrise.generation import ChatRequest, Generator
 from polyrise.io import iter_jsonl, lang_paths, write_jsonl
@@ -617,6 +617,8 @@ class MathTask(TaskSettings):
 
 
 METRICS = (Metric("accuracy"), *fidelity.METRICS)
+VIEW = TaskView(METRICS, ROW, answer="output", gold="gold", samples=lambda rows, _: row_samples(rows))
+"""A row: the worked answer, right or wrong against the gold number."""
 
 
 def run(task: MathTask, context: TaskRun) -> Scores:

@@ -17,7 +17,7 @@ import numpy as np
 from pydantic import Field
 
 from polyrise.errors import PolyriseError
-from polyrise.evaluation.base import Metric, Scores, TaskRun, TaskSettings
+from polyrise.evaluation.base import Metric, Scores, TaskRun, TaskSettings, TaskView
 from polyrise.evaluation.judge import load_alpaca_eval_outputs
 from polyrise.generation import ChatRequest, Generator
 from polyrise.io import write_jsonl
@@ -100,6 +100,8 @@ class ReflikTask(TaskSettings):
 
 
 METRICS = (Metric("nll", lower_is_better=True), Metric("ppl", lower_is_better=True, headline=False))
+VIEW = TaskView(METRICS, ROW, samples=lambda rows, _: row_samples(rows))
+"""A row is a reference's NLL, no answer: the report pairs its values and shows no rows."""
 
 
 def run(task: ReflikTask, context: TaskRun) -> Scores:

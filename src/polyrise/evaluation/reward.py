@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from polyrise.evaluation.base import Metric
+from polyrise.evaluation.base import Metric, TaskView
 from polyrise.evaluation.math import extract_answer, is_correct
 from polyrise.records import PreferencePair, Record
 from polyrise.stats import interval_entries
@@ -29,6 +29,9 @@ METRICS = (
     Metric("wrong_right", headline=False),
 )
 OUTCOMES = ("right_wrong", "both_right", "both_wrong", "wrong_right")
+VIEW = TaskView(METRICS, key="reward")
+"""A method's scores of its reward (`reward` in its scores, by iteration's model); its labels are per pair, shown
+with the pairs (`RewardLabel`)."""
 
 
 def pair_row(lang: str, via: str) -> str:

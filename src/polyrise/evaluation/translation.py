@@ -20,7 +20,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from polyrise.errors import PolyriseError
-from polyrise.evaluation.base import Metric, Scores, TaskRun, TaskSettings
+from polyrise.evaluation.base import Metric, Scores, TaskRun, TaskSettings, TaskView
 from polyrise.generation import Generator
 from polyrise.io import load_rows, write_jsonl
 from polyrise.records import Record
@@ -246,3 +246,17 @@ def run(task: TranslationTask, context: TaskRun) -> Scores:
     rows, scores = self_translation_quality(context.generator, parallel, source_lang, langs, params, context.seed)
     write_jsonl(context.rows_path(task), rows)
     return scores
+
+
+VIEW = TaskView(
+    METRICS,
+    ROW,
+    prompt="source",
+    answer="hypothesis",
+    gold="reference",
+    lang=("src_lang", "lang"),
+    samples=lambda rows, _: row_samples(rows),
+    verdicts=lambda _, rows, __: ["failed" if row.failed else None for row in rows],
+)
+"""A row: the self-translation of a source into a direction (`en-de`); a failed one says so (chrF++ and BLEU are
+corpus scores: no verdict per row)."""

@@ -5,6 +5,8 @@ module names a method: the runner, the CLI, the report and the export ask it. `m
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -18,6 +20,35 @@ from polyrise.training.settings import TrainingSettings
 
 if TYPE_CHECKING:  # models imports torch
     from polyrise.models import ResolvedModel
+    from polyrise.records import Record
+
+
+@dataclass(frozen=True)
+class PairFiles:
+    """Which files of an iteration dir (`iter_<t>/`) hold a method's training examples, and how the report's
+    Pairs tab shows them: each example's prompt, then its `sides` side by side."""
+
+    kept: str
+    """The examples trained on (a JSONL of `record`)."""
+    record: type[Record]
+    sides: tuple[str, ...]
+    """The record's fields shown under its prompt (`chosen`, `rejected`; a question pair's `completion`)."""
+    row: Callable[[Any], str]
+    """An example's row: its language (`es`), `en/es` (an English pair built from Spanish answers), `zh-en`."""
+    dropped: str | None = None
+    """The candidates a filter dropped (`records.DroppedPair`, with its reason)."""
+    labels: str | None = None
+    """Each kept pair's sides right or wrong against the prompt's gold answer (`evaluation.reward.RewardLabel`)."""
+
+
+@dataclass(frozen=True)
+class MethodViews:
+    """What the report needs to know of a run's method: the languages it trained on (marked `*` in the tables, with
+    `note` saying so) and where its training examples are."""
+
+    trained: tuple[str, ...] = ()
+    note: str | None = None
+    pairs: PairFiles | None = None
 
 
 class Method(Protocol):
@@ -84,6 +115,11 @@ class Method(Protocol):
 
     def summary_table(self, summary: dict[str, Any]) -> RenderableType:
         """The console summary of one iteration (`summary`: iteration, stats, off_target, scores)."""
+        ...
+
+    @classmethod
+    def report_views(cls, config: RunSettings) -> MethodViews:
+        """What the report of a run with `config` shows of this method (`polyrise report`)."""
         ...
 
 

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from polyrise.context import RunContext, Stage
-from polyrise.evaluation.reward import RewardLabel, label_pairs, reward_scores
+from polyrise.evaluation.reward import RewardLabel, label_pairs, pair_row, reward_scores
 from polyrise.io import read_jsonl, write_jsonl
+from polyrise.methods import PairFiles
 from polyrise.records import PreferencePair, Prompt, Translation
 from polyrise.self_translation import translate_prompts
 from polyrise.settings import ModelSettings
@@ -23,6 +24,13 @@ if TYPE_CHECKING:  # torch
 
 SHOWN = ("train_loss", "rewards/accuracies", "rewards/margins", "train_runtime")
 """The DPO trainer's metrics a DPO method records and shows."""
+
+
+def pair_files(dropped: str | None = None) -> PairFiles:
+    """The report's view of a DPO method's pairs: `pairs.jsonl` (chosen beside rejected, by row `L` or `en/L`),
+    labelled right or wrong in `reward.jsonl`, and the dropped candidates where the method keeps them."""
+    row = lambda pair: pair_row(pair.lang, pair.via)  # noqa: E731
+    return PairFiles("pairs.jsonl", PreferencePair, ("chosen", "rejected"), row, dropped=dropped, labels="reward.jsonl")
 
 
 class SelfTranslatedPrompts:

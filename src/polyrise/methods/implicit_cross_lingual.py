@@ -28,9 +28,11 @@ from polyrise.context import RunContext, RunSettings, Stage
 from polyrise.evaluation.reward import reward_scores
 from polyrise.generation import ChatRequest
 from polyrise.io import read_jsonl, write_json, write_jsonl
+from polyrise.methods import MethodViews
 from polyrise.methods._dpo_loop import (
     SHOWN,
     SelfTranslatedPrompts,
+    pair_files,
     prompt_translation_failures,
     reward_labels,
     train_dpo_nll,
@@ -326,6 +328,12 @@ class ImplicitCrossLingual:
         """The accuracy of the implicit reward iteration `t` trains on, against the prompts' gold answers."""
         labels = trained_labels(self.files(t)["reward"], self.run.config.training)
         return {"reward": {f"M{t}": reward_scores(labels, self.run.config.seed)}} if labels else {}
+
+    @classmethod
+    def report_views(cls, config: RunSettings) -> MethodViews:
+        """Every iteration's pairs (the best and worst sample by the implicit reward), labelled right or wrong
+        where the prompts carry gold answers."""
+        return MethodViews(pairs=pair_files())
 
     def summary_table(self, summary: dict[str, Any]) -> Table:
         """Per language: pairs kept of candidates, drops, alpha, mean margin and lengths, off-target before → after."""

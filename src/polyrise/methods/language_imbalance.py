@@ -30,9 +30,11 @@ from polyrise.generation import Generator, answer_prompts, open_engine
 from polyrise.io import iter_jsonl, read_jsonl, write_json, write_jsonl
 from polyrise.langid import LangIdSettings, matches_language
 from polyrise.languages import LANGUAGES
+from polyrise.methods import MethodViews
 from polyrise.methods._dpo_loop import (
     SHOWN,
     SelfTranslatedPrompts,
+    pair_files,
     prompt_translation_failures,
     reward_labels,
     train_dpo_nll,
@@ -555,6 +557,11 @@ class LanguageImbalance:
 
     def summary_table(self, summary: dict[str, Any]) -> Table:
         return summary_table(summary, [self.run.config.source_lang, *self.run.config.languages])
+
+    @classmethod
+    def report_views(cls, config: RunSettings) -> MethodViews:
+        """Every iteration's pairs, kept and dropped, the kept ones labelled right or wrong where it could."""
+        return MethodViews(pairs=pair_files(dropped="pairs_dropped.jsonl"))
 
 
 

@@ -21,6 +21,7 @@ from rich.table import Table
 from polyrise.context import RunContext, RunSettings, Stage
 from polyrise.io import write_json, write_jsonl
 from polyrise.languages import get_language
+from polyrise.methods import MethodViews, PairFiles
 from polyrise.records import Prompt, QuestionPair
 from polyrise.self_translation import translate_prompts
 from polyrise.settings import ModelSettings, PromptSource, Section
@@ -254,6 +255,19 @@ class QuestionAlignment:
 
     def summary_table(self, summary: dict[str, Any]) -> Table:
         return question_table(summary["stats"])
+
+    @classmethod
+    def report_views(cls, config: RunSettings) -> MethodViews:
+        """The trained languages (marked `*`: the others are the unseen ones) and the question pairs, each a
+        question → the same question in the target language."""
+        trained = config.section("alignment", AlignmentSettings).trained_languages(config.source_lang)
+        note = (
+            f"Question alignment: languages marked * ({', '.join(trained)}) were in training "
+            "(directions are marked when they involve one); the other languages are unseen. "
+            "M0 is the model before alignment, M1 after."
+        )
+        pairs = PairFiles(cls.data_file, QuestionPair, ("completion",), lambda p: f"{p.lang}-{p.target}")
+        return MethodViews(tuple(trained), note, pairs)
 
 
 
