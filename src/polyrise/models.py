@@ -173,7 +173,8 @@ def load_model(
     kwargs = {"dtype": torch_dtype(dtype, device), "trust_remote_code": trust_remote_code}
     try:
         if resolved.base is None:
-            model = AutoModelForCausalLM.from_pretrained(resolved.path, **kwargs)
+            # a Module: transformers' PreTrainedModel.to (under @wraps) is typed as the unbound Module.to
+            model: torch.nn.Module = AutoModelForCausalLM.from_pretrained(resolved.path, **kwargs)
         else:
             from peft import PeftModel
 

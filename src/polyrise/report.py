@@ -177,18 +177,21 @@ def pair_views(run_dir: Path) -> list[dict[str, Any]]:
     from polyrise.evaluation.reward import RewardLabel, pair_row
     from polyrise.records import DroppedPair, PreferencePair
 
-    iters = [p for p in run_dir.glob("iter_*") if _iteration(p) is not None and (p / "pairs.jsonl").is_file()]
+    iters = [
+        (t, p) for p in run_dir.glob("iter_*") if (t := _iteration(p)) is not None and (p / "pairs.jsonl").is_file()
+    ]
     views = []
-    for it in sorted(iters, key=_iteration):
+    for t, it in sorted(iters):
         labels = {}
         if (it / "reward.jsonl").is_file():
             labels = {(r.id, r.lang, r.via): r for r in read_jsonl(it / "reward.jsonl", RewardLabel)}
         dropped = read_jsonl(it / "pairs_dropped.jsonl", DroppedPair) if (it / "pairs_dropped.jsonl").is_file() else []
-        for pair in [*read_jsonl(it / "pairs.jsonl", PreferencePair), *dropped]:
+        pairs: list[PreferencePair | DroppedPair] = [*read_jsonl(it / "pairs.jsonl", PreferencePair), *dropped]
+        for pair in pairs:
             label = labels.get((pair.id, pair.lang, pair.via)) if isinstance(pair, PreferencePair) else None
             views.append(
                 {
-                    "iter": _iteration(it),
+                    "iter": t,
                     "lang": pair_row(pair.lang, pair.via),
                     "id": pair.id,
                     "status": pair.reason if isinstance(pair, DroppedPair) else "kept",

@@ -163,7 +163,7 @@ def layer_states(
     encoded = tokenizer(list(texts), add_special_tokens=not chat)["input_ids"]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0  # masked out anyway
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
-    pooled: list[torch.Tensor | None] = [None] * len(encoded)
+    pooled: dict[int, torch.Tensor] = {}  # text index → its states (batches go by length)
     captured: list[torch.Tensor] = []
     hook = norm.register_forward_pre_hook(lambda _module, args: captured.append(args[0]))
     try:
@@ -192,7 +192,7 @@ def layer_states(
                 progress.advance(task, len(idx))
     finally:
         hook.remove()
-    return torch.stack(pooled)
+    return torch.stack([pooled[i] for i in range(len(encoded))])
 
 
 def logit_lens(model, tokenizer, texts: Sequence[str], *, batch_size: int = 8) -> Iterator[torch.Tensor]:

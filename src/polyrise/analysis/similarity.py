@@ -99,7 +99,8 @@ def run_similarity(
 def similarity_table(results: SimilarityResults) -> tuple[list[str], list[list[str]]]:
     """(columns, rows): the language ranker. Languages other than English, most similar to English first (by the
     first model's mean over layers); per model the mean over layers and the value at the middle layer."""
-    columns, values = ["rank", "lang"], {}
+    columns = ["rank", "lang"]
+    values: dict[str, list[float]] = {}
     for label, result in results.items():
         mid = (len(result["langs"]["en"]["similarity"]) - 1) // 2
         columns += [f"{label} mean", f"{label} L{mid}"]

@@ -85,7 +85,8 @@ def item_samples(path: Path) -> RowSamples | None:
     for module in TASKS.values():
         row = getattr(module, "ROW", None)
         if row is not None and set(first[1]) == set(row.model_fields):
-            return module.row_samples(read_jsonl(path, row))
+            samples: RowSamples = module.row_samples(read_jsonl(path, row))
+            return samples
     return None
 
 
@@ -122,7 +123,8 @@ def run_task(
     model is judged against when the task has no `reference`; `langid` judges the language of answers.
     """
     context = TaskRun(generator, task.langs or langs, out_dir, label, seed, judge, baseline, langid or LangIdSettings())
-    return TASKS[task.task].run(task, context)
+    scores: Scores = TASKS[task.task].run(task, context)
+    return scores
 
 
 def evaluate_model(

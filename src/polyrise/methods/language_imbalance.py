@@ -551,6 +551,7 @@ class LanguageImbalance:
         the control), when its prompts carry gold answers (`pairs_stats.json` has it for the pairs as built); with
         `reward_judge`, the judge's agreement with it (the win rate of what training prefers)."""
         cfg, f = self.run.config, self.files(t)
+        assert isinstance(cfg.training, DPOSettings)  # RunConfig validated it as this method's `settings`
         swapped = cfg.training.swap_preferences
         labels = read_jsonl(f["reward"], RewardLabel)
         if swapped:
