@@ -133,10 +133,11 @@ def default_device() -> torch.device:
 def torch_dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return getattr(torch, name)
+    dtype: torch.dtype = getattr(torch, name)
+    return dtype
 
 
-def load_tokenizer(resolved: ResolvedModel, chat_template: str | None = None, trust_remote_code: bool = False):
+def load_tokenizer(resolved: ResolvedModel, chat_template: str | None = None, trust_remote_code: bool = False) -> Any:
     """Load the tokenizer (adapter dirs fall back to their base) and insist on a chat template."""
     from transformers import AutoTokenizer
 
