@@ -6,8 +6,9 @@ import os
 import re
 import shlex
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -67,10 +68,10 @@ def _shard(text: str | None) -> slice | None:
     return slice(int(match[1]), None, int(match[2]))
 
 
-def _shard_done(shard: str, stats: dict[str, int], cache: Path, out: Path) -> None:
+def _shard_done(part: slice, stats: dict[str, int], cache: Path, out: Path) -> None:
     console.print(
-        f"shard {shard}: {stats['generated']} generated into {cache} ({stats['cached']} were there); once every "
-        f"shard is done, the same command without --shard writes {out}"
+        f"shard {part.start}/{part.step}: {stats['generated']} generated into {cache} ({stats['cached']} were "
+        f"there); once every shard is done, the same command without --shard writes {out}"
     )
 
 
@@ -114,7 +115,7 @@ def _engine_settings(
 
     try:
         if engine != "openai":
-            return EngineSettings(engine=engine, model=model, batch_size=batch_size)
+            return EngineSettings.model_validate({"engine": engine, "model": model, "batch_size": batch_size})
         urls = _comma_list(base_url or "")
         if not urls or not model:
             raise PolyriseError(
@@ -307,7 +308,7 @@ def generate(
     generator = _generator(settings, cache)
     if part:
         answer_prompts(generator, rows[part], params)
-        _shard_done(shard, generator.stats, cache, out)
+        _shard_done(part, generator.stats, cache, out)
         return
     n = write_jsonl(out, answer_prompts(generator, rows, params))
     console.print(f"wrote {n} responses to {out} ({generator.stats['cached']} from cache)")
@@ -346,9 +347,9 @@ def translate(
     )
     rows = read_jsonl(inputs, TextToTranslate)
     _known_row_langs(rows, inputs)
-    jobs = []
+    jobs: list[TranslationJob] = []
     for row in rows:
-        kind = "prompt" if row.instruction is not None else "response"
+        kind: Literal["prompt", "response"] = "prompt" if row.instruction is not None else "response"
         text = row.instruction if row.instruction is not None else row.output
         if text is None:
             raise PolyriseError(f"{inputs}: row {row.id!r} has neither `instruction` nor `output`")
@@ -358,7 +359,7 @@ def translate(
     params = SamplingSettings(max_new_tokens=max_new_tokens)
     if part:
         run_translate(generator, jobs[part], params)
-        _shard_done(shard, generator.stats, cache, out)
+        _shard_done(part, generator.stats, cache, out)
         return
     results = run_translate(generator, jobs, params)
     write_jsonl(out, results)
@@ -484,7 +485,7 @@ def train(
     console.print(f"saved model to {out}")
 
 
-def _validated(section, overrides: dict[str, object], name: str):
+def _validated(section, overrides: Mapping[str, object], name: str):
     """`section` with the given (non-None) option values, validated by the section's own pydantic model; an error
     names the option."""
     from pydantic import ValidationError

@@ -21,7 +21,8 @@ R = TypeVar("R", bound=BaseModel)
 
 
 class _InLanguage(Protocol):
-    lang: str
+    @property
+    def lang(self) -> str: ...  # read-only, so that frozen models qualify
 
 
 L = TypeVar("L", bound=_InLanguage)

@@ -20,11 +20,20 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
+from typing import TYPE_CHECKING
 
 from pydantic import Field, field_validator
 
 from polyrise.languages import LANGUAGES
 from polyrise.settings import Section
+
+if TYPE_CHECKING:
+    from py3langid.langid import LanguageIdentifier
+
+
+DEFAULT_CANDIDATES = ("en", "zh", "es", "fr", "de", "ru", "pt", "it", "ja", "ko", "ar", "hi")
+"""The languages answers most often drift into; close relatives outside the run (Occitan for French, Serbian for
+Russian, ...) stay out, since on a single line py3langid confuses them with the expected language."""
 
 
 class LangIdSettings(Section):
@@ -45,11 +54,6 @@ class LangIdSettings(Section):
         if unknown:
             raise ValueError(f"py3langid cannot identify {', '.join(unknown)}; it knows {', '.join(_labels())}")
         return codes
-
-
-DEFAULT_CANDIDATES = ("en", "zh", "es", "fr", "de", "ru", "pt", "it", "ja", "ko", "ar", "hi")
-"""The languages answers most often drift into; close relatives outside the run (Occitan for French, Serbian for
-Russian, ...) stay out, since on a single line py3langid confuses them with the expected language."""
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,7 @@ class Verdict:
 
 
 @cache
-def _base_identifier():
+def _base_identifier() -> LanguageIdentifier:
     from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
     return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
@@ -98,7 +102,7 @@ def word_level(lang: str) -> bool:
 
 
 @cache
-def _identifier(candidates: tuple[str, ...]):
+def _identifier(candidates: tuple[str, ...]) -> LanguageIdentifier:
     """A py3langid identifier restricted to `candidates` (a copy: the full model is shared, not mutated)."""
     restricted = copy.copy(_base_identifier())
     restricted.set_languages(candidates)

@@ -133,10 +133,11 @@ def default_device() -> torch.device:
 def torch_dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return getattr(torch, name)
+    dtype: torch.dtype = getattr(torch, name)
+    return dtype
 
 
-def load_tokenizer(resolved: ResolvedModel, chat_template: str | None = None, trust_remote_code: bool = False):
+def load_tokenizer(resolved: ResolvedModel, chat_template: str | None = None, trust_remote_code: bool = False) -> Any:
     """Load the tokenizer (adapter dirs fall back to their base) and insist on a chat template."""
     from transformers import AutoTokenizer
 
@@ -173,7 +174,8 @@ def load_model(
     kwargs = {"dtype": torch_dtype(dtype, device), "trust_remote_code": trust_remote_code}
     try:
         if resolved.base is None:
-            model = AutoModelForCausalLM.from_pretrained(resolved.path, **kwargs)
+            # a Module: transformers' PreTrainedModel.to (under @wraps) is typed as the unbound Module.to
+            model: torch.nn.Module = AutoModelForCausalLM.from_pretrained(resolved.path, **kwargs)
         else:
             from peft import PeftModel
 

@@ -46,8 +46,8 @@ def check_model_spec(spec: str) -> None:
             ) from None
 
 
-def _value_node(root: yaml.Node, *keys: str) -> yaml.Node | None:
-    """The value node at `keys` in a composed YAML mapping, or None."""
+def _value_node(root: yaml.Node | None, *keys: str) -> yaml.Node | None:
+    """The value node at `keys` in a composed YAML mapping (None: an empty document), or None."""
     node: yaml.Node | None = root
     for key in keys:
         if not isinstance(node, yaml.MappingNode):

@@ -14,7 +14,7 @@ import unicodedata
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import torch
 
@@ -26,6 +26,9 @@ from polyrise.io import write_json
 from polyrise.languages import get_language
 from polyrise.models import load_model, load_tokenizer, resolve_model
 from polyrise.records import Prompt
+
+if TYPE_CHECKING:
+    from py3langid.langid import LanguageIdentifier
 
 T = TypeVar("T")
 
@@ -66,14 +69,14 @@ def _script(text: str) -> str | None:
 
 
 @cache
-def _identifier():
+def _identifier() -> LanguageIdentifier:
     """A py3langid identifier of our own: `set_languages` restricts it, so it must not be `langid.py`'s."""
     from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
     return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
 
 
-def token_languages(tokenizer, langs: Sequence[str]) -> torch.Tensor:
+def token_languages(tokenizer: Any, langs: Sequence[str]) -> torch.Tensor:
     """Label every vocabulary id with the index in `langs` of its language, or -1 for none: a long tensor.
 
     The script of the token's letters decides first (`languages.py` scripts; Han alone → zh, else ja). Where
@@ -117,7 +120,7 @@ def token_languages(tokenizer, langs: Sequence[str]) -> torch.Tensor:
     return labels
 
 
-def _lens_parts(model) -> tuple[Any, torch.nn.Module, torch.nn.Module]:
+def _lens_parts(model: Any) -> tuple[Any, torch.nn.Module, torch.nn.Module]:
     """(base transformer, its final norm, the LM head) of a causal LM, found by the usual HF names."""
     base, head = model.base_model, model.get_output_embeddings()
     norm = next(
@@ -137,8 +140,8 @@ def _lens_parts(model) -> tuple[Any, torch.nn.Module, torch.nn.Module]:
 
 
 def layer_states(
-    model,
-    tokenizer,
+    model: Any,
+    tokenizer: Any,
     texts: Sequence[str],
     *,
     pool: Literal["last", "mean"],
@@ -163,7 +166,7 @@ def layer_states(
     encoded = tokenizer(list(texts), add_special_tokens=not chat)["input_ids"]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0  # masked out anyway
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
-    pooled: list[torch.Tensor | None] = [None] * len(encoded)
+    pooled: dict[int, torch.Tensor] = {}  # text index → its states (batches go by length)
     captured: list[torch.Tensor] = []
     hook = norm.register_forward_pre_hook(lambda _module, args: captured.append(args[0]))
     try:
@@ -192,10 +195,10 @@ def layer_states(
                 progress.advance(task, len(idx))
     finally:
         hook.remove()
-    return torch.stack(pooled)
+    return torch.stack([pooled[i] for i in range(len(encoded))])
 
 
-def logit_lens(model, tokenizer, texts: Sequence[str], *, batch_size: int = 8) -> Iterator[torch.Tensor]:
+def logit_lens(model: Any, tokenizer: Any, texts: Sequence[str], *, batch_size: int = 8) -> Iterator[torch.Tensor]:
     """Yield per text (in order) its next-token distribution after every layer: [layers + 1, vocab].
 
     Each text is a chat user turn with the generation prompt; every layer's last-position state goes through the
@@ -204,14 +207,16 @@ def logit_lens(model, tokenizer, texts: Sequence[str], *, batch_size: int = 8) -
     """
     _, norm, head = _lens_parts(model)
     states = layer_states(model, tokenizer, texts, pool="last", chat=True, batch_size=batch_size, description="lens")
-    weight = head.weight
-    for chunk in states.split(batch_size):
+    weight = head.get_parameter("weight")
+    for chunk in torch.split(states, batch_size):
         with torch.inference_mode():
             probs = torch.softmax(head(norm(chunk.to(weight.device, weight.dtype))).float(), dim=-1).cpu()
         yield from probs
 
 
-def lens_stats(model, tokenizer, prompts: Sequence[Prompt], *, batch_size: int = 8) -> dict[str, dict[str, Any]]:
+def lens_stats(
+    model: Any, tokenizer: Any, prompts: Sequence[Prompt], *, batch_size: int = 8
+) -> dict[str, dict[str, Any]]:
     """Per prompt language (English first): `n` and, per layer, the means of `METRICS` over its prompts."""
     langs = sorted({p.lang for p in prompts} | {"en"}, key=lambda code: (code != "en", code))
     labels = token_languages(tokenizer, langs)

@@ -24,7 +24,7 @@ SimilarityResults = dict[str, dict[str, Any]]
 
 
 def sentence_states(
-    model, tokenizer, prompts: Sequence[Prompt], *, batch_size: int = 8
+    model: Any, tokenizer: Any, prompts: Sequence[Prompt], *, batch_size: int = 8
 ) -> dict[str, dict[str, torch.Tensor]]:
     """lang → prompt id → its instruction's mean-pooled states as plain text: [layers + 1, hidden]."""
     states = layer_states(
@@ -70,7 +70,7 @@ def pca_2d(x: torch.Tensor) -> torch.Tensor:
 
 
 def model_similarity(
-    model, tokenizer, prompts: Sequence[Prompt], *, batch_size: int = 8, layer: int | None = None
+    model: Any, tokenizer: Any, prompts: Sequence[Prompt], *, batch_size: int = 8, layer: int | None = None
 ) -> dict[str, Any]:
     """One model's `similarity_to_english` per language (English first) plus its sentences' PCA coordinates at
     `layer` (0 = embeddings; default: the middle layer)."""
@@ -82,7 +82,7 @@ def model_similarity(
     states = {lang: states[lang] for lang in sorted(states, key=lambda code: code != "en")}
     langs = similarity_to_english(states)
     points = pca_2d(torch.cat([torch.stack(list(by_id.values()))[:, layer] for by_id in states.values()]))
-    for lang, chunk in zip(states, points.split([len(b) for b in states.values()]), strict=True):
+    for lang, chunk in zip(states, torch.split(points, [len(b) for b in states.values()]), strict=True):
         langs[lang]["pca"] = chunk.tolist()
     return {"pca_layer": layer, "langs": langs}
 
@@ -99,7 +99,8 @@ def run_similarity(
 def similarity_table(results: SimilarityResults) -> tuple[list[str], list[list[str]]]:
     """(columns, rows): the language ranker. Languages other than English, most similar to English first (by the
     first model's mean over layers); per model the mean over layers and the value at the middle layer."""
-    columns, values = ["rank", "lang"], {}
+    columns = ["rank", "lang"]
+    values: dict[str, list[float]] = {}
     for label, result in results.items():
         mid = (len(result["langs"]["en"]["similarity"]) - 1) // 2
         columns += [f"{label} mean", f"{label} L{mid}"]

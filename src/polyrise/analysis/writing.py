@@ -6,12 +6,17 @@ import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from polyrise.errors import PolyriseError
 from polyrise.io import atomic_open
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
-def pyplot():
+
+def pyplot() -> ModuleType:
     """matplotlib's pyplot on the Agg backend (no display needed)."""
     try:
         import matplotlib
@@ -23,7 +28,7 @@ def pyplot():
     return plt
 
 
-def save_figure(fig, path: Path) -> Path:
+def save_figure(fig: Figure, path: Path) -> Path:
     """Save `fig` as PNG atomically (temp file beside `path`, then rename) and close it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -120,7 +120,8 @@ def run_task(
     model is judged against when the task has no `reference`; `langid` judges the language of answers.
     """
     context = TaskRun(generator, task.langs or langs, out_dir, label, seed, judge, baseline, langid or LangIdSettings())
-    return task_module(task.task).run(task, context)
+    scores: Scores = task_module(task.task).run(task, context)
+    return scores
 
 
 def evaluate_model(

@@ -120,11 +120,12 @@ def _fill(template: str, row: Mapping[str, Any], what: str) -> str:
 
 def row_to_item(row: Mapping[str, Any], index: int, lang: str, template: ChoiceTemplate) -> ChoiceItem | None:
     """Convert one dataset row (a mapping of column → value) to a ChoiceItem; None if `prepare` skips it."""
-    data: dict[str, Any] | None = dict(row)
+    data = dict(row)
     if template.prepare is not None:
-        data = template.prepare(data)
-        if data is None:
+        prepared = template.prepare(data)
+        if prepared is None:
             return None
+        data = prepared
     if isinstance(template.choices, str):
         if template.choices not in data:
             raise PolyriseError(f"no choices column {template.choices!r}; the row has {', '.join(sorted(data))}")
@@ -349,10 +350,13 @@ def score_choices(
 
 
 class Pick(Protocol):
-    """A prediction that is right or wrong: what accuracy reads."""
+    """A prediction that is right or wrong: what accuracy reads (read-only, so that frozen models qualify)."""
 
-    id: str
-    lang: str
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def lang(self) -> str: ...
 
     @property
     def correct(self) -> bool: ...

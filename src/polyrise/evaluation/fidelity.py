@@ -54,7 +54,7 @@ def confusion_scores(verdicts: Sequence[Verdict], lang: str, seed: int = 0) -> d
         none = dict.fromkeys(m.name for m in METRICS)
         return none | {"measurable": False, "n": 0, "skipped": len(verdicts)}
     told = [v for v in verdicts if v.off_target is not None]
-    line_errors = np.array([float(v.off_target) for v in told])
+    line_errors = np.array([v.off_target for v in told], dtype=float)
     word_errors = np.array([math.nan if v.off_target else float(bool(v.english_words)) for v in told])
     scores: dict[str, Any] = interval_entries("off_target", line_errors, seed, lang)
     scores |= interval_entries("lpr", 1 - line_errors, seed, lang)

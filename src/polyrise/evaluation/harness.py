@@ -66,7 +66,7 @@ def run_harness(
         model_args = f"pretrained={resolved.base.path},peft={resolved.path},dtype={dtype}"
     else:
         model_args = f"pretrained={resolved.path},dtype={dtype}"
-    out = lm_eval.simple_evaluate(
+    out: dict[str, Any] | None = lm_eval.simple_evaluate(
         model="hf",
         model_args=model_args,
         tasks=list(tasks),

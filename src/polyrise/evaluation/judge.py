@@ -278,11 +278,11 @@ def items_vs_reference(
         if lang not in references:
             [(_, path)] = lang_paths(reference_path_template, [lang])
             by_id, by_instruction = {}, {}
-            for where, _, ref in iter_rows(path):
-                _text_field(where, ref, "output")
-                if "id" in ref:
-                    by_id[_id_field(where, ref)] = ref
-                by_instruction[_text_field(where, ref, "instruction").strip()] = ref
+            for where, _, entry in iter_rows(path):
+                _text_field(where, entry, "output")
+                if "id" in entry:
+                    by_id[_id_field(where, entry)] = entry
+                by_instruction[_text_field(where, entry, "instruction").strip()] = entry
             references[lang] = (path, by_id, by_instruction)
         path, by_id, by_instruction = references[lang]
         id_, instruction = str(row["id"]), row["instruction"]

@@ -25,7 +25,7 @@ class ChatRequest:
 
 def render_chat(tokenizer: Any, request: ChatRequest) -> str:
     """The prompt text a local engine feeds its model: the chat template with the generation prompt, then the prefix."""
-    text = tokenizer.apply_chat_template(list(request.messages), tokenize=False, add_generation_prompt=True)
+    text: str = tokenizer.apply_chat_template(list(request.messages), tokenize=False, add_generation_prompt=True)
     return text + request.prefix
 
 

@@ -88,8 +88,7 @@ class GenerationCache:
             str(error)[:200],
             aside,
         )
-        self._db = None
-        return self._open()
+        return self._open()  # closing the old connection again, if this rebuild fails too, is a no-op
 
     @staticmethod
     def key(fingerprint: str, rendered: str, params: SamplingSettings | Mapping[str, Any]) -> str:
@@ -132,7 +131,7 @@ class GenerationCache:
         self.put_many({k: json.dumps(v) for k, v in items.items()})
 
     def __len__(self) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM outputs").fetchone()[0]
+        return int(self._db.execute("SELECT COUNT(*) FROM outputs").fetchone()[0])
 
     def close(self) -> None:
         self._db.close()

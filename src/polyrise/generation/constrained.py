@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from transformers import DynamicCache, LogitsProcessor
+from transformers import DynamicCache
 
 from polyrise.console import progress as progress_bar
 from polyrise.errors import PolyriseError
@@ -60,7 +60,7 @@ class LabelTrie:
         return self.labels[key[:-1] if key and key[-1] == self.eos_id else key]
 
 
-class LabelTrieLogitsProcessor(LogitsProcessor):
+class LabelTrieLogitsProcessor:
     """Sets every token that may not follow a row's generated tokens (per its LabelTrie) to -inf.
 
     `input_ids` are the left-padded prompts (`prompt_width` columns) followed by the generated tokens.
@@ -70,7 +70,7 @@ class LabelTrieLogitsProcessor(LogitsProcessor):
         self.tries = tries
         self.prompt_width = prompt_width
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         allowed = torch.zeros_like(scores, dtype=torch.bool)
         for row, (trie, ids) in enumerate(zip(self.tries, input_ids[:, self.prompt_width :].tolist(), strict=True)):
             allowed[row, trie.allowed(ids)] = True

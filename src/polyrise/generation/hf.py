@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import psutil
 import torch
@@ -352,7 +352,8 @@ class HFEngine:
             logits_to_keep=1,
         )
         for step in range(params.max_new_tokens):
-            scores = processors(history, out.logits[:, -1, :].float())
+            # transformers types token ids as the legacy class LongTensor, which no tensor op returns
+            scores = processors(cast(torch.LongTensor, history), out.logits[:, -1, :].float())
             if params.temperature > 0:
                 next_tokens = torch.multinomial(scores.softmax(-1), 1, generator=rng).squeeze(1)
             else:

@@ -154,12 +154,12 @@ def summarize_study(out: Path) -> dict[str, Any]:
         scores = collect_scores(run_dir)
         for task, into, metric in (("mgsm", per_seed, "accuracy"), ("reward", reward, "reward_accuracy")):
             for label, rows in scores.get(task, {}).items():
-                for row, cells in rows.items():
-                    if not math.isnan(value := float(cells[metric])):
+                for row, metrics in rows.items():
+                    if not math.isnan(value := float(metrics[metric])):
                         into.setdefault((variant, row, label), {})[seed] = value
                         if task == "reward":
                             key = (variant, row, label)
-                            informative[key] = informative.get(key, 0) + int(cells["informative"])
+                            informative[key] = informative.get(key, 0) + int(metrics["informative"])
         if (manifest := run_dir / "manifest.json").is_file():
             stages = json.loads(manifest.read_text())["stages"].values()
             seconds.setdefault(variant, {})[seed] = sum(float(e.get("seconds", 0.0)) for e in stages)
@@ -170,7 +170,7 @@ def summarize_study(out: Path) -> dict[str, Any]:
         for (variant, lang, label), values in per_seed.items()
         if label != "M0" and (variant, lang, "M0") in per_seed
     }
-    cells = {
+    cells: dict[str, dict[str, object]] = {
         "|".join(key): {
             **_mean_sd(values),
             **{f"change_{k}": v for k, v in _mean_sd(change.get(key, {})).items() if key in change},

@@ -23,7 +23,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +45,11 @@ from polyrise.training.runs import (
     trainer_arguments,
 )
 from polyrise.training.settings import DPOSettings
+
+if TYPE_CHECKING:
+    import datasets
+    from peft import PeftModel
+    from transformers import PreTrainedModel
 
 PAD, PROMPT, LAST, CHOSEN, AGAIN, REJECTED = -1, 0, 1, 2, 3, 4
 """Segments of a packed row: padding, the prompt but its last token, its last token, the chosen answer, the last
@@ -156,6 +161,11 @@ class PackedDPOTrainer(DPOTrainer):
     `reference_key`: the reference model's identity (fingerprint and dtype) in their cache keys.
     """
 
+    # narrower than Trainer's declarations: what this trainer is built with
+    args: DPOConfig
+    model: PreTrainedModel | PeftModel
+    train_dataset: datasets.Dataset
+
     def __init__(
         self, *, args: DPOConfig, reference_cache: GenerationCache | None, reference_key: str, **kwargs: Any
     ) -> None:
@@ -168,10 +178,11 @@ class PackedDPOTrainer(DPOTrainer):
 
     def _cache_keys(self, example: dict[str, Any]) -> tuple[str, str]:
         """The reference log-prob cache keys of an example's (prompt, chosen) and (prompt, rejected) sequences."""
-        return tuple(  # type: ignore[return-value]
+        chosen, rejected = (
             hashlib.sha256(json.dumps([self.reference_key, example["prompt_ids"], ids]).encode()).hexdigest()
             for ids in _answers(example, self.args.max_length)
         )
+        return chosen, rejected
 
     def _precompute_ref_logps(self, dataset: Any, name: str, batch_size: int) -> Any:
         """Reference log-probs of every pair as two dataset columns: from the cache, the rest computed by the
@@ -187,8 +198,7 @@ class PackedDPOTrainer(DPOTrainer):
         mine = todo[self.accelerator.process_index :: self.accelerator.num_processes]
         model = self.ref_model or self.model  # TRL loads a reference model under FSDP only
         if self.ref_model is None and self.is_deepspeed_enabled:  # gathers ZeRO-3 shards for the forward
-            self._precompute_engine = self._precompute_engine or prepare_deepspeed(self.model, self.accelerator)
-            model = self._precompute_engine
+            model = self._precompute_engine = self._precompute_engine or prepare_deepspeed(self.model, self.accelerator)
         policy = self.accelerator.unwrap_model(model)
         no_adapter = policy.disable_adapter() if isinstance(policy, PeftModel) else contextlib.nullcontext()
         found: dict[str, float] = {}

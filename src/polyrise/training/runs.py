@@ -124,7 +124,7 @@ def world_size() -> int:
     """Processes in this training: the launcher's WORLD_SIZE (or MPI's), 1 for a plain process."""
     from accelerate.utils import get_int_from_env
 
-    return get_int_from_env(["WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"], 1)
+    return int(get_int_from_env(["WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"], 1))
 
 
 def _process_state() -> Any:
