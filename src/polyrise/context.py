@@ -149,8 +149,11 @@ class Stage:
 class RunContext(Protocol):
     """What the runner gives a method: the config, the paths, the cache, one engine at a time, and its training."""
 
-    config: RunSettings
-    layout: RunLayout
+    @property
+    def config(self) -> RunSettings: ...
+
+    @property
+    def layout(self) -> RunLayout: ...
 
     @property
     def cache(self) -> GenerationCache: ...

@@ -43,7 +43,7 @@ def pairs_dataset(run_dir: Path, iteration: int) -> Any:
     from datasets import Dataset
 
     path, record = _training_data(RunLayout(run_dir), iteration)
-    pairs = read_jsonl(path, record)
+    pairs: list[Any] = read_jsonl(path, record)  # the method's record, with `trl_example()`
     if not pairs:
         raise PolyriseError(f"{path}: no pairs to export (every pair was filtered out?)")
     return Dataset.from_list([(e := p.trl_example()) | p.model_dump(exclude=set(e)) for p in pairs])

@@ -37,7 +37,7 @@ def iteration(path: Path) -> int | None:
 def eval_dirs(run_dir: Path) -> list[Path]:
     """The run dir (or an eval dir) and every `iter_*/eval/`, in iteration order."""
     found = [p for p in run_dir.glob("iter_*/eval") if iteration(p) is not None]
-    return [run_dir, *sorted(found, key=iteration)]
+    return [run_dir, *sorted(found, key=lambda p: iteration(p) or 0)]
 
 
 def collect_scores(run_dir: Path) -> Scores:

@@ -4,6 +4,7 @@ evaluation row a task view can show, capped per group and clipped, so a large ru
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -55,14 +56,15 @@ def pair_views(run_dir: Path, views: MethodViews) -> list[dict[str, Any]]:
         return []
     iters = [p for p in run_dir.glob("iter_*") if iteration(p) is not None and (p / files.kept).is_file()]
     found = []
-    for it in sorted(iters, key=iteration):
+    for it in sorted(iters, key=lambda p: iteration(p) or 0):
         labels, dropped = {}, []
         if files.labels and (it / files.labels).is_file():
             found_labels = read_jsonl(it / files.labels, RewardLabel)
             labels = {(x.id, x.row): [x.chosen_right, x.rejected_right] for x in found_labels}
         if files.dropped and (it / files.dropped).is_file():
             dropped = read_jsonl(it / files.dropped, DroppedPair)
-        for pair in [*read_jsonl(it / files.kept, files.record), *dropped]:
+        pairs: list[Any] = [*read_jsonl(it / files.kept, files.record), *dropped]
+        for pair in pairs:
             row, kept = files.row(pair), not isinstance(pair, DroppedPair)
             found.append(
                 {
@@ -84,6 +86,11 @@ def _lang(row: Any, fields: tuple[str, ...]) -> str:
     return "-".join(str(getattr(row, f)) for f in fields)
 
 
+def _first_lang(pair: tuple[Any, Any], fields: tuple[str, ...]) -> str:
+    """The language of a (row, verdict) pair's row."""
+    return _lang(pair[0], fields)
+
+
 def eval_views(run_dir: Path, scores: Scores, langid: LangIdSettings) -> tuple[list[dict[str, Any]], int]:
     """The per-sample rows of every evaluation (`<task>_<label>.jsonl` of each eval dir) whose task view shows an
     output, at most `MAX_ROWS` per file and language (and how many more there were): prompt, output, gold, the
@@ -97,11 +104,11 @@ def eval_views(run_dir: Path, scores: Scores, langid: LangIdSettings) -> tuple[l
                 view = task_view(task, path) if path.is_file() else None
                 if view is None or view.row is None or view.output is None:
                     continue
-                rows = read_jsonl(path, view.row)
+                rows: list[Any] = read_jsonl(path, view.row)
                 judged = zip(rows, view.row_verdicts(path, rows, langid), strict=True)
                 answered = [(row, verdict) for row, verdict in judged if getattr(row, view.output) is not None]
 
-                kept, left = capped(answered, lambda pair, fields=view.lang: _lang(pair[0], fields))
+                kept, left = capped(answered, partial(_first_lang, fields=view.lang))
                 left_out += left
                 langs = sorted({row.lang for row, _ in kept})
                 for row, verdict in kept:

@@ -85,7 +85,9 @@ def study_config(base: RunConfig, sandbox_dir: Path, seed: int, variant: str, ou
                 "task": "mgsm",
                 "source": str(sandbox_dir / "eval" / "{lang}.jsonl"),
                 "langs": info["languages"],
-                "max_new_tokens": next((t.max_new_tokens for t in base.evaluation if t.task == "mgsm"), 48),
+                "max_new_tokens": next(
+                    (getattr(t, "max_new_tokens", 48) for t in base.evaluation if t.task == "mgsm"), 48
+                ),
             }
         ],
     )
