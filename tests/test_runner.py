@@ -23,6 +23,7 @@ from polyrise.io import write_jsonl
 from polyrise.models import resolve_model
 from polyrise.records import PreferencePair
 from polyrise.runner import Runner, Stage, run_pipeline
+from polyrise.versions import library_versions
 
 
 def _run(config_path: Path) -> Runner:
@@ -150,6 +151,7 @@ def test_a_third_method_is_one_module_and_no_runner_edit(tmp_path, tiny_model_di
     assert summary["stats"] == {"iteration": 0}
     manifest = json.loads((tmp_path / "runs" / "tiny" / "manifest.json").read_text())["stages"]
     assert list(manifest) == ["iter_0/heldout_M0", "iter_0/note", "iter_0/train", "iter_0/heldout_M1"]
+    assert all(entry["versions"] == library_versions() for entry in manifest.values())  # each stage's libraries
     assert summary["off_target"].keys() == {"M0", "M1"}
 
 

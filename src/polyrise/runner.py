@@ -38,6 +38,7 @@ from polyrise.sources import load_prompts, source_files
 from polyrise.tracking import Tracker, flatten, trainer_reporting
 from polyrise.tracking import check as check_tracking
 from polyrise.training.launch import LAUNCH_FIELDS, launch_command, should_launch
+from polyrise.versions import library_versions
 
 STAGE_RESULT = ".stage-result.json"
 """In the run dir, transient: a stage process's counts or error, read and removed by the parent."""
@@ -78,7 +79,8 @@ class Stage:
 
 
 class Manifest:
-    """`manifest.json`: per stage its status, input hash, outputs and their hashes, counts and seconds.
+    """`manifest.json`: per stage its status, input hash, outputs and their hashes, counts, seconds and the library
+    versions it ran with.
 
     It only records what finished, so a manifest that cannot be read is an error naming it, with the advice to
     delete it to redo the run; it is not moved aside to redo every stage unasked, which would throw away finished
@@ -418,6 +420,7 @@ class Runner:
                 "output_hashes": [output_hash(p) for p in stage.outputs],
                 "counts": counts,
                 "seconds": round(seconds, 2),
+                "versions": library_versions(),
             },
         )
         summary = ", ".join(f"{k} {v}" for k, v in counts.items())
