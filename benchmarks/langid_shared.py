@@ -19,6 +19,7 @@ from importlib import resources
 from pathlib import Path
 
 from polyrise.langid import LangIdSettings, Verdict, judge
+from polyrise.versions import format_versions, library_versions
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "x-alpacaeval-gpt4-turbo"
 
@@ -83,6 +84,7 @@ def main() -> None:
     langs = sorted(p.stem for p in DATA.glob("*.json"))
     settings = LangIdSettings()
     flags: list[tuple[str, str, str, str]] = []
+    print(f"versions: {format_versions(library_versions())}")
     print(
         "| lang | polyrise off-target (n) | before (n) | LCB procedure, fastText (n) | before / ours | LCB / ours "
         "| ours, not the LCB's |"

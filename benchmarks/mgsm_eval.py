@@ -18,6 +18,7 @@ from polyrise.generation import Generator
 from polyrise.generation.cache import GenerationCache
 from polyrise.generation.hf import HFEngine
 from polyrise.models import resolve_model
+from polyrise.versions import format_versions, library_versions
 
 DEFAULT_SOURCE = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "mgsm" / "{lang}.jsonl")
 
@@ -54,6 +55,7 @@ def main() -> None:
         scores = run_task(task, generator, [args.lang], Path(tmp), "model")
         total = time.perf_counter() - start
     s = scores[args.lang]
+    print(f"versions: {format_versions(library_versions())}")
     print(f"MGSM {args.lang}: {s['n']} problems, {args.max_new_tokens} max new tokens, batch {args.batch_size}")
     print(f"accuracy {s['accuracy']:.3f}, unparseable {s['unparseable']}, off-target {s['off_target']:.3f}")
     print(f"total {total:.1f} s, generation {generating:.1f} s, outside generation {total - generating:.2f} s")

@@ -40,6 +40,8 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from polyrise.versions import format_versions, library_versions
+
 ROWS = {"trl": "TRL DPOTrainer, defaults", "cold": "polyrise, empty reference cache", "warm": "polyrise, warm cache"}
 
 
@@ -137,7 +139,8 @@ def main() -> None:
     if not args.pairs.is_file():
         sys.exit(f"{args.pairs}: no such pairs file (run `polyrise run examples/quickstart.yaml` first)")
 
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}")
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
+    print(f"# versions: {format_versions(library_versions())}")
     print(f"# pairs {args.pairs}, config {args.config}, method {args.method}, {args.steps} steps")
     results = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -217,10 +217,10 @@ def test_packed_rows_give_each_answer_its_unpacked_log_prob(tiny_model_dir, attn
     from transformers import AutoModelForCausalLM
     from trl.trainer.utils import add_fused_lm_head
 
-    from polyrise.training import dpo
+    from polyrise.training import _trl_compat
     from polyrise.training.dpo import pack, packed_logps
 
-    monkeypatch.setattr(dpo, "_use_triton", lambda device: fused)
+    monkeypatch.setattr(_trl_compat, "_use_triton", lambda device: fused)
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation=attn).eval()
     add_fused_lm_head(model)
@@ -301,15 +301,15 @@ def test_reference_log_probs_are_read_from_the_cache_under_their_model_only(base
     seen: list[float] = []
     from polyrise.training import dpo
 
-    original = dpo.PackedDPOTrainer._precompute_ref_logps
+    original = dpo.PackedDPOTrainer.reference_logps
 
-    def spy(self, dataset, name, batch_size):
-        done = original(self, dataset, name, batch_size)
+    def spy(self, dataset, batch_size):
+        done = original(self, dataset, batch_size)
         seen.extend([*done["ref_chosen_logps"], *done["ref_rejected_logps"]])
         return done
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(dpo.PackedDPOTrainer, "_precompute_ref_logps", spy)
+        mp.setattr(dpo.PackedDPOTrainer, "reference_logps", spy)
         train_dpo(base, _pairs(2), tmp_path / "beta", _settings(beta=0.5), reference_cache=cache_file)
         assert seen == [-1234.5] * 4
         seen.clear()

@@ -24,6 +24,7 @@ from polyrise.plugins import METHODS
 from polyrise.records import PreferencePair
 from polyrise.runner import Runner, Stage, run_pipeline
 from polyrise.training.settings import DPOSettings, SFTSettings
+from polyrise.versions import library_versions
 
 
 def _run(config_path: Path) -> Runner:
@@ -163,6 +164,7 @@ def test_a_fourth_method_is_one_module_plus_its_map_line(tmp_path, tiny_model_di
     manifest = json.loads((tmp_path / "runs" / "tiny" / "manifest.json").read_text())["stages"]
     assert list(manifest) == ["iter_0/heldout_M0", "iter_0/note", "iter_0/train", "iter_0/heldout_M1"]
     assert manifest["iter_0/train"]["counts"] == {"examples": 1, "copied": 1.0}
+    assert all(entry["versions"] == library_versions() for entry in manifest.values())  # each stage's libraries
     assert summary["off_target"].keys() == {"M0", "M1"}
     with pytest.raises(PolyriseError, match=r"copy_note: a `copy_note` section is only used by method 'copy'"):
         load_config(_config(tmp_path, tiny_model_dir, copy_note="mine"))

@@ -22,6 +22,7 @@ from polyrise.sandbox.world import Problem, _instruction_words, english_words, m
 from polyrise.self_translation import extract_translation
 from polyrise.settings import SamplingSettings
 from polyrise.templates import TRANSLATION_PREFIX, translation_prompt
+from polyrise.versions import library_versions
 
 LANGS = ["en", *CLONES]
 SHARED = set(string.digits) | set(string.punctuation)
@@ -173,6 +174,7 @@ def test_build_writes_documented_files_that_polyrise_loads(tiny):
     assert info["seed"] == 3 and info["languages"] == LANGS and info["mix"]["clone_task"] == 2
     assert set(info["accuracy"]) == set(LANGS) and set(info["gap"]) == set(CLONES)
     assert set(info["translation_exact"]) == {f"{a}-{b}" for c in CLONES for a, b in (("en", c), (c, "en"))}
+    assert info["versions"] == library_versions() and {"python", "torch", "trl"} <= set(info["versions"])
 
     rows = {lang: [json.loads(line) for line in (out / "eval" / f"{lang}.jsonl").open()] for lang in LANGS}
     assert all(set(r) == {"query", "response"} for r in rows["en"])

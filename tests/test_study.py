@@ -106,10 +106,17 @@ def test_summary_is_mean_and_sample_sd_over_seeds(tmp_path):
     assert "| rewarding | qaa | +0.150 ± 0.071 (n=2) | +0.400 (n=1) |" in change
     assert "| no-filters | en | -0.500 (n=1) | - |" in change
     assert (tmp_path / "study.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((tmp_path / "study.json").read_text())["versions"] == []  # runs without a manifest
+    assert table[-1] == "Library versions: not recorded"
 
 
 def test_summary_reports_reward_accuracy_with_pairs_and_wall_time(tmp_path):
     runs = tmp_path / "runs"
+    old = {"python": "3.11.7", "torch": "2.12.0"}
+    new = {"python": "3.11.7", "torch": "2.13.0"}
+    _fake_sandbox(tmp_path / "sandbox-seed0")  # built before sandbox.json recorded versions
+    (tmp_path / "sandbox-seed1").mkdir()
+    (tmp_path / "sandbox-seed1" / "sandbox.json").write_text(json.dumps({"versions": new}))
     for seed, (acc, informative, seconds) in enumerate([(0.8, 40, 100.0), (0.6, 20, 140.0)]):
         run = runs / f"seed{seed}-icr"
         _scores(run, 0, {"M0": {"en": 1.0}, "M1": {"en": 1.0}})
@@ -117,7 +124,9 @@ def test_summary_reports_reward_accuracy_with_pairs_and_wall_time(tmp_path):
         scores = json.loads(path.read_text())
         scores["reward"] = {"M0": {"qaa": {"reward_accuracy": acc, "informative": informative, "n": 50}}}
         path.write_text(json.dumps(scores))
-        stages = {"iter_0/sample": {"seconds": seconds - 10}, "iter_0/train": {"seconds": 10.0}}
+        stages = {"iter_0/sample": {"seconds": seconds - 10}, "iter_0/train": {"seconds": 10.0, "versions": old}}
+        if seed == 1:  # resumed under newer libraries: each distinct set is named once
+            stages["iter_0/sample"]["versions"] = new
         (run / "manifest.json").write_text(json.dumps({"stages": stages}))
     cells = summarize_study(tmp_path)
     assert cells["reward|icr|qaa|M0"]["mean"] == pytest.approx(0.7) and cells["reward|icr|qaa|M0"]["informative"] == 60
@@ -126,6 +135,8 @@ def test_summary_reports_reward_accuracy_with_pairs_and_wall_time(tmp_path):
     table = (tmp_path / "study.md").read_text()
     assert "| icr | qaa | 0.700 ± 0.141 (n=2, pairs=60) |" in table
     assert "| icr | 120 ± 28 (n=2) |" in table
+    assert json.loads((tmp_path / "study.json").read_text())["versions"] == [new, old]
+    assert "\nLibrary versions: python 3.11.7, torch 2.13.0; python 3.11.7, torch 2.12.0\n" in table
 
 
 def test_summary_without_runs_is_an_error(tmp_path):

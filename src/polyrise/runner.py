@@ -42,6 +42,7 @@ from polyrise.sources import load_prompts, source_files
 from polyrise.tracking import Tracker, flatten, trainer_reporting
 from polyrise.tracking import check as check_tracking
 from polyrise.training.launch import LAUNCH_FIELDS, launch_command, should_launch
+from polyrise.versions import library_versions
 
 __all__ = ["Manifest", "RunLock", "Runner", "Stage", "StageInterrupted", "run_pipeline", "run_stage"]
 
@@ -57,7 +58,8 @@ class StageInterrupted(KeyboardInterrupt):
 
 
 class Manifest:
-    """`manifest.json`: per stage its status, input hash, outputs and their hashes, counts and seconds.
+    """`manifest.json`: per stage its status, input hash, outputs and their hashes, counts, seconds and the library
+    versions it ran with.
 
     It only records what finished, so a manifest that cannot be read is an error naming it, with the advice to
     delete it to redo the run; it is not moved aside to redo every stage unasked, which would throw away finished
@@ -398,6 +400,7 @@ class Runner:
                 "output_hashes": [output_hash(p) for p in stage.outputs],
                 "counts": counts,
                 "seconds": round(seconds, 2),
+                "versions": library_versions(),
             },
         )
         summary = ", ".join(f"{k} {v}" for k, v in counts.items())

@@ -10,7 +10,7 @@
 - `prompts/train.jsonl`: English task prompts (`id`, `instruction`) for `polyrise run`;
 - `eval/{lang}.jsonl`: the exact scorer's data, MGSM JSONL (`query`, `response`), aligned across languages by row;
 - `translation/{lang}.jsonl`: held-out parallel sentences (`id`, `instruction`) for `--task translation`;
-- `sandbox.json`: seed, sizes, data mix, languages and the measured M0 metrics; written last.
+- `sandbox.json`: seed, sizes, data mix, languages, the measured M0 metrics and the library versions; written last.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from polyrise.sandbox.data import (
 from polyrise.sandbox.measure import measure_m0
 from polyrise.sandbox.tokenizer import build_tokenizer, encode_example, instruction_phrases
 from polyrise.sandbox.world import CLONES, SOURCE_LANG, Problem, make_clones
+from polyrise.versions import library_versions
 
 SANDBOX_JSON = "sandbox.json"
 
@@ -107,6 +108,8 @@ class SandboxInfo:
     """The English alignment of `aligned/`: its `AlignSettings`, the pairs it trained on (`examples`) and the
     training's `train_loss`."""
     seconds: dict[str, float] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=library_versions)
+    """The library versions of the build (`library_versions`)."""
 
     @property
     def model_dir(self) -> Path:

@@ -28,6 +28,7 @@ from polyrise.io import atomic_open, write_json
 from polyrise.methods import load_method
 from polyrise.report import collect_scores, model_order
 from polyrise.sandbox.build import SANDBOX_JSON, build_sandbox
+from polyrise.versions import format_versions
 
 NO_FILTERS = {"min_length_ratio": 1e-9, "max_length_ratio": 1e9, "repeated_line_limit": 10**9}
 """Pair filters that keep every pair (empty and identical pairs, which carry no preference, still drop)."""
@@ -143,11 +144,13 @@ def summarize_study(out: Path) -> dict[str, Any]:
     """Mean ± sd over seeds of MGSM accuracy for every variant, language and iterate in `out/runs/seed*-*`, of
     the accuracy of the reward each iteration trains on (pairs of M<t>'s answers, per pair row, with the informative
     pairs summed over seeds), and of each run's wall time (its stages' seconds in the manifest); writes
-    `study.json`, `study.md` and `study.png` into `out`."""
+    `study.json`, `study.md` and `study.png` into `out`. Both name the library versions the sandboxes and runs
+    were made with (`versions`: each distinct set once; none for runs from before versions were recorded)."""
     per_seed: dict[tuple[str, str, str], dict[int, float]] = {}
     reward: dict[tuple[str, str, str], dict[int, float]] = {}
     informative: dict[tuple[str, str, str], int] = {}
     seconds: dict[str, dict[int, float]] = {}
+    recorded = [json.loads(p.read_text()).get("versions") for p in sorted(out.glob(f"sandbox-seed*/{SANDBOX_JSON}"))]
     for run_dir in sorted((out / "runs").glob("seed*-*")):
         seed_part, variant = run_dir.name.split("-", 1)
         if not any(run_dir.glob("iter_*/eval/scores.json")):
@@ -165,6 +168,7 @@ def summarize_study(out: Path) -> dict[str, Any]:
         if (manifest := run_dir / "manifest.json").is_file():
             stages = json.loads(manifest.read_text())["stages"].values()
             seconds.setdefault(variant, {})[seed] = sum(float(e.get("seconds", 0.0)) for e in stages)
+            recorded += [e.get("versions") for e in stages]
     if not per_seed:
         raise PolyriseError(f"{out / 'runs'}: no evaluated study runs (seed<S>-<variant>) to summarise")
     change = {
@@ -191,7 +195,11 @@ def summarize_study(out: Path) -> dict[str, Any]:
     cells |= {
         f"seconds|{v}": {**_mean_sd(values), "seeds": dict(sorted(values.items()))} for v, values in seconds.items()
     }
-    write_json(out / "study.json", cells)
+    versions: list[dict[str, str]] = []  # the distinct ones, in the order first met
+    for entry in recorded:
+        if entry and entry not in versions:
+            versions.append(entry)
+    write_json(out / "study.json", cells | {"versions": versions})
     with atomic_open(out / "study.md") as fh:
         fh.write(_table("MGSM exact-match accuracy, mean ± sd over seeds (n = seeds with that iterate)", per_seed))
         fh.write("\n")
@@ -211,6 +219,7 @@ def summarize_study(out: Path) -> dict[str, Any]:
                 stats = _mean_sd(values)
                 sd = "" if math.isnan(stats["sd"]) else f" ± {stats['sd']:.0f}"
                 fh.write(f"| {variant} | {stats['mean']:.0f}{sd} (n={len(values)}) |\n")
+        fh.write(f"\nLibrary versions: {'; '.join(map(format_versions, versions)) or 'not recorded'}\n")
     _plot(out / "study.png", per_seed)
     return cells
 

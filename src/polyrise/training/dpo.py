@@ -27,15 +27,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
-from trl import DPOConfig, DPOTrainer
-from trl.kernels.chunked_logprob import _use_triton
-from trl.models.utils import prepare_deepspeed
+from trl import DPOConfig
 
 from polyrise.console import progress as progress_bar
 from polyrise.errors import PolyriseError
 from polyrise.generation.cache import GenerationCache
 from polyrise.models import ResolvedModel
 from polyrise.records import PreferencePair
+from polyrise.training._trl_compat import DPOTrainerHooks, fused_lm_head_logps
 from polyrise.training.runs import (
     checkpoint_to_resume,
     checkpoints_dir,
@@ -143,10 +142,9 @@ def packed_logps(model: Any, batch: dict[str, torch.Tensor], attn_implementation
         allowed = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
     ids = batch["input_ids"]
     inputs = {"input_ids": ids, "attention_mask": allowed, "position_ids": batch["position_ids"], "use_cache": False}
-    if _use_triton(device):
-        labels = ids.masked_fill((segments != CHOSEN) & (segments != REJECTED), -100)
-        out = model(**inputs, labels=labels, fused_lm_head=True)
-        return PackedLogps(out.log_probs, out.is_top1, segments[:, 1:])
+    labels = ids.masked_fill((segments != CHOSEN) & (segments != REJECTED), -100)
+    if (fused := fused_lm_head_logps(model, inputs, labels)) is not None:
+        return PackedLogps(*fused, segments[:, 1:])
     first = int((segments == LAST).int().argmax(dim=1).min())  # the leftmost position that predicts an answer
     logits = model(**inputs, logits_to_keep=width - first).logits[:, :-1].float()
     targets = ids[:, first + 1 :]
@@ -154,7 +152,7 @@ def packed_logps(model: Any, batch: dict[str, torch.Tensor], attn_implementation
     return PackedLogps(token_logps, logits.argmax(-1) == targets, segments[:, first + 1 :])
 
 
-class PackedDPOTrainer(DPOTrainer):
+class PackedDPOTrainer(DPOTrainerHooks):
     """TRL's `DPOTrainer` with packed pairs and cached reference log-probs (module docstring); same loss.
 
     `reference_cache`: where the reference log-probs persist (None: computed, not kept);
@@ -184,7 +182,7 @@ class PackedDPOTrainer(DPOTrainer):
         )
         return chosen, rejected
 
-    def _precompute_ref_logps(self, dataset: Any, name: str, batch_size: int) -> Any:
+    def reference_logps(self, dataset: Any, batch_size: int) -> Any:
         """Reference log-probs of every pair as two dataset columns: from the cache, the rest computed by the
         untrained policy (adapter disabled) with no grad, longest rows first, split over the processes."""
         from accelerate.utils import gather_object
@@ -196,9 +194,7 @@ class PackedDPOTrainer(DPOTrainer):
         todo = [i for i, pair in enumerate(keys) if not all(k in known for k in pair)]
         todo.sort(key=lambda i: -sum(map(len, _answers(examples[i], None))) - len(examples[i]["prompt_ids"]))
         mine = todo[self.accelerator.process_index :: self.accelerator.num_processes]
-        model = self.ref_model or self.model  # TRL loads a reference model under FSDP only
-        if self.ref_model is None and self.is_deepspeed_enabled:  # gathers ZeRO-3 shards for the forward
-            model = self._precompute_engine = self._precompute_engine or prepare_deepspeed(self.model, self.accelerator)
+        model = self.reference_forward_model()
         policy = self.accelerator.unwrap_model(model)
         no_adapter = policy.disable_adapter() if isinstance(policy, PeftModel) else contextlib.nullcontext()
         found: dict[str, float] = {}
@@ -247,7 +243,7 @@ class PackedDPOTrainer(DPOTrainer):
             "logps/chosen": gather(chosen_logps.detach()).mean(),
             "logps/rejected": gather(rejected_logps.detach()).mean(),
         }.items():
-            self._metrics[mode][metric].append(value.item())
+            self.log_metric(mode, metric, value.item())
         return (loss, scored) if return_outputs else loss
 
 
