@@ -131,6 +131,25 @@ def test_sft_trains_on_the_completion_only(tiny_model_dir, tokenizer, tmp_path, 
     assert changed and all("proj" in n for n in changed)  # merged LoRA on the linear layers
 
 
+def test_train_command_trains_with_the_configs_method(tiny_model_dir, tmp_path):
+    """`polyrise train` with a question-alignment config runs SFT on question pairs (not DPO on preference pairs)."""
+    from typer.testing import CliRunner
+
+    from polyrise.cli import app
+    from polyrise.io import write_jsonl
+
+    data = tmp_path / "question_pairs.jsonl"
+    write_jsonl(data, _question_pairs())
+    config = tmp_path / "align.yaml"
+    training = {"batch_size": 2, "max_length": 64, "learning_rate": 1e-3}
+    align = {"method": "question-alignment", "languages": ["zh"], "alignment": {"train": ["zh"]}, "training": training}
+    config.write_text(yaml.safe_dump(align))
+    args = ["train", str(data), "--model", str(tiny_model_dir), "--config", str(config), "-o", str(tmp_path / "m1")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "mean_token_accuracy" in result.output and (tmp_path / "m1" / "config.json").is_file()
+
+
 def test_sft_refuses_empty_data(tiny_model_dir, tmp_path):
     with pytest.raises(PolyriseError, match="no question pairs"):
         train_sft(resolve_model(str(tiny_model_dir)), [], tmp_path / "m", SFTSettings())

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+import yaml
 
 from polyrise.langid import LangIdSettings
 from polyrise.methods.language_imbalance import DROP_REASONS, FilterSettings, build_pairs, is_degenerate
@@ -126,3 +129,14 @@ def test_cli_pairs_writes_the_dropped_pairs_beside_the_kept(tmp_path):
         None,
         ES_NATIVE,
     )
+    # with a run config, its filters decide: a length ratio no pair meets drops the English pair too
+    config = tmp_path / "run.yaml"
+    strict = {"min_length_ratio": 50, "max_length_ratio": 60}
+    config.write_text(yaml.safe_dump({"languages": ["es"], "filters": strict}))
+    out = tmp_path / "strict.jsonl"
+    result = CliRunner().invoke(app, ["pairs", *args, "--config", str(config), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert read_jsonl(out, PreferencePair) == []
+    reasons = {d.reason for d in read_jsonl(tmp_path / "strict_dropped.jsonl", DroppedPair)}
+    assert reasons == {"translation_failure", "length_ratio"}
+    assert json.loads((tmp_path / "strict_stats.json").read_text())["es"]["english"]["dropped"]["length_ratio"] == 1

@@ -374,29 +374,38 @@ def pairs(
     prompts: Annotated[Path, typer.Option(help="prompts JSONL (all languages)")],
     responses: Annotated[Path, typer.Option(help="responses JSONL")],
     translations: Annotated[Path, typer.Option(help="cross-translations JSONL")],
-    languages: Annotated[str, typer.Option(help="comma-separated target languages")],
-    source_lang: str = "en",
+    languages: Annotated[
+        str | None, typer.Option(help="comma-separated target languages (default: the config's languages)")
+    ] = None,
+    source_lang: Annotated[str | None, typer.Option(help="default: the config's source_lang, or en")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="a run config: its filters, langid settings, translation-task ids and seed are used"),
+    ] = None,
     out: Out = Path("pairs.jsonl"),
 ) -> None:
-    """Build preference pairs in both directions; stats go to <out>_stats.json, dropped pairs to <out>_dropped.jsonl."""
-    from polyrise.io import read_jsonl, write_json, write_jsonl
-    from polyrise.methods.language_imbalance import FilterSettings, build_pairs
-    from polyrise.records import Prompt, Response, Translation
-
-    out = _writable(out)
-    prompt_map = {(p.id, p.lang): p.instruction for p in read_jsonl(prompts, Prompt)}
-    rows, stats, dropped = build_pairs(
-        prompt_map,
-        read_jsonl(responses, Response),
-        read_jsonl(translations, Translation),
-        source_lang,
-        _langs(languages),
-        FilterSettings(),
+    """Build preference pairs in both directions, as a language-imbalance run's pairs stage does (with `--config`,
+    that run's filters and language judgements); stats go to <out>_stats.json, dropped pairs to <out>_dropped.jsonl,
+    the reward's labels against gold answers to <out>_reward.jsonl."""
+    from polyrise.config import RunConfig, load_config
+    from polyrise.methods.language_imbalance import (
+        FilterSettings,
+        LanguageImbalance,
+        read_translation_task_ids,
+        write_pairs,
     )
-    write_json(out.with_name(out.stem + "_stats.json"), stats)
-    write_jsonl(out.with_name(out.stem + "_dropped.jsonl"), dropped)
-    write_jsonl(out, rows)
-    console.print(f"wrote {len(rows)} pairs to {out}")
+
+    cfg = load_config(config) if config else RunConfig()
+    if cfg.method != LanguageImbalance.name:
+        raise PolyriseError(f"{config}: polyrise pairs builds language-imbalance pairs, not {cfg.method}'s")
+    overrides = {"languages": _langs(languages) if languages else None, "source_lang": source_lang}
+    cfg = RunConfig.model_validate(cfg.model_dump() | {k: v for k, v in overrides.items() if v is not None})
+    out = _writable(out)
+    filters = cfg.section("filters", FilterSettings)
+    task_ids = read_translation_task_ids(filters.translation_task_ids) if filters.translation_task_ids else frozenset()
+    side = [out.with_name(f"{out.stem}_{part}") for part in ("dropped.jsonl", "stats.json", "reward.jsonl")]
+    counts = write_pairs(cfg, filters, task_ids, inputs=(prompts, responses, translations, None), outputs=(out, *side))
+    console.print(f"wrote {counts['pairs']} pairs to {out}")
 
 
 @app.command()
@@ -430,14 +439,15 @@ def train(
     ] = None,
     launched: Annotated[bool, typer.Option("--launched", hidden=True, help="internal: an accelerate worker")] = False,
 ) -> None:
-    """Train M(t+1) from pairs with DPO + NLL (reference = the given model), on several GPUs with --num-processes.
+    """Train M(t+1) from an iteration's training data with the config's method (DPO + NLL against the given model;
+    SFT for question alignment), on several GPUs with --num-processes.
 
     The same code path as a run's training stage: the model and training settings are validated by the config's
     own models, so `--dtype bf16` fails as `training.dtype` would in a config."""
     from polyrise.config import RunConfig, load_config
     from polyrise.io import read_jsonl
+    from polyrise.methods import load_method
     from polyrise.models import resolve_model
-    from polyrise.records import PreferencePair
     from polyrise.training.launch import launch_command, run_launched, should_launch
 
     cfg = load_config(config) if config else RunConfig()
@@ -448,7 +458,8 @@ def train(
     model_settings, training = settings
     run_seed = cfg.seed if seed is None else seed
     base = resolve_model(model_settings.spec)  # before the workers start: they must not all convert the model at once
-    pairs = read_jsonl(pairs_file, PreferencePair)
+    method = load_method(cfg.method)
+    pairs = read_jsonl(pairs_file, method.record)
     # a machine rank without a multi-machine accelerate config is launch_command's error, not a silent local run
     relaunch = machine_rank is not None or should_launch(training.num_processes, training.accelerate_config)
     if relaunch and not launched:
@@ -463,18 +474,15 @@ def train(
         worker += ["--accelerate-config", str(training.accelerate_config)] if training.accelerate_config else []
         run_launched(launch_command(training.num_processes, training.accelerate_config, machine_rank) + worker)
         return
-    from polyrise.training.dpo import train_dpo
-
-    metrics = train_dpo(
+    metrics = method.train(
         base,
         pairs,
         out,
         training,
+        model_settings,
         seed=run_seed,
-        dtype=model_settings.dtype,
-        chat_template=model_settings.chat_template,
-        trust_remote_code=model_settings.trust_remote_code,
-        reference_cache=cache or out.parent / "generations.sqlite",
+        cache=cache or out.parent / "generations.sqlite",
+        report={},
     )
     if launched:
         from accelerate import PartialState
