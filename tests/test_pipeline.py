@@ -244,7 +244,7 @@ def test_a_failing_stage_process_reports_its_own_message(tmp_path, tiny_model_di
     assert config.stage_processes
     runner = Runner(config)
     generate = runner.find_stage("iter_0/generate")  # no prompts.jsonl yet: the stage's child fails reading it
-    with pytest.raises(PolyriseError, match=r"stage iter_0/generate failed: .*prompts\.jsonl"):
+    with runner, pytest.raises(PolyriseError, match=r"stage iter_0/generate failed: .*prompts\.jsonl"):
         runner.run_stage(generate)
     assert not any(p.exists() for p in generate.outputs) and runner.manifest.stages == {}
 

@@ -117,7 +117,7 @@ def test_the_run_lock_is_held_across_processes_and_dies_with_its_holder(tmp_path
             sys.executable,
             "-c",
             "import sys, time; from polyrise.config import load_config; from polyrise.runner import Runner; "
-            "r = Runner(load_config(sys.argv[1])); print('locked', flush=True); time.sleep(600)",
+            "r = Runner(load_config(sys.argv[1])).__enter__(); print('locked', flush=True); time.sleep(600)",
             str(path),
         ],
         stdout=subprocess.PIPE,
@@ -126,16 +126,17 @@ def test_the_run_lock_is_held_across_processes_and_dies_with_its_holder(tmp_path
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         with pytest.raises(PolyriseError, match=rf"is in use by PID {holder.pid} \(another polyrise run\)"):
-            Runner(load_config(path), Console(file=io.StringIO()))
+            Runner(load_config(path), Console(file=io.StringIO())).__enter__()
         holder.kill()  # kill -9: the kernel drops the lock
         holder.wait()
     finally:
         holder.kill()
     runner = Runner(load_config(path), Console(file=io.StringIO()))
     # a stage process (child) rebuilds the run while its parent holds the lock: it must not try to take it
-    Runner(load_config(runner.run_dir / "config.yaml"), Console(file=io.StringIO()), child=True)
-    runner.close()
-    Runner(load_config(path), Console(file=io.StringIO())).close()  # released by close()
+    with runner, Runner(load_config(path), Console(file=io.StringIO()), child=True):
+        assert (runner.run_dir / "config.yaml").is_file()
+    with Runner(load_config(path), Console(file=io.StringIO())):  # released when the first run's block ended
+        pass
 
 
 # -- 2. a run that cannot start writes nothing ---------------------------------------------------------------------

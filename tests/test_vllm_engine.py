@@ -111,7 +111,8 @@ def test_run_stage_with_vllm_in_its_own_process(embedded_dir, tmp_path):
     ]
     prompts_file.parent.mkdir(parents=True)
     write_jsonl(prompts_file, prompts)
-    runner.run_stage(generate)
+    with runner:
+        runner.run_stage(generate)
     assert runner._engine_key is None  # the parent only orchestrated: the engine lived in the stage process
     served = read_jsonl(responses_file, Response)
     hf = Generator(open_engine(EngineSettings(model=str(embedded_dir))), GenerationCache(tmp_path / "hf.sqlite"))
