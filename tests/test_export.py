@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from polyrise.cli import app
 from polyrise.errors import PolyriseError
-from polyrise.export import export_pairs
+from polyrise.exporting import export_pairs
 from polyrise.io import write_jsonl
 from polyrise.records import PreferencePair, QuestionPair
 

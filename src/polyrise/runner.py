@@ -608,7 +608,7 @@ class Runner:
         }
         if self.tracker is not None and any(ran):  # an iteration up to date was tracked when it ran
             self.track(t, summary["stats"], scores)
-        from polyrise.report import scores_table
+        from polyrise.reporting import scores_table
 
         self.console.print(self.method.summary_table(summary))
         for key in scores.keys() - {"heldout"}:

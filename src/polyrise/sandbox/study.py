@@ -24,7 +24,7 @@ from polyrise.config import RunConfig, load_config
 from polyrise.console import make_console
 from polyrise.errors import PolyriseError
 from polyrise.io import atomic_open, write_json
-from polyrise.report import collect_scores, model_order
+from polyrise.reporting import collect_scores, model_order
 from polyrise.sandbox.build import SANDBOX_JSON, build_sandbox
 
 NO_FILTERS = {"min_length_ratio": 1e-9, "max_length_ratio": 1e9, "repeated_line_limit": 10**9}
