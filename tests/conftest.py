@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -63,3 +65,26 @@ def server() -> Iterator[FakeServer]:
     yield srv
     srv.shutdown()
     srv.server_close()
+
+
+@pytest.fixture
+def polyrise(capsys, monkeypatch) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """`polyrise ARGS` in this process, through `polyrise.cli.main` (the error boundary: `error:` lines, exit
+    codes), its stdout and stderr captured; `cwd` runs it in that directory."""
+    from polyrise.cli import main
+
+    def invoke(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        capsys.readouterr()  # what came before is not this command's
+        with monkeypatch.context() as patch:
+            patch.setattr(sys, "argv", ["polyrise", *args])
+            if cwd is not None:
+                patch.chdir(cwd)
+            try:
+                main()
+                code = 0
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else 1
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(["polyrise", *args], code, out, err)
+
+    return invoke

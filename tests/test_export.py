@@ -8,12 +8,11 @@ from pathlib import Path
 
 import datasets
 import pytest
-from test_cli import polyrise
 from typer.testing import CliRunner
 
 from polyrise.cli import app
 from polyrise.errors import PolyriseError
-from polyrise.export import export_pairs
+from polyrise.exporting import export_pairs
 from polyrise.io import write_jsonl
 from polyrise.records import PreferencePair, QuestionPair
 
@@ -133,7 +132,7 @@ def test_push_to_hub_gets_the_repo_the_private_flag_the_token_and_the_rows(tmp_p
     assert len(pushed) == 1 and not out.exists()
 
 
-def test_a_run_without_that_iterations_pairs_is_one_error_naming_the_file(tmp_path):
+def test_a_run_without_that_iterations_pairs_is_one_error_naming_the_file(tmp_path, polyrise):
     run_dir = _run_dir(tmp_path, iteration=0)
     result = polyrise("export", str(run_dir), "--iteration", "2", "--out", str(tmp_path / "out"))
     assert result.returncode == 1

@@ -199,7 +199,7 @@ def test_unusable_model_or_output_dir(tmp_path, tiny_model_dir, bad):
 
 
 def test_evaluation_stage_after_an_iteration_and_report(tmp_path, tiny_model_dir):
-    from polyrise.report import write_report
+    from polyrise.reporting import write_report
 
     data = tmp_path / "data"
     data.mkdir()

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -120,7 +118,7 @@ def test_loader_numbers_rows_without_ids_and_limits(tmp_path):
     assert [(r.id, r.lang, r.output) for r in rows] == [("1", "en", "a0"), ("2", "en", "a1"), ("7", "de", "b")]
 
 
-def test_cli_writes_scores_and_rows_and_names_a_bad_file(tiny_model_dir, tmp_path):
+def test_cli_writes_scores_and_rows_and_names_a_bad_file(tiny_model_dir, tmp_path, polyrise):
     refs = tmp_path / "refs"
     refs.mkdir()
     for lang in ("en", "de"):
@@ -128,8 +126,8 @@ def test_cli_writes_scores_and_rows_and_names_a_bad_file(tiny_model_dir, tmp_pat
         (refs / f"{lang}.json").write_text(json.dumps(rows))
     out = tmp_path / "eval"
     args = ["eval", "--task", "reflik", "--model", str(tiny_model_dir), "--langs", "en,de", "--out", str(out)]
-    cmd = [sys.executable, "-m", "polyrise.cli", *args, "--source", str(refs / "{lang}.json"), "--label", "M0"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    cmd = [*args, "--source", str(refs / "{lang}.json"), "--label", "M0"]
+    done = polyrise(*cmd)
     assert done.returncode == 0, done.stderr
     scores = json.loads((out / "scores.json").read_text())["reflik"]["M0"]
     assert set(scores) == {"en", "de"} and scores["en"]["n"] == 2 and scores["de"]["n"] == 1
@@ -138,7 +136,7 @@ def test_cli_writes_scores_and_rows_and_names_a_bad_file(tiny_model_dir, tmp_pat
     assert "nll M0" in done.stdout
 
     (refs / "de.json").write_text(json.dumps([{"instruction": "f"}]))
-    bad = subprocess.run([*cmd[:-1], "M1"], capture_output=True, text=True, timeout=300)
+    bad = polyrise(*cmd[:-1], "M1")
     assert bad.returncode == 1
     assert "de.json: item 0: output: Field required" in bad.stderr and "Traceback" not in bad.stderr
     assert not (out / "reflik_M1.jsonl").exists()

@@ -19,7 +19,7 @@ from polyrise.evaluation.reflik import ReferenceNLL
 from polyrise.evaluation.translation import TranslationRow
 from polyrise.io import read_jsonl, write_jsonl
 from polyrise.records import Response
-from polyrise.report import DISTINGUISHABLE, collect_scores, write_report
+from polyrise.reporting import DISTINGUISHABLE, collect_scores, write_report
 from polyrise.stats import bootstrap_interval
 
 
@@ -268,10 +268,10 @@ def test_html_embeds_every_pair_and_evaluation_row_escaped(tmp_path):
 
 
 def test_html_caps_rows_per_group_and_clips_long_texts(tmp_path, monkeypatch):
-    import polyrise.report.samples
+    import polyrise.reporting.samples
 
-    monkeypatch.setattr(polyrise.report.samples, "MAX_ROWS", 1)
-    monkeypatch.setattr(polyrise.report.samples, "MAX_CHARS", 10)
+    monkeypatch.setattr(polyrise.reporting.samples, "MAX_ROWS", 1)
+    monkeypatch.setattr(polyrise.reporting.samples, "MAX_CHARS", 10)
     run = sample_run(tmp_path)
     extra = MathPrediction(id="2", lang="es", output="Son 4.", gold="4")
     write_jsonl(

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from report_runs import NASTY, sample_run
 
-from polyrise.report import write_report
+from polyrise.reporting import write_report
 
 CHROMIUM = shutil.which("chromium")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not on PATH (install.sh installs it with apt)")

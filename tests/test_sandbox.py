@@ -329,7 +329,7 @@ def test_three_rewarding_iterations_keep_the_measured_direction(seed0_sandbox, t
     from rich.console import Console
 
     from polyrise.config import load_config
-    from polyrise.report import collect_scores
+    from polyrise.reporting import collect_scores
     from polyrise.runner import run_pipeline
     from polyrise.sandbox.study import study_config
 

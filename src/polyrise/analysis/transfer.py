@@ -19,7 +19,7 @@ from polyrise.analysis.writing import pyplot, save_figure, write_markdown
 from polyrise.errors import PolyriseError
 from polyrise.evaluation import HEADLINE_METRICS, LOWER_IS_BETTER
 from polyrise.io import write_json
-from polyrise.report import Scores, collect_scores, trained_languages
+from polyrise.reporting import Scores, collect_scores, trained_languages
 
 TransferRows = dict[str, dict[str, Any]]
 """language or direction → {"group", "base", "tuned", "gain", "transfer", "trained"}."""

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 
 from polyrise.errors import PolyriseError
 from polyrise.evaluation.base import Metric, TaskView
-from polyrise.io import load_rows, write_json, write_jsonl
+from polyrise.io import load_rows, write_jsonl
 from polyrise.langid import LangIdSettings, Verdict, judge, measurable, word_level
 from polyrise.languages import LANGUAGES
 from polyrise.records import Response
@@ -129,7 +129,7 @@ def score_outputs(
     path: Path, settings: LangIdSettings, out_dir: Path | None = None, seed: int = 0
 ) -> dict[str, dict[str, Any]]:
     """Re-score saved outputs (`polyrise score langid`): the confusion rates per language; with `out_dir`, also
-    `langid_rows.jsonl` (each answer's verdict and its lines) and `scores.json` ({"langid": {file stem: rates}})."""
+    `langid_rows.jsonl` (each answer's verdict and its lines; `api.score` merges the rates into `scores.json`)."""
     rows = read_outputs(path, SavedOutput)
     responses = [Response(id=row.id, lang=row.lang, prompt="", output=row.output) for row in rows]
     judged = judge_responses(responses, settings)
@@ -137,7 +137,6 @@ def score_outputs(
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         write_jsonl(out_dir / "langid_rows.jsonl", (_verdict_row(r, v) for r, v in judged))
-        write_json(out_dir / "scores.json", {"langid": {path.stem: scores}})
     return scores
 
 

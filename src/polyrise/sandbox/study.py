@@ -26,7 +26,7 @@ from polyrise.context import RunSettings
 from polyrise.errors import PolyriseError
 from polyrise.io import atomic_open, write_json
 from polyrise.methods import load_method
-from polyrise.report import collect_scores, model_order
+from polyrise.reporting import collect_scores, model_order
 from polyrise.sandbox.build import SANDBOX_JSON, build_sandbox
 from polyrise.versions import format_versions
 

@@ -11,7 +11,7 @@ from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 from polyrise.evaluation import HEADLINE_METRICS
-from polyrise.report.collect import model_order
+from polyrise.reporting.collect import model_order
 from polyrise.stats import Change, RowSamples, ci_keys, paired_change
 
 if TYPE_CHECKING:

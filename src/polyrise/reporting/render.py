@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from polyrise.report.tables import Table
+from polyrise.reporting.tables import Table
 
 
 @dataclass(frozen=True)

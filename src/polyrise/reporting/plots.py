@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from polyrise.report.tables import MetricTables
+from polyrise.reporting.tables import MetricTables
 
 
 def _plain(text: str) -> str:

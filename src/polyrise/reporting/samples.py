@@ -14,7 +14,7 @@ from polyrise.io import read_jsonl
 from polyrise.langid import LangIdSettings, judge
 from polyrise.methods import MethodViews
 from polyrise.records import DroppedPair
-from polyrise.report.collect import Scores, eval_dirs, iteration, model_order
+from polyrise.reporting.collect import Scores, eval_dirs, iteration, model_order
 
 MAX_ROWS = 200
 """Rows embedded in report.html per group (pairs: an iteration and pair row; evaluation rows: a file, i.e. an

@@ -13,7 +13,7 @@ from pathlib import Path
 from polyrise.errors import PolyriseError, missing_extra
 from polyrise.evaluation import HEADLINE_METRICS, METRICS
 from polyrise.io import atomic_open
-from polyrise.report.collect import (
+from polyrise.reporting.collect import (
     Scores,
     collect_scores,
     item_samples_of,
@@ -22,10 +22,10 @@ from polyrise.report.collect import (
     run_langid,
     trained_languages,
 )
-from polyrise.report.plots import plot_metric
-from polyrise.report.render import Block, Image, Paragraph, html_page, markdown
-from polyrise.report.samples import samples_data
-from polyrise.report.tables import DISTINGUISHABLE, metric_tables, scores_table
+from polyrise.reporting.plots import plot_metric
+from polyrise.reporting.render import Block, Image, Paragraph, html_page, markdown
+from polyrise.reporting.samples import samples_data
+from polyrise.reporting.tables import DISTINGUISHABLE, metric_tables, scores_table
 
 __all__ = [
     "DISTINGUISHABLE",
