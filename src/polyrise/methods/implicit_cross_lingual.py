@@ -225,7 +225,7 @@ class ImplicitCrossLingual:
                 outputs=[f["samples"]],
                 inputs=[f["prompts"]],
                 models=[run.model_spec(t)],
-                settings=[cfg.model.model_dump(), icr.samples, icr.sampling.model_dump()],
+                settings=[cfg.model.model_dump(), icr.samples, icr.sampling.model_dump(), *cfg.generation.prompting()],
             ),
             Stage(
                 f"iter_{t}/score",
@@ -233,7 +233,7 @@ class ImplicitCrossLingual:
                 outputs=[f["sample_scores"]],
                 inputs=[f["prompts"], f["samples"]],
                 models=[run.model_spec(t), self.reference_spec(t)],
-                settings=[cfg.model.model_dump(), icr.variant],
+                settings=[cfg.model.model_dump(), icr.variant, *cfg.generation.prompting()],
             ),
             Stage(
                 f"iter_{t}/pairs",
@@ -292,7 +292,7 @@ class ImplicitCrossLingual:
                 return s.prompt
             return answer_in_prompt(english[s.id], s.lang)
 
-        contexts = [policy.engine.render(ChatRequest.user(instruction(s))) for s in samples]
+        contexts = [policy.render(ChatRequest.user(instruction(s))) for s in samples]
         requests = [(c, y) for c, s in zip(contexts, samples, strict=True) for y in s.outputs]
         logps = {"policy": [x.logprob for x in policy.loglikelihood(requests, desc="scoring (policy)")]}
         reference = self.run.generator(self.reference_spec(t))
@@ -362,4 +362,3 @@ class ImplicitCrossLingual:
             cells = [f"{s['kept']}/{s['candidates']}", dropped, f"{s['alpha']:.3f}", margin, lengths, rate]
             table.add_row(lang, *cells)
         return table
-
