@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from polyrise.errors import PolyriseError
-from polyrise.generation import ChatRequest, Generator, answer_prompts
+from polyrise.generation import ChatRequest, Generator, answer_prompts, render_chat
 from polyrise.generation.cache import GenerationCache
 from polyrise.generation.hf import _TORCH_THREADS, HFEngine, ThreadPolicy, encode_pair, truncate_at_stop
 from polyrise.models import resolve_model
@@ -276,3 +276,40 @@ def test_thread_policy_measures_a_real_busy_process(thread_policy):
         hog.kill()
         hog.wait()
     assert 1 <= threads < thread_policy.cores or thread_policy.cores == 1
+
+
+def _bos_tokenizer():
+    """A tokenizer that adds a BOS by default and a chat template that writes one too (as Llama-3-Instruct's)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["<s>", "</s>", "<unk>", "<|user|>", "<|assistant|>", "hello", "there", "blue", "sky", "is", "the"]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        additional_special_tokens=["<|user|>", "<|assistant|>"],
+        chat_template=(
+            "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
+            "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+        ),
+    )
+
+
+def test_scored_context_is_the_generation_context_with_one_bos():
+    """A chat template that writes the BOS and a tokenizer that adds one: the scored context's ids are the ids the
+    engines generate from (one BOS), and a plain-text context still gets the tokenizer's BOS, once."""
+    tokenizer = _bos_tokenizer()
+    bos = tokenizer.bos_token_id
+    rendered = render_chat(tokenizer, ChatRequest.user("hello there"))
+    generated_from = tokenizer(rendered, add_special_tokens=False)["input_ids"]  # HFEngine/VLLMEngine.complete
+    assert generated_from[:1] == [bos] and generated_from.count(bos) == 1
+    ids, n_context = encode_pair(tokenizer, rendered, "the sky is blue")
+    assert ids[:n_context] == generated_from
+    assert ids[n_context:] == tokenizer("the sky is blue", add_special_tokens=False)["input_ids"]
+    ids, n_context = encode_pair(tokenizer, "the sky is", " blue")
+    assert ids[:n_context] == [bos, *tokenizer("the sky is", add_special_tokens=False)["input_ids"]]

@@ -173,11 +173,17 @@ def test_one_iteration_end_to_end(tmp_path, tiny_model_dir, reference_dir):
         stage_processes=False,
     )
     runner = Runner(load_config(path), Console(file=io.StringIO()))
-    assert runner.method.reference_spec(0) == str(reference_dir)
+    # by default (the released code's) the configured reference in every iteration
+    assert [runner.method.reference_spec(t) for t in range(3)] == [str(reference_dir)] * 3
+    (tmp_path / "previous").mkdir()
+    other = icr | {"reference_after_first": "previous"}
+    other_path = _config(tmp_path / "previous", tiny_model_dir, method="implicit-cross-lingual", implicit_reward=other)
+    previous = Runner(load_config(other_path), Console(file=io.StringIO()))
+    assert previous.method.reference_spec(0) == str(reference_dir)
     # then the previous iteration's policy: M0 for iteration 1 (whose policy is M1), M1 for iteration 2
-    assert runner.method.reference_spec(1) == str(tiny_model_dir)
-    assert runner.model_spec(1) == str(runner.layout.model_dir(0))
-    assert runner.method.reference_spec(2) == str(runner.layout.model_dir(0))
+    assert previous.method.reference_spec(1) == str(tiny_model_dir)
+    assert previous.model_spec(1) == str(previous.layout.model_dir(0))
+    assert previous.method.reference_spec(2) == str(previous.layout.model_dir(0))
     runner.run()
     it = runner.layout.iter_dir(0)
     manifest = json.loads((runner.run_dir / "manifest.json").read_text())["stages"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from engines import ScriptedEngine
 
-from polyrise.generation import Generator
+from polyrise.generation import ChatRequest, Generator
 from polyrise.generation.cache import GenerationCache
 from polyrise.records import Prompt, Response
 from polyrise.self_translation import cross_translate, extract_translation, translate_prompts
@@ -74,3 +74,44 @@ def test_cross_translate_builds_both_directions(tmp_path):
         ("1", "en", "es", "An answer", "Respuesta"),
         ("1", "es", "en", "Una respuesta", "Answer"),
     }
+
+
+def test_lidr_reference_template_is_the_released_wording():
+    """`lidr-reference`: TRANS_INSTRUCTION of ZNLP/Language-Imbalance-Driven-Rewarding (utils/trans_prompts.py:1-5,
+    commit bd9764e) with LANGUAGES["fr"] = "French", as utils/translate.py:88 fills it."""
+    from polyrise.templates import translation_prompt
+
+    assert translation_prompt("Hello, world.", "en", "fr", "lidr-reference") == (
+        "Please translate the following sentences into French. The input sentences are wrapped by <sentence> and "
+        "</sentence>:\n\n<sentence>\nHello, world.\n</sentence>\n\n"
+        "The translated result should be wrapped by <translated> and </translated>.\n"
+    )
+    assert translation_prompt("Hello, world.", "en", "fr") != translation_prompt(
+        "Hello, world.", "en", "fr", "lidr-reference"
+    )
+
+
+def test_system_prompt_and_template_reach_the_rendered_prompt(tmp_path):
+    """The generator's system prompt opens every chat it answers, translates and scores (so the cache key changes
+    with it); the translation template is the user turn."""
+    engine = ScriptedEngine({"translate": "<translated>\nBonjour</translated>"})
+    cache = GenerationCache(tmp_path / "c.sqlite")
+    system = "You are a helpful assistant."
+    generator = Generator(engine, cache, system_prompt=system)
+    out = translate_prompts(
+        generator,
+        [Prompt(id="1", lang="en", instruction="Hello")],
+        ["fr"],
+        SamplingSettings(),
+        template="lidr-reference",
+    )
+    assert [p.instruction for p in out[0]] == ["Hello", "Bonjour"]
+    (request,) = engine.seen
+    assert request.messages[0] == {"role": "system", "content": system}
+    assert request.messages[1]["content"].startswith("Please translate the following sentences into French.")
+    assert generator.render(ChatRequest.user("Hi")).startswith(f"<system>{system}\n<user>Hi")
+    plain = Generator(engine, cache)  # the same cache: without the system prompt it is another prompt
+    translate_prompts(
+        plain, [Prompt(id="1", lang="en", instruction="Hello")], ["fr"], SamplingSettings(), template="lidr-reference"
+    )
+    assert len(engine.seen) == 2 and engine.seen[1].messages[0]["role"] == "user"

@@ -265,20 +265,26 @@ class Runner:
         self._lock.release()
 
     # -- engines -----------------------------------------------------------------------------
-    def _load(self, key: str, label: str, build: Callable[[], Engine]) -> Generator:
+    def _load(self, key: str, label: str, build: Callable[[], Engine], system_prompt: str | None = None) -> Generator:
         """The generator of the one engine held at a time, (re)built when another is asked for."""
         if self._engine_key != key:
             self.release_engine()
             with self.console.status(f"loading {label}"):
-                self._generator, self._engine_key = Generator(build(), self.cache), key
+                generator = Generator(build(), self.cache, system_prompt=system_prompt)
+                self._generator, self._engine_key = generator, key
         assert self._generator is not None
         return self._generator
 
     def generator(self, spec: str) -> Generator:
-        """The policy at `spec` (M0 or an iterate) on the policy's engine."""
-        policy = self.config.generation.policy
+        """The policy at `spec` (M0 or an iterate) on the policy's engine, with `generation.system_prompt`."""
+        generation = self.config.generation
         model = self.config.model.model_copy(update={"spec": spec})
-        return self._load(f"policy {spec}", f"{spec} ({policy.engine})", lambda: open_engine(policy, model))
+        return self._load(
+            f"policy {spec}",
+            f"{spec} ({generation.policy.engine})",
+            lambda: open_engine(generation.policy, model),
+            generation.system_prompt,
+        )
 
     def translator(self, spec: str) -> Generator:
         """The translator: the policy at `spec` unless `generation.translator` names a fixed one."""
@@ -457,7 +463,12 @@ class Runner:
                     lambda: self._answer_heldout(k),
                     outputs=[self.layout.heldout_file(k)],
                     models=[self.model_spec(k)],
-                    settings=[cfg.model.model_dump(), heldout, self.heldout_params.model_dump()],
+                    settings=[
+                        cfg.model.model_dump(),
+                        heldout,
+                        self.heldout_params.model_dump(),
+                        *cfg.generation.prompting(),
+                    ],
                 )
             )
         if cfg.evaluation:
@@ -476,6 +487,7 @@ class Runner:
                         [task.model_dump() for task in cfg.evaluation],
                         cfg.seed,
                         cfg.langid.model_dump(),
+                        *cfg.generation.prompting(),
                     ],
                 )
             )

@@ -9,7 +9,7 @@ from typing import Literal
 
 from polyrise.generation import ChatRequest, Generator
 from polyrise.records import Prompt, Response, Translation
-from polyrise.settings import SamplingSettings
+from polyrise.settings import SamplingSettings, TranslationTemplate
 from polyrise.templates import TRANSLATION_PREFIX, translation_prompt
 
 _OPEN = re.compile(r"<translated>", re.IGNORECASE)
@@ -52,12 +52,18 @@ class TranslationJob:
 
 
 def translate(
-    generator: Generator, jobs: Sequence[TranslationJob], params: SamplingSettings, desc: str = "translating"
+    generator: Generator,
+    jobs: Sequence[TranslationJob],
+    params: SamplingSettings,
+    desc: str = "translating",
+    template: TranslationTemplate = "polyrise",
 ) -> list[Translation]:
-    """Self-translate every job with the generator's model; `output` is None where extraction failed."""
+    """Self-translate every job with the generator's model, asked with `template`'s instruction; `output` is None
+    where extraction failed."""
     params = params.model_copy(update={"stop": sorted({*params.stop, _CLOSE})})
     requests = [
-        ChatRequest.user(translation_prompt(j.text, j.src_lang, j.lang), prefix=TRANSLATION_PREFIX) for j in jobs
+        ChatRequest.user(translation_prompt(j.text, j.src_lang, j.lang, template), prefix=TRANSLATION_PREFIX)
+        for j in jobs
     ]
     raws = generator.generate(requests, params, desc=desc)
     return [
@@ -75,11 +81,15 @@ def translate(
 
 
 def translate_prompts(
-    generator: Generator, prompts: Sequence[Prompt], languages: Sequence[str], params: SamplingSettings
+    generator: Generator,
+    prompts: Sequence[Prompt],
+    languages: Sequence[str],
+    params: SamplingSettings,
+    template: TranslationTemplate = "polyrise",
 ) -> tuple[list[Prompt], list[Translation]]:
     """Self-translate source prompts into every language; returns source + translated prompts, and all attempts."""
     jobs = [TranslationJob(p.id, "prompt", p.lang, lang, p.instruction) for lang in languages for p in prompts]
-    translations = translate(generator, jobs, params, desc="translating prompts")
+    translations = translate(generator, jobs, params, desc="translating prompts", template=template)
     translated = [Prompt(id=t.id, lang=t.lang, instruction=t.output) for t in translations if t.output is not None]
     return [*prompts, *translated], translations
 
@@ -90,6 +100,7 @@ def cross_translate(
     source_lang: str,
     languages: Sequence[str],
     params: SamplingSettings,
+    template: TranslationTemplate = "polyrise",
 ) -> list[Translation]:
     """Translate English answers into each language and each language's answers into English."""
     by_key = {(r.id, r.lang): r for r in responses}
@@ -102,4 +113,4 @@ def cross_translate(
             continue
         jobs.append(TranslationJob(pid, "response", source_lang, lang, source.output))
         jobs.append(TranslationJob(pid, "response", lang, source_lang, r.output))
-    return translate(generator, jobs, params, desc="cross-translating answers")
+    return translate(generator, jobs, params, desc="cross-translating answers", template=template)

@@ -154,6 +154,11 @@ class PromptSource(Section):
     limit: int | None = Field(default=None, ge=1)
 
 
+TranslationTemplate = Literal["polyrise", "lidr-reference"]
+"""The self-translation instruction (`templates.translation_prompt`): polyrise's own wording, or the released LIDR
+code's (utils/trans_prompts.py:1-5)."""
+
+
 class GenerationSettings(Section):
     policy: EngineSettings = Field(default_factory=EngineSettings)
     """The engine that answers with the model being trained (M0, then each iterate): `hf` or `vllm`."""
@@ -162,6 +167,17 @@ class GenerationSettings(Section):
     paper. A fixed translator (`hf`/`vllm` with `model`, or an `openai` endpoint) is an ablation."""
     answer: SamplingSettings = Field(default_factory=SamplingSettings)
     translate: SamplingSettings = Field(default_factory=lambda: SamplingSettings(max_new_tokens=256))
+    system_prompt: str | None = None
+    """A system turn before every chat the policy answers, translates and is scored on (part of the rendered prompt,
+    so of the cache key); null: none (the chat template's own default, if it has one)."""
+    translation_template: TranslationTemplate = "polyrise"
+    """The self-translation instruction every translator is asked with."""
+
+    def prompting(self) -> list[dict[str, str | None]]:
+        """The settings above as a stage's settings entry: none at their defaults, so a run dir made before they
+        existed keeps its stages."""
+        chosen = {"system_prompt": self.system_prompt, "translation_template": self.translation_template}
+        return [chosen] if chosen != {"system_prompt": None, "translation_template": "polyrise"} else []
 
     @model_validator(mode="after")
     def _roles(self) -> GenerationSettings:

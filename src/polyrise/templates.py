@@ -5,14 +5,25 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from polyrise.languages import get_language
+from polyrise.settings import TranslationTemplate
 
 TRANSLATION_PREFIX = "<translated>\n"
 """The assistant turn is primed with this, so the model starts writing the translation at once."""
 
 
-def translation_prompt(text: str, src_lang: str, tgt_lang: str) -> str:
-    """The self-translation instruction of Language Imbalance Driven Rewarding (arXiv 2410.08964)."""
+def translation_prompt(text: str, src_lang: str, tgt_lang: str, template: TranslationTemplate = "polyrise") -> str:
+    """The self-translation instruction: polyrise's own wording (after LIDR's protocol: tagged input, the answer
+    primed with `TRANSLATION_PREFIX`), or with `lidr-reference` the released LIDR code's TRANS_INSTRUCTION
+    (ZNLP/Language-Imbalance-Driven-Rewarding utils/trans_prompts.py:1-5, commit bd9764e), which names no source
+    language."""
     src, tgt = get_language(src_lang).name, get_language(tgt_lang).name
+    if template == "lidr-reference":
+        return (
+            f"Please translate the following sentences into {tgt}. The input sentences are wrapped by <sentence> "
+            "and </sentence>:\n\n"
+            f"<sentence>\n{text}\n</sentence>\n\n"
+            "The translated result should be wrapped by <translated> and </translated>.\n"
+        )
     return (
         f"Translate the following {src} text into {tgt}. The text is wrapped in <sentence></sentence>. "
         f"Write only the {tgt} translation, wrapped in <translated></translated>.\n"

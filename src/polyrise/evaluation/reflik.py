@@ -43,7 +43,7 @@ def reference_nll(generator: Generator, references: Sequence[Response], max_answ
     for ref in references:
         if not ref.output.strip():
             raise PolyriseError(f"reference answer {ref.id!r} ({ref.lang}) is empty")
-    requests = [(generator.engine.render(ChatRequest.user(ref.prompt)), ref.output) for ref in references]
+    requests = [(generator.render(ChatRequest.user(ref.prompt)), ref.output) for ref in references]
     order = sorted(range(len(requests)), key=lambda i: -len(requests[i][0]) - len(requests[i][1]))
     scored = generator.loglikelihood([requests[i] for i in order], max_answer_tokens, desc="scoring reference answers")
     by_ref = dict(zip(order, scored, strict=True))

@@ -31,10 +31,17 @@ class Generator:
     engine: Engine
     cache: GenerationCache
     stats: dict[str, int] = field(default_factory=lambda: {"cached": 0, "generated": 0, "scored": 0})
+    system_prompt: str | None = None
+    """The system turn put before every chat without one (`generation.system_prompt` for the policy)."""
+
+    def render(self, request: ChatRequest) -> str:
+        """The text the model reads for `request`, system turn included: a scoring context, or a cache key's prompt."""
+        return self.engine.render(request.with_system(self.system_prompt))
 
     def generate(
         self, requests: Sequence[ChatRequest], params: SamplingSettings, desc: str = "generating"
     ) -> list[str]:
+        requests = [r.with_system(self.system_prompt) for r in requests]
         rendered = [self.engine.render(r) for r in requests]
         keys = [self.cache.key(self.engine.fingerprint, text, params) for text in rendered]
         found: dict[str, Any] = self.cache.get_many(keys)

@@ -22,6 +22,12 @@ class ChatRequest:
     def user(cls, content: str, prefix: str = "") -> ChatRequest:
         return cls(({"role": "user", "content": content},), prefix)
 
+    def with_system(self, content: str | None) -> ChatRequest:
+        """This chat after a system turn of `content`; unchanged without one or when it opens with its own."""
+        if content is None or (self.messages and self.messages[0]["role"] == "system"):
+            return self
+        return ChatRequest(({"role": "system", "content": content}, *self.messages), self.prefix)
+
 
 def render_chat(tokenizer: Any, request: ChatRequest) -> str:
     """The prompt text a local engine feeds its model: the chat template with the generation prompt, then the prefix."""

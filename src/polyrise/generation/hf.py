@@ -46,11 +46,13 @@ def encode_pair(tokenizer: Any, context: str, continuation: str) -> tuple[list[i
     newline stays (a chat prompt ends with one after the assistant header). The full string is tokenised once
     and the continuation is whatever follows the context's own token count, so a merge across the boundary is
     scored as part of the continuation. An empty context is replaced by a BOS (else EOS) token to condition on.
+    Special tokens are added as `encode_text` adds them: a context rendered by a chat template that writes the BOS
+    (Llama-3-Instruct's) is the same ids the engine generates from, with one BOS, not two.
     """
     stripped = context.rstrip(" \t")
     moved = context[len(stripped) :] + continuation
-    whole = _encode(tokenizer, stripped + moved)
-    n_context = len(_encode(tokenizer, stripped)) if stripped else 0
+    whole = encode_text(tokenizer, stripped + moved)
+    n_context = len(encode_text(tokenizer, stripped)) if stripped else 0
     if n_context == 0:
         prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
         if prefix is None:
@@ -60,9 +62,19 @@ def encode_pair(tokenizer: Any, context: str, continuation: str) -> tuple[list[i
     return whole, n_context
 
 
-def _encode(tokenizer: Any, text: str) -> list[int]:
-    """Token ids with the tokenizer's own special-token defaults (a BOS where the model expects one)."""
-    return list(tokenizer(text)["input_ids"])
+def encode_text(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of a text to score: its own tokens, after the tokenizer's BOS where the tokenizer adds one by default
+    and the text does not begin with it already.
+
+    A plain-text context (few-shot classification, multiple choice) gets the BOS the model expects; a chat rendering
+    whose template writes `{{ bos_token }}` keeps that one BOS, so its ids are the ids `complete` generates from
+    (`add_special_tokens=False`). Nothing else the tokenizer adds by default (an EOS after the text) is added.
+    """
+    ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    bos = tokenizer.bos_token_id
+    if bos is not None and ids[:1] != [bos] and tokenizer("")["input_ids"][:1] == [bos]:
+        ids.insert(0, bos)
+    return ids
 
 
 def _target_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

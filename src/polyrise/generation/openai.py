@@ -183,7 +183,12 @@ class OpenAIEngine:
     def loglikelihood(self, requests: Sequence[tuple[str, str]], max_tokens: int | None = None) -> list[LogLikelihood]:
         """Continuation log-probs from the completions endpoint's prompt log-probs (`echo` + `logprobs`, as vLLM's
         server offers): the tokens from the context's end on, split as `encode_pair` splits. A server that does not
-        return them is one error naming it; a chat context (from `render`) cannot be scored as text."""
+        return them is one error naming it; a chat context (from `render`) cannot be scored as text.
+
+        The server tokenises the text: vLLM's completions endpoint adds the tokenizer's special tokens (its request
+        field `add_special_tokens`, true by default; false on its chat endpoint), so a plain-text context gets one
+        BOS, as `encode_text` gives it locally. Only a context whose text itself begins with the model's BOS string
+        would get two, and polyrise does not know that string for a served model (docs/icr.md)."""
         if any(_is_rendered_chat(context) for context, _ in requests):
             raise PolyriseError(
                 f"{self.where}: the openai engine cannot score a continuation of a chat (the server's chat "

@@ -61,13 +61,16 @@ class SelfTranslatedPrompts:
                 [p.model_dump() for p in self.source],
                 run.config.languages,
                 run.config.generation.translate.model_dump(),
+                *run.config.generation.prompting(),
             ],
         )
 
     def _translate(self, t: int) -> dict[str, Any]:
         cfg, f = self.run.config, self.files(t)
         translator = self.run.translator(self.run.model_spec(t))
-        prompts, attempts = translate_prompts(translator, self.source, cfg.languages, cfg.generation.translate)
+        prompts, attempts = translate_prompts(
+            translator, self.source, cfg.languages, cfg.generation.translate, cfg.generation.translation_template
+        )
         write_jsonl(f["prompt_translations"], attempts)
         write_jsonl(f["prompts"], prompts)
         return {"prompts": len(prompts), "translation_failures": sum(a.output is None for a in attempts)}

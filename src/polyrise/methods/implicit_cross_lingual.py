@@ -8,9 +8,11 @@ over the answer's tokens). Per prompt and language L (the source language includ
   chosen-minus-rejected length closest to 0, per language), and the best and worst answers become a DPO pair.
 
 M(t+1) is trained from M(t) with DPO + NLL (its reference: M(t)); the implicit reward of iteration t > 0 is
-M(t)'s against M(t-1). Followed from ZNLP/Implicit-Cross-Lingual-Rewarding: the prefix text, k = 10, temperature
+M(t)'s against the configured reference (`reference_after_first: fixed`, the released code's default) or against
+M(t-1) (`previous`). Followed from ZNLP/Implicit-Cross-Lingual-Rewarding: the prefix text, k = 10, temperature
 0.9 / top-p 1.0, length in characters, alpha grid np.arange(0, 1, 0.001) with the first alpha kept on ties,
-np.argmax / np.argmin (first index on ties), the EOS token left out of the score.
+np.argmax / np.argmin (first index on ties). The score differs: every answer token, no EOS (the released code drops
+the first answer token and counts the EOS; docs/icr.md).
 """
 
 from __future__ import annotations
@@ -54,7 +56,11 @@ class ImplicitRewardSettings(Section):
     a DPO pair. Defaults follow the released code (ZNLP/Implicit-Cross-Lingual-Rewarding)."""
 
     reference: str
-    """The model the policy was tuned from: pi_ref of iteration 0 (then the previous iterate)."""
+    """The model the policy was tuned from: pi_ref of iteration 0 (and of every iteration with `fixed`)."""
+    reference_after_first: Literal["fixed", "previous"] = "fixed"
+    """pi_ref of iteration t > 0: `fixed` keeps `reference` (the released code: compute_score.sh:37 and
+    generate_preference_pair.py:222 default the reference to the original SFT model in every mode); `previous` takes
+    M(t-1), the released "with_t-1_reference_model" analysis checkpoint (README.md:67)."""
     samples: int = Field(default=10, ge=1)
     """k answers per prompt and language."""
     sampling: SamplingSettings = Field(default_factory=lambda: SamplingSettings(temperature=0.9, max_new_tokens=512))
@@ -199,8 +205,10 @@ class ImplicitCrossLingual:
         return [self.run.config.source_lang, *self.run.config.languages]
 
     def reference_spec(self, t: int) -> str:
-        """pi_ref of iteration t: the configured reference, then the previous iterate."""
-        return self.icr.reference if t == 0 else self.run.model_spec(t - 1)
+        """pi_ref of iteration t: the configured reference; after iteration 0 the previous iterate with
+        `reference_after_first: previous`."""
+        previous = t > 0 and self.icr.reference_after_first == "previous"
+        return self.run.model_spec(t - 1) if previous else self.icr.reference
 
     def files(self, t: int) -> dict[str, Path]:
         own = ("samples", "sample_scores", "pairs", "reward")
@@ -217,7 +225,7 @@ class ImplicitCrossLingual:
                 outputs=[f["samples"]],
                 inputs=[f["prompts"]],
                 models=[run.model_spec(t)],
-                settings=[cfg.model.model_dump(), icr.samples, icr.sampling.model_dump()],
+                settings=[cfg.model.model_dump(), icr.samples, icr.sampling.model_dump(), *cfg.generation.prompting()],
             ),
             Stage(
                 f"iter_{t}/score",
@@ -225,7 +233,7 @@ class ImplicitCrossLingual:
                 outputs=[f["sample_scores"]],
                 inputs=[f["prompts"], f["samples"]],
                 models=[run.model_spec(t), self.reference_spec(t)],
-                settings=[cfg.model.model_dump(), icr.variant],
+                settings=[cfg.model.model_dump(), icr.variant, *cfg.generation.prompting()],
             ),
             Stage(
                 f"iter_{t}/pairs",
@@ -284,7 +292,7 @@ class ImplicitCrossLingual:
                 return s.prompt
             return answer_in_prompt(english[s.id], s.lang)
 
-        contexts = [policy.engine.render(ChatRequest.user(instruction(s))) for s in samples]
+        contexts = [policy.render(ChatRequest.user(instruction(s))) for s in samples]
         requests = [(c, y) for c, s in zip(contexts, samples, strict=True) for y in s.outputs]
         logps = {"policy": [x.logprob for x in policy.loglikelihood(requests, desc="scoring (policy)")]}
         reference = self.run.generator(self.reference_spec(t))
@@ -354,4 +362,3 @@ class ImplicitCrossLingual:
             cells = [f"{s['kept']}/{s['candidates']}", dropped, f"{s['alpha']:.3f}", margin, lengths, rate]
             table.add_row(lang, *cells)
         return table
-

@@ -444,7 +444,7 @@ class LanguageImbalance:
                 outputs=[f["responses"]],
                 inputs=[f["prompts"]],
                 models=[run.model_spec(t)],
-                settings=[cfg.model.model_dump(), gen.answer.model_dump()],
+                settings=[cfg.model.model_dump(), gen.answer.model_dump(), *gen.prompting()],
             ),
             Stage(
                 f"iter_{t}/translate",
@@ -452,7 +452,7 @@ class LanguageImbalance:
                 outputs=[f["translations"]],
                 inputs=[f["responses"]],
                 models=run.translator_models(t),
-                settings=[run.translator_settings(), gen.translate.model_dump()],
+                settings=[run.translator_settings(), gen.translate.model_dump(), *gen.prompting()],
             ),
             Stage(
                 f"iter_{t}/pairs",
@@ -524,7 +524,10 @@ class LanguageImbalance:
         cfg, f = self.run.config, self.files(t)
         responses = read_jsonl(f["responses"], Response)
         translator = self.run.translator(self.run.model_spec(t))
-        translations = cross_translate(translator, responses, cfg.source_lang, cfg.languages, cfg.generation.translate)
+        gen = cfg.generation
+        translations = cross_translate(
+            translator, responses, cfg.source_lang, cfg.languages, gen.translate, gen.translation_template
+        )
         write_jsonl(f["translations"], translations)
         return {"translations": len(translations), "failures": sum(x.output is None for x in translations)}
 

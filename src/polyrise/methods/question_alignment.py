@@ -222,7 +222,11 @@ class QuestionAlignment:
                 inputs=source_files(questions, self._needed() if self._aligned_files else [cfg.source_lang]),
                 models=run.translator_models(t) if translated else [],
                 settings=[self.alignment.model_dump(), cfg.source_lang]
-                + ([run.translator_settings(), cfg.generation.translate.model_dump()] if translated else []),
+                + (
+                    [run.translator_settings(), cfg.generation.translate.model_dump(), *cfg.generation.prompting()]
+                    if translated
+                    else []
+                ),
                 loads_model=translated,
             ),
             run.train_stage(t),
@@ -239,7 +243,9 @@ class QuestionAlignment:
             english = self.questions
             others = [lang for lang in self._needed() if lang != cfg.source_lang]
             translator = run.translator(run.model_spec(t))
-            prompts, attempts = translate_prompts(translator, english, others, cfg.generation.translate)
+            prompts, attempts = translate_prompts(
+                translator, english, others, cfg.generation.translate, cfg.generation.translation_template
+            )
             write_jsonl(f["prompt_translations"], attempts)
             failed = {(a.id, a.lang) for a in attempts if a.output is None}
         pairs, stats = build_question_pairs(prompts, align.directions(cfg.source_lang), align.template, failed)
@@ -268,7 +274,6 @@ class QuestionAlignment:
         )
         pairs = PairFiles(cls.data_file, QuestionPair, ("completion",), lambda p: f"{p.lang}-{p.target}")
         return MethodViews(tuple(trained), note, pairs)
-
 
 
 def question_table(stats: dict[str, Any]) -> Table:
