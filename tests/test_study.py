@@ -60,7 +60,7 @@ def test_icr_variants_run_the_aligned_policy_against_the_sandbox_model(tmp_path)
     assert no_lc.model_dump() == {**plain, "length_control": False}
     native = study_config(base, box, 1, "icr-native-instruction", tmp_path, 3).implicit_reward
     assert native.model_dump() == {**plain, "variant": "multilingual"}
-    assert study_config(base, box, 1, "rewarding", tmp_path, 3).implicit_reward is None
+    assert getattr(study_config(base, box, 1, "rewarding", tmp_path, 3), "implicit_reward", None) is None
 
 
 def test_unknown_variant_fails_before_any_sandbox_is_built(tmp_path):
