@@ -14,12 +14,15 @@ import pytest
 
 import polyrise
 
-MODULES = sorted(m.name for m in pkgutil.walk_packages(polyrise.__path__, "polyrise."))
+MODULES = sorted(
+    m.name for m in pkgutil.walk_packages(polyrise.__path__, "polyrise.") if not m.name.endswith(".__main__")
+)
+"""Every module of the package (not `python -m` entry points, which run when imported)."""
 
 
 def _import_alone(name: str) -> str | None:
     result = subprocess.run([sys.executable, "-c", f"import {name}"], capture_output=True, text=True)
-    return f"{name}: {result.stderr.strip().splitlines()[-1]}" if result.returncode else None
+    return f"{name}: exit {result.returncode}: {result.stderr.strip()[-500:]}" if result.returncode else None
 
 
 def test_every_module_imports_alone_in_a_fresh_interpreter():

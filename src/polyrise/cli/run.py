@@ -43,30 +43,18 @@ def run(
     verbose: Verbose = False,
 ) -> None:
     """Run the loop of a YAML config's method (resumes where it stopped)."""
-    if dry_run:
-        _print_plan(
-            api.plan(
-                config,
-                iterations=iterations,
-                name=name,
-                output_dir=output_dir,
-                num_processes=num_processes,
-                accelerate_config=accelerate_config,
-            )
-        )
-        return
-    run_dir = _resumable(
-        lambda: api.run(
-            config,
-            iterations=iterations,
-            name=name,
-            output_dir=output_dir,
-            num_processes=num_processes,
-            accelerate_config=accelerate_config,
-            verbose=verbose,
-            console=console,
-        )
+    cfg = api.load_run_config(
+        config,
+        iterations=iterations,
+        name=name,
+        output_dir=output_dir,
+        num_processes=num_processes,
+        accelerate_config=accelerate_config,
     )
+    if dry_run:
+        _print_plan(api.plan(cfg))
+        return
+    run_dir = _resumable(lambda: api.run(cfg, verbose=verbose, console=console))
     console.print(f"run directory: {run_dir}")
 
 
