@@ -239,7 +239,7 @@ class QuestionAlignment:
             english = self.questions
             others = [lang for lang in self._needed() if lang != cfg.source_lang]
             translator = run.translator(run.model_spec(t))
-            prompts, attempts = translate_prompts(translator, english, others, cfg.generation.translate)
+            prompts, attempts, _ = translate_prompts(translator, english, others, cfg.generation.translate)
             write_jsonl(f["prompt_translations"], attempts)
             failed = {(a.id, a.lang) for a in attempts if a.output is None}
         pairs, stats = build_question_pairs(prompts, align.directions(cfg.source_lang), align.template, failed)
