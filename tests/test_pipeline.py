@@ -36,7 +36,8 @@ def _config(tmp_path: Path, model_dir: Path, **extra) -> Path:
         "output_dir": str(tmp_path / "runs"),
         "model": {"spec": str(model_dir)},
         "languages": ["es", "de"],
-        "prompts": {"source": str(prompts)},
+        # random-model translations are no language and any length: keep every prompt too
+        "prompts": {"source": str(prompts), "checks": {"enabled": False}},
         # sampled: greedy decoding of a random model repeats one (often blank) token
         "generation": {
             "policy": {"batch_size": 4},
@@ -281,7 +282,11 @@ def test_reward_is_measured_against_gold_answers_and_by_a_judge(tmp_path, tiny_m
         "".join(json.dumps({"id": f"g{i}", "instruction": q, "answer": a}) + "\n" for i, (q, a) in enumerate(problems))
     )
     judge = {"judge": {"engine": "hf", "model": str(tiny_model_dir), "max_new_tokens": 4}, "sample": 2}
-    config = load_config(_config(tmp_path, tiny_model_dir, prompts={"source": str(gold)}, reward_judge=judge))
+    config = load_config(
+        _config(
+            tmp_path, tiny_model_dir, prompts={"source": str(gold), "checks": {"enabled": False}}, reward_judge=judge
+        )
+    )
     run_pipeline(config)
     it = config.run_dir / "iter_0"
     pairs = read_jsonl(it / "pairs.jsonl", PreferencePair)
@@ -293,6 +298,9 @@ def test_reward_is_measured_against_gold_answers_and_by_a_judge(tmp_path, tiny_m
     for row in reward.values():
         shares = [row[k] for k in ("right_wrong", "both_right", "both_wrong", "wrong_right")]
         assert sum(shares) == pytest.approx(1.0) and row["informative"] <= row["n"]
+        assert {"gap_baseline", "chosen_from_accuracy", "both_wrong_ci_low"} <= row.keys()  # LIDR knows y_en, y_L
+    stats = json.loads((it / "pairs_stats.json").read_text())
+    assert stats["es"]["prompts"]["given"] == 0 and stats["es"]["prompts"]["self_translated"] <= 3
     judged = [json.loads(line) for line in (it / "reward_judge.jsonl").read_text().splitlines()]
     assert len(judged) == min(2, len(pairs))
     by_row = scores["reward_judge"]["M0"]

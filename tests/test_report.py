@@ -18,7 +18,7 @@ from polyrise.evaluation.math import MathPrediction
 from polyrise.evaluation.reflik import ReferenceNLL
 from polyrise.evaluation.translation import TranslationRow
 from polyrise.io import read_jsonl, write_jsonl
-from polyrise.records import Response
+from polyrise.records import DroppedPrompt, Response
 from polyrise.reporting import DISTINGUISHABLE, collect_scores, write_report
 from polyrise.stats import bootstrap_interval
 
@@ -300,6 +300,22 @@ def test_a_bad_sample_row_is_one_error_and_writes_nothing(tmp_path):
     with pytest.raises(PolyriseError, match=r"pairs_dropped\.jsonl:3"):
         write_report(run)
     assert not (run / "report.md").exists() and not (run / "report.html").exists()
+
+
+def test_html_shows_the_dropped_prompts_beside_the_pairs(tmp_path):
+    run = sample_run(tmp_path)
+    junk = DroppedPrompt(
+        id="g7", lang="de", source="Name two languages.", translation="<German:</German>", reason="protocol_tags"
+    )
+    failed = DroppedPrompt(id="g8", lang="es", source="Count to 3.", translation=None, reason="translation_failure")
+    write_jsonl(run / "iter_0" / "prompts_dropped.jsonl", [junk, failed])
+    data = _embedded(write_report(run)[1].read_text())
+    shown = [p for p in data["pairs"] if p["status"].startswith("prompt ")]
+    assert [(p["iter"], p["lang"], p["id"], p["status"], p["prompt"], p["sides"]) for p in shown] == [
+        (0, "de", "g7", "prompt protocol_tags", "Name two languages.", ["translation"]),
+        (0, "es", "g8", "prompt translation_failure", "Count to 3.", ["translation"]),
+    ]
+    assert [p["translation"] for p in shown] == ["<German:</German>", None]
 
 
 def test_question_alignment_marks_trained_languages_and_embeds_its_question_pairs(tmp_path):

@@ -39,7 +39,7 @@ def test_translate_prompts_drops_failures_and_keeps_attempts(tmp_path):
     engine = ScriptedEngine({"into Spanish": "Hola</translated>", "into German": "I cannot translate this."})
     gen = Generator(engine, GenerationCache(tmp_path / "c.sqlite"))
     source = [Prompt(id="1", lang="en", instruction="Hello")]
-    prompts, attempts = translate_prompts(gen, source, ["es", "de"], SamplingSettings())
+    prompts, attempts, _ = translate_prompts(gen, source, ["es", "de"], SamplingSettings())
     # The extraction sees the primed "<translated>\n" prefix, so the German reply is taken as text;
     # only an empty body counts as failure.
     assert {(p.lang, p.instruction) for p in prompts} == {
@@ -54,7 +54,7 @@ def test_translate_prompts_drops_failures_and_keeps_attempts(tmp_path):
 def test_translation_failure_is_none_not_kept(tmp_path):
     engine = ScriptedEngine({"into Spanish": "   </translated>"})
     gen = Generator(engine, GenerationCache(tmp_path / "c.sqlite"))
-    prompts, attempts = translate_prompts(
+    prompts, attempts, _ = translate_prompts(
         gen, [Prompt(id="1", lang="en", instruction="Hi")], ["es"], SamplingSettings()
     )
     assert [p.lang for p in prompts] == ["en"]

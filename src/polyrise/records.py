@@ -75,6 +75,18 @@ class PreferencePair(Record):
         }
 
 
+class DroppedPrompt(Record):
+    """A self-translated prompt a check dropped (`prompts_dropped.jsonl`) before anything was generated for it:
+    the source prompt, its translation (None where extraction failed) and `reason`
+    (`self_translation.PROMPT_DROP_REASONS`)."""
+
+    id: str
+    lang: str
+    source: str
+    translation: str | None
+    reason: str
+
+
 class DroppedPair(Record):
     """A candidate pair a filter dropped (`pairs_dropped.jsonl`): the pair as far as it was built (`chosen` or
     `rejected` None where its translation failed) and `reason`, the first filter that dropped it

@@ -143,15 +143,42 @@ class JudgeSettings(EngineSettings):
         return self
 
 
+class PromptCheckSettings(Section):
+    """The checks a self-translated prompt passes before anything is generated for it
+    (`self_translation.prompt_drop_reason`); a prompt that fails one is dropped with its reason."""
+
+    enabled: bool = True
+    min_length_ratio: float = Field(default=0.15, gt=0.0)
+    """len(translation) / len(source), in characters, must lie in [min, max] (Chinese or Japanese run at about
+    0.2-0.3 of English, hence the low floor)."""
+    max_length_ratio: float = Field(default=4.0, gt=0.0)
+    repeat_limit: int = Field(default=4, ge=2)
+    """A phrase (up to 30 characters, with a letter) repeated this many times in a row, when the source does not
+    repeat it so, is degenerate: `bien bien bien bien`."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PromptCheckSettings:
+        if self.min_length_ratio > self.max_length_ratio:
+            raise ValueError("min_length_ratio must not exceed max_length_ratio")
+        return self
+
+
 class PromptSource(Section):
     """Where English prompts come from: the built-in set, a JSONL file (`id` + `instruction`), or an HF dataset."""
 
     source: str = "builtin:quickstart"
-    """`builtin:<name>`, a path to a JSONL file, or `hf:<dataset name>`."""
+    """`builtin:<name>`, a path to a JSONL file, or `hf:<dataset name>`. A path with `{lang}` is read for the source
+    language; where a method self-translates prompts, the files of the other languages that exist supply their
+    translations as they are (rows joined on `id`), and only what they lack is self-translated."""
     split: str = "train"
     column: str = "instruction"
     id_column: str | None = None
     limit: int | None = Field(default=None, ge=1)
+    per_iteration: int | None = Field(default=None, ge=1)
+    """New prompts at each iteration: iteration t takes source prompts [t*N, (t+1)*N) (after `limit`); the source
+    must hold iterations*N. None: every iteration answers the same prompts."""
+    checks: PromptCheckSettings = Field(default_factory=PromptCheckSettings)
+    """The checks of self-translated prompts (given translations are used as they are)."""
 
 
 TranslationTemplate = Literal["polyrise", "lidr-reference"]

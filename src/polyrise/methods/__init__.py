@@ -39,6 +39,8 @@ class PairFiles:
     """The candidates a filter dropped (`records.DroppedPair`, with its reason)."""
     labels: str | None = None
     """Each kept pair's sides right or wrong against the prompt's gold answer (`evaluation.reward.RewardLabel`)."""
+    dropped_prompts: str | None = None
+    """The self-translated prompts a check dropped before any example was made of them (`records.DroppedPrompt`)."""
 
 
 @dataclass(frozen=True)

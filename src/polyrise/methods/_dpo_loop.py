@@ -1,8 +1,9 @@
 """What the two DPO methods (language imbalance, implicit cross-lingual rewarding) share, by composition: the
-self-translated prompts stage, the reward's accuracy against gold answers, and DPO + NLL training."""
+prompts stage (given or self-translated, checked), the reward's accuracy against gold answers, DPO + NLL training."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Sequence
 from functools import cached_property
@@ -10,13 +11,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from polyrise.context import RunContext, Stage
+from polyrise.errors import PolyriseError
 from polyrise.evaluation.reward import RewardLabel, label_pairs, pair_row, reward_scores
-from polyrise.io import read_jsonl, write_jsonl
+from polyrise.io import read_jsonl, write_json, write_jsonl
 from polyrise.methods import PairFiles
-from polyrise.records import PreferencePair, Prompt, Translation
-from polyrise.self_translation import translate_prompts
+from polyrise.records import DroppedPrompt, PreferencePair, Prompt, Response, Translation
+from polyrise.self_translation import PROMPT_DROP_REASONS, translate_prompts
 from polyrise.settings import ModelSettings
-from polyrise.sources import load_prompts
+from polyrise.sources import load_prompts, source_files
 from polyrise.training.settings import DPOSettings, TrainingSettings
 
 if TYPE_CHECKING:  # torch
@@ -28,14 +30,26 @@ SHOWN = ("train_loss", "rewards/accuracies", "rewards/margins", "train_runtime")
 
 def pair_files(dropped: str | None = None) -> PairFiles:
     """The report's view of a DPO method's pairs: `pairs.jsonl` (chosen beside rejected, by row `L` or `en/L`),
-    labelled right or wrong in `reward.jsonl`, and the dropped candidates where the method keeps them."""
+    labelled right or wrong in `reward.jsonl`, the dropped candidates where the method keeps them, and the
+    self-translated prompts the checks dropped (`prompts_dropped.jsonl`)."""
     row = lambda pair: pair_row(pair.lang, pair.via)  # noqa: E731
-    return PairFiles("pairs.jsonl", PreferencePair, ("chosen", "rejected"), row, dropped=dropped, labels="reward.jsonl")
+    return PairFiles(
+        "pairs.jsonl",
+        PreferencePair,
+        ("chosen", "rejected"),
+        row,
+        dropped=dropped,
+        labels="reward.jsonl",
+        dropped_prompts="prompts_dropped.jsonl",
+    )
 
 
 class SelfTranslatedPrompts:
-    """An iteration's first stage: the English prompts and their self-translations into every target language by
-    M(t) (or the fixed translator), in `prompts.jsonl`, every attempt in `prompt_translations.jsonl`."""
+    """An iteration's first stage: its source-language prompts (all of them, or its `prompts.per_iteration` slice)
+    in every target language, in `prompts.jsonl`: a `{lang}` source's own translations where it has them, the rest
+    self-translated by M(t) (or the fixed translator) and checked (`prompts.checks`). Every translation attempt is
+    in `prompt_translations.jsonl`, the dropped ones with their reason in `prompts_dropped.jsonl`, and per language
+    how many prompts were given, self-translated and dropped in `prompts_stats.json`."""
 
     def __init__(self, run: RunContext) -> None:
         self.run = run
@@ -44,50 +58,139 @@ class SelfTranslatedPrompts:
     def source(self) -> list[Prompt]:
         """The source-language prompts (loaded once; a bad source fails in `Method.prepare`)."""
         cfg = self.run.config
-        return load_prompts(cfg.prompts, [cfg.source_lang], cfg.source_lang)
+        prompts = load_prompts(cfg.prompts, [cfg.source_lang], cfg.source_lang)
+        n = cfg.prompts.per_iteration
+        if n is not None and len(prompts) < n * cfg.iterations:
+            raise PolyriseError(
+                f"prompts.per_iteration: {cfg.iterations} iterations of {n} prompts need {n * cfg.iterations} "
+                f"source prompts; {cfg.prompts.source!r} has {len(prompts)}"
+            )
+        return prompts
+
+    @cached_property
+    def given(self) -> dict[tuple[str, str], Prompt]:
+        """The target-language rows of a `{lang}` source, from the files that exist (id, lang) → prompt."""
+        cfg = self.run.config
+        spec = cfg.prompts.source
+        langs = [lang for lang in cfg.languages if "{lang}" in spec and source_files(spec, [lang])]
+        if not langs:
+            return {}
+        rows = load_prompts(cfg.prompts.model_copy(update={"limit": None}), langs, cfg.source_lang)
+        return {(p.id, p.lang): p for p in rows}
+
+    def prompts(self, t: int) -> list[Prompt]:
+        """Iteration t's source prompts: all, or rows [t*N, (t+1)*N) under `prompts.per_iteration`."""
+        n = self.run.config.prompts.per_iteration
+        return self.source if n is None else self.source[t * n : (t + 1) * n]
+
+    def _given(self, t: int) -> list[Prompt]:
+        langs = self.run.config.languages
+        return [self.given[p.id, lang] for lang in langs for p in self.prompts(t) if (p.id, lang) in self.given]
 
     def files(self, t: int) -> dict[str, Path]:
-        return {name: self.run.layout.file(t, f"{name}.jsonl") for name in ("prompts", "prompt_translations")}
+        names = ("prompts", "prompt_translations", "prompts_dropped")
+        files = {name: self.run.layout.file(t, f"{name}.jsonl") for name in names}
+        return files | {"prompts_stats": self.run.layout.file(t, "prompts_stats.json")}
 
     def stage(self, t: int) -> Stage:
-        run, f = self.run, self.files(t)
+        run, f, cfg = self.run, self.files(t), self.run.config
         return Stage(
             f"iter_{t}/prompts",
             lambda: self._translate(t),
-            outputs=[f["prompts"], f["prompt_translations"]],
+            outputs=[f["prompts"], f["prompt_translations"], f["prompts_dropped"], f["prompts_stats"]],
             models=run.translator_models(t),
             settings=[
                 run.translator_settings(),
-                [p.model_dump() for p in self.source],
-                run.config.languages,
-                run.config.generation.translate.model_dump(),
-                *run.config.generation.prompting(),
+                [p.model_dump() for p in [*self.prompts(t), *self._given(t)]],
+                cfg.languages,
+                cfg.generation.translate.model_dump(),
+                cfg.prompts.checks.model_dump(),
+                cfg.langid.model_dump(),
+                *cfg.generation.prompting(),
             ],
         )
 
     def _translate(self, t: int) -> dict[str, Any]:
         cfg, f = self.run.config, self.files(t)
         translator = self.run.translator(self.run.model_spec(t))
-        prompts, attempts = translate_prompts(
-            translator, self.source, cfg.languages, cfg.generation.translate, cfg.generation.translation_template
+        given = self._given(t)
+        prompts, attempts, dropped = translate_prompts(
+            translator,
+            self.prompts(t),
+            cfg.languages,
+            cfg.generation.translate,
+            cfg.generation.translation_template,
+            given=given,
+            checks=cfg.prompts.checks,
+            langid=cfg.langid,
         )
         write_jsonl(f["prompt_translations"], attempts)
+        write_jsonl(f["prompts_dropped"], dropped)
+        write_json(f["prompts_stats"], prompt_stats(given, attempts, dropped, cfg.languages))
         write_jsonl(f["prompts"], prompts)
-        return {"prompts": len(prompts), "translation_failures": sum(a.output is None for a in attempts)}
+        return {"prompts": len(prompts), "given": len(given), "dropped": len(dropped)}
 
 
-def prompt_translation_failures(path: Path) -> Counter[str]:
-    """Per language, the prompts whose self-translation failed (a `prompt_translations.jsonl`)."""
-    return Counter(a.lang for a in read_jsonl(path, Translation) if a.output is None)
+def prompt_stats(
+    given: Sequence[Prompt], attempts: Sequence[Translation], dropped: Sequence[DroppedPrompt], languages: list[str]
+) -> dict[str, dict[str, Any]]:
+    """Per language: the prompts given by the source, self-translated and kept, and dropped by reason."""
+    stats: dict[str, dict[str, Any]] = {}
+    for lang in languages:
+        reasons = Counter(d.reason for d in dropped if d.lang == lang)
+        tried = sum(a.lang == lang for a in attempts)
+        stats[lang] = {
+            "given": sum(p.lang == lang for p in given),
+            "self_translated": tried - sum(reasons.values()),
+            "dropped": {reason: reasons[reason] for reason in PROMPT_DROP_REASONS},
+        }
+    return stats
+
+
+_SHORT_PROMPT_REASONS = {
+    "translation_failure": "transl",
+    "protocol_tags": "tags",
+    "degenerate_repetition": "repeat",
+    "copy_of_source": "copy",
+    "wrong_language": "lang",
+    "length_ratio": "ratio",
+}
+PROMPTS_CAPTION = "prompts dropped: " + ", ".join(f"{s} = {r}" for r, s in _SHORT_PROMPT_REASONS.items())
+"""The summary tables' key to `prompt_cells`."""
+
+
+def prompt_cells(stats: dict[str, Any]) -> tuple[str, str]:
+    """A language's prompts in a summary table: `given/self-translated`, and those dropped by (short) reason."""
+    counts = stats.get("prompts")
+    if counts is None:
+        return "-", "-"
+    dropped = ", ".join(f"{_SHORT_PROMPT_REASONS[r]} {n}" for r, n in counts["dropped"].items() if n)
+    return f"{counts['given']}/{counts['self_translated']}", dropped or "-"
+
+
+def add_prompt_stats(stats: dict[str, dict[str, Any]], path: Path | None) -> None:
+    """Each language's prompt counts (`prompts_stats.json` of the prompts stage, when there is one) into the
+    pairs stats: `prompts`, and `prompt_translation_failures` (the self-translations that failed)."""
+    counts = json.loads(path.read_text()) if path is not None else {}
+    for lang, s in stats.items():
+        if lang in counts:
+            s["prompts"] = counts[lang]
+        s["prompt_translation_failures"] = counts.get(lang, {}).get("dropped", {}).get("translation_failure", 0)
 
 
 def reward_labels(
-    prompts: Sequence[Prompt], pairs: Sequence[PreferencePair], source_lang: str, seed: int
+    prompts: Sequence[Prompt],
+    pairs: Sequence[PreferencePair],
+    source_lang: str,
+    seed: int,
+    responses: Sequence[Response] | None = None,
 ) -> tuple[list[RewardLabel], dict[str, Any]]:
     """Each pair's sides judged against the gold answers of the source-language prompts, and the reward's
-    accuracy per row (`evaluation.reward`; empty where no prompt has a gold answer)."""
+    accuracy per row (`evaluation.reward`; empty where no prompt has a gold answer). With `responses` (LIDR: chosen
+    made from y_en, rejected from y_L), the answers the sides came from too: the language gap's baseline."""
     golds = {p.id: p.answer for p in prompts if p.lang == source_lang and p.answer is not None}
-    labels = label_pairs(pairs, golds)
+    answers = {(r.id, r.lang): r.output for r in responses} if responses is not None else None
+    labels = label_pairs(pairs, golds, answers, source_lang)
     return labels, reward_scores(labels, seed)
 
 
@@ -96,7 +199,17 @@ def trained_labels(path: Path, settings: TrainingSettings) -> list[RewardLabel]:
     labels = read_jsonl(path, RewardLabel)
     if not (isinstance(settings, DPOSettings) and settings.swap_preferences):
         return labels
-    return [x.model_copy(update={"chosen_right": x.rejected_right, "rejected_right": x.chosen_right}) for x in labels]
+    return [
+        x.model_copy(
+            update={
+                "chosen_right": x.rejected_right,
+                "rejected_right": x.chosen_right,
+                "chosen_from_right": x.rejected_from_right,
+                "rejected_from_right": x.chosen_from_right,
+            }
+        )
+        for x in labels
+    ]
 
 
 def train_dpo_nll(

@@ -32,10 +32,12 @@ from polyrise.generation import ChatRequest
 from polyrise.io import read_jsonl, write_json, write_jsonl
 from polyrise.methods import MethodViews
 from polyrise.methods._dpo_loop import (
+    PROMPTS_CAPTION,
     SHOWN,
     SelfTranslatedPrompts,
+    add_prompt_stats,
     pair_files,
-    prompt_translation_failures,
+    prompt_cells,
     reward_labels,
     train_dpo_nll,
     trained_labels,
@@ -239,7 +241,7 @@ class ImplicitCrossLingual:
                 f"iter_{t}/pairs",
                 lambda: self._pairs(t),
                 outputs=[f["pairs"], f["pairs_stats"], f["reward"]],
-                inputs=[f["prompts"], f["prompt_translations"], f["samples"], f["sample_scores"]],
+                inputs=[f["prompts"], f["prompts_stats"], f["samples"], f["sample_scores"]],
                 settings=[icr.model_dump(exclude={"reference", "samples", "sampling"}), cfg.seed],
                 loads_model=False,
             ),
@@ -247,7 +249,7 @@ class ImplicitCrossLingual:
         ]
 
     def estimate(self) -> dict[str, int]:
-        n, k, langs = len(self.prompts.source), self.icr.samples, len(self.languages)
+        n, k, langs = len(self.prompts.prompts(0)), self.icr.samples, len(self.languages)
         return {
             "source prompts": n,
             "prompt translations": n * (langs - 1),
@@ -317,11 +319,10 @@ class ImplicitCrossLingual:
             self.languages,
             self.icr,
         )
-        failures = prompt_translation_failures(f["prompt_translations"])
+        add_prompt_stats(stats, f["prompts_stats"])
         cfg = self.run.config
         labels, reward = reward_labels(prompt_rows, pairs, cfg.source_lang, cfg.seed)
         for lang in self.languages:
-            stats[lang]["prompt_translation_failures"] = failures[lang]
             if lang in reward:
                 stats[lang]["reward"] = reward[lang]
         write_jsonl(f["reward"], labels)
@@ -346,8 +347,21 @@ class ImplicitCrossLingual:
     def summary_table(self, summary: dict[str, Any]) -> Table:
         """Per language: pairs kept of candidates, drops, alpha, mean margin and lengths, off-target before → after."""
         t = summary["iteration"]
-        table = Table(title=f"iteration {t}: M{t} → M{t + 1} (implicit cross-lingual reward)")
-        for col in ("lang", "kept", "dropped", "alpha", "margin", "len chosen/rejected", f"off-target M{t}→M{t + 1}"):
+        table = Table(
+            title=f"iteration {t}: M{t} → M{t + 1} (implicit cross-lingual reward)",
+            caption=f"prompts given/self-translated; {PROMPTS_CAPTION}",
+        )
+        for col in (
+            "lang",
+            "prompts given/self",
+            "prompts dropped",
+            "kept",
+            "dropped",
+            "alpha",
+            "margin",
+            "len chosen/rejected",
+            f"off-target M{t}→M{t + 1}",
+        ):
             table.add_column(col)
         for lang in self.languages:
             s = summary["stats"][lang]
@@ -359,6 +373,14 @@ class ImplicitCrossLingual:
             rate = "-"
             if before and after and before["n"] and after["n"]:
                 rate = f"{before['off_target']:.0%} → {after['off_target']:.0%} (n={after['n']})"
-            cells = [f"{s['kept']}/{s['candidates']}", dropped, f"{s['alpha']:.3f}", margin, lengths, rate]
+            cells = [
+                *prompt_cells(s),
+                f"{s['kept']}/{s['candidates']}",
+                dropped,
+                f"{s['alpha']:.3f}",
+                margin,
+                lengths,
+                rate,
+            ]
             table.add_row(lang, *cells)
         return table

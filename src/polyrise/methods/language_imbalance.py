@@ -32,10 +32,12 @@ from polyrise.langid import LangIdSettings, matches_language
 from polyrise.languages import LANGUAGES
 from polyrise.methods import MethodViews
 from polyrise.methods._dpo_loop import (
+    PROMPTS_CAPTION,
     SHOWN,
     SelfTranslatedPrompts,
+    add_prompt_stats,
     pair_files,
-    prompt_translation_failures,
+    prompt_cells,
     reward_labels,
     train_dpo_nll,
     trained_labels,
@@ -359,14 +361,16 @@ def write_pairs(
     inputs: tuple[Path, Path, Path, Path | None],
     outputs: tuple[Path, Path, Path, Path],
 ) -> dict[str, int]:
-    """The pairs stage: `inputs` = prompts, responses, translations and (when there is one) the prompt translation
-    attempts; `outputs` = pairs, dropped pairs, stats and reward labels. `polyrise pairs` runs it too."""
-    prompts_file, responses, translations, attempts = inputs
+    """The pairs stage: `inputs` = prompts, responses, translations and (when there is one) the prompts stage's
+    counts (`prompts_stats.json`); `outputs` = pairs, dropped pairs, stats and reward labels. `polyrise pairs` runs
+    it too."""
+    prompts_file, responses_file, translations, prompt_counts = inputs
     pairs_file, dropped_file, stats_file, reward_file = outputs
     rows = read_jsonl(prompts_file, Prompt)
+    responses = read_jsonl(responses_file, Response)
     pairs, stats, dropped = build_pairs(
         {(p.id, p.lang): p.instruction for p in rows},
-        read_jsonl(responses, Response),
+        responses,
         read_jsonl(translations, Translation),
         config.source_lang,
         config.languages,
@@ -374,10 +378,8 @@ def write_pairs(
         config.langid,
         translation_task_ids,
     )
-    failures = prompt_translation_failures(attempts) if attempts else Counter[str]()
-    for lang in config.languages:
-        stats[lang]["prompt_translation_failures"] = failures[lang]
-    labels, reward = reward_labels(rows, pairs, config.source_lang, config.seed)
+    add_prompt_stats(stats, prompt_counts)
+    labels, reward = reward_labels(rows, pairs, config.source_lang, config.seed, responses)
     for lang in config.languages:  # the reward's accuracy, where the prompts carry gold answers
         target, english = reward.get(lang), reward.get(f"{config.source_lang}/{lang}")
         if target or english:
@@ -460,7 +462,7 @@ class LanguageImbalance:
                 outputs=[f["pairs"], f["pairs_dropped"], f["pairs_stats"], f["reward"]],
                 inputs=[
                     f["prompts"],
-                    f["prompt_translations"],
+                    f["prompts_stats"],
                     f["responses"],
                     f["translations"],
                     *filter(None, [self.filters.translation_task_ids]),
@@ -474,7 +476,7 @@ class LanguageImbalance:
 
     def estimate(self) -> dict[str, int]:
         cfg = self.run.config
-        n, langs = len(self.prompts.source), len(cfg.languages)
+        n, langs = len(self.prompts.prompts(0)), len(cfg.languages)
         work = {
             "source prompts": n,
             "prompt translations": n * langs,
@@ -537,7 +539,7 @@ class LanguageImbalance:
             self.run.config,
             self.filters,
             self.translation_task_ids,
-            inputs=(f["prompts"], f["responses"], f["translations"], f["prompt_translations"]),
+            inputs=(f["prompts"], f["responses"], f["translations"], f["prompts_stats"]),
             outputs=(f["pairs"], f["pairs_dropped"], f["pairs_stats"], f["reward"]),
         )
 
@@ -567,7 +569,6 @@ class LanguageImbalance:
         return MethodViews(pairs=pair_files(dropped="pairs_dropped.jsonl"))
 
 
-
 _SHORT_REASONS = {
     "translation_failure": "transl",
     "empty": "empty",
@@ -583,14 +584,19 @@ def _dropped(counts: dict[str, Any]) -> str:
 
 
 def summary_table(summary: dict[str, Any], langs: list[str]) -> Table:
-    """Per language: pairs kept/dropped by reason, translation failures, off-target rate before → after."""
+    """Per language: prompts given, self-translated and dropped by reason, pairs kept/dropped by reason,
+    translation failures, off-target rate before → after."""
     t = summary["iteration"]
     table = Table(
         title=f"iteration {t}: M{t} → M{t + 1}",
-        caption="dropped: " + ", ".join(f"{short} = {reason}" for reason, short in _SHORT_REASONS.items()),
+        caption="dropped: "
+        + ", ".join(f"{short} = {reason}" for reason, short in _SHORT_REASONS.items())
+        + f"; prompts given/self-translated; {PROMPTS_CAPTION}",
     )
     for col in (
         "lang",
+        "prompts given/self",
+        "prompts dropped",
         "kept L/en",
         "dropped (pair in L)",
         "dropped (pair in en)",
@@ -600,7 +606,7 @@ def summary_table(summary: dict[str, Any], langs: list[str]) -> Table:
         table.add_column(col)
     for lang in langs:
         s = summary["stats"].get(lang)
-        cells = ["-"] * 4
+        cells = ["-"] * 6
         if s:
             failures = (
                 s["prompt_translation_failures"]
@@ -608,6 +614,7 @@ def summary_table(summary: dict[str, Any], langs: list[str]) -> Table:
                 + s["english"]["dropped"]["translation_failure"]
             )
             cells = [
+                *prompt_cells(s),
                 f"{s['target']['kept']}/{s['english']['kept']}",
                 _dropped(s["target"]),
                 _dropped(s["english"]),

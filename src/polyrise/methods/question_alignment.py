@@ -243,7 +243,7 @@ class QuestionAlignment:
             english = self.questions
             others = [lang for lang in self._needed() if lang != cfg.source_lang]
             translator = run.translator(run.model_spec(t))
-            prompts, attempts = translate_prompts(
+            prompts, attempts, _ = translate_prompts(
                 translator, english, others, cfg.generation.translate, cfg.generation.translation_template
             )
             write_jsonl(f["prompt_translations"], attempts)

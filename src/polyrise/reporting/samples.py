@@ -13,7 +13,7 @@ from polyrise.evaluation.reward import RewardLabel
 from polyrise.io import read_jsonl
 from polyrise.langid import LangIdSettings, judge
 from polyrise.methods import MethodViews
-from polyrise.records import DroppedPair
+from polyrise.records import DroppedPair, DroppedPrompt
 from polyrise.reporting.collect import Scores, eval_dirs, iteration, model_order
 
 MAX_ROWS = 200
@@ -50,7 +50,8 @@ def capped(rows: list[T], group: Callable[[T], object]) -> tuple[list[T], int]:
 
 def pair_views(run_dir: Path, views: MethodViews) -> list[dict[str, Any]]:
     """Every training example of every iteration (the method's `PairFiles`): kept, and dropped with its reason,
-    the kept ones' sides right or wrong where the prompts had gold answers (its `labels`)."""
+    the kept ones' sides right or wrong where the prompts had gold answers (its `labels`); then the self-translated
+    prompts dropped before any example was made (status `prompt <reason>`: the source prompt, its translation)."""
     files = views.pairs
     if files is None:
         return []
@@ -78,6 +79,20 @@ def pair_views(run_dir: Path, views: MethodViews) -> list[dict[str, Any]]:
                     **{side: clip(getattr(pair, side)) for side in files.sides},
                 }
             )
+        if files.dropped_prompts and (it / files.dropped_prompts).is_file():
+            for prompt in read_jsonl(it / files.dropped_prompts, DroppedPrompt):
+                found.append(
+                    {
+                        "iter": iteration(it),
+                        "lang": prompt.lang,
+                        "id": prompt.id,
+                        "status": f"prompt {prompt.reason}",
+                        "correct": None,
+                        "prompt": clip(prompt.source),
+                        "sides": ["translation"],
+                        "translation": clip(prompt.translation),
+                    }
+                )
     return found
 
 

@@ -140,15 +140,30 @@ def _share_generations(source_run: Path, run_dir: Path) -> None:
     tmp.replace(target)
 
 
+REWARD_BESIDE = {
+    "gap_baseline": (
+        "The reward accuracy the language gap alone predicts (M<t>'s accuracies in en and L on the pairs' prompts, "
+        "errors independent: the baseline the reward must beat, docs/pairs.md), mean ± sd over seeds"
+    ),
+    "both_right": "Share of the pairs with both sides right, mean ± sd over seeds",
+    "both_wrong": "Share of the pairs with both sides wrong, mean ± sd over seeds",
+}
+"""The reward's measurements tabulated beside its accuracy, with their titles."""
+
+
 def summarize_study(out: Path) -> dict[str, Any]:
     """Mean ± sd over seeds of MGSM accuracy for every variant, language and iterate in `out/runs/seed*-*`, of
     the accuracy of the reward each iteration trains on (pairs of M<t>'s answers, per pair row, with the informative
-    pairs summed over seeds), and of each run's wall time (its stages' seconds in the manifest); writes
-    `study.json`, `study.md` and `study.png` into `out`. Both name the library versions the sandboxes and runs
-    were made with (`versions`: each distinct set once; none for runs from before versions were recorded)."""
+    pairs summed over seeds) and beside it the language gap's baseline and the both-right and both-wrong shares
+    (`REWARD_BESIDE`, with the labelled pairs summed over seeds), and of each run's wall time (its stages' seconds
+    in the manifest); writes `study.json`, `study.md` and `study.png` into `out`. Both name the library versions
+    the sandboxes and runs were made with (`versions`: each distinct set once; none for runs from before versions
+    were recorded)."""
     per_seed: dict[tuple[str, str, str], dict[int, float]] = {}
     reward: dict[tuple[str, str, str], dict[int, float]] = {}
     informative: dict[tuple[str, str, str], int] = {}
+    beside: dict[str, dict[tuple[str, str, str], dict[int, float]]] = {metric: {} for metric in REWARD_BESIDE}
+    labelled: dict[tuple[str, str, str], int] = {}
     seconds: dict[str, dict[int, float]] = {}
     recorded = [json.loads(p.read_text()).get("versions") for p in sorted(out.glob(f"sandbox-seed*/{SANDBOX_JSON}"))]
     for run_dir in sorted((out / "runs").glob("seed*-*")):
@@ -165,6 +180,10 @@ def summarize_study(out: Path) -> dict[str, Any]:
                         if task == "reward":
                             key = (variant, row, label)
                             informative[key] = informative.get(key, 0) + int(metrics["informative"])
+                            labelled[key] = labelled.get(key, 0) + int(metrics["n"])
+                            for name, by_key in beside.items():
+                                if not math.isnan(other := float(metrics.get(name, math.nan))):
+                                    by_key.setdefault(key, {})[seed] = other
         if (manifest := run_dir / "manifest.json").is_file():
             stages = json.loads(manifest.read_text())["stages"].values()
             seconds.setdefault(variant, {})[seed] = sum(float(e.get("seconds", 0.0)) for e in stages)
@@ -193,6 +212,11 @@ def summarize_study(out: Path) -> dict[str, Any]:
         for key, values in sorted(reward.items())
     }
     cells |= {
+        f"{name}|" + "|".join(key): {**_mean_sd(values), "pairs": labelled[key], "seeds": dict(sorted(values.items()))}
+        for name, by_key in beside.items()
+        for key, values in sorted(by_key.items())
+    }
+    cells |= {
         f"seconds|{v}": {**_mean_sd(values), "seeds": dict(sorted(values.items()))} for v, values in seconds.items()
     }
     versions: list[dict[str, str]] = []  # the distinct ones, in the order first met
@@ -212,6 +236,14 @@ def summarize_study(out: Path) -> dict[str, Any]:
                 "side right) summed over seeds"
             )
             fh.write(_table(title, reward, pairs=informative))
+            for name, by_key in beside.items():
+                if by_key:
+                    fh.write("\n")
+                    fh.write(
+                        _table(
+                            f"{REWARD_BESIDE[name]}; pairs: labelled pairs summed over seeds", by_key, pairs=labelled
+                        )
+                    )
         if seconds:
             fh.write("\nWall time per run (the stages' seconds summed), mean ± sd over seeds\n\n")
             fh.write("| variant | seconds |\n|---|---|\n")
