@@ -81,7 +81,8 @@ class OpenAISettings(Section):
     max_concurrency: int = Field(default=8, ge=1)
     """Requests in flight at once."""
     timeout: float = Field(default=300.0, gt=0.0)
-    """Seconds per request."""
+    """Seconds each attempt of a request may take, the whole answer included however slowly it arrives; a server
+    asking (Retry-After) to wait longer than this fails the request at once."""
     max_retries: int = Field(default=5, ge=0)
     """Retries with exponential backoff on 429, 5xx, timeouts and connection errors."""
 
@@ -97,6 +98,13 @@ class OpenAISettings(Section):
             raise ValueError("needs at least one URL")
         for url in urls:
             parts = urlsplit(url)
+            if parts.username is not None or parts.password is not None:  # never echoed: it holds a secret
+                bare = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+                raise ValueError(
+                    "a URL with credentials (user:password@) is refused, as it would be printed and written to "
+                    f"config.yaml: give {bare} and the key in the environment variable named by api_key_env "
+                    "(--api-key-env)"
+                )
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise ValueError(f"{url!r} is not an http(s) URL with a host, e.g. http://localhost:8000/v1")
         return base_url
