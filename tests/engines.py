@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
 from typing import Any
 
 from polyrise.generation import ChatRequest
@@ -185,6 +186,7 @@ class LocalScorer:
         engine.eos_ids = {tokenizer.eos_token_id} - {None}
         engine.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         engine.context = getattr(model.config, "max_position_embeddings", None)
+        engine.resolved = SimpleNamespace(spec="in-memory")  # what a context error names
         engine.threads = None  # tests keep torch's thread count
         return engine
 

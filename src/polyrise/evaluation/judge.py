@@ -32,7 +32,7 @@ from polyrise.io import (
     write_jsonl,
 )
 from polyrise.records import Prompt, Response
-from polyrise.settings import JudgeSettings, SamplingSettings
+from polyrise.settings import MAX_TOKENS, JudgeSettings, SamplingSettings
 from polyrise.stats import N_BOOT, bootstrap_distribution, ci_keys, mean, percentile_interval
 from polyrise.templates import judge_prompt
 
@@ -366,7 +366,7 @@ class JudgeTask(TaskSettings):
     task: Literal["judge"] = "judge"
     source: str
     """Instructions: X-AlpacaEval JSON arrays or JSONL (`id` + `instruction`), `{lang}`."""
-    max_new_tokens: int = Field(default=256, ge=1)
+    max_new_tokens: int = Field(default=256, ge=1, le=MAX_TOKENS)
     reference: str | None = None
     """Reference outputs in alpaca_eval format (`{lang}`); without it, the model is judged against the baseline
     (M(t+1) against M(t) in a run)."""
