@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from polyrise.errors import PolyriseError
 from polyrise.evaluation.base import Metric, Scores, TaskRun, TaskSettings, TaskView
@@ -31,7 +31,7 @@ from polyrise.io import (
     read_jsonl,
     write_jsonl,
 )
-from polyrise.records import Prompt, Response
+from polyrise.records import Instruction, Prompt, Response
 from polyrise.settings import MAX_TOKENS, JudgeSettings, SamplingSettings
 from polyrise.stats import N_BOOT, bootstrap_distribution, ci_keys, mean, percentile_interval
 from polyrise.templates import judge_prompt
@@ -222,14 +222,7 @@ class _Instruction(BaseModel):
 
     id: str
     lang: str
-    instruction: str
-
-    @field_validator("instruction")
-    @classmethod
-    def _not_blank(cls, text: str) -> str:
-        if not text.strip():
-            raise ValueError("an instruction must not be blank")
-        return text
+    instruction: Instruction
 
 
 class _Answer(_Instruction):
