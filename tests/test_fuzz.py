@@ -258,3 +258,71 @@ def test_a_numeric_option_beyond_its_bound_is_one_error_naming_it_and_nothing_is
     assert result.exit_code == 1 and isinstance(result.exception, PolyriseError), (result.output, result.exception)
     assert str(result.exception).startswith(f"--{option}: ") and "\n" not in str(result.exception)
     assert not out.exists()
+
+
+# A misbehaving server: any 200 body, any failure status and Retry-After: an answer, or one PolyriseError naming the
+# server (`tests/test_openai_engine.py` holds the named cases).
+
+numbers = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-(2**70), 2**70), values)
+chat_answers = st.fixed_dictionaries(
+    {
+        "choices": st.lists(
+            st.fixed_dictionaries({"message": st.fixed_dictionaries({"content": st.one_of(st.text(), values)})}),
+            max_size=3,
+        )
+    }
+)
+scored_answers = st.fixed_dictionaries(
+    {
+        "choices": st.lists(
+            st.fixed_dictionaries(
+                {
+                    "logprobs": st.fixed_dictionaries(
+                        {
+                            "token_logprobs": st.lists(numbers, max_size=4),
+                            "text_offset": st.lists(st.one_of(st.integers(-2, 6), values), max_size=4),
+                        }
+                    )
+                }
+            ),
+            max_size=2,
+        )
+    }
+)
+bodies = st.one_of(
+    chat_answers.map(json.dumps), scored_answers.map(json.dumps), values.map(json.dumps), st.binary(max_size=80)
+)
+failures = st.one_of(st.none(), st.sampled_from([400, 401, 403, 404, 408, 409, 422, 429, 500, 502, 503]))
+retry_after = st.one_of(
+    st.just({"retry-after-ms": "1"}),
+    st.builds(
+        lambda v: {"retry-after": v},
+        st.sampled_from(["0", "0.01", "-5", "x", "1e9", "Wed, 21 Oct 2015 07:28:00 GMT", "nan"]),
+    ),
+)
+
+
+@FUZZ
+@given(body=bodies, status=failures, headers=retry_after, scoring=st.booleans())
+def test_an_openai_server_answering_anything_gives_an_answer_or_one_error_naming_it(
+    server, body, status, headers, scoring
+):
+    from polyrise.generation import ChatRequest
+    from polyrise.generation.openai import OpenAIEngine
+    from polyrise.settings import OpenAISettings
+
+    server.raw_reply = body if isinstance(body, bytes) else body.encode()
+    server.always, server.fail_headers = status, headers
+    engine = OpenAIEngine(
+        OpenAISettings(base_url=server.base_url, model="m", api_key_env=None, timeout=5, max_retries=1)
+    )
+    TRIED["openai answers"] += 1
+    try:
+        if scoring:
+            for value in engine.loglikelihood([("ab", "cd")])[0].token_logprobs:
+                assert math.isfinite(value) and value <= 1e-6
+        else:
+            assert isinstance(engine.complete([ChatRequest.user("x")], SamplingSettings())[0], str)
+    except PolyriseError as e:
+        assert str(e).startswith(f"{server.base_url}/") or "needs the completions endpoint" in str(e), str(e)
+        assert server.base_url in str(e) and "\n" not in str(e)

@@ -79,20 +79,22 @@ def _within(seconds: float, fn: Callable[[], R]) -> R:
 
 
 def _retry_after(error: Exception) -> float | None:
-    """The seconds a 408/409/429/5xx answer asks to wait (Retry-After-Ms, Retry-After in seconds or as a date)."""
+    """The seconds a 408/409/429/5xx answer asks to wait (Retry-After-Ms, Retry-After in seconds or as a date);
+    None where it asks nothing a number can say."""
     headers = error.response.headers if isinstance(error, openai.APIStatusError) else {}
     try:
         if (ms := headers.get("retry-after-ms")) is not None:
-            return float(ms) / 1000
-        if (value := headers.get("retry-after")) is None:
+            seconds = float(ms) / 1000
+        elif (value := headers.get("retry-after")) is None:
             return None
-        try:
-            return float(value)
-        except ValueError:
-            date = email.utils.parsedate_to_datetime(value)
-            return date.timestamp() - time.time()
+        else:
+            try:
+                seconds = float(value)
+            except ValueError:
+                seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
     except (ValueError, TypeError, OverflowError):
         return None
+    return seconds if math.isfinite(seconds) else None
 
 
 def _retryable(error: Exception) -> bool:
