@@ -81,7 +81,8 @@ class OpenAISettings(Section):
     base_url: str | list[str]
     """The API root, e.g. `http://localhost:8000/v1`; or a list of servers of the same model (one vLLM server per
     GPU or node), whose requests are spread over them. The first names the model in the cache: adding or dropping
-    the others keeps cached generations."""
+    the others keeps cached generations. A URL with credentials (`user:pass@`) is refused: it would be printed and
+    written to config.yaml; the key goes in the environment variable `api_key_env` names."""
 
     model: str
     """The model name the server knows (vLLM: `--served-model-name`)."""

@@ -416,7 +416,7 @@ class OpenAIEngine:
             return f"HTTP 400{hint}: {error.message}"
         if isinstance(error, openai.APIStatusError):
             return f"HTTP {error.status_code} after {made}: {error.message}"
-        if isinstance(error, TimeoutError):
-            return f"{error} after {made}"
+        if isinstance(error, TimeoutError):  # polyrise's wall clock, named as the SDK names its read timeouts
+            return f"APITimeoutError after {made}: {error}"
         assert isinstance(error, openai.APIConnectionError)  # includes the SDK's read timeouts
         return f"{type(error).__name__} after {made} (is the server running?): {error.message}"
