@@ -240,7 +240,8 @@ def _option_cases() -> Iterator[tuple[list[str], str, Any]]:
     yield from ((["generate"], "batch-size", v) for v in (0, 65537))
     yield from ((["translate", "--to", "es"], "max-new-tokens", v) for v in (0, 2**20 + 1))
     yield from ((["eval", "--task", "mgsm"], option, v) for option in ("seed", "limit") for v in (-1, 2**32))
-    yield from ((["score", "langid"], option, v) for option, v in (("seed", -1), ("seed", 2**32), ("min-words", 10**10)))
+    score = (("seed", -1), ("seed", 2**32), ("min-words", 10**10))
+    yield from ((["score", "langid"], option, v) for option, v in score)
 
 
 @pytest.mark.parametrize(("command", "option", "value"), list(_option_cases()), ids=str)
