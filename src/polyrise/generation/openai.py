@@ -103,10 +103,6 @@ def _retryable(error: Exception) -> bool:
     return isinstance(error, (openai.APIConnectionError, TimeoutError))
 
 
-def _attempts(n: int) -> str:
-    return f"{n} attempt{'s' if n != 1 else ''}"
-
-
 def _truncate_at_stop(text: str, stop: Sequence[str]) -> str:
     """Cut at the earliest stop string (servers already do; this guards against ones that don't)."""
     cut = min((i for s in stop if (i := text.find(s)) >= 0), default=len(text))
@@ -398,7 +394,7 @@ class OpenAIEngine:
 
     def _failure(self, error: Exception, server: _Server, arguments: dict[str, Any], attempt: int) -> str:
         """What went wrong with the last attempt of a request, in words."""
-        made = _attempts(attempt)
+        made = f"{attempt} attempt{'s' if attempt != 1 else ''}"
         if isinstance(error, openai.AuthenticationError):
             key = f"the key in ${self.settings.api_key_env}" if self.settings.api_key_env else "no key configured"
             return f"HTTP 401, the server refused the API key ({key}): {error.message}"
