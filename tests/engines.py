@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
 from typing import Any
 
 from polyrise.generation import ChatRequest
@@ -73,9 +74,11 @@ class FakeServer(ThreadingHTTPServer):
         self.requests: list[dict[str, Any]] = []
         self.failures: list[int] = []  # statuses to answer with, one per request, before succeeding
         self.always: int | None = None  # a status every request gets
-        self.raw_reply: bytes | None = None  # a 200 body to send instead of the echo
+        self.raw_reply: bytes | None = None  # a 200 body to send instead of the echo (on every endpoint)
         self.raw_type = "application/json"  # its Content-Type
-        self.echo_auth = False  # error bodies repeat the Authorization header (as some servers' 401s do)
+        self.echo_auth = False  # answers repeat the Authorization header (as some servers' 401s do)
+        self.fail_headers = {"retry-after-ms": "5"}  # the headers of a failure status
+        self.trickle = 0.0  # seconds between the bytes of every 200 body (a server that trickles its answer)
         self.delay: dict[str, float] = {}  # seconds to wait before answering a message content
         self.hang = 0.0  # seconds every chat request waits (a server that does not answer)
         self.prompt_logprobs = False  # answer /v1/completions with echo log-probs (one token per character)
@@ -121,7 +124,13 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.end_headers()
         self._leave()  # before the body: once it is read, the client may send its next request
-        self.wfile.write(body)
+        if status != 200 or not self.server.trickle:
+            self.wfile.write(body)
+            return
+        for byte in body:
+            self.wfile.write(bytes([byte]))
+            self.wfile.flush()
+            time.sleep(self.server.trickle)
 
     def _leave(self) -> None:
         """This request is no longer in flight (once per request)."""
@@ -142,6 +151,9 @@ class Handler(BaseHTTPRequestHandler):
             srv.max_in_flight = max(srv.max_in_flight, srv.in_flight)
         self._in_flight = True
         try:
+            if status is None and srv.raw_reply is not None:
+                self._send(200, srv.raw_reply, kind=srv.raw_type)
+                return
             if self.path == "/v1/completions" and srv.prompt_logprobs:
                 self._send(200, json.dumps(_echo_completion(body)).encode())
                 return
@@ -152,11 +164,10 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(max(srv.delay.get(content, 0.0), srv.hang))
             if status is not None:
                 said = f"unavailable for {self.headers['Authorization']}" if srv.echo_auth else "unavailable"
-                self._send(status, json.dumps({"error": {"message": said}}).encode(), {"retry-after-ms": "5"})
-            elif srv.raw_reply is not None:
-                self._send(200, srv.raw_reply, kind=srv.raw_type)
+                self._send(status, json.dumps({"error": {"message": said}}).encode(), srv.fail_headers)
             else:
-                reply = {"choices": [{"index": 0, "message": {"role": "assistant", "content": f"echo:{content}"}}]}
+                answer = f"echo:{content}" + (f" (you sent {self.headers['Authorization']})" if srv.echo_auth else "")
+                reply = {"choices": [{"index": 0, "message": {"role": "assistant", "content": answer}}]}
                 self._send(200, json.dumps(reply).encode())
         finally:
             self._leave()
@@ -175,6 +186,7 @@ class LocalScorer:
         engine.eos_ids = {tokenizer.eos_token_id} - {None}
         engine.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         engine.context = getattr(model.config, "max_position_embeddings", None)
+        engine.resolved = SimpleNamespace(spec="in-memory")  # what a context error names
         engine.threads = None  # tests keep torch's thread count
         return engine
 

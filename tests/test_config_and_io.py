@@ -237,3 +237,78 @@ def test_tracking_section_is_checked(tmp_path):
     if find_spec("mlflow") is None:
         with pytest.raises(PolyriseError, match=r"^tracking\.backend: mlflow needs mlflow, .*'polyrise\[mlflow\]'$"):
             check(TrackingSettings(backend="mlflow"))
+
+
+def _unreadable_lines():
+    """(case, a JSONL line no reader may take, what the error says): nesting beyond Python's parser, and lone
+    surrogate escapes (valid JSON, no text), in values, keys and nested lists."""
+    for depth in (1_000, 100_000):
+        yield f"[ x {depth}", "[" * depth + "]" * depth, "nested too deeply"
+        yield f"{{ x {depth}", '{"a": ' * depth + "1" + "}" * depth, "nested too deeply"
+    for escape in ("\\ud800", "\\udfff", "\\uDBFF"):
+        yield f"value {escape}", f'{{"id": "1", "lang": "en", "instruction": "a{escape}b"}}', "lone surrogate"
+        yield f"key {escape}", f'{{"id": "1", "lang": "en", "instruction": "x", "{escape}": 1}}', "lone surrogate"
+        yield f"nested {escape}", f'{{"id": "1", "lang": "en", "instruction": "x", "m": [["{escape}"]]}}', "surrogate"
+
+
+@pytest.mark.parametrize(("case", "line", "says"), list(_unreadable_lines()), ids=lambda v: str(v)[:20])
+def test_a_line_no_reader_can_take_is_one_error_naming_file_and_line(tmp_path, case, line, says):
+    from polyrise.io import read_json_array
+
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"id": "0", "lang": "en", "instruction": "fine"}\n' + line + "\n", encoding="utf-8")
+    with pytest.raises(PolyriseError, match=rf"^{path}:2: .*{says}"):
+        read_jsonl(path, Prompt)
+    array = tmp_path / "rows.json"
+    array.write_text(f"[{line}]", encoding="utf-8")
+    with pytest.raises(PolyriseError, match=rf"^{array}: .*{says}"):
+        read_json_array(array)
+
+
+def test_a_surrogate_pair_escape_is_text(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"id": "1", "lang": "en", "instruction": "smile \\ud83d\\ude00"}\n', encoding="utf-8")
+    assert read_jsonl(path, Prompt)[0].instruction == "smile \U0001f600"
+
+
+@pytest.mark.parametrize("blank", ["", " ", "\t\n ", "\u3000", "\r\n"])
+def test_a_blank_instruction_is_refused_at_load_naming_file_and_line(tmp_path, blank):
+    import json
+
+    from polyrise.records import PreferencePair, QuestionPair
+
+    prompts = tmp_path / "prompts.jsonl"
+    rows = [{"id": "1", "instruction": "Say hi."}, {"id": "2", "instruction": blank}]
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(PolyriseError, match=rf"^{prompts}:2: instruction: an instruction must not be blank"):
+        load_prompts(PromptSource(source=str(prompts)), ["en"])
+    pair = {"id": "1", "lang": "en", "via": "es", "prompt": blank, "chosen": "a", "rejected": "b"}
+    question = {"id": "1", "lang": "es", "target": "en", "prompt": blank, "completion": "q"}
+    for record, row in ((PreferencePair, pair), (QuestionPair, question)):  # what `train` reads
+        data = tmp_path / "train.jsonl"
+        data.write_text(json.dumps(row | {"prompt": "fine"}) + "\n" + json.dumps(row) + "\n")
+        with pytest.raises(PolyriseError, match=rf"^{data}:2: prompt: an instruction must not be blank"):
+            read_jsonl(data, record)
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"mgsm": 3}', "[" * 100_000, '"text"'])
+@pytest.mark.parametrize("command", ["score", "eval"])
+def test_a_bad_existing_scores_file_is_one_error_before_any_work(tmp_path, content, command):
+    import json
+
+    from typer.testing import CliRunner
+
+    from polyrise.cli import app
+
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / "scores.json").write_text(content)
+    outputs = tmp_path / "outputs.jsonl"
+    outputs.write_text(json.dumps({"id": "1", "lang": "en", "output": "Hello there, how are you today?"}) + "\n")
+    args = ["score", "langid", str(outputs), "--out", str(out)]
+    if command == "eval":  # before a model loads: a spec that is none would fail later
+        args = ["eval", "--task", "mgsm", "--model", str(tmp_path / "no-model"), "-o", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1 and isinstance(result.exception, PolyriseError), result.output
+    assert str(result.exception).startswith(f"{out / 'scores.json'}: not a scores file")
+    assert sorted(p.name for p in out.iterdir()) == ["scores.json"] and (out / "scores.json").read_text() == content

@@ -319,3 +319,24 @@ def test_reference_log_probs_are_read_from_the_cache_under_their_model_only(base
         assert other.fingerprint() != base.fingerprint()
         train_dpo(other, _pairs(2), tmp_path / "other", _settings(), reference_cache=cache_file)
         assert len(seen) == 4 and -1234.5 not in seen
+
+
+def test_a_training_that_diverges_stops_at_that_step_and_saves_nothing(base, tmp_path, monkeypatch):
+    """A NaN loss from step 2 on (as an absurd learning rate gives): one error naming the step; no model, no
+    checkpoint a rerun would resume from."""
+    from polyrise.training.dpo import PackedDPOTrainer
+
+    computed = []
+    original = PackedDPOTrainer.compute_loss
+
+    def nan_from_step_2(self, *args, **kwargs):
+        loss = original(self, *args, **kwargs)
+        computed.append(self.state.global_step + 1)
+        return loss * math.nan if self.state.global_step >= 1 else loss
+
+    monkeypatch.setattr(PackedDPOTrainer, "compute_loss", nan_from_step_2)
+    out = tmp_path / "model"
+    with pytest.raises(PolyriseError, match=r"^the training diverged: loss nan at step 2/4; no model was saved"):
+        train_dpo(base, _pairs(4), out, _settings(batch_size=1))
+    assert computed == [1, 2]  # stopped at the step that diverged
+    assert not out.exists() and not checkpoints_dir(out).exists()

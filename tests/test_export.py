@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import datasets
+import huggingface_hub.constants
 import pytest
 from typer.testing import CliRunner
 
@@ -111,6 +112,7 @@ def test_push_to_hub_gets_the_repo_the_private_flag_the_token_and_the_rows(tmp_p
         pushed.append((repo_id, kwargs, self.to_list()))
 
     monkeypatch.setattr(datasets.Dataset, "push_to_hub", record)
+    monkeypatch.setattr(huggingface_hub.HfApi, "whoami", lambda self, token: {"name": "someone"})
     monkeypatch.setenv("HF_TOKEN", "hf_from_env")
     export_pairs(_run_dir(tmp_path), 1, push_to_hub="someone/lidr-pairs", private=True)
     [(repo_id, kwargs, rows)] = pushed
@@ -119,8 +121,6 @@ def test_push_to_hub_gets_the_repo_the_private_flag_the_token_and_the_rows(tmp_p
     assert [(r["id"], r["lang"], r["chosen"][0]["content"]) for r in rows] == [(p.id, p.lang, p.chosen) for p in PAIRS]
 
     # no token: one error before any work (no --out written, nothing pushed)
-    import huggingface_hub.constants
-
     for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
@@ -130,6 +130,16 @@ def test_push_to_hub_gets_the_repo_the_private_flag_the_token_and_the_rows(tmp_p
     with pytest.raises(PolyriseError, match=r"--push-to-hub 'not a repo': not a repo id"):
         export_pairs(_run_dir(tmp_path), 1, out, push_to_hub="not a repo")
     assert len(pushed) == 1 and not out.exists()
+
+
+def test_push_to_hub_without_the_hub_is_one_error_before_any_work(tmp_path, monkeypatch, polyrise):
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # as without a network
+    monkeypatch.setenv("HF_TOKEN", "hf_fake")
+    out = tmp_path / "out"
+    result = polyrise("export", str(_run_dir(tmp_path)), "--push-to-hub", "someone/pairs", "--out", str(out))
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith("error: --push-to-hub someone/pairs: cannot reach the Hugging Face Hub")
+    assert len(result.stderr.strip().splitlines()) == 1 and not out.exists()
 
 
 def test_a_run_without_that_iterations_pairs_is_one_error_naming_the_file(tmp_path, polyrise):

@@ -6,18 +6,26 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import annotated_types
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
+from pydantic.fields import FieldInfo
 from typer.testing import CliRunner
 
+from polyrise import plugins
 from polyrise.cli import app
 from polyrise.config import load_config
 from polyrise.errors import PolyriseError
+from polyrise.settings import SamplingSettings, Section
 
 TRIED: Counter[str] = Counter()
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -115,3 +123,207 @@ def test_pairs_of_any_files(tmp_path_factory, prompts, responses, translations):
     _ok(CliRunner().invoke(app, args), "pairs")
     if not (folder / "pairs.jsonl").exists():
         assert not Path(folder / "pairs_stats.json").exists()  # nothing half-written
+
+
+# Every numeric setting, generated from the settings classes themselves: below, at and above each bound, inf, nan.
+
+
+def _settings_classes() -> list[type[Section]]:
+    """Every config section polyrise defines (the methods' and tasks' own included)."""
+    for kind, mapping in (("method", plugins.METHODS), ("task", plugins.TASKS)):
+        for name in mapping:
+            plugins.load(kind, mapping, name)
+    found, todo = [], [Section]
+    while todo:
+        cls = todo.pop()
+        todo += cls.__subclasses__()
+        if cls.__module__.startswith("polyrise."):
+            found.append(cls)
+    return sorted(set(found), key=lambda c: f"{c.__module__}.{c.__qualname__}")
+
+
+def _numeric_fields() -> Iterator[tuple[type[Section], str, FieldInfo]]:
+    """(class, name, field) of every int or float field a class declares (not inherits)."""
+    for cls in _settings_classes():
+        for name, info in cls.model_fields.items():
+            if name in vars(cls).get("__annotations__", {}) and info.annotation in (
+                int,
+                float,
+                int | None,
+                float | None,
+            ):
+                yield cls, name, info
+
+
+def _bounds(info: FieldInfo) -> tuple[Any, Any]:
+    """The field's (lower, upper) bound metadata (annotated_types Ge/Gt, Le/Lt), None where it has none."""
+    lower = next((m for m in info.metadata if isinstance(m, (annotated_types.Ge, annotated_types.Gt))), None)
+    upper = next((m for m in info.metadata if isinstance(m, (annotated_types.Le, annotated_types.Lt))), None)
+    return lower, upper
+
+
+def _bound_cases() -> Iterator[tuple[type[Section], str, Any, bool]]:
+    """(class, field, value, valid): at, just inside and just beyond each bound, and inf, -inf, nan for floats."""
+    for cls, name, info in _numeric_fields():
+        lower, upper = _bounds(info)
+        is_float = info.annotation in (float, float | None)
+        down = (lambda v: math.nextafter(v, -math.inf)) if is_float else (lambda v: v - 1)
+        up = (lambda v: math.nextafter(v, math.inf)) if is_float else (lambda v: v + 1)
+        if isinstance(lower, annotated_types.Ge):
+            yield cls, name, lower.ge, True
+            yield cls, name, down(lower.ge), False
+        elif isinstance(lower, annotated_types.Gt):
+            yield cls, name, lower.gt, False
+            yield cls, name, up(lower.gt), True
+        if isinstance(upper, annotated_types.Le):
+            yield cls, name, upper.le, True
+            yield cls, name, up(upper.le), False
+        elif isinstance(upper, annotated_types.Lt):
+            yield cls, name, upper.lt, False
+            yield cls, name, down(upper.lt), True
+        if is_float:
+            yield from ((cls, name, value, False) for value in (math.inf, -math.inf, math.nan))
+
+
+def _field_errors(cls: type[Section], name: str, value: Any) -> list[Any]:
+    """The validation errors of `name` when a section of `cls` gives it `value` (other fields' errors left out)."""
+    try:
+        cls.model_validate({name: value})
+    except ValidationError as e:
+        return [err for err in e.errors() if err["loc"][:1] == (name,)]
+    return []
+
+
+@pytest.mark.parametrize(("cls", "name", "info"), list(_numeric_fields()), ids=lambda v: getattr(v, "__name__", v))
+def test_every_numeric_setting_is_bounded_on_both_sides(cls, name, info):
+    lower, upper = _bounds(info)
+    assert lower is not None and upper is not None, f"{cls.__name__}.{name} needs a lower and an upper bound"
+
+
+@pytest.mark.parametrize(("cls", "name", "value", "valid"), list(_bound_cases()), ids=str)
+def test_every_numeric_setting_at_below_and_above_its_bounds(cls, name, value, valid):
+    TRIED["setting bounds"] += 1
+    errors = _field_errors(cls, name, value)
+    assert not errors if valid else errors, (cls.__name__, name, value)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("seed", -1), ("seed", 2**32), ("seed", 1e30), ("iterations", 10**9), ("iterations", 0),
+     ("training", {"epochs": math.inf}), ("training", {"epochs": math.nan}), ("training", {"epochs": 1e6}),
+     ("training", {"learning_rate": 10.0}), ("generation", {"answer": {"temperature": -1}}),
+     ("generation", {"answer": {"top_p": 2}}), ("generation", {"answer": {"max_new_tokens": 0}})],
+)  # fmt: skip
+def test_a_number_out_of_bounds_in_a_config_is_one_error_naming_the_key_before_any_work(tmp_path, key, value):
+    """Through the command line, `run --dry-run` (a 10^9-iteration plan used to grow without end)."""
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({key: value, "output_dir": str(tmp_path / "runs")}))
+    result = CliRunner().invoke(app, ["run", str(path), "--dry-run"])
+    assert result.exit_code == 1 and isinstance(result.exception, PolyriseError), result.output
+    assert str(result.exception).startswith(f"{path}: {key}") and "\n" not in str(result.exception)
+    assert not (tmp_path / "runs").exists()
+
+
+def _option_cases() -> Iterator[tuple[list[str], str, Any]]:
+    """(command, option, value beyond its bound): each numeric option of `generate` from the bounds of the settings
+    field it sets, and the seeds and counts of the other commands."""
+    fields = {"max-new-tokens": "max_new_tokens", "temperature": "temperature", "top-p": "top_p",
+              "repetition-penalty": "repetition_penalty", "seed": "seed"}  # fmt: skip
+    for option, name in fields.items():
+        info = SamplingSettings.model_fields[name]
+        lower, upper = _bounds(info)
+        beyond = [getattr(lower, "ge", 0) - 1 if hasattr(lower, "ge") else lower.gt]
+        beyond.append(upper.le + 1 if hasattr(upper, "le") else upper.lt)
+        if info.annotation is float:
+            beyond += ["nan", "inf", "-inf"]
+        yield from ((["generate"], option, value) for value in beyond)
+    yield from ((["generate"], "batch-size", v) for v in (0, 65537))
+    yield from ((["translate", "--to", "es"], "max-new-tokens", v) for v in (0, 2**20 + 1))
+    yield from ((["eval", "--task", "mgsm"], option, v) for option in ("seed", "limit") for v in (-1, 2**32))
+    score = (("seed", -1), ("seed", 2**32), ("min-words", 10**10))
+    yield from ((["score", "langid"], option, v) for option, v in score)
+
+
+@pytest.mark.parametrize(("command", "option", "value"), list(_option_cases()), ids=str)
+def test_a_numeric_option_beyond_its_bound_is_one_error_naming_it_and_nothing_is_written(
+    tmp_path, command, option, value
+):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"id": "1", "lang": "en", "instruction": "hi", "output": "hi"}) + "\n")
+    out = tmp_path / "out"
+    where = [str(prompts), "-o", str(out)] if command[0] in ("generate", "translate") else ["-o", str(out)]
+    if command[0] == "score":
+        where = [str(prompts), "--out", str(out)]
+    TRIED["option bounds"] += 1
+    result = CliRunner().invoke(app, [*command, *where, f"--{option}", str(value)])
+    assert result.exit_code == 1 and isinstance(result.exception, PolyriseError), (result.output, result.exception)
+    assert str(result.exception).startswith(f"--{option}: ") and "\n" not in str(result.exception)
+    assert not out.exists()
+
+
+# A misbehaving server: any 200 body, any failure status and Retry-After: an answer, or one PolyriseError naming the
+# server (`tests/test_openai_engine.py` holds the named cases).
+
+numbers = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-(2**70), 2**70), values)
+chat_answers = st.fixed_dictionaries(
+    {
+        "choices": st.lists(
+            st.fixed_dictionaries({"message": st.fixed_dictionaries({"content": st.one_of(st.text(), values)})}),
+            max_size=3,
+        )
+    }
+)
+scored_answers = st.fixed_dictionaries(
+    {
+        "choices": st.lists(
+            st.fixed_dictionaries(
+                {
+                    "logprobs": st.fixed_dictionaries(
+                        {
+                            "token_logprobs": st.lists(numbers, max_size=4),
+                            "text_offset": st.lists(st.one_of(st.integers(-2, 6), values), max_size=4),
+                        }
+                    )
+                }
+            ),
+            max_size=2,
+        )
+    }
+)
+bodies = st.one_of(
+    chat_answers.map(json.dumps), scored_answers.map(json.dumps), values.map(json.dumps), st.binary(max_size=80)
+)
+failures = st.one_of(st.none(), st.sampled_from([400, 401, 403, 404, 408, 409, 422, 429, 500, 502, 503]))
+retry_after = st.one_of(
+    st.just({"retry-after-ms": "1"}),
+    st.builds(
+        lambda v: {"retry-after": v},
+        st.sampled_from(["0", "0.01", "-5", "x", "1e9", "Wed, 21 Oct 2015 07:28:00 GMT", "nan"]),
+    ),
+)
+
+
+@FUZZ
+@given(body=bodies, status=failures, headers=retry_after, scoring=st.booleans())
+def test_an_openai_server_answering_anything_gives_an_answer_or_one_error_naming_it(
+    server, body, status, headers, scoring
+):
+    from polyrise.generation import ChatRequest
+    from polyrise.generation.openai import OpenAIEngine
+    from polyrise.settings import OpenAISettings
+
+    server.raw_reply = body if isinstance(body, bytes) else body.encode()
+    server.always, server.fail_headers = status, headers
+    engine = OpenAIEngine(
+        OpenAISettings(base_url=server.base_url, model="m", api_key_env=None, timeout=5, max_retries=1)
+    )
+    TRIED["openai answers"] += 1
+    try:
+        if scoring:
+            for value in engine.loglikelihood([("ab", "cd")])[0].token_logprobs:
+                assert math.isfinite(value) and value <= 1e-6
+        else:
+            assert isinstance(engine.complete([ChatRequest.user("x")], SamplingSettings())[0], str)
+    except PolyriseError as e:
+        assert str(e).startswith(f"{server.base_url}/") or "needs the completions endpoint" in str(e), str(e)
+        assert server.base_url in str(e) and "\n" not in str(e)

@@ -313,3 +313,38 @@ def test_scored_context_is_the_generation_context_with_one_bos():
     assert ids[n_context:] == tokenizer("the sky is blue", add_special_tokens=False)["input_ids"]
     ids, n_context = encode_pair(tokenizer, "the sky is", " blue")
     assert ids[:n_context] == [bos, *tokenizer("the sky is", add_special_tokens=False)["input_ids"]]
+
+
+@pytest.mark.parametrize(
+    ("tokens", "new", "context", "fits"),
+    [(t, n, c, c is None or t + n <= c) for c in (None, 1, 2048) for t in (0, 1, 2047, 2048, 10**6) for n in (0, 1)],
+)
+def test_check_fits_at_the_context_bound(tokens, new, context, fits):
+    from polyrise.generation.base import check_fits
+
+    if fits:
+        check_fits(tokens, new, context, "m", "text")
+        return
+    with pytest.raises(PolyriseError, match=rf"a text of {tokens} tokens \(\+ {new} to generate\) exceeds the context"):
+        check_fits(tokens, new, context, "m", "text")
+
+
+def test_the_vllm_engine_refuses_a_text_beyond_its_context_before_generating(monkeypatch, tokenizer):
+    """Without vLLM: its module a stub, the engine's `llm` one that fails if asked to generate."""
+    from types import SimpleNamespace
+
+    from polyrise.generation.vllm import VLLMEngine
+
+    class NoLLM:
+        def generate(self, *args, **kwargs):
+            raise AssertionError("asked to generate a text that does not fit")
+
+    monkeypatch.setitem(sys.modules, "vllm", SimpleNamespace(SamplingParams=lambda **kwargs: kwargs))
+    engine = VLLMEngine.__new__(VLLMEngine)
+    engine.tokenizer, engine.llm, engine.lora, engine.context = tokenizer, NoLLM(), None, 64
+    engine.resolved = SimpleNamespace(spec="served-model")
+    long = ChatRequest.user("word " * 100)
+    with pytest.raises(PolyriseError, match=r"exceeds the context of 'served-model' \(64 tokens\)"):
+        engine.complete([long], SamplingSettings(max_new_tokens=8))
+    with pytest.raises(PolyriseError, match=r"\+ 1 to generate\) exceeds the context of 'served-model'"):
+        engine.loglikelihood([("word " * 100, " yes")])

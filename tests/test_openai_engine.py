@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from engines import FakeServer
+from engines import FakeServer, char_logprob
+from typer.testing import CliRunner
 
+from polyrise.cli import app
 from polyrise.errors import PolyriseError
 from polyrise.generation import ChatRequest, Generator
 from polyrise.generation.cache import GenerationCache
@@ -320,3 +324,164 @@ def test_several_base_urls_from_a_config_list_or_a_comma_separated_option(server
     assert result.exit_code == 0, result.output
     assert [json.loads(line)["output"] for line in out.read_text().splitlines()] == [f"echo:q{i}" for i in range(6)]
     assert server.requests and second_server.requests and server.max_in_flight == second_server.max_in_flight == 1
+
+
+# A misbehaving server: every case is one PolyriseError naming the server's URL, nothing cached for it.
+
+
+def _chat_body(**choice: Any) -> dict[str, Any]:
+    return {"choices": [{"index": 0, "message": {"role": "assistant", "content": "fine"}} | choice]}
+
+
+def _scored_body(values: Any, offsets: Any = None) -> dict[str, Any]:
+    """A completions answer for the prompt "ab" (two one-character tokens), with the given log-probs."""
+    logprobs = {"tokens": ["a", "b"], "token_logprobs": values, "text_offset": offsets or [0, 1]}
+    return {"choices": [{"index": 0, "text": "", "logprobs": logprobs}]}
+
+
+def _bad_answers() -> Iterator[tuple[str, str, bytes, str]]:
+    """(case, endpoint, 200 body, what the error says): each way a 200 answer can be unusable."""
+    for content in (None, 7, [], {"text": "hi"}):
+        yield (
+            f"content {content!r}",
+            "chat",
+            json.dumps(_chat_body(message={"content": content})).encode(),
+            "no answer text",
+        )
+    yield "no message", "chat", json.dumps({"choices": [{"index": 0}]}).encode(), "no answer text"
+    for choices in ([], None, "x", [1], {"0": {}}):
+        yield f"choices {choices!r}", "chat", json.dumps({"choices": choices}).encode(), "no choices"
+    for n in (2, 1000):
+        many = {"choices": [_chat_body()["choices"][0]] * n}
+        yield (
+            f"{n} choices",
+            "chat",
+            json.dumps(many).encode(),
+            f"the server returned {n} choices; polyrise asks for one",
+        )
+    huge = json.dumps(_chat_body(message={"content": "x" * (17 * 2**20)})).encode()
+    yield "a 17 MiB answer", "chat", huge, "the response exceeds 16 MiB"
+    yield "100k-deep JSON", "chat", b"[" * 100_000 + b"]" * 100_000, "the response is not valid JSON"
+    yield "not UTF-8", "chat", b'{"choices": "\xff"}', "the response is not valid JSON"
+    for value in (float("nan"), float("inf"), float("-inf"), 0.5, "-1", True, [-1.0], {}):
+        yield f"log-prob {value!r}", "score", json.dumps(_scored_body([None, value])).encode(), "the log-prob"
+    for offsets in (["0", "1"], [0], [0, 1.5]):
+        body = json.dumps(_scored_body([None, -1.0], offsets)).encode()
+        yield f"offsets {offsets!r}", "score", body, "malformed prompt log-probs"
+    yield "log-probs not a list", "score", json.dumps(_scored_body("-1", "01")).encode(), "malformed prompt log-probs"
+
+
+@pytest.mark.parametrize(("case", "endpoint", "body", "says"), list(_bad_answers()), ids=lambda v: str(v)[:30])
+def test_an_unusable_answer_is_one_error_naming_the_server_and_nothing_is_cached(
+    server, api_key, tmp_path, case, endpoint, body, says
+):
+    server.raw_reply = body
+    generator = Generator(make(server, max_retries=3), GenerationCache(tmp_path / "c.sqlite"))
+    path = "chat/completions" if endpoint == "chat" else "completions"
+    with pytest.raises(PolyriseError) as info:
+        if endpoint == "chat":
+            generator.generate([ChatRequest.user("a question")], SamplingSettings())
+        else:
+            generator.loglikelihood([("a", "b")])
+    message = str(info.value)
+    assert f"{server.base_url}/{path} (model 'test-model'): " in message and says in message, case
+    assert "\n" not in message and len(message) < 1000 and api_key not in message
+    assert len(server.requests) == 1  # a 200 answer is not retried
+    server.raw_reply, server.prompt_logprobs = None, True  # the server behaves again: it is asked again
+    if endpoint == "chat":
+        assert generator.generate([ChatRequest.user("a question")], SamplingSettings()) == ["echo:a question"]
+    else:
+        assert generator.loglikelihood([("a", "b")])[0].token_logprobs == (char_logprob("b"),)
+    assert len(server.requests) == 2
+
+
+def test_log_probs_a_hair_above_zero_are_accepted(server, api_key):
+    server.raw_reply = json.dumps(_scored_body([None, 1e-7])).encode()  # log_softmax of a near-certain token
+    assert make(server).loglikelihood([("a", "b")])[0].token_logprobs == (1e-7,)
+
+
+@pytest.mark.parametrize(("status", "retries"), [(s, r) for s in (408, 429, 500, 503) for r in (0, 1, 3)])
+def test_the_error_says_how_many_attempts_were_made(server, api_key, status, retries):
+    server.always = status
+    with pytest.raises(PolyriseError) as info:
+        make(server, max_retries=retries).complete([ChatRequest.user("x")], SamplingSettings())
+    made = f"{retries + 1} attempt{'s' if retries else ''}"
+    assert f"HTTP {status} after {made}: " in str(info.value)
+    assert len(server.requests) == retries + 1
+
+
+@pytest.mark.parametrize(
+    "header",
+    [{"retry-after": "3600"}, {"retry-after-ms": "3600000"}, {"retry-after": "Fri, 01 Jan 2100 00:00:00 GMT"}],
+)
+def test_a_retry_after_beyond_the_timeout_fails_at_once_saying_so(server, api_key, header):
+    server.always, server.fail_headers = 429, header
+    with pytest.raises(PolyriseError) as info:
+        make(server, max_retries=3).complete([ChatRequest.user("x")], SamplingSettings())
+    assert len(server.requests) == 1
+    assert re.search(
+        r"HTTP 429 after 1 attempt: .*retry after \d+(\.\d+)?(e\+\d+)? s, longer than the timeout \(10 s\)",
+        str(info.value),
+    )
+
+
+@pytest.mark.parametrize("retries", [0, 1])
+@pytest.mark.parametrize("misbehaviour", ["trickle", "hang"])
+def test_the_timeout_bounds_each_attempt_however_slowly_the_answer_comes(server, api_key, misbehaviour, retries):
+    if misbehaviour == "trickle":
+        server.trickle = 0.05  # each byte well within a read timeout, the whole answer several seconds
+    else:
+        server.hang = 30
+    start = time.monotonic()
+    with pytest.raises(PolyriseError) as info:
+        make(server, timeout=0.5, max_retries=retries).complete([ChatRequest.user("x")], SamplingSettings())
+    attempts = retries + 1
+    assert time.monotonic() - start < 0.5 * attempts + 1.5  # timeout x attempts + backoff
+    assert str(info.value).startswith(f"{server.base_url}/chat/completions (model 'test-model'): ")
+    assert f"after {attempts} attempt" in str(info.value) and len(server.requests) == attempts
+
+
+def test_a_key_a_server_echoes_in_an_answer_is_never_stored(server, api_key, tmp_path):
+    server.echo_auth = True
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"id": "1", "lang": "en", "instruction": "hi"}) + "\n")
+    out = tmp_path / "responses.jsonl"
+    args = ["generate", str(prompts), "-o", str(out), "--engine", "openai", "--model", "m"]
+    args += ["--base-url", server.base_url, "--api-key-env", "POLYRISE_TEST_KEY"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "Bearer <redacted>" in out.read_text()
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert api_key.encode() not in path.read_bytes(), path
+
+
+@pytest.mark.parametrize("value", ["sk-test-123\r", " sk-test-123\n", "\tsk-test-123 \r\n"])
+def test_a_key_with_surrounding_whitespace_is_stripped(server, monkeypatch, value):
+    monkeypatch.setenv("POLYRISE_TEST_KEY", value)
+    make(server).complete([ChatRequest.user("x")], SamplingSettings())
+    assert server.requests[0]["headers"]["authorization"] == "Bearer sk-test-123"
+
+
+@pytest.mark.parametrize("value", ["sk-te st", "sk\x01x", "sk-\x7fx", "sk-é", "a\rb", "sk\u200bx"])
+def test_a_key_with_characters_no_key_has_is_one_error_naming_the_variable(monkeypatch, value):
+    monkeypatch.setenv("POLYRISE_TEST_KEY", value)
+    with pytest.raises(PolyriseError) as info:
+        OpenAIEngine(settings("http://127.0.0.1:9/v1"))
+    assert "environment variable POLYRISE_TEST_KEY holds" in str(info.value) and value not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://user:s3cret@h/v1", "http://s3cret@h/v1", "https://:s3cret@h:8000/v1", "http://u:s3cret@h"]
+)
+def test_a_base_url_with_credentials_is_refused_without_echoing_them(server, url, tmp_path):
+    with pytest.raises(ValueError, match="credentials") as info:
+        settings(url)
+    assert "s3cret" not in info.value.errors()[0]["msg"]  # what polyrise prints of a validation error
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"id": "1", "lang": "en", "instruction": "hi"}) + "\n")
+    args = ["generate", str(prompts), "-o", str(tmp_path / "out.jsonl"), "--engine", "openai", "--model", "m"]
+    result = CliRunner().invoke(app, [*args, "--base-url", f"{server.base_url},{url}", "--api-key-env", ""])
+    assert result.exit_code == 1 and isinstance(result.exception, PolyriseError)
+    assert "credentials" in str(result.exception) and "s3cret" not in str(result.exception)
+    assert not (tmp_path / "out.jsonl").exists() and not server.requests

@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from polyrise.errors import PolyriseError
 
@@ -33,6 +33,29 @@ if TYPE_CHECKING:
 
 DEFAULT_MODEL = "embedded:smollm2-135m-instruct"
 DEFAULT_LANGS = ("en", "es", "de", "fr")
+M = TypeVar("M", bound="BaseModel")
+
+
+def from_options(cls: type[M], flag: str = "", **values: Any) -> M:
+    """`cls(**values)`, the values given as the options `--{flag}<name>`: validated by the settings class a config
+    is (bounds, finiteness), so a value out of range is one error naming the option (`--top-p: ...`)."""
+    from pydantic import ValidationError
+
+    try:
+        return cls(**values)
+    except ValidationError as e:
+        err = e.errors()[0]
+        option = "-".join(str(p) for p in err["loc"]).replace("_", "-") or "engine"
+        raise PolyriseError(f"--{flag}{option}: {err['msg'].removeprefix('Value error, ')}") from None
+
+
+def _seed(seed: int) -> int:
+    """`seed` if numpy and torch take it, else one error naming the option."""
+    from polyrise.settings import SEEDS
+
+    if not 0 <= seed < SEEDS:
+        raise PolyriseError(f"--seed: {seed} is not a seed; seeds are in [0, {SEEDS})")
+    return seed
 
 
 def _quiet(console: Console | None) -> Console:
@@ -314,7 +337,8 @@ def translate(
     _known_row_langs(rows, inputs)
     jobs = translation_jobs(rows, targets, inputs)
     generator, cache = _generator(model, cache, out)
-    results = run_translate(generator, jobs[part] if part else jobs, SamplingSettings(max_new_tokens=max_new_tokens))
+    sampling = from_options(SamplingSettings, max_new_tokens=max_new_tokens)
+    results = run_translate(generator, jobs[part] if part else jobs, sampling)
     written = None if part else write_jsonl(out, results)
     failed = sum(r.output is None for r in results)
     return Generated(out, cache, written, generator.stats["generated"], generator.stats["cached"], failed)
@@ -407,7 +431,7 @@ def train(
     train_overrides = {"num_processes": num_processes, "accelerate_config": accelerate_config}
     model_settings = _validated(cfg.model, model_overrides, "model")
     training = _validated(cfg.training, train_overrides, "training")
-    run_seed = cfg.seed if seed is None else seed
+    run_seed = cfg.seed if seed is None else _seed(seed)
     base = resolve_model(model_settings.spec)  # before the workers start: they must not all convert the model at once
     method = load_method(cfg.method)
     rows = read_jsonl(data, method.record)
@@ -496,11 +520,28 @@ def merge_scores(out_dir: Path, task: str, label: str, scores: Mapping[str, Any]
     from polyrise.io import write_json
 
     path = out_dir / "scores.json"
-    merged = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    merged = _existing_scores(out_dir)
     merged.setdefault(task, {})[label] = scores
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(path, merged)
     return path
+
+
+def _existing_scores(out_dir: Path) -> dict[str, Any]:
+    """`out_dir/scores.json` ({task: {label: scores}}), or {} where there is none; one that is not such a file is one
+    error naming it. `evaluate` and `score` check it before any work, so it never fails them after the work."""
+    from polyrise.io import read_text
+
+    path = out_dir / "scores.json"
+    if not path.is_file():
+        return {}
+    try:
+        merged = json.loads(read_text(path, "scores file"))
+    except (ValueError, RecursionError) as e:
+        raise PolyriseError(f"{path}: not a scores file (invalid JSON: {str(e)[:200]}); move it away") from None
+    if not isinstance(merged, dict) or not all(isinstance(v, dict) for v in merged.values()):
+        raise PolyriseError(f"{path}: not a scores file (a JSON object of {{task: {{label: scores}}}}); move it away")
+    return merged
 
 
 def evaluate(
@@ -526,6 +567,8 @@ def evaluate(
 
     evaluation = eval_task(task) if isinstance(task, Mapping) else task
     codes = _languages(langs)
+    _seed(seed)
+    _existing_scores(out)
     cache = GenerationCache(out / "generations.sqlite")
 
     def open_model(spec: str | EngineSettings) -> Generator:
@@ -558,8 +601,6 @@ def score(
     `languages`: what a line may be identified as besides each row's language and English (default: polyrise's
     candidates). With `out`, the scores are merged into `out/scores.json` under the task and the file's stem
     (`merge_scores`), and langid writes each answer's verdict to `out/langid_rows.jsonl`."""
-    from pydantic import ValidationError
-
     from polyrise.evaluation.fidelity import score_outputs
     from polyrise.evaluation.math import read_predictions, score_math
     from polyrise.langid import DEFAULT_CANDIDATES, LangIdSettings
@@ -567,10 +608,10 @@ def score(
     if task not in ("langid", "mgsm"):
         raise PolyriseError(f"unknown task {task!r} for `score`; known: langid, mgsm")
     candidates = _languages(languages) if languages is not None else list(DEFAULT_CANDIDATES)
-    try:
-        settings = LangIdSettings(min_words=min_words, min_confidence=min_confidence, candidates=candidates)
-    except ValidationError as e:
-        raise PolyriseError(f"--languages: {e.errors()[0]['msg']}") from None
+    settings = from_options(LangIdSettings, min_words=min_words, min_confidence=min_confidence, candidates=candidates)
+    _seed(seed)
+    if out is not None:
+        _existing_scores(out)
     if task == "langid":
         scores = score_outputs(predictions, settings, out, seed)
     else:

@@ -25,6 +25,7 @@ from polyrise.settings import (
     ModelSettings,
     PromptSource,
     Section,
+    Seed,
     TrackingSettings,
 )
 from polyrise.training.settings import DPOSettings, TrainingSettings
@@ -44,8 +45,8 @@ class RunSettings(Section):
     `question-alignment` (one SFT step on question translation pairs, `alignment` section, evaluated on trained and
     unseen languages)."""
     output_dir: Path = Path("runs")
-    seed: int = 0
-    iterations: int = Field(default=1, ge=1)
+    seed: Seed = 0
+    iterations: int = Field(default=1, ge=1, le=1000)
     model: ModelSettings = Field(default_factory=ModelSettings)
     source_lang: str = "en"
     languages: list[str] = Field(default_factory=lambda: ["es", "de", "fr"])

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -59,15 +61,30 @@ def _refuse_destructive(out: Path, run_dir: Path) -> None:
         raise PolyriseError(f"--out {out}: is, holds or lies inside the run {run_dir}; export outside the run")
 
 
-def hub_token() -> str:
-    """The Hub token: `HF_TOKEN`, else the one `hf auth login` stored."""
-    from huggingface_hub import get_token
+@contextmanager
+def _on_the_hub(repo_id: str) -> Iterator[None]:
+    """Any failure of the Hub client inside (no network, offline mode, a refused token) as one error."""
+    try:
+        yield
+    except Exception as e:  # the Hub client raises many types (its HTTP library's, OSError, HTTP statuses)
+        raise PolyriseError(
+            f"--push-to-hub {repo_id}: cannot reach the Hugging Face Hub or push there ({type(e).__name__}: "
+            f"{str(e)[:300]}); check the network, HF_HUB_OFFLINE and the token's write access"
+        ) from None
+
+
+def hub_token(repo_id: str) -> str:
+    """The Hub token (`HF_TOKEN`, else the one `hf auth login` stored), checked with the Hub before any work: an
+    unreachable Hub or a token it refuses is one error."""
+    from huggingface_hub import HfApi, get_token
 
     token = get_token()
     if not token:
         raise PolyriseError(
             "--push-to-hub needs a Hugging Face token with write access: set HF_TOKEN or run `hf auth login`"
         )
+    with _on_the_hub(repo_id):
+        HfApi().whoami(token=token)
     return token
 
 
@@ -93,7 +110,7 @@ def export_pairs(
             validate_repo_id(push_to_hub)
         except HFValidationError as e:
             raise PolyriseError(f"--push-to-hub {push_to_hub!r}: not a repo id such as user/name ({e})") from None
-        token = hub_token()
+        token = hub_token(push_to_hub)
     if out is not None:
         _refuse_destructive(out, run_dir)
         if out.exists() and not force:
@@ -104,7 +121,8 @@ def export_pairs(
     if out is not None:
         _save(dataset, out)
     if push_to_hub is not None:
-        dataset.push_to_hub(push_to_hub, private=private, token=token)
+        with _on_the_hub(push_to_hub):
+            dataset.push_to_hub(push_to_hub, private=private, token=token)
     return dataset
 
 

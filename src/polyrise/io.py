@@ -81,6 +81,31 @@ def read_text(path: str | Path, what: str = "file") -> str:
         raise _not_utf8(path, data, e) from None
 
 
+def _lone_surrogate(row: Any) -> str | None:
+    """The first lone surrogate (a `\\ud800` escape without its pair) in `row`'s strings: JSON allows it, but it is
+    no text, and writing it as UTF-8 fails."""
+    try:
+        json.dumps(row, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as e:
+        return e.object[e.start : e.end]
+    return None
+
+
+def _parse(text: str, path: Path, lineno: int | None = None) -> Any:
+    """The JSON value of `text`, line `lineno` of `path` (None: the whole file); invalid JSON, nesting deeper than
+    Python parses, or a lone surrogate is one error naming the file and line."""
+    where = f"{path}:{lineno}" if lineno else str(path)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise PolyriseError(f"{path}:{lineno or e.lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
+    except RecursionError:
+        raise PolyriseError(f"{where}: invalid JSON (nested too deeply)") from None
+    if "\\u" in text and (char := _lone_surrogate(value)) is not None:
+        raise PolyriseError(f"{where}: a lone surrogate escape \\u{ord(char):04x} (half of a character), not text")
+    return value
+
+
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) for every non-blank line; invalid JSON or UTF-8 or a non-object names `file:line`."""
     path = Path(path)
@@ -94,10 +119,7 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
             for lineno, line in enumerate(fh, start=1):
                 if not line.strip():
                     continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise PolyriseError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
+                row = _parse(line, path, lineno)
                 if not isinstance(row, dict):
                     raise PolyriseError(f"{path}:{lineno}: a row must be a JSON object")
                 yield lineno, row
@@ -113,10 +135,7 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
 def read_json_array(path: str | Path) -> list[Any]:
     """The items of a file holding one JSON array (the X-AlpacaEval shape); errors name the file (and line)."""
     path = Path(path)
-    try:
-        items = json.loads(read_text(path))
-    except json.JSONDecodeError as e:
-        raise PolyriseError(f"{path}:{e.lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
+    items = _parse(read_text(path), path)
     if not isinstance(items, list):
         raise PolyriseError(f"{path}: expected a JSON array of objects")
     return items

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from pydantic import Field, field_validator
 
 from polyrise.languages import LANGUAGES
-from polyrise.settings import Section
+from polyrise.settings import MAX_COUNT, Section
 
 if TYPE_CHECKING:
     from py3langid.langid import LanguageIdentifier
@@ -39,7 +39,7 @@ Russian, ...) stay out, since on a single line py3langid confuses them with the 
 class LangIdSettings(Section):
     """How the detector judges a text (`langid:` in a run config; `polyrise score langid` options)."""
 
-    min_words: int = Field(default=5, ge=0)
+    min_words: int = Field(default=5, ge=0, le=MAX_COUNT)
     """Words a line needs to be identified (the LCB's 5; Han and kana count a word per 1.5 characters, Thai per 4);
     shorter lines are skipped, counted."""
     min_confidence: float = Field(default=0.8, ge=0.0, le=1.0)

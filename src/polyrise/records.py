@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
+
+
+def _not_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("an instruction must not be blank")
+    return text
+
+
+Instruction = Annotated[str, AfterValidator(_not_blank)]
+"""An instruction a model is asked or trained on: an empty or whitespace-only one is refused where it is read (the
+reader names its `file:line`), never answered or trained on."""
 
 
 class Record(BaseModel):
@@ -60,7 +71,7 @@ class PreferencePair(Record):
     id: str
     lang: str
     via: str
-    prompt: str
+    prompt: Instruction
     chosen: str
     rejected: str
 
@@ -128,7 +139,7 @@ class QuestionPair(Record):
     id: str
     lang: str
     target: str
-    prompt: str
+    prompt: Instruction
     completion: str
 
     def trl_example(self) -> dict[str, list[dict[str, str]]]:

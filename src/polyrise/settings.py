@@ -6,18 +6,28 @@ Nothing here imports polyrise above `plugins`; `polyrise.config` composes these,
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from polyrise.plugins import ENGINES
 
+SEEDS = 2**32
+"""Seeds are in [0, 2^32): what numpy's and torch's generators take."""
+MAX_TOKENS = 2**20
+"""The most tokens a setting may ask for (an answer, a context): beyond every model's context."""
+MAX_COUNT = 10**9
+"""The largest count setting (a limit of items): larger is no limit at all, only a typo."""
+Seed = Annotated[int, Field(ge=0, lt=SEEDS)]
+
 
 class Section(BaseModel):
-    """A config section: an unknown key is an error."""
+    """A config section: an unknown key is an error, and so is an infinite or NaN number. Every numeric field is
+    bounded on both sides (`tests/test_fuzz.py` checks each at its bounds), so a mistyped value is one error at
+    validation, not a failure after hours of work."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class TrackingSettings(Section):
@@ -41,25 +51,25 @@ class ModelSettings(Section):
 
 
 class SamplingSettings(Section):
-    temperature: float = Field(default=0.0, ge=0.0)
+    temperature: float = Field(default=0.0, ge=0.0, le=10.0)
     """0 means greedy."""
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    repetition_penalty: float = Field(default=1.0, gt=0.0)
-    max_new_tokens: int = Field(default=256, ge=1)
+    repetition_penalty: float = Field(default=1.0, gt=0.0, le=10.0)
+    max_new_tokens: int = Field(default=256, ge=1, le=MAX_TOKENS)
     stop: list[str] = Field(default_factory=list)
-    seed: int = 0
+    seed: Seed = 0
 
 
 class VLLMSettings(Section):
     """vLLM engine options (used with `generation.engine: vllm`)."""
 
-    tensor_parallel_size: int = Field(default=1, ge=1)
+    tensor_parallel_size: int = Field(default=1, ge=1, le=1024)
     gpu_memory_utilization: float | None = Field(default=None, gt=0.0, le=1.0)
     """Share of GPU memory vLLM may take (vLLM's default when unset); on vLLM-CPU the share of host memory
     (default 0.25)."""
-    max_model_len: int | None = Field(default=None, ge=16)
+    max_model_len: int | None = Field(default=None, ge=16, le=MAX_TOKENS)
     """Longest prompt + answer in tokens (default: the model's)."""
-    max_lora_rank: int = Field(default=64, ge=1)
+    max_lora_rank: int = Field(default=64, ge=1, le=65536)
     enforce_eager: bool = False
     """Run the model eagerly: no CUDA graphs or torch.compile, so the engine starts in far less time and
     generates more slowly (short jobs, tests)."""
@@ -71,18 +81,20 @@ class OpenAISettings(Section):
     base_url: str | list[str]
     """The API root, e.g. `http://localhost:8000/v1`; or a list of servers of the same model (one vLLM server per
     GPU or node), whose requests are spread over them. The first names the model in the cache: adding or dropping
-    the others keeps cached generations."""
+    the others keeps cached generations. A URL with credentials (`user:pass@`) is refused: it would be printed and
+    written to config.yaml; the key goes in the environment variable `api_key_env` names."""
 
     model: str
     """The model name the server knows (vLLM: `--served-model-name`)."""
     api_key_env: str | None = "OPENAI_API_KEY"
     """Environment variable holding the API key (null: a local server without auth). The key itself is never
     written to the run directory or the logs."""
-    max_concurrency: int = Field(default=8, ge=1)
+    max_concurrency: int = Field(default=8, ge=1, le=1024)
     """Requests in flight at once."""
-    timeout: float = Field(default=300.0, gt=0.0)
-    """Seconds per request."""
-    max_retries: int = Field(default=5, ge=0)
+    timeout: float = Field(default=300.0, gt=0.0, le=86400.0)
+    """Seconds each attempt of a request may take, the whole answer included however slowly it arrives; a server
+    asking (Retry-After) to wait longer than this fails the request at once."""
+    max_retries: int = Field(default=5, ge=0, le=100)
     """Retries with exponential backoff on 429, 5xx, timeouts and connection errors."""
 
     @property
@@ -97,6 +109,13 @@ class OpenAISettings(Section):
             raise ValueError("needs at least one URL")
         for url in urls:
             parts = urlsplit(url)
+            if parts.username is not None or parts.password is not None:  # never echoed: it holds a secret
+                bare = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+                raise ValueError(
+                    "a URL with credentials (user:password@) is refused, as it would be printed and written to "
+                    f"config.yaml: give {bare} and the key in the environment variable named by api_key_env "
+                    "(--api-key-env)"
+                )
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise ValueError(f"{url!r} is not an http(s) URL with a host, e.g. http://localhost:8000/v1")
         return base_url
@@ -110,7 +129,7 @@ class EngineSettings(Section):
     `openai`: a server speaking the chat-completions API (`openai` section)."""
     model: str | None = None
     """A model spec for `hf`/`vllm` (the policy's is `model.spec` and then its iterates)."""
-    batch_size: int = Field(default=16, ge=1)
+    batch_size: int = Field(default=16, ge=1, le=65536)
     """`hf`/`vllm`: prompts per batch."""
     vllm: VLLMSettings = Field(default_factory=VLLMSettings)
     openai: OpenAISettings | None = None
@@ -134,7 +153,7 @@ class EngineSettings(Section):
 class JudgeSettings(EngineSettings):
     """The judge of pairwise win rates: a local model (`hf`/`vllm` with `model`) or an `openai` endpoint."""
 
-    max_new_tokens: int = Field(default=512, ge=1)
+    max_new_tokens: int = Field(default=512, ge=1, le=MAX_TOKENS)
 
     @model_validator(mode="after")
     def _judge_model(self) -> JudgeSettings:
@@ -148,11 +167,11 @@ class PromptCheckSettings(Section):
     (`self_translation.prompt_drop_reason`); a prompt that fails one is dropped with its reason."""
 
     enabled: bool = True
-    min_length_ratio: float = Field(default=0.15, gt=0.0)
+    min_length_ratio: float = Field(default=0.15, gt=0.0, le=1000.0)
     """len(translation) / len(source), in characters, must lie in [min, max] (Chinese or Japanese run at about
     0.2-0.3 of English, hence the low floor)."""
-    max_length_ratio: float = Field(default=4.0, gt=0.0)
-    repeat_limit: int = Field(default=4, ge=2)
+    max_length_ratio: float = Field(default=4.0, gt=0.0, le=1000.0)
+    repeat_limit: int = Field(default=4, ge=2, le=MAX_COUNT)
     """A phrase (up to 30 characters, with a letter) repeated this many times in a row, when the source does not
     repeat it so, is degenerate: `bien bien bien bien`."""
 
@@ -173,8 +192,8 @@ class PromptSource(Section):
     split: str = "train"
     column: str = "instruction"
     id_column: str | None = None
-    limit: int | None = Field(default=None, ge=1)
-    per_iteration: int | None = Field(default=None, ge=1)
+    limit: int | None = Field(default=None, ge=1, le=MAX_COUNT)
+    per_iteration: int | None = Field(default=None, ge=1, le=MAX_COUNT)
     """New prompts at each iteration: iteration t takes source prompts [t*N, (t+1)*N) (after `limit`); the source
     must hold iterations*N. None: every iteration answers the same prompts."""
     checks: PromptCheckSettings = Field(default_factory=PromptCheckSettings)
@@ -224,4 +243,4 @@ class HeldoutSettings(Section):
     """A small held-out prompt set whose answers measure the off-target rate of M(t) vs M(t+1)."""
 
     prompts: PromptSource = Field(default_factory=lambda: PromptSource(source="builtin:heldout"))
-    max_new_tokens: int = Field(default=128, ge=1)
+    max_new_tokens: int = Field(default=128, ge=1, le=MAX_TOKENS)

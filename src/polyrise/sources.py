@@ -6,11 +6,11 @@ from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from polyrise.errors import PolyriseError
 from polyrise.io import load_rows, read_jsonl
-from polyrise.records import Prompt
+from polyrise.records import Instruction, Prompt
 from polyrise.settings import PromptSource
 
 BUILTIN_PREFIX = "builtin:"
@@ -23,7 +23,7 @@ class _PromptRow(BaseModel):
 
     model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True)
     id: str
-    instruction: str
+    instruction: Instruction
     lang: str | None = None
     answer: str | None = None
 
@@ -46,7 +46,13 @@ def _hf_rows(source: PromptSource) -> list[_PromptRow]:
         if col not in data.column_names:
             raise PolyriseError(f"dataset {name!r} has no column {col!r}; columns: {data.column_names}")
     ids = data[source.id_column] if source.id_column else [f"{name}-{i}" for i in range(len(data))]
-    return [_PromptRow(id=str(i), instruction=text) for i, text in zip(ids, data[source.column], strict=True)]
+    rows = []
+    for row, (pid, text) in enumerate(zip(ids, data[source.column], strict=True)):
+        try:
+            rows.append(_PromptRow(id=str(pid), instruction=text))
+        except ValidationError as e:
+            raise PolyriseError(f"dataset {name!r} row {row}: {source.column}: {e.errors()[0]['msg']}") from None
+    return rows
 
 
 def load_prompts(source: PromptSource, langs: list[str], default_lang: str = "en") -> list[Prompt]:

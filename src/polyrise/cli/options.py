@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from polyrise import api
 from polyrise.console import make_console
 from polyrise.errors import PolyriseError
 
@@ -61,31 +62,24 @@ def engine_settings(
     max_retries: int = 5,
 ) -> EngineSettings:
     """EngineSettings from the options `--{flag}engine`, `--{flag}model`, ...; an error names the option."""
-    from pydantic import ValidationError
-
     from polyrise.settings import EngineSettings, OpenAISettings
 
-    try:
-        if engine != "openai":
-            return EngineSettings(engine=engine, model=model, batch_size=batch_size)
-        urls = comma_list(base_url or "")
-        if not urls or not model:
-            raise PolyriseError(
-                f"--{flag}engine openai needs --{flag}{'url' if flag else 'base-url'} and --{flag}model"
-            )
-        server = OpenAISettings(
-            base_url=urls if len(urls) > 1 else urls[0],
-            model=model,
-            api_key_env=api_key_env or None,
-            max_concurrency=batch_size,
-            timeout=timeout,
-            max_retries=max_retries,
-        )
-        return EngineSettings(engine="openai", openai=server)
-    except ValidationError as e:
-        err = e.errors()[0]
-        message = err["msg"].removeprefix("Value error, ")
-        raise PolyriseError(f"--{flag}{'-'.join(map(str, err['loc'])) or 'engine'}: {message}") from None
+    if engine != "openai":
+        return api.from_options(EngineSettings, flag, engine=engine, model=model, batch_size=batch_size)
+    urls = comma_list(base_url or "")
+    if not urls or not model:
+        raise PolyriseError(f"--{flag}engine openai needs --{flag}{'url' if flag else 'base-url'} and --{flag}model")
+    server = api.from_options(
+        OpenAISettings,
+        flag,
+        base_url=urls if len(urls) > 1 else urls[0],
+        model=model,
+        api_key_env=api_key_env or None,
+        max_concurrency=batch_size,
+        timeout=timeout,
+        max_retries=max_retries,
+    )
+    return EngineSettings(engine="openai", openai=server)
 
 
 def print_table(title: str, columns: list[str], rows: list[list[str]], paths: list[Path]) -> None:

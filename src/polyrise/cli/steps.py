@@ -54,7 +54,8 @@ def generate(
     """Answer every prompt of a JSONL file in its own language."""
     from polyrise.settings import SamplingSettings
 
-    sampling = SamplingSettings(
+    sampling = api.from_options(
+        SamplingSettings,
         max_new_tokens=max_new_tokens,
         temperature=temperature,
         top_p=top_p,

@@ -19,7 +19,7 @@ from pydantic import Field, field_validator, model_validator
 from polyrise.errors import missing_extra
 from polyrise.langid import LangIdSettings
 from polyrise.languages import get_language
-from polyrise.settings import Section
+from polyrise.settings import MAX_COUNT, Section
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -42,7 +42,7 @@ class TaskSettings(Section):
     """Key of the scores and of the per-sample files (default: the task)."""
     langs: list[str] | None = None
     """Default: the run's source and target languages."""
-    limit: int | None = Field(default=None, ge=1)
+    limit: int | None = Field(default=None, ge=1, le=MAX_COUNT)
     """The first N items per language."""
 
     requires: ClassVar[tuple[tuple[str, str], ...]] = ()

@@ -221,7 +221,7 @@ class ClassifyTask(TaskSettings):
     task: Literal["classify"] = "classify"
     source: str
     """JSONL of `id`, `lang`, `text`, `label` (may hold `{lang}`)."""
-    few_shot: int = Field(default=0, ge=0)
+    few_shot: int = Field(default=0, ge=0, le=1000)
     """Demonstrations (of the item's language, never the item) before every item."""
     labels: list[str] | None = Field(default=None, min_length=2)
     """The label set (default: the sorted labels in the data); other labels in the data are errors."""

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from polyrise.errors import PolyriseError
 from polyrise.evaluation.base import Metric, Scores, TaskRun, TaskSettings, TaskView
@@ -31,8 +31,8 @@ from polyrise.io import (
     read_jsonl,
     write_jsonl,
 )
-from polyrise.records import Prompt, Response
-from polyrise.settings import JudgeSettings, SamplingSettings
+from polyrise.records import Instruction, Prompt, Response
+from polyrise.settings import MAX_TOKENS, JudgeSettings, SamplingSettings
 from polyrise.stats import N_BOOT, bootstrap_distribution, ci_keys, mean, percentile_interval
 from polyrise.templates import judge_prompt
 
@@ -222,14 +222,7 @@ class _Instruction(BaseModel):
 
     id: str
     lang: str
-    instruction: str
-
-    @field_validator("instruction")
-    @classmethod
-    def _not_blank(cls, text: str) -> str:
-        if not text.strip():
-            raise ValueError("an instruction must not be blank")
-        return text
+    instruction: Instruction
 
 
 class _Answer(_Instruction):
@@ -366,7 +359,7 @@ class JudgeTask(TaskSettings):
     task: Literal["judge"] = "judge"
     source: str
     """Instructions: X-AlpacaEval JSON arrays or JSONL (`id` + `instruction`), `{lang}`."""
-    max_new_tokens: int = Field(default=256, ge=1)
+    max_new_tokens: int = Field(default=256, ge=1, le=MAX_TOKENS)
     reference: str | None = None
     """Reference outputs in alpaca_eval format (`{lang}`); without it, the model is judged against the baseline
     (M(t+1) against M(t) in a run)."""

@@ -31,7 +31,7 @@ from polyrise.generation import ChatRequest, Generator
 from polyrise.io import iter_jsonl, lang_paths, write_jsonl
 from polyrise.langid import LangIdSettings
 from polyrise.records import Record, Response
-from polyrise.settings import SamplingSettings
+from polyrise.settings import MAX_TOKENS, SamplingSettings
 from polyrise.stats import RowSamples, Sample, interval_entries
 from polyrise.templates import math_demo_answer, math_prompt
 
@@ -611,8 +611,8 @@ class MathTask(TaskSettings):
     task: Literal["mgsm"] = "mgsm"
     source: str = GSM_SYMBOLIC
     """A JSONL/TSV path (may hold `{lang}`), `hf:<name>`, or `gsm-symbolic` (the offline package)."""
-    max_new_tokens: int = Field(default=256, ge=1)
-    few_shot: int = Field(default=0, ge=0)
+    max_new_tokens: int = Field(default=256, ge=1, le=MAX_TOKENS)
+    few_shot: int = Field(default=0, ge=0, le=1000)
     """Worked examples (other problems of the language) before each problem."""
 
 

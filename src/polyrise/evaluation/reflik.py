@@ -22,6 +22,7 @@ from polyrise.evaluation.judge import load_alpaca_eval_outputs
 from polyrise.generation import ChatRequest, Generator
 from polyrise.io import write_jsonl
 from polyrise.records import Record, Response
+from polyrise.settings import MAX_TOKENS
 from polyrise.stats import RowSamples, Sample, summarize
 
 
@@ -95,7 +96,7 @@ class ReflikTask(TaskSettings):
     source: str
     """Reference answers in alpaca_eval format (`instruction` + `output`, `{lang}`), e.g. the GPT-4-turbo
     X-AlpacaEval answers."""
-    max_new_tokens: int = Field(default=256, ge=1)
+    max_new_tokens: int = Field(default=256, ge=1, le=MAX_TOKENS)
     """The number of each reference answer's first tokens that are scored."""
 
 

@@ -25,7 +25,7 @@ from polyrise.generation import Generator
 from polyrise.io import load_rows, write_jsonl
 from polyrise.records import Record
 from polyrise.self_translation import TranslationJob, translate
-from polyrise.settings import SamplingSettings
+from polyrise.settings import MAX_TOKENS, SamplingSettings
 from polyrise.stats import RowSamples, Sample, Statistic, summarize
 
 if TYPE_CHECKING:
@@ -102,7 +102,7 @@ class TranslationTask(TaskSettings):
     requires = (("sacrebleu", "eval"),)
     source: str
     """Aligned files with `{lang}` (JSONL or JSON arrays of `id` + `instruction`), joined on `id`."""
-    max_new_tokens: int = Field(default=256, ge=1)
+    max_new_tokens: int = Field(default=256, ge=1, le=MAX_TOKENS)
 
 
 METRICS = (Metric("chrf++"), Metric("bleu"))

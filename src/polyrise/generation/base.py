@@ -81,3 +81,14 @@ def local_model(settings: EngineSettings, model: ModelSettings | None) -> ModelS
     if settings.model is None:
         raise PolyriseError(f"engine {settings.engine!r} needs a model spec")
     return ModelSettings(spec=settings.model)
+
+
+def check_fits(tokens: int, new_tokens: int, context: int | None, model: str, text: str) -> None:
+    """A text of `tokens` tokens (+ `new_tokens` to generate) longer than the model's `context` (None: unknown) is
+    one error naming the text, both lengths and the model, before any batch allocates for it (a 1 MB prompt would
+    otherwise ask for tens of GB); the local engines (hf, vllm) check every request."""
+    if context is not None and tokens + new_tokens > context:
+        raise PolyriseError(
+            f"a text of {tokens} tokens (+ {new_tokens} to generate) exceeds the context of {model!r} "
+            f"({context} tokens); shorten it or lower max_new_tokens. It starts: {text[:80]!r}"
+        )

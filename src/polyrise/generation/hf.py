@@ -18,7 +18,7 @@ from transformers.generation.logits_process import (
 )
 
 from polyrise.errors import PolyriseError
-from polyrise.generation.base import ChatRequest, LogLikelihood, local_model, render_chat
+from polyrise.generation.base import ChatRequest, LogLikelihood, check_fits, local_model, render_chat
 from polyrise.generation.batching import left_pad
 from polyrise.models import ResolvedModel, load_model, load_tokenizer, resolve_model
 from polyrise.settings import EngineSettings, ModelSettings, SamplingSettings
@@ -177,16 +177,6 @@ class HFEngine:
         if self.threads is not None:
             self.threads.apply()
 
-    def _fits(self, ids: Sequence[int], new_tokens: int, text: str) -> None:
-        """A text longer than the model's context is one error naming it and both lengths, before any batch
-        allocates for it (a 1 MB prompt would otherwise ask for tens of GB)."""
-        if self.context is not None and len(ids) + new_tokens > self.context:
-            raise PolyriseError(
-                f"a text of {len(ids)} tokens (+ {new_tokens} to generate) exceeds the context of "
-                f"{self.resolved.spec!r} ({self.context} tokens); shorten it or lower max_new_tokens. "
-                f"It starts: {text[:80]!r}"
-            )
-
     def render(self, request: ChatRequest) -> str:
         return render_chat(self.tokenizer, request)
 
@@ -194,7 +184,7 @@ class HFEngine:
         rendered = [self.render(r) for r in requests]
         encoded = [self.tokenizer(text, add_special_tokens=False)["input_ids"] for text in rendered]
         for ids, text in zip(encoded, rendered, strict=True):
-            self._fits(ids, params.max_new_tokens, text)
+            check_fits(len(ids), params.max_new_tokens, self.context, self.resolved.spec, text)
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
         outputs: list[str] = [""] * len(requests)
         for start in range(0, len(order), self.batch_size):
@@ -219,7 +209,7 @@ class HFEngine:
         if max_tokens is not None:
             encoded = [(ids[: n + max_tokens], n) for ids, n in encoded]
         for (ids, _), (context, _) in zip(encoded, requests, strict=True):
-            self._fits(ids, 0, context)
+            check_fits(len(ids), 0, self.context, self.resolved.spec, context)
         by_context: dict[tuple[int, ...], list[int]] = {}
         for k, (ids, n) in enumerate(encoded):
             by_context.setdefault(tuple(ids[:n]), []).append(k)

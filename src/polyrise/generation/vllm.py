@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from polyrise.errors import PolyriseError
-from polyrise.generation.base import ChatRequest, LogLikelihood, local_model, render_chat
+from polyrise.generation.base import ChatRequest, LogLikelihood, check_fits, local_model, render_chat
 from polyrise.generation.hf import encode_pair
 from polyrise.models import ResolvedModel, default_device, load_tokenizer, resolve_model, torch_dtype
 from polyrise.settings import EngineSettings, ModelSettings, SamplingSettings, VLLMSettings
@@ -78,6 +78,8 @@ class VLLMEngine:
         if resolved.base is not None:
             kwargs["max_lora_rank"] = vllm.max_lora_rank
         self.llm = LLM(**kwargs)
+        # the longest prompt + answer vLLM accepts: `max_model_len`, else the model's own
+        self.context: int | None = getattr(getattr(self.llm.llm_engine, "model_config", None), "max_model_len", None)
         self.lora = LoRARequest("polyrise-adapter", 1, str(Path(resolved.path).resolve())) if resolved.base else None
 
     def render(self, request: ChatRequest) -> str:
@@ -95,10 +97,11 @@ class VLLMEngine:
             seed=params.seed if params.temperature > 0 else None,
             skip_special_tokens=True,
         )
-        prompts = [
-            {"prompt_token_ids": self.tokenizer(self.render(r), add_special_tokens=False)["input_ids"]}
-            for r in requests
-        ]
+        rendered = [self.render(r) for r in requests]
+        encoded = [self.tokenizer(text, add_special_tokens=False)["input_ids"] for text in rendered]
+        for ids, text in zip(encoded, rendered, strict=True):
+            check_fits(len(ids), params.max_new_tokens, self.context, self.resolved.spec, text)
+        prompts = [{"prompt_token_ids": ids} for ids in encoded]
         outputs = self.llm.generate(prompts, sampling, lora_request=self.lora, use_tqdm=False)
         return [out.outputs[0].text for out in outputs]
 
@@ -109,6 +112,8 @@ class VLLMEngine:
         encoded = [encode_pair(self.tokenizer, context, continuation) for context, continuation in requests]
         if max_tokens is not None:
             encoded = [(ids[: n + max_tokens], n) for ids, n in encoded]
+        for (ids, _), (context, _) in zip(encoded, requests, strict=True):
+            check_fits(len(ids), 1, self.context, self.resolved.spec, context)  # vLLM generates one token
         sampling = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0)
         prompts = [{"prompt_token_ids": ids} for ids, _ in encoded]
         outputs = self.llm.generate(prompts, sampling, lora_request=self.lora, use_tqdm=False)

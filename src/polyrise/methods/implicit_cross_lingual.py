@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from rich.table import Table
 
 from polyrise.context import RunContext, RunSettings, Stage
@@ -51,6 +51,10 @@ DROP_REASONS = ("single_sample", "equal_rewards")
 """Why a prompt in a language gives no pair: fewer than two non-empty samples, or every sample's reward equal."""
 
 
+MAX_ALPHAS = 100_000
+"""The most alphas the length-control grid may try (alpha_max / alpha_step)."""
+
+
 class ImplicitRewardSettings(Section):
     """Implicit Cross-Lingual Rewarding (Yang et al., ACL 2025, arXiv 2503.04647): the policy (`model.spec`, an
     English-aligned model) samples `samples` answers per prompt and language; each is scored by the implicit reward
@@ -63,7 +67,7 @@ class ImplicitRewardSettings(Section):
     """pi_ref of iteration t > 0: `fixed` keeps `reference` (the released code: compute_score.sh:37 and
     generate_preference_pair.py:222 default the reference to the original SFT model in every mode); `previous` takes
     M(t-1), the released "with_t-1_reference_model" analysis checkpoint (README.md:67)."""
-    samples: int = Field(default=10, ge=1)
+    samples: int = Field(default=10, ge=1, le=1000)
     """k answers per prompt and language."""
     sampling: SamplingSettings = Field(default_factory=lambda: SamplingSettings(temperature=0.9, max_new_tokens=512))
     """The released code samples at temperature 0.9, top-p 1.0; sample j uses `seed + j`."""
@@ -73,9 +77,18 @@ class ImplicitRewardSettings(Section):
     length_control: bool = True
     """Reward - alpha x length (characters), alpha the grid value whose chosen-minus-rejected mean length is
     closest to 0 (per language); off: alpha = 0."""
-    alpha_max: float = Field(default=1.0, gt=0.0)
-    alpha_step: float = Field(default=0.001, gt=0.0)
-    """The alpha grid: 0, step, 2 x step, ... below `alpha_max` (the code's np.arange(0, 1, 0.001))."""
+    alpha_max: float = Field(default=1.0, gt=0.0, le=1000.0)
+    alpha_step: float = Field(default=0.001, ge=1e-6, le=1000.0)
+    """The alpha grid: 0, step, 2 x step, ... below `alpha_max` (the code's np.arange(0, 1, 0.001)); at most
+    `MAX_ALPHAS` values."""
+
+    @model_validator(mode="after")
+    def _grid_size(self) -> ImplicitRewardSettings:
+        if self.alpha_max / self.alpha_step > MAX_ALPHAS:
+            raise ValueError(
+                f"alpha_max / alpha_step = {self.alpha_max / self.alpha_step:.0f} alphas to try; at most {MAX_ALPHAS}"
+            )
+        return self
 
 
 def implicit_rewards(policy: Sequence[float], reference: Sequence[float]) -> np.ndarray:

@@ -44,7 +44,7 @@ from polyrise.methods._dpo_loop import (
 )
 from polyrise.records import DroppedPair, PreferencePair, Prompt, Response, Translation
 from polyrise.self_translation import cross_translate
-from polyrise.settings import JudgeSettings, SamplingSettings, Section
+from polyrise.settings import MAX_COUNT, JudgeSettings, SamplingSettings, Section
 from polyrise.training.settings import DPOSettings, TrainingSettings
 
 if TYPE_CHECKING:  # torch
@@ -204,10 +204,10 @@ def is_translation_task(instruction: str, lang: str) -> bool:
 class FilterSettings(Section):
     """The pair filters of `methods/language_imbalance.py` and its translation-task rule."""
 
-    min_length_ratio: float = Field(default=0.3, gt=0.0)
+    min_length_ratio: float = Field(default=0.3, gt=0.0, le=1000.0)
     """len(chosen) / len(rejected), in characters, must lie in [min, max]."""
-    max_length_ratio: float = Field(default=3.0, gt=0.0)
-    repeated_line_limit: int = Field(default=5, ge=2)
+    max_length_ratio: float = Field(default=3.0, gt=0.0, le=1000.0)
+    repeated_line_limit: int = Field(default=5, ge=2, le=MAX_COUNT)
     """A text where one non-empty line occurs this many times is degenerate."""
     detect_translation_tasks: bool = True
     """A source prompt that asks for a translation ("Translate ... into French", `TRANSLATION_REQUESTS` of its
@@ -227,7 +227,7 @@ class RewardJudgeSettings(Section):
     """A judge of the reward itself: a sample of each iteration's kept pairs, judged in both orders."""
 
     judge: JudgeSettings
-    sample: int = Field(default=64, ge=1)
+    sample: int = Field(default=64, ge=1, le=MAX_COUNT)
     """Pairs judged per iteration (a seeded sample of the kept pairs)."""
 
 

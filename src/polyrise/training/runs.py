@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -115,6 +116,25 @@ def step_callback() -> Any:
     return StepProgress()
 
 
+def divergence_callback() -> Any:
+    """A callback that stops the training at the first logged step whose loss is not finite (NaN, inf) and keeps
+    that step: `train_and_save` then fails instead of saving a diverged model as a success. Every process sees the
+    same (gathered) loss, so all of them stop together."""
+    from transformers import TrainerCallback
+
+    class Divergence(TrainerCallback):
+        step: int | None = None
+        loss: float = math.nan
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+            loss = (logs or {}).get("loss")
+            if self.step is None and isinstance(loss, int | float) and not math.isfinite(loss):
+                self.step, self.loss = state.global_step, loss
+                control.should_training_stop = True
+
+    return Divergence()
+
+
 def checkpoints_dir(out_dir: Path) -> Path:
     """Where the checkpoints of the training that writes `out_dir` live until it finishes."""
     return out_dir.parent / (out_dir.name + ".checkpoints")
@@ -202,6 +222,7 @@ def trainer_arguments(settings: TrainingSettings, ckpt_dir: Path, seed: int) -> 
         "use_cpu": not cuda,
         "seed": seed,
         "logging_steps": 1,
+        "logging_nan_inf_filter": False,  # a NaN loss is logged as NaN (not as the mean so far): `divergence_callback`
         "disable_tqdm": True,  # its printer is replaced by `step_callback` in `train_and_save`
         "report_to": "none",
         "save_strategy": "steps",
@@ -308,7 +329,16 @@ def train_and_save(
     trainer.add_callback(elapsed)
     trainer.remove_callback(PrinterCallback)
     trainer.add_callback(step_callback())
+    diverged = divergence_callback()
+    trainer.add_callback(diverged)
     result = trainer.train(resume_from_checkpoint=resume)
+    if diverged.step is not None:
+        if accelerator.is_main_process:  # its checkpoints hold the diverged weights: a rerun starts afresh
+            shutil.rmtree(checkpoints_dir(out_dir), ignore_errors=True)
+        raise PolyriseError(
+            f"the training diverged: loss {diverged.loss} at step {diverged.step}/{trainer.state.max_steps}; no "
+            f"model was saved to {out_dir}. Lower training.learning_rate (now {settings.lr:g}) or check the data"
+        )
     # gathering the shards is a collective: every process takes part, the main one receives the weights
     state_dict = None
     if sharded:  # as `Trainer.save_model`: the DeepSpeed engine, or the FSDP-wrapped model
