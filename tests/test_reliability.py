@@ -22,6 +22,7 @@ from test_runner import _ran, _run
 from polyrise.config import RunConfig, load_config
 from polyrise.errors import PolyriseError
 from polyrise.io import read_json_array, read_jsonl
+from polyrise.models import ResolvedModel
 from polyrise.records import Response
 from polyrise.runner import Runner, run_pipeline
 from polyrise.settings import PromptSource
@@ -549,3 +550,69 @@ def test_a_kill_loop_ends_identical_to_an_uninterrupted_run(tmp_path, tiny_model
 
     expected = artefacts(load_config(reference).run_dir)
     assert expected and artefacts(run_dir) == expected
+
+
+# -- 10. model specs: a Hub id or a path -----------------------------------------------------------------------------
+
+HUB_IDS = [
+    "Qwen/Qwen2.5-0.5B-Instruct", "meta-llama/Llama-3.1-8B-Instruct", "Qwen/Qwen3-0.6B",
+    "mistralai/Mistral-7B-Instruct-v0.3", "HuggingFaceTB/SmolLM2-135M-Instruct", "google/gemma-2-2b-it",
+    "microsoft/Phi-3.5-mini-instruct", "01-ai/Yi-1.5-6B-Chat", "bigscience/bloomz-560m", "CohereForAI/aya-expanse-8b",
+    "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B", "allenai/OLMo-2-1124-7B-Instruct", "tiiuae/falcon-7b-instruct",
+    "openai-community/gpt2", "facebook/opt-125m", "EleutherAI/pythia-70m", "unsloth/Llama-3.2-1B-Instruct",
+    "mlx-community/Qwen2.5-0.5B-Instruct-4bit", "TheBloke/Llama-2-7B-Chat-GGUF", "nvidia/Llama-3.1-Nemotron-Nano-8B-v1",
+    "Unbabel/TowerInstruct-7B-v0.2", "utter-project/EuroLLM-1.7B-Instruct", "gpt2", "distilgpt2", "t5-small",
+    "bert-base-uncased", "Qwen2.5-0.5B-Instruct", "model.v2", "a/b.c",
+]  # fmt: skip
+MISSING_PATHS = [
+    "/nonexistent/model", "./my-model", "../models/x", "~/no-such-model-dir", "runs/demo/iter_0/model", "a/b/c.d",
+    "models\\x", "./Qwen2.5-0.5B", "/Qwen/Qwen2.5-0.5B-Instruct",
+]  # fmt: skip
+NEITHER = ["not a model", "foo--bar", "-x", "x.", ".hidden", "ns/", "a" * 97, "name.git", "a..b"]
+
+
+@pytest.mark.parametrize("spec", HUB_IDS)
+def test_a_hub_id_with_dots_is_a_hub_id_in_every_command(spec, tmp_path, polyrise):
+    from polyrise.models import resolve_model
+    from polyrise.presets import check_model_spec
+
+    assert resolve_model(spec) == ResolvedModel(spec, spec)  # not looked up: offline
+    check_model_spec(spec)
+    result = polyrise("init", "--out", str(tmp_path / "c.yaml"), "--model", spec)
+    assert result.returncode == 0, result.stderr
+    assert load_config(tmp_path / "c.yaml").model.spec == spec
+    assert polyrise("models", spec).returncode == 0
+
+
+@pytest.mark.parametrize("spec", MISSING_PATHS + NEITHER)
+def test_a_missing_path_or_a_malformed_id_is_one_error(spec, tmp_path, polyrise):
+    result = polyrise("init", "--out", str(tmp_path / "c.yaml"), "--model", spec)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    wanted = "does not exist" if spec in MISSING_PATHS else "not embedded:<name>, a model directory or a Hugging Face"
+    assert line.startswith("error: --model") and wanted in line, line
+    assert not (tmp_path / "c.yaml").exists()
+
+
+def test_a_file_is_not_a_model_and_a_local_dir_wins_over_a_hub_id(tmp_path, tiny_model_dir, monkeypatch):
+    from polyrise.models import resolve_model
+
+    (tmp_path / "model.gguf").write_text("not a checkpoint")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PolyriseError, match=r"^model\.gguf: not a model directory \(a file"):
+        resolve_model("model.gguf")
+    (tmp_path / "Qwen").mkdir()
+    (tmp_path / "Qwen" / "Qwen2.5-0.5B-Instruct").symlink_to(tiny_model_dir)
+    assert resolve_model("Qwen/Qwen2.5-0.5B-Instruct").is_local
+
+
+def test_an_uncached_hub_id_is_one_error_when_it_loads(tmp_path, polyrise, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"id": "p1", "lang": "en", "instruction": "hi"}) + "\n")
+    result = polyrise("generate", str(prompts), "-m", "Qwen/Qwen3-0.6B", "-o", str(tmp_path / "out.jsonl"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: cannot load tokenizer of 'Qwen/Qwen3-0.6B': "), line
+    assert not (tmp_path / "out.jsonl").exists()
