@@ -115,3 +115,32 @@ def test_pairs_of_any_files(tmp_path_factory, prompts, responses, translations):
     _ok(CliRunner().invoke(app, args), "pairs")
     if not (folder / "pairs.jsonl").exists():
         assert not Path(folder / "pairs_stats.json").exists()  # nothing half-written
+
+
+names = st.lists(st.sampled_from(["..", ".", "a", "/", "\\", "\0", "b c", "é", "~", "-"]), max_size=4).map("".join)
+
+
+@FUZZ
+@given(run=names, task=names, label=names)
+def test_names_that_become_file_names_stay_in_their_directory(tmp_path_factory, run, task, label):
+    from polyrise.api import merge_scores
+
+    root = tmp_path_factory.mktemp("names")
+    work = root / "a" / "b"
+    work.mkdir(parents=True)
+    path = work / "run.yaml"
+    evaluation = {"task": "mgsm", "source": "builtin:gsm-symbolic", "name": task}
+    path.write_text(yaml.safe_dump({"name": run, "output_dir": str(work), "evaluation": [evaluation]}))
+    TRIED["names"] += 1
+    try:
+        config = load_config(path)
+        assert config.run_dir.parent == work and config.run_dir.name == run
+        assert (work / f"{config.evaluation[0].key}_x.jsonl").parent == work
+    except PolyriseError as e:
+        assert "not one path component" in str(e)
+    try:
+        merge_scores(work / "eval", task, label, {"en": {"accuracy": 1.0}})
+    except PolyriseError as e:
+        assert "not one path component" in str(e)
+    written = {str(p.relative_to(root)) for p in root.rglob("*")}
+    assert written <= {"a", "a/b", "a/b/run.yaml", "a/b/eval", "a/b/eval/scores.json"}, written

@@ -616,3 +616,50 @@ def test_an_uncached_hub_id_is_one_error_when_it_loads(tmp_path, polyrise, monke
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("error: cannot load tokenizer of 'Qwen/Qwen3-0.6B': "), line
     assert not (tmp_path / "out.jsonl").exists()
+
+
+# -- 11. every name that becomes a file name is one path component ---------------------------------------------------
+
+HOSTILE_NAMES = ["..", "../x", "../../x", "/abs", "/tmp/polyrise-x", "a/b", "a\\b", "a\0b", "", ".", "x/..", "./x"]
+
+
+def _tree(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+@pytest.mark.parametrize("where", ["run name", "evaluation name", "eval --name", "eval --label", "api label", "scores"])
+def test_a_hostile_name_is_one_error_and_writes_nothing(tmp_path, polyrise, name, where):
+    work = tmp_path / "a" / "b"
+    work.mkdir(parents=True)
+    before = _tree(tmp_path)
+    config = work / "config.yaml"
+    out = work / "eval"
+    mgsm = {"task": "mgsm", "source": "builtin:gsm-symbolic", "limit": 1}
+    if where in ("run name", "evaluation name"):
+        settings = {"name": name} if where == "run name" else {"evaluation": [{**mgsm, "name": name}]}
+        config.write_text(yaml.safe_dump({"output_dir": str(work / "runs"), **settings}))
+        before = _tree(tmp_path)
+        key = "name" if where == "run name" else "evaluation.0.name"
+        with pytest.raises(PolyriseError, match=rf"config\.yaml: {re.escape(key)}: .*not one path component"):
+            load_config(config)
+        result = polyrise("run", str(config))
+    elif where == "api label":
+        from polyrise import api
+
+        with pytest.raises(PolyriseError, match=r"^--label .*not one path component"):
+            api.evaluate(mgsm, "embedded:smollm2-135m-instruct", langs=["en"], out=out, label=name)
+        result = polyrise("eval", "--task", "mgsm", "--limit", "1", "--langs", "en", "-o", str(out), "--label", name)
+    elif where == "scores":
+        out.mkdir()
+        (out / "scores.json").write_text(json.dumps({"mgsm": {name: {"en": {"accuracy": 1.0}}}}))
+        before = _tree(tmp_path)
+        result = polyrise("report", str(out))
+    else:
+        option = where.removeprefix("eval ")
+        result = polyrise("eval", "--task", "mgsm", "--limit", "1", "--langs", "en", "-o", str(out), option, name)
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "not one path component" in line, line
+    assert _tree(tmp_path) == before

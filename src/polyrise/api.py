@@ -493,10 +493,18 @@ def merge_scores(out_dir: Path, task: str, label: str, scores: Mapping[str, Any]
     """Put one model's (`label`) scores of one task into `out_dir/scores.json` ({task: {label: scores}}), keeping
     every other task's and model's there; returns the file. `evaluate` and `score` both write through it, so
     evaluating (or re-scoring) into one directory adds up, and the same task and label again replaces its entry."""
-    from polyrise.io import write_json
+    from polyrise.io import path_component_problem, read_text, write_json
 
     path = out_dir / "scores.json"
-    merged = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    for what, name in (("task", task), ("label", label)):
+        if problem := path_component_problem(name):
+            raise PolyriseError(f"{what} {problem}: it names the per-sample files in {out_dir}")
+    try:
+        merged = json.loads(read_text(path)) if path.is_file() else {}
+    except json.JSONDecodeError as e:
+        raise PolyriseError(f"{path}:{e.lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(merged, dict):
+        raise PolyriseError(f"{path}: expected {{task: {{model: scores}}}}, got a {type(merged).__name__}")
     merged.setdefault(task, {})[label] = scores
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(path, merged)
@@ -522,8 +530,11 @@ def evaluate(
     from polyrise.evaluation import evaluate_model
     from polyrise.generation import Generator, open_engine
     from polyrise.generation.cache import GenerationCache
+    from polyrise.io import path_component_problem
     from polyrise.settings import EngineSettings
 
+    if problem := path_component_problem(label):
+        raise PolyriseError(f"--label {problem}: it names the model's per-sample files in {out}")
     evaluation = eval_task(task) if isinstance(task, Mapping) else task
     codes = _languages(langs)
     cache = GenerationCache(out / "generations.sqlite")

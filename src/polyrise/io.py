@@ -59,6 +59,14 @@ def check_file(path: Path, what: str = "file") -> None:
     raise PolyriseError(f"{path}: is not a regular file ({kind})")
 
 
+def path_component_problem(name: str) -> str | None:
+    """Why `name`, which becomes a file or directory name, is not one path component (it would write outside its
+    directory, or name none), or None."""
+    if not name or name in (".", "..") or any(c in name for c in "/\\\0"):
+        return f"{name!r} is not one path component (not empty, '.' or '..', no '/', '\\' or NUL)"
+    return None
+
+
 def _not_utf8(path: Path, data: bytes, err: UnicodeDecodeError) -> PolyriseError:
     """`file:line: not valid UTF-8 (...)` for a decoding error at byte `err.start` of `data`, the file's bytes."""
     line_start = data.rfind(b"\n", 0, err.start) + 1
