@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -143,7 +144,11 @@ def test_the_run_lock_is_held_across_processes_and_dies_with_its_holder(tmp_path
 # -- 2. a run that cannot start writes nothing ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("bad", ["prompts-json", "prompts-missing", "heldout", "model", "translator", "questions"])
+CANNOT_START = ["prompts-json", "prompts-missing", "heldout", "model", "translator", "questions"]
+CANNOT_START += ["evaluation", "eval-{lang}"]
+
+
+@pytest.mark.parametrize("bad", CANNOT_START)
 def test_a_run_that_cannot_start_writes_nothing(tmp_path, tiny_model_dir, bad):
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"id": "p1", "instruction": "fine"}\n{"id": oops}\n')
@@ -160,7 +165,10 @@ def test_a_run_that_cannot_start_writes_nothing(tmp_path, tiny_model_dir, bad):
             "alignment": {"train": ["es"], "questions": {"source": str(broken)}},
             "training": {"batch_size": 4, "max_length": 96},
         },
+        "evaluation": {"evaluation": [{"task": "mgsm", "source": str(broken), "langs": ["en"]}]},
+        "eval-{lang}": {"evaluation": [{"task": "mgsm", "source": str(tmp_path / "mgsm_{lang}.jsonl")}]},
     }[bad]
+    (tmp_path / "mgsm_en.jsonl").write_text(json.dumps({"query": "1+1?", "response": "2"}) + "\n")  # es: missing
     config = load_config(_small(tmp_path, tiny_model_dir, **extra))
     with pytest.raises(PolyriseError):
         run_pipeline(config, Console(file=io.StringIO()))
@@ -333,7 +341,7 @@ def test_ctrl_c_during_a_stage_says_how_to_resume(tmp_path, tiny_model_dir, stag
 @pytest.mark.parametrize("damage", ["garbage", "cut", "bad_page"])
 def test_a_damaged_generation_cache_is_moved_aside_and_rebuilt(tmp_path, damage, caplog):
     """The cache is disposable: garbage, a cut file or a damaged page deep inside never blocks a run; it is
-    moved to `<name>.corrupt`, said once, and the outputs are generated again."""
+    moved to `<name>.corrupt`, said once, and the outputs are generated again. Only polyrise's own caches are."""
     import sqlite3
 
     from polyrise.generation.cache import GenerationCache
@@ -345,8 +353,8 @@ def test_a_damaged_generation_cache_is_moved_aside_and_rebuilt(tmp_path, damage,
     with sqlite3.connect(path) as db:  # fold the WAL in, so the damage below hits the real file
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     data = bytearray(path.read_bytes())
-    if damage == "garbage":
-        data[:] = b"this is not a database at all" * 100
+    if damage == "garbage":  # past SQLite's header (a file with none is not polyrise's: never moved, see below)
+        data[100:] = b"this is not a database at all" * 100
     elif damage == "cut":
         data[:] = data[:100]
     else:
@@ -663,3 +671,161 @@ def test_a_hostile_name_is_one_error_and_writes_nothing(tmp_path, polyrise, name
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("error: ") and "not one path component" in line, line
     assert _tree(tmp_path) == before
+
+
+# -- 12. the run lock follows no link --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", ["a file", "a missing file", "a dangling dir link"])
+def test_the_run_lock_follows_no_symlink(tmp_path, tiny_model_dir, target):
+    config = load_config(_small(tmp_path, tiny_model_dir))
+    config.run_dir.mkdir(parents=True)
+    victim = tmp_path / "precious.txt"
+    if target == "a file":
+        victim.write_text("keep me\n")
+    elif target == "a dangling dir link":
+        victim = tmp_path / "gone" / "x"
+    (config.run_dir / ".run.lock").symlink_to(victim)
+    with pytest.raises(PolyriseError, match=r"\.run\.lock: is a symbolic link; polyrise does not follow it"):
+        Runner(config, Console(file=io.StringIO())).__enter__()
+    assert (victim.read_text() == "keep me\n") if target == "a file" else not victim.exists()
+    assert not (config.run_dir / "config.yaml").exists()
+
+
+# -- 13. `train -o` never overwrites a model it was not told to ----------------------------------------------------
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    "case", ["the model", "the model/", "inside the model", "a link to the model", "the model, relative", "not empty",
+             "a file", "the model with --force", "inside the model with --force"]
+)  # fmt: skip
+def test_train_refuses_an_out_that_holds_a_model(tmp_path, tiny_model_dir, polyrise, case):
+    import shutil
+
+    model = tmp_path / "m0"
+    shutil.copytree(tiny_model_dir, model)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    (tmp_path / "file").write_text("a file")
+    (tmp_path / "link").symlink_to(model)
+    out = {
+        "the model": str(model), "the model/": f"{model}/", "inside the model": str(model / "sub"),
+        "a link to the model": str(tmp_path / "link"), "the model, relative": "m0", "not empty": str(other),
+        "a file": str(tmp_path / "file"),
+    }.get(case.removesuffix(" with --force"))  # fmt: skip
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("")
+    before = _snapshot(tmp_path)
+    args = ["train", str(data), "-m", str(model), "-o", out] + (["--force"] if "--force" in case else [])
+    result = polyrise(*args, cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    wanted = {"not empty": "exists and is not empty; pass --force", "a file": "exists and is not a directory"}
+    assert line.startswith(f"error: --out {Path(out)}: ") and wanted.get(case, "is the input model") in line, line
+    assert _snapshot(tmp_path) == before
+
+
+# -- 14. duplicate ids in the steps' inputs --------------------------------------------------------------------------
+
+PROMPT = {"id": "p1", "lang": "en", "instruction": "Say hi."}
+RESPONSE = {"id": "p1", "lang": "en", "prompt": "Say hi.", "output": "Hi there, how are you today?"}
+TRANSLATION = {"id": "p1", "kind": "response", "src_lang": "en", "lang": "es", "source": "Hi", "output": "Hola"}
+TRANSLATION["raw"] = "Hola"
+
+
+@pytest.mark.parametrize(
+    ("command", "file", "rows"),
+    [
+        ("generate", "prompts", [PROMPT, {**PROMPT, "instruction": "Say bye."}]),
+        ("generate", "prompts", [PROMPT, {**PROMPT, "lang": "es"}, {**PROMPT, "id": "p2"}, {**PROMPT, "lang": "es"}]),
+        ("translate", "prompts", [PROMPT, PROMPT]),
+        ("translate", "responses", [RESPONSE, {**RESPONSE, "output": "other"}]),
+        ("pairs", "prompts", [PROMPT, PROMPT]),
+        ("pairs", "responses", [RESPONSE, {**RESPONSE, "lang": "es"}, {**RESPONSE, "lang": "es", "output": "x"}]),
+        ("pairs", "translations", [TRANSLATION, {**TRANSLATION, "output": "Buenas"}]),
+    ],
+)
+def test_a_duplicate_id_in_a_steps_input_is_one_error(tmp_path, tiny_model_dir, polyrise, command, file, rows):
+    files = {"prompts": [PROMPT], "responses": [RESPONSE, {**RESPONSE, "lang": "es"}], "translations": [TRANSLATION]}
+    files[file] = rows
+    for name, content in files.items():
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in content))
+    out = tmp_path / "out" / "x.jsonl"
+    given = str(tmp_path / f"{file}.jsonl")
+    before = _snapshot(tmp_path)
+    args = {
+        "generate": ["generate", given, "-m", str(tiny_model_dir), "-o", str(out)],
+        "translate": ["translate", given, "--to", "es,de", "-m", str(tiny_model_dir), "-o", str(out)],
+        "pairs": ["pairs", "--languages", "es", "--out", str(out)]
+        + [f"--{name}={tmp_path / f'{name}.jsonl'}" for name in files],
+    }[command]
+    result = polyrise(*args)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    dup = next(r for i, r in enumerate(rows) if r in rows[:i] or any(
+        all(r[k] == e[k] for k in ("id", "lang", *(("kind", "src_lang") if file == "translations" else ())))
+        for e in rows[:i]
+    ))  # fmt: skip
+    assert line.startswith(f"error: {given}: duplicate id 'p1' (") and f"lang {dup['lang']!r}" in line, line
+    assert _snapshot(tmp_path) == before  # no output, no cache
+
+
+# -- 15. --cache naming a file that is not a cache --------------------------------------------------------------------
+
+
+def _other_sqlite(path: Path) -> None:
+    import sqlite3
+
+    with closing(sqlite3.connect(path)) as db, db:
+        db.execute("CREATE TABLE notes (text TEXT)")
+        db.execute("INSERT INTO notes VALUES ('mine')")
+
+
+NOT_CACHES = {
+    "text": lambda p: p.write_text("my notes, not a database\n"),
+    "json": lambda p: p.write_text(json.dumps({"a": 1})),
+    "binary": lambda p: p.write_bytes(bytes(range(256)) * 8),
+    "half a header": lambda p: p.write_bytes(b"SQLite format"),
+    "another sqlite db": _other_sqlite,
+    "a sqlite header then garbage": lambda p: p.write_bytes(b"SQLite format 3\0" + b"\xff" * 5000),
+}
+
+
+@pytest.mark.parametrize("kind", list(NOT_CACHES))
+def test_a_file_that_is_not_a_cache_is_never_moved(tmp_path, tiny_model_dir, polyrise, kind):
+    from polyrise.generation.cache import GenerationCache
+
+    path = tmp_path / "notes.db"
+    NOT_CACHES[kind](path)
+    before = _snapshot(tmp_path)
+    with pytest.raises(PolyriseError, match=rf"^{re.escape(str(path))}: not a polyrise generation cache"):
+        GenerationCache(path)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps(PROMPT) + "\n")
+    before = _snapshot(tmp_path)
+    out = tmp_path / "out.jsonl"
+    result = polyrise("generate", str(prompts), "-m", str(tiny_model_dir), "-o", str(out), "--cache", str(path))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: {path}: not a polyrise generation cache"), line
+    assert _snapshot(tmp_path) == before
+
+
+def test_a_cache_is_marked_as_polyrises_and_an_old_one_is_still_recognised(tmp_path):
+    import sqlite3
+
+    from polyrise.generation.cache import APPLICATION_ID, GenerationCache
+
+    path = tmp_path / "c.sqlite"
+    GenerationCache(path).close()
+    assert int.from_bytes(path.read_bytes()[68:72], "big") == APPLICATION_ID
+    old = tmp_path / "old.sqlite"  # made before the application id: its table says whose it is
+    with closing(sqlite3.connect(old)) as db, db:
+        db.execute("CREATE TABLE outputs (key TEXT PRIMARY KEY, output TEXT NOT NULL)")
+        db.execute("INSERT INTO outputs VALUES ('k', 'v')")
+    assert GenerationCache(old).get_many(["k"]) == {"k": "v"}

@@ -214,6 +214,18 @@ def load_rows(
     return rows
 
 
+def refuse_duplicate_ids(path: str | Path, rows: Iterable[Any], *fields: str) -> None:
+    """One error naming `path` and the id of the first row whose id and `fields` (its language, ...) repeat an
+    earlier row's: a later row would silently replace the first."""
+    seen: set[tuple[Any, ...]] = set()
+    for row in rows:
+        key = (row.id, *(getattr(row, name) for name in fields))
+        if key in seen:
+            of = ", ".join(f"{name} {value!r}" for name, value in zip(fields, key[1:], strict=True))
+            raise PolyriseError(f"{path}: duplicate id {row.id!r}" + (f" ({of})" if of else "") + ": give each once")
+        seen.add(key)
+
+
 def first_per_lang(rows: Iterable[L], limit: int | None) -> list[L]:
     """The first `limit` rows of every language (all rows with None), in their order."""
     seen: dict[str, int] = {}

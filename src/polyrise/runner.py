@@ -4,6 +4,7 @@ the runner adds the held-out answers and the evaluations, once per model."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import gc
 import hashlib
@@ -32,7 +33,7 @@ from polyrise.evaluation import evaluate_model
 from polyrise.evaluation.fidelity import off_target_rates
 from polyrise.generation import Engine, Generator, answer_prompts, open_engine
 from polyrise.generation.cache import GenerationCache
-from polyrise.io import atomic_open, file_hash, read_jsonl, write_json, write_jsonl
+from polyrise.io import atomic_open, file_hash, iter_rows, lang_paths, read_jsonl, write_json, write_jsonl
 from polyrise.layout import RunLayout
 from polyrise.methods import Method, load_method
 from polyrise.models import resolve_model
@@ -144,10 +145,14 @@ class RunLock:
         """Take the lock (a no-op when held), or raise naming the PID that holds it."""
         if self._file is not None:
             return
+        flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC  # not truncated before it is ours
         try:
-            fh = self.path.open("a+", encoding="utf-8")  # no truncation before the lock is ours
+            fh = os.fdopen(os.open(self.path, flags, 0o666), "a+", encoding="utf-8")
         except OSError as e:
-            raise PolyriseError(f"{self.path}: cannot open the run's lock file ({e.strerror})") from None
+            why = f"cannot open ({e.strerror})"
+            if e.errno == errno.ELOOP:  # the lock file is truncated once taken: never through a link to elsewhere
+                why = "is a symbolic link; polyrise does not follow it (remove it)"
+            raise PolyriseError(f"{self.path}: {why}") from None
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -248,13 +253,17 @@ class Runner:
 
     def _check_inputs(self) -> None:
         """Fail before anything is written on what can be checked without running a stage: every model spec
-        resolves, the method's prompt sources and the held-out set load (the method's config checks ran when the
-        config was loaded). A run that cannot start leaves its run dir as it was."""
+        resolves, the method's prompt sources, the held-out set and the evaluations' local data files load (the
+        method's config checks ran when the config was loaded). A run that cannot start leaves its run dir as it was."""
         cfg = self.config
         translator = cfg.generation.translator
         judges = [j.model for task in cfg.evaluation if (j := getattr(task, "judge", None)) and j.model]
         for spec in [*([translator.model] if translator and translator.model else []), *judges]:
             resolve_model(spec)
+        for task in cfg.evaluation:  # a local data file is read (JSON, UTF-8) now, not when its stage comes
+            if task.source.endswith((".jsonl", ".json")):
+                for _, path in lang_paths(task.source, task.langs or cfg.langs):
+                    list(iter_rows(path))
         check_tracking(cfg.tracking)
         self.method.prepare()
         self.heldout  # noqa: B018

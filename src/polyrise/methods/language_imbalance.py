@@ -27,7 +27,7 @@ from polyrise.context import RunContext, RunSettings, Stage
 from polyrise.evaluation.judge import JudgeItem, Judgement, judge, win_rates
 from polyrise.evaluation.reward import pair_row, reward_scores
 from polyrise.generation import Generator, answer_prompts, open_engine
-from polyrise.io import iter_jsonl, read_jsonl, write_json, write_jsonl
+from polyrise.io import iter_jsonl, read_jsonl, refuse_duplicate_ids, write_json, write_jsonl
 from polyrise.langid import LangIdSettings, matches_language
 from polyrise.languages import LANGUAGES
 from polyrise.methods import MethodViews
@@ -364,10 +364,15 @@ def write_pairs(
     prompts_file, responses, translations, attempts = inputs
     pairs_file, dropped_file, stats_file, reward_file = outputs
     rows = read_jsonl(prompts_file, Prompt)
+    answers = read_jsonl(responses, Response)
+    translated = read_jsonl(translations, Translation)
+    refuse_duplicate_ids(prompts_file, rows, "lang")
+    refuse_duplicate_ids(responses, answers, "lang")
+    refuse_duplicate_ids(translations, translated, "kind", "src_lang", "lang")
     pairs, stats, dropped = build_pairs(
         {(p.id, p.lang): p.instruction for p in rows},
-        read_jsonl(responses, Response),
-        read_jsonl(translations, Translation),
+        answers,
+        translated,
         config.source_lang,
         config.languages,
         filters,
