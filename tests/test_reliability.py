@@ -829,3 +829,43 @@ def test_a_cache_is_marked_as_polyrises_and_an_old_one_is_still_recognised(tmp_p
         db.execute("CREATE TABLE outputs (key TEXT PRIMARY KEY, output TEXT NOT NULL)")
         db.execute("INSERT INTO outputs VALUES ('k', 'v')")
     assert GenerationCache(old).get_many(["k"]) == {"k": "v"}
+
+
+# -- 16. `~` in a path setting is the home directory -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("output_dir", "~/runs"),
+        ("training.accelerate_config", "~/accelerate.yaml"),
+        ("filters.translation_task_ids", "~/ids.jsonl"),
+        ("prompts.source", "~/prompts.jsonl"),
+        ("evaluation", "~/mgsm_{lang}.jsonl"),
+    ],
+)
+def test_a_tilde_in_a_path_setting_is_the_home_directory(tmp_path, monkeypatch, key, value):
+    from polyrise.io import lang_paths
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    data: dict = {"languages": ["es"]}
+    if key == "evaluation":
+        data["evaluation"] = [{"task": "mgsm", "source": value}]
+    else:
+        section, _, leaf = key.rpartition(".")
+        (data.setdefault(section, {}) if section else data)[leaf] = value
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(data))
+    config = load_config(path)
+    if key == "output_dir":
+        assert config.run_dir == home / "runs" / "run"
+    elif key in ("training.accelerate_config", "filters.translation_task_ids"):
+        section, leaf = key.split(".")
+        assert getattr(getattr(config, section), leaf) == home / value.removeprefix("~/")
+    else:
+        source = config.prompts.source if key == "prompts.source" else config.evaluation[0].source
+        assert [p for _, p in lang_paths(source, ["en"])] == [home / value.removeprefix("~/").replace("{lang}", "en")]
+    assert not (tmp_path / "~").exists()

@@ -142,13 +142,14 @@ def read_jsonl(path: str | Path, record: type[R]) -> list[R]:
 
 
 def lang_paths(template: str | Path, langs: Sequence[str] | None) -> list[tuple[str | None, Path]]:
-    """(language, file) for each of `langs` when the path holds `{lang}`; one (None, path) for a plain path."""
+    """(language, file) for each of `langs` when the path holds `{lang}`; one (None, path) for a plain path (`~`:
+    the home directory)."""
     text = str(template)
     if "{lang}" not in text:
-        return [(None, Path(text))]
+        return [(None, Path(text).expanduser())]
     if not langs:
         raise PolyriseError(f"{text}: a {{lang}} path template needs the list of languages")
-    return [(lang, Path(text.replace("{lang}", lang))) for lang in dict.fromkeys(langs)]
+    return [(lang, Path(text.replace("{lang}", lang)).expanduser()) for lang in dict.fromkeys(langs)]
 
 
 def iter_rows(path: str | Path) -> Iterator[tuple[str, int, dict[str, Any]]]:

@@ -6,7 +6,8 @@ Nothing here imports polyrise above `plugins`; `polyrise.config` composes these,
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -15,9 +16,16 @@ from polyrise.plugins import ENGINES
 
 
 class Section(BaseModel):
-    """A config section: an unknown key is an error."""
+    """A config section: an unknown key is an error; `~` in a path setting is the home directory."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _home(cls, value: Any) -> Any:
+        """`~` expands in every `Path` setting of every section (output_dir, accelerate_config, ...), as in a shell:
+        left as is, it would be a directory named `~` for polyrise and the home directory for other tools."""
+        return value.expanduser() if isinstance(value, Path) else value
 
 
 class TrackingSettings(Section):
