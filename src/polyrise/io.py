@@ -9,7 +9,7 @@ import os
 import stat
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any, Protocol, TypeVar
 
@@ -238,24 +238,65 @@ def first_per_lang(rows: Iterable[L], limit: int | None) -> list[L]:
     return kept
 
 
+def _umask() -> int:
+    """The process' umask (read by setting it back at once: there is no other portable way)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+@contextmanager
+def atomic_files(*paths: str | Path) -> Iterator[list[IO[str]]]:
+    """Temporary files beside `paths`, one each; only when the block finishes and every one is written do they
+    replace `paths` (all of them or, but for a failed rename, none). They get the mode a plain write would (0666
+    less the umask), not mkstemp's 0600. An OS error writing them (a full or read-only disk, no permission) is one
+    error naming the file."""
+    targets = [Path(p) for p in paths]
+    mode = 0o666 & ~_umask()
+    temps: list[tuple[Path, IO[str]]] = []
+
+    def cannot(e: OSError, *where: Path) -> PolyriseError:
+        return PolyriseError(f"{', '.join(map(str, where))}: cannot write ({e.strerror or e})")
+
+    try:
+        for target in targets:
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+            except OSError as e:
+                raise cannot(e, target) from None
+            temps.append((Path(tmp), os.fdopen(fd, "w", encoding="utf-8")))
+            os.fchmod(fd, mode)
+        try:
+            yield [fh for _, fh in temps]
+        except OSError as e:  # a write in the block; another file's error is not ours to name
+            if e.filename is not None and Path(e.filename) not in {tmp for tmp, _ in temps}:
+                raise
+            raise cannot(e, *targets) from None
+        for (_, fh), target in zip(temps, targets, strict=True):
+            try:
+                fh.flush()
+                os.fsync(fh.fileno())
+                fh.close()
+            except OSError as e:
+                raise cannot(e, target) from None
+        for (tmp, _), target in zip(temps, targets, strict=True):
+            try:
+                os.replace(tmp, target)
+            except OSError as e:
+                raise cannot(e, target) from None
+    finally:
+        for tmp, fh in temps:
+            with suppress(OSError):  # closing a file whose buffered bytes no longer fit fails again
+                fh.close()
+            tmp.unlink(missing_ok=True)
+
+
 @contextmanager
 def atomic_open(path: str | Path) -> Iterator[IO[str]]:
-    """Open a temporary file beside `path`; it replaces `path` only if the block finishes."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as e:
-        raise PolyriseError(f"{path.parent}: cannot write here ({e.strerror})") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Open a temporary file beside `path`; it replaces `path` only if the block finishes (`atomic_files`)."""
+    with atomic_files(path) as (fh,):
+        yield fh
 
 
 def write_jsonl(path: str | Path, rows: Iterable[BaseModel | dict[str, Any]]) -> int:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from polyrise.errors import PolyriseError, missing_extra
 from polyrise.evaluation import HEADLINE_METRICS, METRICS
-from polyrise.io import atomic_open
+from polyrise.io import atomic_files
 from polyrise.reporting.collect import (
     Scores,
     collect_scores,
@@ -73,8 +73,7 @@ def write_report(run_dir: str | Path, seed: int = 0) -> tuple[Path, Path]:
             blocks += [Image(png) for png in plot_metric(task, metric, found, run_dir / "plots", shown)]
     title = f"polyrise report: {run_dir.name}"
     md_path, html_path = run_dir / "report.md", run_dir / "report.html"
-    with atomic_open(md_path) as fh:
-        fh.write(markdown(title, blocks))
-    with atomic_open(html_path) as fh:
-        fh.write(html_page(title, blocks, data))
+    with atomic_files(md_path, html_path) as (md, html):  # both or neither
+        md.write(markdown(title, blocks))
+        html.write(html_page(title, blocks, data))
     return md_path, html_path
