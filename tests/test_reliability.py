@@ -3,14 +3,17 @@ start, damaged manifests and outputs, run names, duplicate and undecodable input
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 
@@ -22,9 +25,9 @@ from test_runner import _ran, _run
 
 from polyrise.config import RunConfig, load_config
 from polyrise.errors import PolyriseError
-from polyrise.io import read_json_array, read_jsonl
+from polyrise.io import read_json_array, read_jsonl, write_jsonl
 from polyrise.models import ResolvedModel
-from polyrise.records import Response
+from polyrise.records import PreferencePair, Response
 from polyrise.runner import Runner, run_pipeline
 from polyrise.settings import PromptSource
 from polyrise.sources import load_prompts
@@ -869,3 +872,171 @@ def test_a_tilde_in_a_path_setting_is_the_home_directory(tmp_path, monkeypatch, 
         source = config.prompts.source if key == "prompts.source" else config.evaluation[0].source
         assert [p for _, p in lang_paths(source, ["en"])] == [home / value.removeprefix("~/").replace("{lang}", "en")]
     assert not (tmp_path / "~").exists()
+
+
+# -- 17. a full or read-only disk, the umask, crash logs ---------------------------------------------------------------
+
+
+@pytest.fixture(params=["full", "read-only"])
+def bad_disk(request, tmp_path) -> Iterator[Path]:
+    """A 64 KiB tmpfs, filled up or mounted read-only (tests run as root here, so chmod would not stop a write);
+    skipped where mounting is not permitted."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    options = "size=64k" + (",ro" if request.param == "read-only" else "")
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        if request.param == "full":
+            with contextlib.suppress(OSError), (disk / "filler").open("wb") as fh:
+                while True:
+                    fh.write(b"\0" * 4096)
+                    fh.flush()
+        yield disk
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def _files(root: Path) -> dict[str, int]:
+    """Every file with content under `root` (an empty one, e.g. a lock file, holds nothing half-written)."""
+    return {str(p.relative_to(root)): p.stat().st_size for p in root.rglob("*") if p.is_file() and p.stat().st_size}
+
+
+WRITERS = ["init", "generate", "translate", "pairs", "score", "eval", "report", "export", "run", "train"]
+
+
+@pytest.mark.parametrize("command", WRITERS)
+def test_a_full_or_read_only_disk_is_one_error_naming_the_file(tmp_path, tiny_model_dir, polyrise, bad_disk, command):
+    from test_export import _run_dir
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps(p) + "\n" for p in (PROMPT, {**PROMPT, "lang": "es"})))
+    responses = tmp_path / "responses.jsonl"
+    responses.write_text("".join(json.dumps(r) + "\n" for r in (RESPONSE, {**RESPONSE, "lang": "es"})))
+    translations = tmp_path / "translations.jsonl"
+    translations.write_text(json.dumps(TRANSLATION) + "\n")
+    predictions = tmp_path / "predictions.jsonl"
+    predictions.write_text(json.dumps({"id": "1", "lang": "en", "output": "The answer is 5.", "gold": "5"}) + "\n")
+    scored = tmp_path / "scored"
+    scored.mkdir()
+    (scored / "scores.json").write_text(json.dumps({"mgsm": {"M0": {"en": {"accuracy": 1.0, "n": 1}}}}))
+    model, out = str(tiny_model_dir), bad_disk / "out"
+    args = {
+        "init": ["init", "--out", str(bad_disk / "c.yaml")],
+        "generate": ["generate", str(prompts), "-m", model, "-o", str(out / "r.jsonl")],
+        "translate": ["translate", str(responses), "--to", "es", "-m", model, "-o", str(out / "t.jsonl")],
+        "pairs": ["pairs", f"--prompts={prompts}", f"--responses={responses}", f"--translations={translations}",
+                  "--languages", "es", "--out", str(out / "pairs.jsonl")],
+        "score": ["score", "mgsm", str(predictions), "--out", str(out)],
+        "eval": ["eval", "--task", "mgsm", "--limit", "1", "--langs", "en", "-m", model, "-o", str(out)],
+        "report": ["report", str(scored)],
+        "export": ["export", str(tmp_path / "runs" / "tiny"), "--iteration", "1", "--out", str(out)],
+        "run": ["run"],
+        "train": ["train", str(tmp_path / "pairs.jsonl"), "-m", model, "-o", str(out / "model")],
+    }[command]  # fmt: skip
+    if command == "report":  # the run dir itself is on the bad disk
+        args = ["report", str(bad_disk / "scored")]
+        if (bad_disk / "filler").exists():
+            (bad_disk / "filler").unlink()
+            shutil.copytree(scored, bad_disk / "scored")
+            with contextlib.suppress(OSError), (bad_disk / "filler").open("wb") as fh:
+                while True:
+                    fh.write(b"\0" * 4096)
+                    fh.flush()
+        else:
+            pytest.skip("a read-only disk holds no run to report on")
+    if command == "export":
+        _run_dir(tmp_path)
+    if command == "run":
+        args.append(str(_small(tmp_path, tiny_model_dir, output_dir=str(out))))
+    if command == "train":
+        write_jsonl(tmp_path / "pairs.jsonl", [PreferencePair(id="p", lang="es", via="es", prompt="a", chosen="b",
+                                                             rejected="c")])  # fmt: skip
+    before = _files(bad_disk)
+    result = polyrise(*args)
+    assert result.returncode == 1, (result.stdout, result.stderr[-2000:])
+    assert "Traceback" not in result.stderr and "unexpected" not in result.stderr, result.stderr[-2000:]
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: {bad_disk}") or line.startswith(f"error: --out {bad_disk}"), line
+    assert re.search(r"No space left|Read-only file system|disk is full|readonly database", line), line
+    assert _files(bad_disk) == before  # nothing half-written
+
+
+def test_a_response_without_its_prompt_is_one_error(tmp_path, polyrise):
+    files = {"prompts": [PROMPT], "responses": [RESPONSE, {**RESPONSE, "lang": "es"}], "translations": [TRANSLATION]}
+    for name, content in files.items():
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in content))
+    args = [f"--{name}={tmp_path / f'{name}.jsonl'}" for name in files]
+    result = polyrise("pairs", "--languages", "es", "--out", str(tmp_path / "out" / "pairs.jsonl"), *args)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == (
+        f"error: {tmp_path / 'responses.jsonl'}: response 'p1' in 'es' has no prompt in {tmp_path / 'prompts.jsonl'}"
+    )
+    assert not (tmp_path / "out" / "pairs.jsonl").exists()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002, 0o027])
+def test_atomic_writes_get_the_mode_of_a_plain_write(tmp_path, umask):
+    from polyrise.io import atomic_files, write_json, write_jsonl
+
+    old = os.umask(umask)
+    try:
+        (tmp_path / "plain").write_text("x")
+        write_json(tmp_path / "a.json", {"a": 1})
+        write_jsonl(tmp_path / "b.jsonl", [{"a": 1}])
+        with atomic_files(tmp_path / "c.md", tmp_path / "c.html") as (md, html):
+            md.write("m")
+            html.write("h")
+    finally:
+        os.umask(old)
+    plain = (tmp_path / "plain").stat().st_mode & 0o777
+    assert plain == 0o666 & ~umask
+    for name in ("a.json", "b.jsonl", "c.md", "c.html"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == plain, name
+
+
+def test_a_failed_write_of_two_files_replaces_neither(tmp_path):
+    from polyrise.io import atomic_files
+
+    md, html = tmp_path / "report.md", tmp_path / "report.html"
+    md.write_text("old md")
+    html.write_text("old html")
+    with pytest.raises(RuntimeError), atomic_files(md, html) as (a, _html):
+        a.write("new md")
+        raise RuntimeError("the html could not be rendered")
+    assert (md.read_text(), html.read_text()) == ("old md", "old html")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html", "report.md"]
+
+
+@pytest.mark.parametrize("folder", ["fresh", "a file in the way", "someone else's", "a link"])
+def test_a_crash_log_is_private_and_its_absence_no_second_crash(tmp_path, monkeypatch, capsys, folder):
+    import tempfile
+
+    from polyrise import cli
+
+    def broken() -> None:
+        raise ValueError("prompt text inside")
+
+    monkeypatch.setattr(cli, "app", broken)
+    monkeypatch.delenv("POLYRISE_TRACEBACK", raising=False)
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
+    logs = tmp_path / f"polyrise-logs-{os.getuid()}"
+    if folder == "a file in the way":
+        logs.write_text("not a folder")
+    elif folder == "someone else's":
+        logs.mkdir(mode=0o777)
+        logs.chmod(0o777)
+    elif folder == "a link":
+        (tmp_path / "elsewhere").mkdir(mode=0o700)
+        logs.symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    err = capsys.readouterr().err
+    (line,) = err.strip().splitlines()
+    assert exit_.value.code == 1 and line.startswith("error: unexpected ValueError: prompt text inside")
+    if folder == "fresh":
+        log = Path(line.split("the traceback is in ")[1].split(";")[0])
+        assert log.parent == logs and logs.stat().st_mode & 0o777 == 0o700 and log.stat().st_mode & 0o777 == 0o600
+        assert "prompt text inside" in log.read_text()
+    else:
+        assert "POLYRISE_TRACEBACK=1" in line and not list((tmp_path / "elsewhere").glob("*"))

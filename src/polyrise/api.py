@@ -403,7 +403,7 @@ def train(
     `machine_rank`) this relaunches `polyrise train` under `accelerate launch` (its workers get `launched`) and
     returns None."""
     from polyrise.config import RunConfig, load_config
-    from polyrise.io import read_jsonl
+    from polyrise.io import read_jsonl, writing_into
     from polyrise.methods import load_method
     from polyrise.models import resolve_model
     from polyrise.training.launch import launch_command, run_launched, should_launch
@@ -442,16 +442,17 @@ def train(
         worker += ["--accelerate-config", str(training.accelerate_config)] if training.accelerate_config else []
         run_launched(launch_command(training.num_processes, training.accelerate_config, machine_rank) + worker)
         return None
-    metrics = method.train(
-        base,
-        rows,
-        out,
-        training,
-        model_settings,
-        seed=run_seed,
-        cache=cache or out.parent / "generations.sqlite",
-        report={},
-    )
+    with writing_into(out, "the model"):
+        metrics = method.train(
+            base,
+            rows,
+            out,
+            training,
+            model_settings,
+            seed=run_seed,
+            cache=cache or out.parent / "generations.sqlite",
+            report={},
+        )
     if launched:
         from accelerate import PartialState
 

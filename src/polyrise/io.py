@@ -3,6 +3,7 @@ half-written survives a crash)."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -236,6 +237,22 @@ def first_per_lang(rows: Iterable[L], limit: int | None) -> list[L]:
         if limit is None or seen[row.lang] <= limit:
             kept.append(row)
     return kept
+
+
+DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+"""The OS errors of a full or read-only disk, or of a place the user may not write: theirs to fix, not a bug."""
+
+
+@contextmanager
+def writing_into(where: Path, what: str) -> Iterator[None]:
+    """A full or read-only disk (or no permission) inside the block is one error naming the file the OS names, else
+    `where`: what the block writes into."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in DISK_ERRORS:
+            raise
+        raise PolyriseError(f"{e.filename or where}: cannot write {what} ({e.strerror})") from None
 
 
 def _umask() -> int:

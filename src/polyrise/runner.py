@@ -4,6 +4,7 @@ the runner adds the held-out answers and the evaluations, once per model."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import gc
@@ -33,7 +34,16 @@ from polyrise.evaluation import evaluate_model
 from polyrise.evaluation.fidelity import off_target_rates
 from polyrise.generation import Engine, Generator, answer_prompts, open_engine
 from polyrise.generation.cache import GenerationCache
-from polyrise.io import atomic_open, file_hash, iter_rows, lang_paths, read_jsonl, write_json, write_jsonl
+from polyrise.io import (
+    atomic_open,
+    file_hash,
+    iter_rows,
+    lang_paths,
+    read_jsonl,
+    write_json,
+    write_jsonl,
+    writing_into,
+)
 from polyrise.layout import RunLayout
 from polyrise.methods import Method, load_method
 from polyrise.models import resolve_model
@@ -164,10 +174,16 @@ class RunLock:
         except OSError as e:
             fh.close()
             raise PolyriseError(f"{self.path}: cannot lock the run directory ({e.strerror})") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"{os.getpid()}\n")
-        fh.flush()
+        try:
+            with writing_into(self.path, "the run's lock file"):
+                fh.seek(0)
+                fh.truncate()
+                fh.write(f"{os.getpid()}\n")
+                fh.flush()
+        except PolyriseError:
+            with contextlib.suppress(OSError):  # closing flushes the bytes that did not fit again
+                fh.close()
+            raise
         self._file = fh
 
     @staticmethod
@@ -400,7 +416,8 @@ class Runner:
         elif stage.loads_model and self.config.stage_processes:
             launcher = [sys.executable, "-m"]
         if launcher is None:
-            with library_output(self.layout.stage_log(stage.name), self.verbose):
+            log = self.layout.stage_log(stage.name)
+            with writing_into(self.run_dir, f"stage {stage.name}'s outputs"), library_output(log, self.verbose):
                 counts = stage.run()
         else:
             self.release_engine()
@@ -632,7 +649,7 @@ def run_stage(run_dir: Path, name: str, result: Path, verbose: bool = False) -> 
     try:
         layout = RunLayout(run_dir)
         runner = Runner(load_config(layout.config), child=True, verbose=verbose)
-        with runner, library_output(layout.stage_log(name), verbose):
+        with runner, writing_into(run_dir, f"stage {name}'s outputs"), library_output(layout.stage_log(name), verbose):
             outcome: dict[str, Any] = {"counts": runner.find_stage(name).run()}
     except PolyriseError as e:
         outcome = {"error": str(e)}

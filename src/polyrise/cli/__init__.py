@@ -3,7 +3,6 @@ calls one API function and prints the result; `main` is the error boundary."""
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 import sys
@@ -14,6 +13,7 @@ import typer
 
 from polyrise.cli import analyze, evaluate, run, sandbox, steps
 from polyrise.errors import PolyriseError
+from polyrise.io import DISK_ERRORS
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="`polyrise` command line: a thin typer layer over the Python API."
@@ -45,17 +45,13 @@ def main() -> None:
             print("interrupted; rerun the same command to resume (finished work is kept)", file=sys.stderr)
         raise
     except OSError as e:
-        if os.environ.get("POLYRISE_TRACEBACK") or e.errno not in _DISK_ERRORS:
+        if os.environ.get("POLYRISE_TRACEBACK") or e.errno not in DISK_ERRORS:
             _unexpected(e)
         where = f"{e.filename}: " if e.filename else ""
         print(f"error: {where}cannot write ({e.strerror}); free space or choose another place", file=sys.stderr)
         raise SystemExit(1) from None
     except Exception as e:
         _unexpected(e)
-
-
-_DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
-"""The OS errors of a full or read-only disk, or a place the user may not write: theirs to fix, not a bug."""
 
 
 def _unexpected(e: Exception) -> NoReturn:

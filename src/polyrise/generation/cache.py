@@ -89,6 +89,9 @@ class GenerationCache:
                     "cache another path (or remove this file)"
                 )
             db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT)
+        except (sqlite3.Error, OSError) as e:
+            raise PolyriseError(f"{self.path}: cannot open generation cache ({e})") from None
+        try:
             _use_wal(db)
             if db.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:
                 db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
@@ -96,11 +99,10 @@ class GenerationCache:
             db.execute("SELECT COUNT(*) FROM outputs").fetchone()
             db.commit()
             return db
-        except sqlite3.DatabaseError as e:
-            if _damaged(e):
+        except (sqlite3.DatabaseError, OSError) as e:
+            db.close()  # a connection left open would hold the file (and its disk) until exit
+            if isinstance(e, sqlite3.DatabaseError) and _damaged(e):
                 return self._rebuild(e)
-            raise PolyriseError(f"{self.path}: cannot open generation cache ({e})") from None
-        except OSError as e:
             raise PolyriseError(f"{self.path}: cannot open generation cache ({e})") from None
 
     def _rebuild(self, error: sqlite3.Error) -> sqlite3.Connection:

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from rich.table import Table
 
 from polyrise.context import RunContext, RunSettings, Stage
+from polyrise.errors import PolyriseError
 from polyrise.evaluation.judge import JudgeItem, Judgement, judge, win_rates
 from polyrise.evaluation.reward import pair_row, reward_scores
 from polyrise.generation import Generator, answer_prompts, open_engine
@@ -369,6 +370,9 @@ def write_pairs(
     refuse_duplicate_ids(prompts_file, rows, "lang")
     refuse_duplicate_ids(responses, answers, "lang")
     refuse_duplicate_ids(translations, translated, "kind", "src_lang", "lang")
+    asked = {(p.id, p.lang) for p in rows}
+    if unasked := next((r for r in answers if (r.id, r.lang) not in asked), None):
+        raise PolyriseError(f"{responses}: response {unasked.id!r} in {unasked.lang!r} has no prompt in {prompts_file}")
     pairs, stats, dropped = build_pairs(
         {(p.id, p.lang): p.instruction for p in rows},
         answers,
