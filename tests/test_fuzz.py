@@ -144,3 +144,26 @@ def test_names_that_become_file_names_stay_in_their_directory(tmp_path_factory, 
         assert "not one path component" in str(e)
     written = {str(p.relative_to(root)) for p in root.rglob("*")}
     assert written <= {"a", "a/b", "a/b/run.yaml", "a/b/eval", "a/b/eval/scores.json"}, written
+
+
+spec_parts = ["Qwen", "/", ".", "..", "~", "-", "_", "2.5", "0.5B", "a b", "\\", "--", "v0.3"]
+specs = st.one_of(st.text(max_size=30), st.lists(st.sampled_from(spec_parts), max_size=5).map("".join))
+
+
+@FUZZ
+@given(spec=specs)
+def test_model_specs_are_a_path_a_hub_id_or_one_error(tmp_path_factory, spec):
+    from huggingface_hub.utils import validate_repo_id
+
+    from polyrise.models import resolve_model
+
+    TRIED["model specs"] += 1
+    if spec.startswith("embedded:"):
+        return
+    try:
+        resolved = resolve_model(spec)
+    except PolyriseError:
+        return
+    if not resolved.is_local:  # a Hub id, by huggingface_hub's own rule: never a path-like spec
+        validate_repo_id(spec)
+        assert not spec.startswith(("/", "./", "../", "~")) and spec.count("/") <= 1

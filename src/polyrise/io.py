@@ -146,11 +146,15 @@ def lang_paths(template: str | Path, langs: Sequence[str] | None) -> list[tuple[
     """(language, file) for each of `langs` when the path holds `{lang}`; one (None, path) for a plain path (`~`:
     the home directory)."""
     text = str(template)
+    try:
+        home = Path(text).expanduser()
+    except RuntimeError as e:  # `~name` of no such user
+        raise PolyriseError(f"{text}: {e}") from None
     if "{lang}" not in text:
-        return [(None, Path(text).expanduser())]
+        return [(None, home)]
     if not langs:
         raise PolyriseError(f"{text}: a {{lang}} path template needs the list of languages")
-    return [(lang, Path(text.replace("{lang}", lang)).expanduser()) for lang in dict.fromkeys(langs)]
+    return [(lang, Path(str(home).replace("{lang}", lang))) for lang in dict.fromkeys(langs)]
 
 
 def iter_rows(path: str | Path) -> Iterator[tuple[str, int, dict[str, Any]]]:
@@ -279,10 +283,10 @@ def atomic_files(*paths: str | Path) -> Iterator[list[IO[str]]]:
         for target in targets:
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+                fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
             except OSError as e:
                 raise cannot(e, target) from None
-            temps.append((Path(tmp), os.fdopen(fd, "w", encoding="utf-8")))
+            temps.append((Path(name), os.fdopen(fd, "w", encoding="utf-8")))
             os.fchmod(fd, mode)
         try:
             yield [fh for _, fh in temps]

@@ -109,7 +109,10 @@ def resolve_model(spec: str) -> ResolvedModel:
     """Turn a spec into a ResolvedModel, converting the embedded model on first use."""
     if spec.startswith(EMBEDDED_PREFIX):
         return ResolvedModel(spec, str(_embedded_dir(spec.removeprefix(EMBEDDED_PREFIX))))
-    path = Path(spec).expanduser()
+    try:
+        path = Path(spec).expanduser()
+    except RuntimeError as e:  # `~name` of no such user
+        raise PolyriseError(f"model path {spec!r}: {e}") from None
     if path.is_dir():
         adapter_cfg = path / "adapter_config.json"
         if adapter_cfg.is_file():

@@ -25,7 +25,10 @@ class Section(BaseModel):
     def _home(cls, value: Any) -> Any:
         """`~` expands in every `Path` setting of every section (output_dir, accelerate_config, ...), as in a shell:
         left as is, it would be a directory named `~` for polyrise and the home directory for other tools."""
-        return value.expanduser() if isinstance(value, Path) else value
+        try:
+            return value.expanduser() if isinstance(value, Path) else value
+        except RuntimeError as e:  # `~name` of no such user
+            raise ValueError(f"{value}: {e}") from None
 
 
 class TrackingSettings(Section):
