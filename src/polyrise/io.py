@@ -285,7 +285,7 @@ def atomic_files(*paths: str | Path) -> Iterator[list[IO[str]]]:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
             except OSError as e:
-                raise cannot(e, target) from None
+                raise PolyriseError(f"{target.parent}: cannot write here ({e.strerror})") from None
             temps.append((Path(name), os.fdopen(fd, "w", encoding="utf-8")))
             os.fchmod(fd, mode)
         try:
