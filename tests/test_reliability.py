@@ -943,8 +943,10 @@ def test_a_full_or_read_only_disk_is_one_error_naming_the_file(tmp_path, tiny_mo
                 while True:
                     fh.write(b"\0" * 4096)
                     fh.flush()
-        else:
-            pytest.skip("a read-only disk holds no run to report on")
+        else:  # put the run there, then make the disk read-only again
+            subprocess.run(["mount", "-o", "remount,rw", str(bad_disk)], check=True)
+            shutil.copytree(scored, bad_disk / "scored")
+            subprocess.run(["mount", "-o", "remount,ro", str(bad_disk)], check=True)
     if command == "export":
         _run_dir(tmp_path)
     if command == "run":
