@@ -232,8 +232,8 @@ def _generator(model: str | EngineSettings, cache: Path | None, out: Path) -> tu
 
     settings = model if isinstance(model, EngineSettings) else EngineSettings(model=model)
     cache = cache or out.parent / "generations.sqlite"
-    opened = GenerationCache(cache)  # before the model loads: a file that is no cache fails at once
-    return Generator(open_engine(settings), opened), cache
+    existing = GenerationCache(cache) if cache.exists() else None  # a file that is no cache fails before the model
+    return Generator(open_engine(settings), existing or GenerationCache(cache)), cache
 
 
 @dataclass(frozen=True)
