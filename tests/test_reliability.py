@@ -623,8 +623,8 @@ def test_an_uncached_hub_id_is_one_error_when_it_loads(tmp_path, polyrise, monke
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(json.dumps({"id": "p1", "lang": "en", "instruction": "hi"}) + "\n")
     result = polyrise("generate", str(prompts), "-m", "Qwen/Qwen3-0.6B", "-o", str(tmp_path / "out.jsonl"))
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    (line,) = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and "polyrise/" not in result.stderr  # (another test's server thread may print)
+    line = result.stderr.strip().splitlines()[-1]
     assert line.startswith("error: cannot load tokenizer of 'Qwen/Qwen3-0.6B': "), line
     assert not (tmp_path / "out.jsonl").exists()
 

@@ -320,6 +320,21 @@ def atomic_open(path: str | Path) -> Iterator[IO[str]]:
         yield fh
 
 
+def write_png(fig: Any, path: Path) -> Path:
+    """A matplotlib figure as a PNG, written beside `path` and renamed into place (a full disk leaves no half image;
+    its error names `path`)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with writing_into(path, "the figure"):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(tmp, format="png", dpi=110)
+            os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return path
+
+
 def write_jsonl(path: str | Path, rows: Iterable[BaseModel | dict[str, Any]]) -> int:
     """Write rows atomically; returns the number written."""
     n = 0

@@ -4,28 +4,17 @@ English per model."""
 from __future__ import annotations
 
 import math
-import os
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
+from polyrise.io import write_png
 from polyrise.reporting.tables import MetricTables
 
 
 def _plain(text: str) -> str:
     """A text matplotlib draws as it is (a `$` would start its math mode)."""
     return text.replace("$", r"\$")
-
-
-def _save(fig: Any, path: Path) -> None:
-    """The figure as a PNG, written beside `path` and renamed into place (a full disk leaves no half image)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        fig.savefig(tmp, format="png", dpi=110)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def plot_metric(task: str, metric: str, data: MetricTables, out: Path, shown: Callable[[str], str]) -> list[Path]:
@@ -54,7 +43,7 @@ def plot_metric(task: str, metric: str, data: MetricTables, out: Path, shown: Ca
     ax.legend(fontsize="small")
     fig.tight_layout()
     paths.append(out / f"{safe}_by_language.png")
-    _save(fig, paths[-1])
+    write_png(fig, paths[-1])
     plt.close(fig)
     if gaps:
         fig, ax = plt.subplots(figsize=(5, 3.2))
@@ -68,6 +57,6 @@ def plot_metric(task: str, metric: str, data: MetricTables, out: Path, shown: Ca
         ax.legend(fontsize="small", ncol=2)
         fig.tight_layout()
         paths.append(out / f"{safe}_gap.png")
-        _save(fig, paths[-1])
+        write_png(fig, paths[-1])
         plt.close(fig)
     return paths

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from polyrise.io import file_hash, write_json, write_jsonl
+from polyrise.io import file_hash, write_json, write_jsonl, writing_into
 from polyrise.records import PreferencePair
 from polyrise.sandbox.data import (
     DataMix,
@@ -209,9 +209,9 @@ def build_sandbox(
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        info = _build(
-            staging, seed, clones, mix, model_size, train, sizes, align or AlignSettings(), evaluate, console, progress
-        )
+        with writing_into(staging, "the sandbox"):
+            align = align or AlignSettings()
+            info = _build(staging, seed, clones, mix, model_size, train, sizes, align, evaluate, console, progress)
     finally:
         torch.set_num_threads(before)
     if out.exists():  # swap: `out` is the old build or the new one, never a mix of both
