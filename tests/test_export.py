@@ -4,6 +4,7 @@ Hub (the push recorded, never sent), and one error for what is missing."""
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import datasets
@@ -150,3 +151,44 @@ def test_a_run_without_that_iterations_pairs_is_one_error_naming_the_file(tmp_pa
     assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
     with pytest.raises(PolyriseError, match=r"nothing to export to"):
         export_pairs(run_dir, 0)
+
+
+@pytest.mark.parametrize(
+    "where", ["the run", "inside the run", "iter_1", "the run's parent", "the working directory", "a link to the run"]
+)
+@pytest.mark.parametrize("force", [False, True])
+def test_an_out_that_is_holds_or_lies_inside_the_run_is_refused(tmp_path, monkeypatch, where, force):
+    run_dir = _run_dir(tmp_path)
+    (tmp_path / "link").symlink_to(run_dir)
+    monkeypatch.chdir(tmp_path)
+    out = {
+        "the run": run_dir, "inside the run": run_dir / "export", "iter_1": run_dir / "iter_1",
+        "the run's parent": run_dir.parent, "the working directory": Path("."), "a link to the run": tmp_path / "link",
+    }[where]  # fmt: skip
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    with pytest.raises(PolyriseError, match=rf"^--out {re.escape(str(out))}: (is the working|is, holds or lies)"):
+        export_pairs(run_dir, 1, out, force=force)
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+
+
+def test_an_export_killed_by_a_signal_leaves_no_partial_dataset_for_long(tmp_path):
+    import subprocess
+    import sys
+
+    run_dir, out = _run_dir(tmp_path), tmp_path / "dataset"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".dataset.{int(dead.stdout)}.tmp"  # what SIGKILL during save_to_disk leaves
+    stale.mkdir()
+    (stale / "data-00000-of-00001.arrow").write_bytes(b"half")
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        alive = tmp_path / f".dataset.{sleeper.pid}.tmp"  # another export still writing
+        other = tmp_path / ".other.123.tmp"
+        for keep in (alive, other):
+            keep.mkdir()
+        export_pairs(run_dir, 1, out)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert not stale.exists() and alive.exists() and other.exists()
+    assert datasets.load_from_disk(str(out)).num_rows == len(PAIRS)

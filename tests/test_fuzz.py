@@ -327,3 +327,55 @@ def test_an_openai_server_answering_anything_gives_an_answer_or_one_error_naming
     except PolyriseError as e:
         assert str(e).startswith(f"{server.base_url}/") or "needs the completions endpoint" in str(e), str(e)
         assert server.base_url in str(e) and "\n" not in str(e)
+
+
+names = st.lists(st.sampled_from(["..", ".", "a", "/", "\\", "\0", "b c", "é", "~", "-"]), max_size=4).map("".join)
+
+
+@FUZZ
+@given(run=names, task=names, label=names)
+def test_names_that_become_file_names_stay_in_their_directory(tmp_path_factory, run, task, label):
+    from polyrise.api import merge_scores
+
+    root = tmp_path_factory.mktemp("names")
+    work = root / "a" / "b"
+    work.mkdir(parents=True)
+    path = work / "run.yaml"
+    evaluation = {"task": "mgsm", "source": "builtin:gsm-symbolic", "name": task}
+    path.write_text(yaml.safe_dump({"name": run, "output_dir": str(work), "evaluation": [evaluation]}))
+    TRIED["names"] += 1
+    try:
+        config = load_config(path)
+        assert config.run_dir.parent == work and config.run_dir.name == run
+        assert (work / f"{config.evaluation[0].key}_x.jsonl").parent == work
+    except PolyriseError as e:
+        assert "not one path component" in str(e)
+    try:
+        merge_scores(work / "eval", task, label, {"en": {"accuracy": 1.0}})
+    except PolyriseError as e:
+        assert "not one path component" in str(e)
+    written = {str(p.relative_to(root)) for p in root.rglob("*")}
+    assert written <= {"a", "a/b", "a/b/run.yaml", "a/b/eval", "a/b/eval/scores.json"}, written
+
+
+spec_parts = ["Qwen", "/", ".", "..", "~", "-", "_", "2.5", "0.5B", "a b", "\\", "--", "v0.3"]
+specs = st.one_of(st.text(max_size=30), st.lists(st.sampled_from(spec_parts), max_size=5).map("".join))
+
+
+@FUZZ
+@given(spec=specs)
+def test_model_specs_are_a_path_a_hub_id_or_one_error(tmp_path_factory, spec):
+    from huggingface_hub.utils import validate_repo_id
+
+    from polyrise.models import resolve_model
+
+    TRIED["model specs"] += 1
+    if spec.startswith("embedded:"):
+        return
+    try:
+        resolved = resolve_model(spec)
+    except PolyriseError:
+        return
+    if not resolved.is_local:  # a Hub id, by huggingface_hub's own rule: never a path-like spec
+        validate_repo_id(spec)
+        assert not spec.startswith(("/", "./", "../", "~")) and spec.count("/") <= 1

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from polyrise.errors import PolyriseError
 from polyrise.evaluation.math import extract_answer, load_math
 from polyrise.languages import get_language
 from polyrise.sandbox import CLONES, DataMix, ModelSize, PretrainSettings, SandboxInfo, Sizes, build_sandbox
@@ -246,7 +247,7 @@ def test_sandbox_json_is_written_atomically(tmp_path, monkeypatch):
 
     monkeypatch.setattr("polyrise.io.json.dump", dump_half)
     info.seed = 2
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(PolyriseError, match=r"sandbox\.json: cannot write \(No space"):  # one error naming it
         info.save()
     assert path.read_bytes() == before  # the previous sandbox.json, whole
     assert [p.name for p in tmp_path.iterdir()] == ["sandbox.json"]  # no temp file left behind
@@ -355,3 +356,30 @@ def test_three_rewarding_iterations_keep_the_measured_direction(seed0_sandbox, t
     assert moved >= 0.05, acc
     assert english >= -0.15, acc
     assert clones >= -0.15, acc
+
+
+@pytest.mark.parametrize("killed_in", ["pretrain", "_save_model", "align_english", "measure_m0"])
+def test_a_killed_rebuild_leaves_no_complete_looking_mix(tiny, tmp_path, monkeypatch, killed_in):
+    """A rebuild over an old sandbox that dies anywhere leaves no `sandbox.json` (a study rebuilds it) and never a
+    mix of the two builds' files; the next build completes and cleans up."""
+    import shutil
+
+    import polyrise.sandbox.build as build
+
+    out = tmp_path / "a"
+    shutil.copytree(tiny.out, out)
+    old = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != "sandbox.json"}
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(build, killed_in, killed)
+        with pytest.raises(KeyboardInterrupt):
+            build_sandbox(out, seed=4, progress=False, **TINY)
+    assert not (out / "sandbox.json").exists()
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == old  # the old build's
+    info = build_sandbox(out, seed=4, evaluate=False, progress=False, **TINY)
+    assert json.loads((out / "sandbox.json").read_text())["seed"] == 4 and info.out == str(out)
+    assert info.weights_sha256 == build.file_hash(out / "model" / "model.safetensors") != tiny.weights_sha256
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]  # no staging or old build left beside it

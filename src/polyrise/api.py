@@ -232,10 +232,13 @@ def _writable(out: Path) -> Path:
     return out
 
 
-def _known_row_langs(rows: Sequence[Any], path: Path) -> None:
-    """Every row's language is one polyrise knows (checked before a model is loaded); the error names the row."""
+def _check_rows(rows: Sequence[Any], path: Path) -> None:
+    """Every row's language is one polyrise knows and no (id, lang) repeats (checked before a model is loaded); the
+    error names the row."""
+    from polyrise.io import refuse_duplicate_ids
     from polyrise.languages import LANGUAGES, get_language
 
+    refuse_duplicate_ids(path, rows, "lang")
     for row in rows:
         if row.lang not in LANGUAGES:
             try:
@@ -252,7 +255,8 @@ def _generator(model: str | EngineSettings, cache: Path | None, out: Path) -> tu
 
     settings = model if isinstance(model, EngineSettings) else EngineSettings(model=model)
     cache = cache or out.parent / "generations.sqlite"
-    return Generator(open_engine(settings), GenerationCache(cache)), cache
+    existing = GenerationCache(cache) if cache.exists() else None  # a file that is no cache fails before the model
+    return Generator(open_engine(settings), existing or GenerationCache(cache)), cache
 
 
 @dataclass(frozen=True)
@@ -291,7 +295,7 @@ def generate(
     part = parse_shard(shard)
     out = _writable(out)
     rows = read_jsonl(prompts, Prompt)
-    _known_row_langs(rows, prompts)
+    _check_rows(rows, prompts)
     generator, cache = _generator(model, cache, out)
     answers = answer_prompts(generator, rows[part] if part else rows, sampling or SamplingSettings())
     written = None if part else write_jsonl(out, answers)
@@ -334,7 +338,7 @@ def translate(
     part = parse_shard(shard)
     out = _writable(out)
     rows = read_jsonl(inputs, TextToTranslate)
-    _known_row_langs(rows, inputs)
+    _check_rows(rows, inputs)
     jobs = translation_jobs(rows, targets, inputs)
     generator, cache = _generator(model, cache, out)
     sampling = from_options(SamplingSettings, max_new_tokens=max_new_tokens)
@@ -410,6 +414,7 @@ def train(
     accelerate_config: Path | None = None,
     machine_rank: int | None = None,
     cache: Path | None = None,
+    force: bool = False,
     launched: bool = False,
 ) -> dict[str, Any] | None:
     """Train M(t+1) from an iteration's training data with the config's method (DPO + NLL against the given model;
@@ -417,10 +422,12 @@ def train(
     process is not the one that reports them.
 
     The config's `model` and `training` sections (and `seed`) are used, the given values replacing theirs and
-    validated by the same models. With several processes (`num_processes`, an accelerate config, `machine_rank`)
-    this relaunches `polyrise train` under `accelerate launch` (its workers get `launched`) and returns None."""
+    validated by the same models. An existing non-empty `out` is replaced only with `force`, and never when it is
+    (or is inside) the input model's directory. With several processes (`num_processes`, an accelerate config,
+    `machine_rank`) this relaunches `polyrise train` under `accelerate launch` (its workers get `launched`) and
+    returns None."""
     from polyrise.config import RunConfig, load_config
-    from polyrise.io import read_jsonl
+    from polyrise.io import read_jsonl, writing_into
     from polyrise.methods import load_method
     from polyrise.models import resolve_model
     from polyrise.training.launch import launch_command, run_launched, should_launch
@@ -433,6 +440,15 @@ def train(
     training = _validated(cfg.training, train_overrides, "training")
     run_seed = cfg.seed if seed is None else _seed(seed)
     base = resolve_model(model_settings.spec)  # before the workers start: they must not all convert the model at once
+    if not launched:  # the workers' parent checked `out` before it made them
+        target = out.expanduser().resolve()
+        for source in (base, base.base):
+            if source is not None and source.is_local and target.is_relative_to(Path(source.path).resolve()):
+                raise PolyriseError(f"--out {out}: is the input model {source.spec!r} (or inside it); choose another")
+        if target.exists() and not target.is_dir():
+            raise PolyriseError(f"--out {out}: exists and is not a directory")
+        if target.is_dir() and any(target.iterdir()) and not force:
+            raise PolyriseError(f"--out {out}: exists and is not empty; pass --force to replace the model there")
     method = load_method(cfg.method)
     rows = read_jsonl(data, method.record)
     # a machine rank without a multi-machine accelerate config is launch_command's error, not a silent local run
@@ -443,22 +459,24 @@ def train(
         worker += ["--model", model_settings.spec, "--dtype", model_settings.dtype]
         worker += ["--num-processes", str(training.num_processes), "--launched"]
         worker += ["--cache", str(cache)] if cache else []
+        worker += ["--force"] if force else []
         worker += ["--config", str(config)] if config else []
         worker += ["--chat-template", str(chat_template)] if chat_template else []
         worker += ["--trust-remote-code"] if model_settings.trust_remote_code else []
         worker += ["--accelerate-config", str(training.accelerate_config)] if training.accelerate_config else []
         run_launched(launch_command(training.num_processes, training.accelerate_config, machine_rank) + worker)
         return None
-    metrics = method.train(
-        base,
-        rows,
-        out,
-        training,
-        model_settings,
-        seed=run_seed,
-        cache=cache or out.parent / "generations.sqlite",
-        report={},
-    )
+    with writing_into(out, "the model"):
+        metrics = method.train(
+            base,
+            rows,
+            out,
+            training,
+            model_settings,
+            seed=run_seed,
+            cache=cache or out.parent / "generations.sqlite",
+            report={},
+        )
     if launched:
         from accelerate import PartialState
 
@@ -517,9 +535,12 @@ def merge_scores(out_dir: Path, task: str, label: str, scores: Mapping[str, Any]
     """Put one model's (`label`) scores of one task into `out_dir/scores.json` ({task: {label: scores}}), keeping
     every other task's and model's there; returns the file. `evaluate` and `score` both write through it, so
     evaluating (or re-scoring) into one directory adds up, and the same task and label again replaces its entry."""
-    from polyrise.io import write_json
+    from polyrise.io import path_component_problem, write_json
 
     path = out_dir / "scores.json"
+    for what, name in (("task", task), ("label", label)):
+        if problem := path_component_problem(name):
+            raise PolyriseError(f"{what} {problem}: it names the per-sample files in {out_dir}")
     merged = _existing_scores(out_dir)
     merged.setdefault(task, {})[label] = scores
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -563,8 +584,11 @@ def evaluate(
     from polyrise.evaluation import evaluate_model
     from polyrise.generation import Generator, open_engine
     from polyrise.generation.cache import GenerationCache
+    from polyrise.io import path_component_problem
     from polyrise.settings import EngineSettings
 
+    if problem := path_component_problem(label):
+        raise PolyriseError(f"--label {problem}: it names the model's per-sample files in {out}")
     evaluation = eval_task(task) if isinstance(task, Mapping) else task
     codes = _languages(langs)
     _seed(seed)

@@ -16,6 +16,7 @@ from pydantic import Field, SerializeAsAny, field_validator, model_validator
 from polyrise.evaluation.base import TaskSettings
 from polyrise.generation import Generator
 from polyrise.generation.cache import GenerationCache
+from polyrise.io import path_component_problem
 from polyrise.langid import LangIdSettings
 from polyrise.languages import get_language
 from polyrise.layout import RunLayout
@@ -69,11 +70,8 @@ class RunSettings(Section):
     @field_validator("name")
     @classmethod
     def _one_path_component(cls, name: str) -> str:
-        if not name or name in (".", "..") or any(c in name for c in "/\\\0"):
-            raise ValueError(
-                f"{name!r} is not a directory name: the run directory is output_dir/name, so name must be one "
-                "path component (not empty, '.' or '..', no '/' or '\\')"
-            )
+        if problem := path_component_problem(name):
+            raise ValueError(f"{problem}: the run directory is output_dir/name")
         return name
 
     @field_validator("source_lang")

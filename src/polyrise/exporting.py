@@ -5,6 +5,7 @@ each pair's metadata (`id`, `lang`, and `via` or `target`)."""
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 from collections.abc import Iterator
@@ -127,8 +128,17 @@ def export_pairs(
 
 
 def _save(dataset: Any, out: Path) -> None:
-    """`save_to_disk` into a temporary dir beside `out`, renamed into place: `out` is whole or as it was."""
+    """`save_to_disk` into a temporary dir beside `out`, renamed into place: `out` is whole or as it was. The
+    temporary dirs that killed exports (dead PIDs) left beside it are removed first."""
     tmp = out.parent / f".{out.name}.{os.getpid()}.tmp"
+    for stale in out.parent.glob(f".{glob.escape(out.name)}.*.tmp"):  # of an export killed by a signal
+        pid = stale.name.removeprefix(f".{out.name}.").removesuffix(".tmp")
+        try:
+            os.kill(int(pid), 0)  # raises for a process that is gone
+        except ProcessLookupError:
+            shutil.rmtree(stale, ignore_errors=True)
+        except (ValueError, OSError):  # not a PID of ours to judge, or a live process of another user
+            pass
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         dataset.save_to_disk(str(tmp))

@@ -3,13 +3,14 @@ half-written survives a crash)."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import stat
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any, Protocol, TypeVar
 
@@ -57,6 +58,14 @@ def check_file(path: Path, what: str = "file") -> None:
         raise PolyriseError(f"{path}: is a directory, not a {what}")
     kind = next((name for test, name in _KINDS.items() if test(mode)), "something else")
     raise PolyriseError(f"{path}: is not a regular file ({kind})")
+
+
+def path_component_problem(name: str) -> str | None:
+    """Why `name`, which becomes a file or directory name, is not one path component (it would write outside its
+    directory, or name none), or None."""
+    if not name or name in (".", "..") or any(c in name for c in "/\\\0"):
+        return f"{name!r} is not one path component (not empty, '.' or '..', no '/', '\\' or NUL)"
+    return None
 
 
 def _not_utf8(path: Path, data: bytes, err: UnicodeDecodeError) -> PolyriseError:
@@ -153,13 +162,18 @@ def read_jsonl(path: str | Path, record: type[R]) -> list[R]:
 
 
 def lang_paths(template: str | Path, langs: Sequence[str] | None) -> list[tuple[str | None, Path]]:
-    """(language, file) for each of `langs` when the path holds `{lang}`; one (None, path) for a plain path."""
+    """(language, file) for each of `langs` when the path holds `{lang}`; one (None, path) for a plain path (`~`:
+    the home directory)."""
     text = str(template)
+    try:
+        home = Path(text).expanduser()
+    except RuntimeError as e:  # `~name` of no such user
+        raise PolyriseError(f"{text}: {e}") from None
     if "{lang}" not in text:
-        return [(None, Path(text))]
+        return [(None, home)]
     if not langs:
         raise PolyriseError(f"{text}: a {{lang}} path template needs the list of languages")
-    return [(lang, Path(text.replace("{lang}", lang))) for lang in dict.fromkeys(langs)]
+    return [(lang, Path(str(home).replace("{lang}", lang))) for lang in dict.fromkeys(langs)]
 
 
 def iter_rows(path: str | Path) -> Iterator[tuple[str, int, dict[str, Any]]]:
@@ -225,6 +239,18 @@ def load_rows(
     return rows
 
 
+def refuse_duplicate_ids(path: str | Path, rows: Iterable[Any], *fields: str) -> None:
+    """One error naming `path` and the id of the first row whose id and `fields` (its language, ...) repeat an
+    earlier row's: a later row would silently replace the first."""
+    seen: set[tuple[Any, ...]] = set()
+    for row in rows:
+        key = (row.id, *(getattr(row, name) for name in fields))
+        if key in seen:
+            of = ", ".join(f"{name} {value!r}" for name, value in zip(fields, key[1:], strict=True))
+            raise PolyriseError(f"{path}: duplicate id {row.id!r}" + (f" ({of})" if of else "") + ": give each once")
+        seen.add(key)
+
+
 def first_per_lang(rows: Iterable[L], limit: int | None) -> list[L]:
     """The first `limit` rows of every language (all rows with None), in their order."""
     seen: dict[str, int] = {}
@@ -236,24 +262,96 @@ def first_per_lang(rows: Iterable[L], limit: int | None) -> list[L]:
     return kept
 
 
+DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+"""The OS errors of a full or read-only disk, or of a place the user may not write: theirs to fix, not a bug."""
+
+
+@contextmanager
+def writing_into(where: Path, what: str) -> Iterator[None]:
+    """A full or read-only disk (or no permission) inside the block is one error naming the file the OS names, else
+    `where`: what the block writes into."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in DISK_ERRORS:
+            raise
+        raise PolyriseError(f"{e.filename or where}: cannot write {what} ({e.strerror})") from None
+
+
+def _umask() -> int:
+    """The process' umask (read by setting it back at once: there is no other portable way)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+@contextmanager
+def atomic_files(*paths: str | Path) -> Iterator[list[IO[str]]]:
+    """Temporary files beside `paths`, one each; only when the block finishes and every one is written do they
+    replace `paths` (all of them or, but for a failed rename, none). They get the mode a plain write would (0666
+    less the umask), not mkstemp's 0600. An OS error writing them (a full or read-only disk, no permission) is one
+    error naming the file."""
+    targets = [Path(p) for p in paths]
+    mode = 0o666 & ~_umask()
+    temps: list[tuple[Path, IO[str]]] = []
+
+    def cannot(e: OSError, *where: Path) -> PolyriseError:
+        return PolyriseError(f"{', '.join(map(str, where))}: cannot write ({e.strerror or e})")
+
+    try:
+        for target in targets:
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+            except OSError as e:
+                raise PolyriseError(f"{target.parent}: cannot write here ({e.strerror})") from None
+            temps.append((Path(name), os.fdopen(fd, "w", encoding="utf-8")))
+            os.fchmod(fd, mode)
+        try:
+            yield [fh for _, fh in temps]
+        except OSError as e:  # a write in the block; another file's error is not ours to name
+            if e.filename is not None and Path(e.filename) not in {tmp for tmp, _ in temps}:
+                raise
+            raise cannot(e, *targets) from None
+        for (_, fh), target in zip(temps, targets, strict=True):
+            try:
+                fh.flush()
+                os.fsync(fh.fileno())
+                fh.close()
+            except OSError as e:
+                raise cannot(e, target) from None
+        for (tmp, _), target in zip(temps, targets, strict=True):
+            try:
+                os.replace(tmp, target)
+            except OSError as e:
+                raise cannot(e, target) from None
+    finally:
+        for tmp, fh in temps:
+            with suppress(OSError):  # closing a file whose buffered bytes no longer fit fails again
+                fh.close()
+            tmp.unlink(missing_ok=True)
+
+
 @contextmanager
 def atomic_open(path: str | Path) -> Iterator[IO[str]]:
-    """Open a temporary file beside `path`; it replaces `path` only if the block finishes."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as e:
-        raise PolyriseError(f"{path.parent}: cannot write here ({e.strerror})") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Open a temporary file beside `path`; it replaces `path` only if the block finishes (`atomic_files`)."""
+    with atomic_files(path) as (fh,):
+        yield fh
+
+
+def write_png(fig: Any, path: Path) -> Path:
+    """A matplotlib figure as a PNG, written beside `path` and renamed into place (a full disk leaves no half image;
+    its error names `path`)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with writing_into(path, "the figure"):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(tmp, format="png", dpi=110)
+            os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return path
 
 
 def write_jsonl(path: str | Path, rows: Iterable[BaseModel | dict[str, Any]]) -> int:

@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 from filelock import FileLock
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
 
 from polyrise.errors import PolyriseError
 
@@ -107,7 +109,10 @@ def resolve_model(spec: str) -> ResolvedModel:
     """Turn a spec into a ResolvedModel, converting the embedded model on first use."""
     if spec.startswith(EMBEDDED_PREFIX):
         return ResolvedModel(spec, str(_embedded_dir(spec.removeprefix(EMBEDDED_PREFIX))))
-    path = Path(spec).expanduser()
+    try:
+        path = Path(spec).expanduser()
+    except RuntimeError as e:  # `~name` of no such user
+        raise PolyriseError(f"model path {spec!r}: {e}") from None
     if path.is_dir():
         adapter_cfg = path / "adapter_config.json"
         if adapter_cfg.is_file():
@@ -121,9 +126,17 @@ def resolve_model(spec: str) -> ResolvedModel:
         if not (path / "config.json").is_file():
             raise PolyriseError(f"{path}: not a model directory (no config.json or adapter_config.json)")
         return ResolvedModel(spec, str(path))
-    if spec.startswith((".", "/", "~")) or path.suffix or spec.count("/") > 1:
+    if path.exists():
+        raise PolyriseError(f"{path}: not a model directory (a file; give the directory that holds config.json)")
+    # a path by its shape (as huggingface_hub tells them: a Hub id is `name` or `namespace/name`); a dot in the
+    # name (Qwen2.5-0.5B, Mistral-7B-v0.3) does not make a path
+    if spec.startswith(("/", "./", "../", "~")) or spec in (".", "..") or "\\" in spec or spec.count("/") > 1:
         raise PolyriseError(f"model path {spec!r} does not exist")
-    return ResolvedModel(spec, spec)  # an HF id
+    try:
+        validate_repo_id(spec)
+    except HFValidationError as e:
+        raise PolyriseError(f"{spec!r}: not embedded:<name>, a model directory or a Hugging Face id ({e})") from None
+    return ResolvedModel(spec, spec)  # a Hub id: not looked up here; loading it fetches it (or says it cannot)
 
 
 def default_device() -> torch.device:
@@ -137,6 +150,11 @@ def torch_dtype(name: str, device: torch.device) -> torch.dtype:
     return dtype
 
 
+def _first_line(e: OSError) -> str:
+    """transformers' "not found" errors go on with a paragraph of advice: the first line says what happened."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
 def load_tokenizer(resolved: ResolvedModel, chat_template: str | None = None, trust_remote_code: bool = False) -> Any:
     """Load the tokenizer (adapter dirs fall back to their base) and insist on a chat template."""
     from transformers import AutoTokenizer
@@ -147,7 +165,7 @@ def load_tokenizer(resolved: ResolvedModel, chat_template: str | None = None, tr
     try:
         tokenizer = AutoTokenizer.from_pretrained(source.path, trust_remote_code=trust_remote_code)
     except OSError as e:
-        raise PolyriseError(f"cannot load tokenizer of {resolved.spec!r}: {e}") from None
+        raise PolyriseError(f"cannot load tokenizer of {resolved.spec!r}: {_first_line(e)}") from None
     if chat_template:
         tokenizer.chat_template = chat_template
     if not tokenizer.chat_template:
@@ -182,7 +200,7 @@ def load_model(
             base = load_model(resolved.base, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
             model = PeftModel.from_pretrained(base, resolved.path).merge_and_unload()
     except OSError as e:
-        raise PolyriseError(f"cannot load model {resolved.spec!r}: {e}") from None
+        raise PolyriseError(f"cannot load model {resolved.spec!r}: {_first_line(e)}") from None
     except (ValueError, TypeError, KeyError, StrictDataclassError) as e:  # config.json of wrong types, broken weights
         where = Path(resolved.path) / "config.json" if Path(resolved.path).is_dir() else resolved.spec
         raise PolyriseError(f"{where}: cannot load the model ({type(e).__name__}: {str(e)[:300]})") from None

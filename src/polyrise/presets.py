@@ -31,19 +31,9 @@ def check_model_spec(spec: str) -> None:
             raise PolyriseError(f"--model {spec!r}: unknown embedded model; known: {', '.join(EMBEDDED)}")
         return
     try:
-        resolved = resolve_model(spec)
-    except PolyriseError as e:
-        raise PolyriseError(f"--model: {e}") from None
-    if not Path(resolved.path).is_dir():
-        from huggingface_hub.errors import HFValidationError
-        from huggingface_hub.utils import validate_repo_id
-
-        try:
-            validate_repo_id(spec)
-        except HFValidationError as e:
-            raise PolyriseError(
-                f"--model {spec!r}: not embedded:<name>, a model directory or a Hugging Face id ({e})"
-            ) from None
+        resolve_model(spec)
+    except PolyriseError as e:  # `--model 'x': ...` when the message starts with the spec
+        raise PolyriseError(f"--model {e}" if str(e).startswith(repr(spec)) else f"--model: {e}") from None
 
 
 def _value_node(root: yaml.Node | None, *keys: str) -> yaml.Node | None:

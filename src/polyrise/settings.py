@@ -6,7 +6,8 @@ Nothing here imports polyrise above `plugins`; `polyrise.config` composes these,
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from pathlib import Path
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -23,11 +24,21 @@ Seed = Annotated[int, Field(ge=0, lt=SEEDS)]
 
 
 class Section(BaseModel):
-    """A config section: an unknown key is an error, and so is an infinite or NaN number. Every numeric field is
-    bounded on both sides (`tests/test_fuzz.py` checks each at its bounds), so a mistyped value is one error at
-    validation, not a failure after hours of work."""
+    """A config section: an unknown key is an error, and so is an infinite or NaN number; `~` in a path setting is
+    the home directory. Every numeric field is bounded on both sides (`tests/test_fuzz.py` checks each at its
+    bounds), so a mistyped value is one error at validation, not a failure after hours of work."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _home(cls, value: Any) -> Any:
+        """`~` expands in every `Path` setting of every section (output_dir, accelerate_config, ...), as in a shell:
+        left as is, it would be a directory named `~` for polyrise and the home directory for other tools."""
+        try:
+            return value.expanduser() if isinstance(value, Path) else value
+        except RuntimeError as e:  # `~name` of no such user
+            raise ValueError(f"{value}: {e}") from None
 
 
 class TrackingSettings(Section):

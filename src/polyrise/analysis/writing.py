@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
 from polyrise.errors import PolyriseError
-from polyrise.io import atomic_open
+from polyrise.io import atomic_open, write_png
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -29,18 +27,12 @@ def pyplot() -> ModuleType:
 
 
 def save_figure(fig: Figure, path: Path) -> Path:
-    """Save `fig` as PNG atomically (temp file beside `path`, then rename) and close it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    """Save `fig` as PNG atomically (`io.write_png`) and close it."""
     try:
         fig.tight_layout()
-        fig.savefig(tmp, format="png", dpi=110)
-        os.replace(tmp, path)
+        return write_png(fig, path)
     finally:
-        Path(tmp).unlink(missing_ok=True)
         pyplot().close(fig)
-    return path
 
 
 def write_markdown(path: Path, title: str, columns: list[str], rows: list[list[str]], notes: Sequence[str]) -> Path:

@@ -4,13 +4,16 @@ calls one API function and prints the result; `main` is the error boundary."""
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 
 from polyrise.cli import analyze, evaluate, run, sandbox, steps
 from polyrise.errors import PolyriseError
+from polyrise.io import DISK_ERRORS
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="`polyrise` command line: a thin typer layer over the Python API."
@@ -41,26 +44,47 @@ def main() -> None:
         if e.code == 130 and isinstance(getattr(e.__context__, "__cause__", None), KeyboardInterrupt):
             print("interrupted; rerun the same command to resume (finished work is kept)", file=sys.stderr)
         raise
-    except Exception as e:
-        if os.environ.get("POLYRISE_TRACEBACK"):
-            raise
-        log = _crash_log()
-        print(
-            f"error: unexpected {type(e).__name__}: {str(e)[:300]} (a bug in polyrise, not in your input: the "
-            f"traceback is in {log}; please attach it to a bug report)",
-            file=sys.stderr,
-        )
+    except OSError as e:
+        if os.environ.get("POLYRISE_TRACEBACK") or e.errno not in DISK_ERRORS:
+            _unexpected(e)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}cannot write ({e.strerror}); free space or choose another place", file=sys.stderr)
         raise SystemExit(1) from None
+    except Exception as e:
+        _unexpected(e)
 
 
-def _crash_log() -> Path:
-    """Write the current exception's traceback to a log file; return its path."""
+def _unexpected(e: Exception) -> NoReturn:
+    """A bug: one line naming it and the log that holds its traceback (`POLYRISE_TRACEBACK=1` raises it)."""
+    if os.environ.get("POLYRISE_TRACEBACK"):
+        raise e
+    log = _crash_log()
+    where = f"the traceback is in {log}; please attach it" if log else "run again with POLYRISE_TRACEBACK=1 and attach"
+    print(
+        f"error: unexpected {type(e).__name__}: {str(e)[:300]} (a bug in polyrise, not in your input: {where} "
+        "to a bug report)",
+        file=sys.stderr,
+    )
+    raise SystemExit(1) from None
+
+
+def _crash_log() -> Path | None:
+    """Write the current exception's traceback (it may quote prompts) to a log only its user can read, in a folder
+    only they can list; None when it cannot be written."""
     import tempfile
     import time
     import traceback
 
-    folder = Path(tempfile.gettempdir()) / "polyrise-logs"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.gettempdir()) / f"polyrise-logs-{os.getuid()}"
     path = folder / f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
-    path.write_text(f"polyrise {' '.join(sys.argv[1:])}\n\n{traceback.format_exc()}")
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        info = folder.lstat()
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+            return None  # someone else's folder, or a link: never written through
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        with os.fdopen(os.open(path, flags, 0o600), "w", encoding="utf-8") as fh:
+            fh.write(f"polyrise {' '.join(sys.argv[1:])}\n\n{traceback.format_exc()}")
+    except OSError:
+        return None
     return path

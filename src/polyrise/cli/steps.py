@@ -150,6 +150,7 @@ def train(
     cache: Annotated[
         Path | None, typer.Option(help="SQLite cache of reference log-probs (default: generations.sqlite beside --out)")
     ] = None,
+    force: Annotated[bool, typer.Option("--force", help="replace a non-empty --out (never the input model)")] = False,
     launched: Annotated[bool, typer.Option("--launched", hidden=True, help="internal: an accelerate worker")] = False,
 ) -> None:
     """Train M(t+1) with the config's method (DPO + NLL on pairs; SFT on question pairs for question alignment),
@@ -170,6 +171,7 @@ def train(
         accelerate_config=accelerate_config,
         machine_rank=machine_rank,
         cache=cache,
+        force=force,
         launched=launched,
     )
     if metrics is not None:

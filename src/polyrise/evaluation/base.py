@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import Field, field_validator, model_validator
 
 from polyrise.errors import missing_extra
+from polyrise.io import path_component_problem
 from polyrise.langid import LangIdSettings
 from polyrise.languages import get_language
 from polyrise.settings import MAX_COUNT, Section
@@ -47,6 +48,13 @@ class TaskSettings(Section):
 
     requires: ClassVar[tuple[tuple[str, str], ...]] = ()
     """(module, extra) pairs the task needs beyond polyrise's dependencies: checked when its settings load."""
+
+    @field_validator("name")
+    @classmethod
+    def _one_path_component(cls, name: str | None) -> str | None:
+        if name is not None and (problem := path_component_problem(name)):
+            raise ValueError(f"{problem}: it names the task's per-sample files")
+        return name
 
     @field_validator("langs")
     @classmethod

@@ -14,6 +14,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Iterable, Mapping
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,11 @@ from polyrise.settings import SamplingSettings
 
 LOG = logging.getLogger(__name__)
 
+APPLICATION_ID = 0x706F6C79
+"""`PRAGMA application_id` of polyrise's caches ("poly"): only a file that has it (or, made before it was set, the
+`outputs` table) is ever moved aside."""
+_SQLITE_MAGIC = b"SQLite format 3\0"
+
 BUSY_TIMEOUT = 60.0
 """Seconds a process waits for another's write (several `--shard` processes share one cache)."""
 
@@ -29,6 +35,23 @@ BUSY_TIMEOUT = 60.0
 def _damaged(error: sqlite3.Error) -> bool:
     """Whether SQLite says the file is not a database or is corrupt (not: locked, unwritable)."""
     return any(words in str(error) for words in ("malformed", "not a database", "disk image", "Could not decode"))
+
+
+def _ours(path: Path) -> bool:
+    """Whether `path` is a cache polyrise made (perhaps damaged past its header): SQLite's header with polyrise's
+    application id, or a database with its `outputs` table."""
+    with path.open("rb") as fh:
+        head = fh.read(100)
+    if not head.startswith(_SQLITE_MAGIC):
+        return False
+    if int.from_bytes(head[68:72], "big") == APPLICATION_ID:
+        return True
+    try:
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'outputs'"
+            return db.execute(query).fetchone() is not None
+    except sqlite3.Error:
+        return False
 
 
 def _use_wal(db: sqlite3.Connection) -> None:
@@ -47,7 +70,8 @@ def _use_wal(db: sqlite3.Connection) -> None:
 
 
 class GenerationCache:
-    """A disposable cache: a damaged file is moved aside (`<name>.corrupt`), said once, and rebuilt empty."""
+    """A disposable cache: a damaged file of polyrise's is moved aside (`<name>.corrupt`), said once, and rebuilt
+    empty; any other file at its path is an error, left as it is."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -59,17 +83,26 @@ class GenerationCache:
 
     def _open(self) -> sqlite3.Connection:
         try:
+            if self.path.is_file() and self.path.stat().st_size and not _ours(self.path):
+                raise PolyriseError(
+                    f"{self.path}: not a polyrise generation cache; polyrise neither uses nor moves it: give the "
+                    "cache another path (or remove this file)"
+                )
             db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT)
+        except (sqlite3.Error, OSError) as e:
+            raise PolyriseError(f"{self.path}: cannot open generation cache ({e})") from None
+        try:
             _use_wal(db)
+            if db.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:
+                db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             db.execute("CREATE TABLE IF NOT EXISTS outputs (key TEXT PRIMARY KEY, output TEXT NOT NULL)")
             db.execute("SELECT COUNT(*) FROM outputs").fetchone()
             db.commit()
             return db
-        except sqlite3.DatabaseError as e:
-            if _damaged(e):
+        except (sqlite3.DatabaseError, OSError) as e:
+            db.close()  # a connection left open would hold the file (and its disk) until exit
+            if isinstance(e, sqlite3.DatabaseError) and _damaged(e):
                 return self._rebuild(e)
-            raise PolyriseError(f"{self.path}: cannot open generation cache ({e})") from None
-        except OSError as e:
             raise PolyriseError(f"{self.path}: cannot open generation cache ({e})") from None
 
     def _rebuild(self, error: sqlite3.Error) -> sqlite3.Connection:

@@ -24,10 +24,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from rich.table import Table
 
 from polyrise.context import RunContext, RunSettings, Stage
+from polyrise.errors import PolyriseError
 from polyrise.evaluation.judge import JudgeItem, Judgement, judge, win_rates
 from polyrise.evaluation.reward import pair_row, reward_scores
 from polyrise.generation import Generator, answer_prompts, open_engine
-from polyrise.io import iter_jsonl, read_jsonl, write_json, write_jsonl
+from polyrise.io import iter_jsonl, read_jsonl, refuse_duplicate_ids, write_json, write_jsonl
 from polyrise.langid import LangIdSettings, matches_language
 from polyrise.languages import LANGUAGES
 from polyrise.methods import MethodViews
@@ -368,10 +369,19 @@ def write_pairs(
     pairs_file, dropped_file, stats_file, reward_file = outputs
     rows = read_jsonl(prompts_file, Prompt)
     responses = read_jsonl(responses_file, Response)
+    translated = read_jsonl(translations, Translation)
+    refuse_duplicate_ids(prompts_file, rows, "lang")
+    refuse_duplicate_ids(responses_file, responses, "lang")
+    refuse_duplicate_ids(translations, translated, "kind", "src_lang", "lang")
+    asked = {(p.id, p.lang) for p in rows}
+    if unasked := next((r for r in responses if (r.id, r.lang) not in asked), None):
+        raise PolyriseError(
+            f"{responses_file}: response {unasked.id!r} in {unasked.lang!r} has no prompt in {prompts_file}"
+        )
     pairs, stats, dropped = build_pairs(
         {(p.id, p.lang): p.instruction for p in rows},
         responses,
-        read_jsonl(translations, Translation),
+        translated,
         config.source_lang,
         config.languages,
         filters,

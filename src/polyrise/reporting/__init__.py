@@ -12,7 +12,7 @@ from pathlib import Path
 
 from polyrise.errors import PolyriseError, missing_extra
 from polyrise.evaluation import HEADLINE_METRICS, METRICS
-from polyrise.io import atomic_open
+from polyrise.io import atomic_files, writing_into
 from polyrise.reporting.collect import (
     Scores,
     collect_scores,
@@ -60,21 +60,21 @@ def write_report(run_dir: str | Path, seed: int = 0) -> tuple[Path, Path]:
         """`*` for a language, or a direction such as zh-en, that a trained language is in."""
         return ("*",) if any(part in views.trained for part in row.split("-")) else ()
 
-    for task in sorted(scores):
-        by_model = scores[task]
-        samples = {label: item_samples_of(run_dir, task, label, langid) for label in by_model}
-        for metric in HEADLINE_METRICS:
-            direction = "lower is better" if METRICS[metric].lower_is_better else "higher is better"
-            found = metric_tables(task, by_model, metric, direction, samples, marks, seed)
-            if found is None:
-                continue
-            blocks += found.tables
-            shown = lambda row: " ".join([row, *marks(row)])  # noqa: E731
-            blocks += [Image(png) for png in plot_metric(task, metric, found, run_dir / "plots", shown)]
-    title = f"polyrise report: {run_dir.name}"
-    md_path, html_path = run_dir / "report.md", run_dir / "report.html"
-    with atomic_open(md_path) as fh:
-        fh.write(markdown(title, blocks))
-    with atomic_open(html_path) as fh:
-        fh.write(html_page(title, blocks, data))
+    with writing_into(run_dir, "the report"):  # a full or read-only disk: one error naming the file
+        for task in sorted(scores):
+            by_model = scores[task]
+            samples = {label: item_samples_of(run_dir, task, label, langid) for label in by_model}
+            for metric in HEADLINE_METRICS:
+                direction = "lower is better" if METRICS[metric].lower_is_better else "higher is better"
+                found = metric_tables(task, by_model, metric, direction, samples, marks, seed)
+                if found is None:
+                    continue
+                blocks += found.tables
+                shown = lambda row: " ".join([row, *marks(row)])  # noqa: E731
+                blocks += [Image(png) for png in plot_metric(task, metric, found, run_dir / "plots", shown)]
+        title = f"polyrise report: {run_dir.name}"
+        md_path, html_path = run_dir / "report.md", run_dir / "report.html"
+        with atomic_files(md_path, html_path) as (md, html):  # both or neither
+            md.write(markdown(title, blocks))
+            html.write(html_page(title, blocks, data))
     return md_path, html_path

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from polyrise.config import RunConfig, load_config
 from polyrise.errors import PolyriseError
 from polyrise.evaluation import item_samples
+from polyrise.io import path_component_problem
 from polyrise.langid import LangIdSettings
 from polyrise.layout import RunLayout
 from polyrise.methods import MethodViews, load_method
@@ -58,6 +59,9 @@ def collect_scores(run_dir: Path) -> Scores:
                 for rows in by_model.values()
             ):
                 raise PolyriseError(f"{path}: {task}: expected {{model: {{row: {{metric: value}}}}}}")
+            for name in (task, *by_model):
+                if problem := path_component_problem(name):
+                    raise PolyriseError(f"{path}: key {problem}: it names a per-sample file")
             for label, rows in by_model.items():
                 merged.setdefault(task, {})[label] = rows
     if not merged and not run_dir.is_dir():

@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+from polyrise.io import write_png
 from polyrise.reporting.tables import MetricTables
 
 
@@ -42,7 +43,7 @@ def plot_metric(task: str, metric: str, data: MetricTables, out: Path, shown: Ca
     ax.legend(fontsize="small")
     fig.tight_layout()
     paths.append(out / f"{safe}_by_language.png")
-    fig.savefig(paths[-1], dpi=110)
+    write_png(fig, paths[-1])
     plt.close(fig)
     if gaps:
         fig, ax = plt.subplots(figsize=(5, 3.2))
@@ -56,6 +57,6 @@ def plot_metric(task: str, metric: str, data: MetricTables, out: Path, shown: Ca
         ax.legend(fontsize="small", ncol=2)
         fig.tight_layout()
         paths.append(out / f"{safe}_gap.png")
-        fig.savefig(paths[-1], dpi=110)
+        write_png(fig, paths[-1])
         plt.close(fig)
     return paths

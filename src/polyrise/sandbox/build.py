@@ -1,6 +1,7 @@
 """Building a sandbox: the tiny Llama trained from scratch on the imbalanced mix, and every file a build writes.
 
-`build_sandbox` (CLI: `polyrise sandbox build`) writes, each file atomically (a file is either absent or complete):
+`build_sandbox` (CLI: `polyrise sandbox build`) builds in `.<out>.building` beside `out` and swaps it into place when
+done (a killed rebuild leaves neither a mix of two builds nor an old `sandbox.json`); it writes:
 
 - `model/`: the tiny Llama with its word-level tokenizer and chat template (written beside it, then renamed into
   place); any polyrise command takes it as a model spec;
@@ -25,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from polyrise.io import file_hash, write_json, write_jsonl
+from polyrise.io import file_hash, write_json, write_jsonl, writing_into
 from polyrise.records import PreferencePair
 from polyrise.sandbox.data import (
     DataMix,
@@ -200,14 +201,26 @@ def build_sandbox(
     """
     import torch
 
+    out = Path(out)
+    (out / SANDBOX_JSON).unlink(missing_ok=True)  # whatever happens next, `out` is no complete sandbox any more
+    staging, old = (out.with_name(f".{out.name}.{part}") for part in ("building", "old"))
+    for leftover in (staging, old):  # a killed build's
+        shutil.rmtree(leftover, ignore_errors=True)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return _build(
-            out, seed, clones, mix, model_size, train, sizes, align or AlignSettings(), evaluate, console, progress
-        )
+        with writing_into(staging, "the sandbox"):
+            align = align or AlignSettings()
+            info = _build(staging, seed, clones, mix, model_size, train, sizes, align, evaluate, console, progress)
     finally:
         torch.set_num_threads(before)
+    if out.exists():  # swap: `out` is the old build or the new one, never a mix of both
+        out.rename(old)
+    staging.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+    info.out = str(out)
+    info.save()  # last: the marker of a complete build
+    return info
 
 
 def _build(
@@ -286,7 +299,6 @@ def _build(
             setattr(info, key, value)
         info.seconds["evaluate"] = round(time.perf_counter() - t_eval, 1)
     info.seconds["total"] = round(time.perf_counter() - t_start, 1)
-    info.save()
     return info
 
 
