@@ -55,6 +55,28 @@ def test_bad_values_and_yaml(tmp_path):
         load_config(tmp_path / "missing.yaml")
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "password: hunter2\nuser: sesame\n",  # a YAML file that is no run config
+        'token: "hunter2\nother: [sesame\n',  # invalid YAML (PyYAML's message quotes the lines around the mistake)
+        "- hunter2\n- sesame\n",
+        "model: {spec: x}\n" + "".join(f"key{i}: hunter2\n" for i in range(40)),  # a config of 40 unknown keys
+    ],
+)
+def test_a_file_that_is_no_config_gives_one_short_error_quoting_none_of_its_lines(tmp_path, text):
+    link = tmp_path / "run.yaml"
+    link.symlink_to(_write(tmp_path / "secrets.yaml", text))
+    with pytest.raises(PolyriseError) as err:
+        load_config(link)
+    lines = str(err.value).splitlines()
+    assert all(line.startswith(f"{link}") for line in lines) and len(lines) <= 11
+    said = "".join(line.removeprefix(f"{link}") for line in lines)
+    assert "hunter2" not in said and "sesame" not in said
+    if text.startswith("token"):
+        assert lines == [f"{link}:3:1: invalid YAML: found unexpected end of stream"]
+
+
 def test_malformed_jsonl_names_file_and_line(tmp_path):
     bad = _write(tmp_path / "p.jsonl", '{"id": "1", "lang": "en", "instruction": "a"}\n\n{"id": "2", "lang": \n')
     with pytest.raises(PolyriseError, match=r"p\.jsonl:3: invalid JSON"):

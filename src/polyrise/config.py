@@ -122,6 +122,10 @@ class RunConfig(RunSettings):
         return self
 
 
+_SHOWN_PROBLEMS = 10
+"""A config's validation errors shown at most; the rest are counted."""
+
+
 def load_config(path: str | Path, overrides: dict[str, object] | None = None) -> RunConfig:
     """Read a YAML run config; every problem is one PolyriseError naming the file and the key. `overrides`
     replace top-level keys before validation, as an edit of the file would."""
@@ -134,10 +138,17 @@ def parse_config(text: str, path: Path, overrides: dict[str, object] | None = No
     checks before it writes a file."""
     try:
         data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as e:
-        raise PolyriseError(f"{path}: invalid YAML: {e}") from None
+    except yaml.YAMLError as e:  # its str() quotes the lines around the mistake: of whatever file this is
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise PolyriseError(f"{where}: invalid YAML: {getattr(e, 'problem', None) or type(e).__name__}") from None
     if not isinstance(data, dict):
         raise PolyriseError(f"{path}: the top level must be a mapping of keys")
+    if data and not data.keys() & RunConfig.model_fields.keys() and not data.keys() & _section_keys():
+        raise PolyriseError(
+            f"{path}: not a polyrise run config: none of its {len(data)} top-level keys is a config key "
+            "(model, languages, method, ...; `polyrise init` writes one)"
+        )
     data.update(overrides or {})
     try:
         return RunConfig.model_validate(data)
@@ -147,4 +158,11 @@ def parse_config(text: str, path: Path, overrides: dict[str, object] | None = No
             key = ".".join(str(p) for p in err["loc"]) or "(top level)"
             msg = err["msg"].removeprefix("Value error, ")
             problems.append(f"{path}: {key}: {msg}")
+        if len(problems) > _SHOWN_PROBLEMS:
+            problems[_SHOWN_PROBLEMS:] = [f"{path}: ... and {len(problems) - _SHOWN_PROBLEMS} more problems"]
         raise PolyriseError("\n".join(problems)) from None
+
+
+def _section_keys() -> set[str]:
+    """Every method's own section keys (`filters`, `implicit_reward`, ...): keys of a run config too."""
+    return {key for name in METHODS for key in load_method(name).sections}
