@@ -144,7 +144,7 @@ def test_score_langid_bad_input_is_one_clear_error(tmp_path):
     result = CliRunner().invoke(app, ["score", "langid", str(path), "--languages", "xx"])
     assert result.exit_code == 1 and "unknown language code 'xx'" in str(result.exception)
     result = CliRunner().invoke(app, ["score", "langid", str(path), "--languages", "qaa"])
-    assert result.exit_code == 1 and "--languages: Value error, py3langid cannot identify qaa" in str(result.exception)
+    assert result.exit_code == 1 and "--languages: py3langid cannot identify qaa" in str(result.exception)
 
 
 # ---- the outside reference: the LCB's compute_metrics with fastText lid.176 ---------------------------------

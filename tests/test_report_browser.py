@@ -86,10 +86,12 @@ def test_screenshot_is_saved_as_an_artefact(report, tmp_path):
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
 
 
-IMG = "\"><img src=x onerror=\"document.body.dataset.pwned='img'\">"
+IMG = '"><img src=x onerror="document.body.dataset.pwned=\'img\'">'
 """A name that, unescaped in an attribute or element, adds an image whose error handler runs."""
 SCRIPT = "</script><script>document.body.dataset.pwned='script'</script>"
-"""A name that, unescaped, closes a script block or opens one."""
+"""A text that, unescaped, closes a script block or opens one."""
+OPEN_SCRIPT = SCRIPT.removeprefix("</script>").removesuffix("</script>")
+"""A name that, unescaped, opens a script block, and is one path component (a scores.json key names a file)."""
 
 
 def test_hostile_names_show_as_text_and_run_nothing(tmp_path):
@@ -104,7 +106,7 @@ def test_hostile_names_show_as_text_and_run_nothing(tmp_path):
     cells = {"accuracy": 0.5, "accuracy_ci_low": 0.0, "accuracy_ci_high": 1.0, "n": 1}
     scores = {
         task: {"M0": {"en": cells, lang: cells}, label: {"en": cells, lang: cells}},
-        f"{SCRIPT}task": {"M0": {SCRIPT: cells}},
+        f"{OPEN_SCRIPT}task": {"M0": {SCRIPT: cells}},
     }
     (run / "scores.json").write_text(json.dumps(scores))
     write_jsonl(run / f"{task}_M0.jsonl", [ChoicePrediction(id=IMG, lang=lang, pred=0, label=0, logliks=[0.0])])
@@ -115,9 +117,9 @@ def test_hostile_names_show_as_text_and_run_nothing(tmp_path):
     for view in ("scores", "evals", "pairs"):
         dom = _chromium(tmp_path / "profile", f"{page.as_uri()}#tab={view}", "--dump-dom")
         assert "<title>polyrise report: run</title>" in dom and "data-pwned" not in dom
-        assert "<img src=\"x\"" not in dom and "<script>document" not in dom
+        assert '<img src="x"' not in dom and "<script>document" not in dom
         if view == "scores":  # the names in headings, column and row headers, as text
-            for name in (task, label, lang, f"{SCRIPT}task", SCRIPT):
+            for name in (task, label, lang, f"{OPEN_SCRIPT}task", SCRIPT):
                 assert text_of(name) in dom, name
         if view == "evals":  # the row of the hostile task: its model, task, language and id
             assert _shown(dom, "evals")[0] == "9 of 9 evaluation rows match"

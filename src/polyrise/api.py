@@ -36,16 +36,18 @@ DEFAULT_LANGS = ("en", "es", "de", "fr")
 M = TypeVar("M", bound="BaseModel")
 
 
-def from_options(cls: type[M], flag: str = "", **values: Any) -> M:
-    """`cls(**values)`, the values given as the options `--{flag}<name>`: validated by the settings class a config
-    is (bounds, finiteness), so a value out of range is one error naming the option (`--top-p: ...`)."""
+def from_options(cls: type[M], flag: str = "", names: Mapping[str, str] | None = None, **values: Any) -> M:
+    """`cls(**values)`, the values given as the options `--{flag}<name>` (or `--{names[field]}` where the option is
+    named otherwise): validated by the settings class a config is (bounds, finiteness), so a value out of range is
+    one error naming the option (`--top-p: ...`)."""
     from pydantic import ValidationError
 
     try:
         return cls(**values)
     except ValidationError as e:
         err = e.errors()[0]
-        option = "-".join(str(p) for p in err["loc"]).replace("_", "-") or "engine"
+        field = "-".join(str(p) for p in err["loc"])
+        option = (names or {}).get(field) or field.replace("_", "-") or "engine"
         raise PolyriseError(f"--{flag}{option}: {err['msg'].removeprefix('Value error, ')}") from None
 
 
@@ -632,7 +634,13 @@ def score(
     if task not in ("langid", "mgsm"):
         raise PolyriseError(f"unknown task {task!r} for `score`; known: langid, mgsm")
     candidates = _languages(languages) if languages is not None else list(DEFAULT_CANDIDATES)
-    settings = from_options(LangIdSettings, min_words=min_words, min_confidence=min_confidence, candidates=candidates)
+    settings = from_options(
+        LangIdSettings,
+        names={"candidates": "languages"},
+        min_words=min_words,
+        min_confidence=min_confidence,
+        candidates=candidates,
+    )
     _seed(seed)
     if out is not None:
         _existing_scores(out)

@@ -28,10 +28,12 @@ from polyrise.io import atomic_open, write_json
 from polyrise.methods import load_method
 from polyrise.reporting import collect_scores, model_order
 from polyrise.sandbox.build import SANDBOX_JSON, build_sandbox
+from polyrise.settings import MAX_COUNT
 from polyrise.versions import format_versions
 
-NO_FILTERS = {"min_length_ratio": 1e-9, "max_length_ratio": 1e9, "repeated_line_limit": 10**9}
-"""Pair filters that keep every pair (empty and identical pairs, which carry no preference, still drop)."""
+NO_FILTERS = {"min_length_ratio": 1e-3, "max_length_ratio": 1e3, "repeated_line_limit": MAX_COUNT}
+"""Pair filters at their loosest bounds: they keep every pair whose lengths differ less than a thousandfold (empty
+and identical pairs, which carry no preference, still drop)."""
 ICR = "implicit-cross-lingual"
 VARIANTS: dict[str, dict[str, Any]] = {
     "rewarding": {},
