@@ -819,6 +819,30 @@ def test_a_file_that_is_not_a_cache_is_never_moved(tmp_path, tiny_model_dir, pol
     assert _snapshot(tmp_path) == before
 
 
+def test_a_cache_another_process_is_creating_is_taken_as_polyrises(tmp_path):
+    """Between SQLite writing a new file's header and polyrise marking it (several `--shard` processes opening one
+    new cache at once), the file is an empty database, perhaps write-locked: the opener waits out the lock and
+    takes it as a cache, never as a foreign file."""
+    import sqlite3
+    import threading
+
+    from polyrise.generation.cache import APPLICATION_ID, GenerationCache
+
+    path = tmp_path / "c.sqlite"
+    creating = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    creating.execute("PRAGMA journal_mode=WAL")  # the header is on disk; no application id, no table yet
+    creating.execute("BEGIN EXCLUSIVE")
+    creating.execute("CREATE TABLE outputs (key TEXT PRIMARY KEY, output TEXT NOT NULL)")
+    threading.Timer(0.5, lambda: (creating.execute("COMMIT"), creating.close())).start()
+    cache = GenerationCache(path)  # waits for the commit above
+    cache.close()
+    assert int.from_bytes(path.read_bytes()[68:72], "big") == APPLICATION_ID
+    empty = tmp_path / "empty.sqlite"
+    with closing(sqlite3.connect(empty)) as db:
+        db.execute("PRAGMA journal_mode=WAL")
+    GenerationCache(empty).close()
+
+
 def test_a_cache_is_marked_as_polyrises_and_an_old_one_is_still_recognised(tmp_path):
     import sqlite3
 

@@ -39,7 +39,8 @@ def _damaged(error: sqlite3.Error) -> bool:
 
 def _ours(path: Path) -> bool:
     """Whether `path` is a cache polyrise made (perhaps damaged past its header): SQLite's header with polyrise's
-    application id, or a database with its `outputs` table."""
+    application id, a database with its `outputs` table, or an empty database (one that another process is
+    creating at this moment: its header is written before its application id and table)."""
     with path.open("rb") as fh:
         head = fh.read(100)
     if not head.startswith(_SQLITE_MAGIC):
@@ -47,9 +48,10 @@ def _ours(path: Path) -> bool:
     if int.from_bytes(head[68:72], "big") == APPLICATION_ID:
         return True
     try:
-        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
-            query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'outputs'"
-            return db.execute(query).fetchone() is not None
+        # the timeout waits out the creating process's write lock instead of taking a locked file for a foreign one
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT)) as db:
+            names = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+            return not names or "outputs" in names
     except sqlite3.Error:
         return False
 
