@@ -307,7 +307,7 @@ class Runner:
         return self._load(
             f"policy {spec}",
             f"{spec} ({generation.policy.engine})",
-            lambda: open_engine(generation.policy, model),
+            lambda: open_engine(generation.policy, model, self.config.cluster),
             generation.system_prompt,
         )
 
@@ -317,7 +317,9 @@ class Runner:
         if role is None:
             return self.generator(spec)
         name = role.openai.model if role.openai else role.model
-        return self._load("translator", f"translator {name} ({role.engine})", lambda: open_engine(role))
+        return self._load(
+            "translator", f"translator {name} ({role.engine})", lambda: open_engine(role, cluster=self.config.cluster)
+        )
 
     def release_engine(self) -> None:
         if self._generator is None:
