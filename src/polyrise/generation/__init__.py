@@ -12,7 +12,6 @@ from polyrise.generation.base import ChatRequest, Engine, LogLikelihood, render_
 from polyrise.generation.cache import GenerationCache
 from polyrise.plugins import ENGINES, load
 from polyrise.records import Prompt, Response
-from polyrise.errors import PolyriseError
 from polyrise.settings import ClusterSettings, EngineSettings, ModelSettings, SamplingSettings
 
 __all__ = [
@@ -38,12 +37,8 @@ def open_engine(
     vllm) runs as replicas on that Ray cluster (`generation.ray.RayEngine`); an `openai` engine stays a client
     here (its servers are the replicas)."""
     if cluster is not None and settings.openai is None:
-        try:
-            from polyrise.generation.ray import RayEngine
-        except ImportError as e:
-            if e.name != "ray":
-                raise
-            raise PolyriseError("cluster: backend ray needs Ray: pip install 'polyrise[ray]'") from None
+        from polyrise.generation.ray import RayEngine  # imports Ray (extra `ray`): only for a run on a cluster
+
         return RayEngine(cluster, settings, model)
     engine: type[Engine] = load("engine", ENGINES, settings.engine)
     return engine.from_settings(settings, model)
@@ -114,8 +109,8 @@ class Generator:
         counter: str,
         desc: str,
     ) -> None:
-        """Compute the `todo` requests' values in chunks of `CHUNK_BATCHES` x batch size, each stored (committed) before the
-        next, so a kill loses at most one chunk; with a progress bar."""
+        """Compute the `todo` requests' values in chunks of `CHUNK_BATCHES` x batch size, each stored (committed)
+        before the next, so a kill loses at most one chunk; with a progress bar."""
         self.stats["cached"] += len(keys) - len(todo)
         chunk = max(self.engine.batch_size * CHUNK_BATCHES, 1)
         with progress_bar() as progress:

@@ -44,7 +44,13 @@ def connect(cluster: ClusterSettings) -> None:
 
 def alive_nodes() -> list[dict[str, Any]]:
     """The cluster's alive nodes as `ray.nodes()` describes them (`NodeID`, `NodeManagerAddress`, `Resources`)."""
-    return [node for node in ray.nodes() if node["Alive"]]
+    return [node for node in ray.nodes() if node["Alive"]]  # type: ignore[no-untyped-call]
+
+
+def cluster_resources() -> dict[str, float]:
+    """The cluster's total resources (`CPU`, `GPU`, ...)."""
+    resources: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
+    return resources
 
 
 def node_name(node_id: str, ip: str) -> str:
@@ -52,15 +58,15 @@ def node_name(node_id: str, ip: str) -> str:
     return f"{ip} (node {node_id[:8]})"
 
 
-@ray.remote(max_restarts=0, max_task_retries=0)
-class _Replica:
-    """One engine replica: the local engine of `settings`, built on the node Ray placed this actor on."""
+class EngineReplica:
+    """One engine replica (a Ray actor): the local engine of `settings`, built on the node Ray placed it on."""
 
     def __init__(self, settings: EngineSettings, model: ModelSettings | None) -> None:
         self.engine = open_engine(settings, model)
 
     def node(self) -> str:
-        return node_name(ray.get_runtime_context().get_node_id(), ray.util.get_node_ip_address())
+        ip: str = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
+        return node_name(ray.get_runtime_context().get_node_id(), ip)
 
     def complete(self, requests: Sequence[ChatRequest], params: SamplingSettings) -> list[str]:
         return self.engine.complete(requests, params)
@@ -69,10 +75,13 @@ class _Replica:
         return self.engine.loglikelihood(requests, max_tokens)
 
 
+_Replica: Any = ray.remote(max_restarts=0, max_task_retries=0)(EngineReplica)
+
+
 def _placement(cluster: ClusterSettings, settings: EngineSettings) -> tuple[int, dict[str, Any]]:
     """How many replicas and the resources of each: one per GPU (per tensor-parallel group on vLLM) on a cluster
     with GPUs, else one per node with CPUs; `cluster.replicas` overrides the count."""
-    gpus = int(ray.cluster_resources().get("GPU", 0))
+    gpus = int(cluster_resources().get("GPU", 0))
     if gpus:
         group = settings.vllm.tensor_parallel_size if settings.engine == "vllm" else 1
         return cluster.replicas or max(gpus // group, 1), {"num_gpus": group, "num_cpus": cluster.cpus_per_replica}
@@ -118,6 +127,11 @@ class RayEngine:
                 raise PolyriseError(f"an engine replica of {model.spec!r} failed to start: {e}") from None
         self.batch_size = settings.batch_size * count
         """One generator chunk is one piece per replica."""
+
+    @classmethod
+    def from_settings(cls, settings: EngineSettings, model: ModelSettings | None = None) -> RayEngine:
+        """The replicas on the cluster this machine belongs to (`address: auto`)."""
+        return cls(ClusterSettings(), settings, model)
 
     def render(self, request: ChatRequest) -> str:
         return render_chat(self.tokenizer, request)
