@@ -16,10 +16,47 @@ from polyrise.errors import PolyriseError
 from polyrise.generation import ChatRequest, Generator, open_engine
 from polyrise.generation.cache import GenerationCache
 from polyrise.settings import ClusterSettings, EngineSettings, ModelSettings, SamplingSettings
+from polyrise.training.launch import Machines, launch_command
 
 ray = pytest.importorskip("ray")
 
 SAMPLED = SamplingSettings(max_new_tokens=10, temperature=1.0)  # greedy decoding of a random model is blank
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def test_the_cluster_section_and_its_override(tmp_path):
+    """No `cluster`: none. `ray_address` adds one (or replaces its address only); a bad key is one error naming it;
+    a multi-machine accelerate config is refused without a cluster and taken with one."""
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"cluster": {"backend": "ray", "replicas": 3}}))
+    assert api.load_run_config(config).cluster == ClusterSettings(replicas=3)
+    cfg = api.load_run_config(config, ray_address="10.0.0.1:6379")
+    assert cfg.cluster == ClusterSettings(address="10.0.0.1:6379", replicas=3)
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("name: x\n")
+    assert api.load_run_config(plain).cluster is None
+    assert api.load_run_config(plain, ray_address="auto").cluster == ClusterSettings()
+    config.write_text(yaml.safe_dump({"cluster": {"backend": "ray", "adress": "auto"}}))
+    with pytest.raises(PolyriseError, match=r"cluster\.adress"):
+        api.load_run_config(config)
+    multi = EXAMPLES / "accelerate" / "multi-node.yaml"
+    with pytest.raises(PolyriseError, match="a run without a `cluster` trains on this one only"):
+        api.load_run_config(plain, accelerate_config=multi)
+    assert api.load_run_config(plain, accelerate_config=multi, ray_address="auto").cluster is not None
+
+
+def test_each_node_is_launched_with_its_rank_and_rank_0s_address():
+    """What `accelerate launch` makes of a cluster node's argv: without a file, DDP over the machines; with a
+    multi-machine file, the cluster's count, rank and address replace the file's."""
+    from accelerate.commands.launch import launch_command_parser
+
+    machines = Machines(count=2, rank=1, main_ip="10.0.0.5", main_port=29500)
+    for config in (None, EXAMPLES / "accelerate" / "multi-node.yaml"):
+        argv = [*launch_command(4, config, machines=machines), "polyrise.cli", "stage"]
+        args = launch_command_parser().parse_args(argv[3:])
+        assert (args.num_machines, args.machine_rank, args.num_processes) == (2, 1, 4)
+        assert (args.main_process_ip, args.main_process_port) == ("10.0.0.5", 29500)
+        assert args.multi_gpu == (config is None) and args.training_script == "polyrise.cli"
 
 
 @pytest.fixture(scope="module")
