@@ -129,7 +129,8 @@ def _prompts(start: int, n: int) -> list[ChatRequest]:
 
 
 def test_lost_nodes_replicas_and_the_rerun(cluster, tiny_model_dir, tmp_path, monkeypatch):
-    """2 replicas, batch 2: a piece is 8 requests, a generator chunk 16 (one piece per replica). The worker node
+    """A replica's error is one message. 2 replicas, batch 2: a piece is 8 requests, a generator chunk 16 (one piece
+    per replica). The worker node
     is removed after the first chunk is stored: its piece of the second goes to the head's replica, and the outputs
     are the local engine's. Then the last replica dies mid-stage: one error naming both lost nodes; the rerun on the
     local engine (the same cache keys) asks only for the requests that were not stored."""
@@ -141,6 +142,9 @@ def test_lost_nodes_replicas_and_the_rerun(cluster, tiny_model_dir, tmp_path, mo
     engine = open_engine(settings, model, ClusterSettings(address=cluster.address))
     assert len(engine.replicas) == 2 and len(set(engine.replicas.values())) == 2  # one per node
     assert engine.fingerprint == local.engine.fingerprint and engine.batch_size == 4
+    with pytest.raises(PolyriseError) as info:  # a replica's own error: its message, no remote traceback
+        engine.complete([ChatRequest.user("word " * 3000)], SAMPLED)
+    assert "exceeds the context" in str(info.value) and "Traceback" not in str(info.value)
     cache = GenerationCache(tmp_path / "ray.sqlite")
     stored = cache.put_many
     kills = []
