@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import ray
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import ObjectLostError, RayActorError, RayTaskError
 
 from polyrise.errors import PolyriseError
 from polyrise.generation import CHUNK_BATCHES, open_engine
@@ -164,7 +164,7 @@ class RayEngine:
             actor, part = running.pop(done)
             try:
                 results[part.start] = ray.get(done)
-            except RayActorError:
+            except (RayActorError, ObjectLostError):  # the actor died, or its node with the piece's result
                 self.lost.append(self.replicas.pop(actor))
                 queue.appendleft(part)
                 continue
