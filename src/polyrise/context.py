@@ -21,6 +21,7 @@ from polyrise.langid import LangIdSettings
 from polyrise.languages import get_language
 from polyrise.layout import RunLayout
 from polyrise.settings import (
+    ClusterSettings,
     GenerationSettings,
     HeldoutSettings,
     ModelSettings,
@@ -63,6 +64,8 @@ class RunSettings(Section):
     """Evaluations of M0 and of every new iterate (each the settings class of the task its `task` key names)."""
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
     """Where the trainer's and polyrise's per-iteration metrics are tracked (default: nowhere)."""
+    cluster: ClusterSettings | None = None
+    """A Ray cluster for the engines and the training (`backend: ray`, `address`); none: this machine only."""
     stage_processes: bool = True
     """Run every stage that loads a model in its own process, so GPU and host memory are returned between stages
     (a vLLM engine and a trainer never hold the GPU at once). false: one process (small models, debugging)."""

@@ -9,6 +9,7 @@ import errno
 import fcntl
 import gc
 import hashlib
+import importlib.util
 import json
 import math
 import os
@@ -52,7 +53,7 @@ from polyrise.settings import SamplingSettings
 from polyrise.sources import load_prompts, source_files
 from polyrise.tracking import Tracker, flatten, trainer_reporting
 from polyrise.tracking import check as check_tracking
-from polyrise.training.launch import LAUNCH_FIELDS, launch_command, should_launch
+from polyrise.training.launch import LAUNCH_FIELDS, die_with_parent, launch_command, should_launch
 from polyrise.versions import library_versions
 
 __all__ = ["Manifest", "RunLock", "Runner", "Stage", "StageInterrupted", "run_pipeline", "run_stage"]
@@ -281,6 +282,8 @@ class Runner:
                 for _, path in lang_paths(task.source, task.langs or cfg.langs):
                     list(iter_rows(path))
         check_tracking(cfg.tracking)
+        if cfg.cluster is not None and importlib.util.find_spec("ray") is None:
+            raise PolyriseError("cluster: backend ray needs Ray: pip install 'polyrise[ray]'")
         self.method.prepare()
         self.heldout  # noqa: B018
 
@@ -307,7 +310,7 @@ class Runner:
         return self._load(
             f"policy {spec}",
             f"{spec} ({generation.policy.engine})",
-            lambda: open_engine(generation.policy, model),
+            lambda: open_engine(generation.policy, model, self.config.cluster),
             generation.system_prompt,
         )
 
@@ -317,7 +320,9 @@ class Runner:
         if role is None:
             return self.generator(spec)
         name = role.openai.model if role.openai else role.model
-        return self._load("translator", f"translator {name} ({role.engine})", lambda: open_engine(role))
+        return self._load(
+            "translator", f"translator {name} ({role.engine})", lambda: open_engine(role, cluster=self.config.cluster)
+        )
 
     def release_engine(self) -> None:
         if self._generator is None:
@@ -410,12 +415,16 @@ class Runner:
         self.console.print(f"[bold]{stage.name}[/bold] …")
         start = time.perf_counter()
         training = self.config.training
+        launched = stage.distributed and should_launch(training.num_processes, training.accelerate_config)
         launcher: list[str] | None = None
-        if stage.distributed and should_launch(training.num_processes, training.accelerate_config):
+        if launched and self.config.cluster is None:
             launcher = launch_command(training.num_processes, training.accelerate_config)
         elif stage.loads_model and self.config.stage_processes:
             launcher = [sys.executable, "-m"]
-        if launcher is None:
+        if launched and self.config.cluster is not None:
+            self.release_engine()
+            counts = self._in_child_process(stage.name, None)
+        elif launcher is None:
             log = self.layout.stage_log(stage.name)
             with writing_into(self.run_dir, f"stage {stage.name}'s outputs"), library_output(log, self.verbose):
                 counts = stage.run()
@@ -440,13 +449,30 @@ class Runner:
         self.console.print(f"{stage.name}: {seconds:.1f} s ({summary})")
         return True
 
-    def _in_child_process(self, name: str, launcher: list[str]) -> dict[str, Any]:
-        """Run one stage in a child process (`launcher` + `polyrise.cli stage ...`); its error is ours."""
+    def _in_child_process(self, name: str, launcher: list[str] | None) -> dict[str, Any]:
+        """Run one stage in a child process (`launcher` + `polyrise.cli stage ...`), or, with no launcher, under
+        `accelerate launch` on every node of the run's Ray cluster; its error is ours."""
         result = self.layout.stage_result
         result.unlink(missing_ok=True)
-        command = [*launcher, "polyrise.cli", "stage", str(self.run_dir), name, str(result)]
-        command += ["--verbose"] if self.verbose else []
-        code = subprocess.run(command, preexec_fn=_die_with_parent if sys.platform == "linux" else None).returncode
+        module = ["polyrise.cli", "stage", str(self.run_dir.absolute()), name, str(result.absolute())]
+        module += ["--verbose"] if self.verbose else []
+        if launcher is None:
+            from polyrise.training.ray import launch_on_cluster  # imports Ray: only for a run on a cluster
+
+            assert self.config.cluster is not None
+            training = self.config.training
+            try:
+                launch_on_cluster(
+                    self.config.cluster, training.num_processes, training.accelerate_config, module, Path.cwd()
+                )
+                code = 0
+            except PolyriseError:
+                if not result.is_file():  # else the stage's own error, below
+                    raise
+                code = 1
+        else:
+            preexec = die_with_parent if sys.platform == "linux" else None
+            code = subprocess.run([*launcher, *module], preexec_fn=preexec).returncode
         outcome = json.loads(result.read_text()) if result.is_file() else {}
         result.unlink(missing_ok=True)
         if code == 0 and "counts" in outcome:
@@ -660,13 +686,6 @@ def run_stage(run_dir: Path, name: str, result: Path, verbose: bool = False) -> 
         write_json(result, outcome)
     if "error" in outcome:
         raise SystemExit(1)
-
-
-def _die_with_parent() -> None:
-    """Ask Linux to kill a stage process when the orchestrating parent dies (kill -9 included)."""
-    import ctypes
-
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
 
 
 def run_pipeline(

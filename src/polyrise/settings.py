@@ -161,6 +161,21 @@ class EngineSettings(Section):
         return self
 
 
+class ClusterSettings(Section):
+    """Where the run's work goes past this machine: a Ray cluster (extra `ray`). Every stage that generates or scores
+    spreads its requests over engine replicas that Ray places, and a multi-process training runs `accelerate launch`
+    on every node; the driver (`polyrise run`) alone writes the run's files."""
+
+    backend: Literal["ray"] = "ray"
+    address: str = "auto"
+    """`auto`: the cluster this machine belongs to (`ray start` ran here); or `HOST:PORT` of its head (GCS)."""
+    replicas: int | None = Field(default=None, ge=1, le=65536)
+    """Engine replicas of a stage; default: one per GPU (per `tensor_parallel_size` GPUs with vLLM) when the
+    cluster has GPUs, else one per node."""
+    cpus_per_replica: float = Field(default=1.0, gt=0.0, le=1024.0)
+    """CPUs Ray reserves for each replica on a CPU cluster (its torch uses what the node leaves free)."""
+
+
 class JudgeSettings(EngineSettings):
     """The judge of pairwise win rates: a local model (`hf`/`vllm` with `model`) or an `openai` endpoint."""
 

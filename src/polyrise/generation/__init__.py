@@ -12,14 +12,34 @@ from polyrise.generation.base import ChatRequest, Engine, LogLikelihood, render_
 from polyrise.generation.cache import GenerationCache
 from polyrise.plugins import ENGINES, load
 from polyrise.records import Prompt, Response
-from polyrise.settings import EngineSettings, ModelSettings, SamplingSettings
+from polyrise.settings import ClusterSettings, EngineSettings, ModelSettings, SamplingSettings
 
-__all__ = ["ChatRequest", "Engine", "Generator", "LogLikelihood", "answer_prompts", "open_engine", "render_chat"]
+__all__ = [
+    "CHUNK_BATCHES",
+    "ChatRequest",
+    "Engine",
+    "Generator",
+    "LogLikelihood",
+    "answer_prompts",
+    "open_engine",
+    "render_chat",
+]
+
+CHUNK_BATCHES = 4
+"""Batches per generator chunk: what is computed, then committed to the cache, at a time."""
 
 
-def open_engine(settings: EngineSettings, model: ModelSettings | None = None) -> Engine:
+def open_engine(
+    settings: EngineSettings, model: ModelSettings | None = None, cluster: ClusterSettings | None = None
+) -> Engine:
     """The engine a role's settings name. `model` gives the local model's spec and loading options (default:
-    `settings.model` with default options); the `openai` engine ignores it."""
+    `settings.model` with default options); the `openai` engine ignores it. With `cluster`, a local engine (hf,
+    vllm) runs as replicas on that Ray cluster (`generation.ray.RayEngine`); an `openai` engine stays a client
+    here (its servers are the replicas)."""
+    if cluster is not None and settings.openai is None:
+        from polyrise.generation.ray import RayEngine  # imports Ray (extra `ray`): only for a run on a cluster
+
+        return RayEngine(cluster, settings, model)
     engine: type[Engine] = load("engine", ENGINES, settings.engine)
     return engine.from_settings(settings, model)
 
@@ -89,10 +109,10 @@ class Generator:
         counter: str,
         desc: str,
     ) -> None:
-        """Compute the `todo` requests' values in chunks of 4 x batch size, each stored (committed) before the
-        next, so a kill loses at most one chunk; with a progress bar."""
+        """Compute the `todo` requests' values in chunks of `CHUNK_BATCHES` x batch size, each stored (committed)
+        before the next, so a kill loses at most one chunk; with a progress bar."""
         self.stats["cached"] += len(keys) - len(todo)
-        chunk = max(self.engine.batch_size * 4, 1)
+        chunk = max(self.engine.batch_size * CHUNK_BATCHES, 1)
         with progress_bar() as progress:
             task = progress.add_task(desc, total=len(keys), completed=len(keys) - len(todo))
             for start in range(0, len(todo), chunk):

@@ -4,7 +4,8 @@
 accelerate config file's); `run_launched` runs it with live output and turns a failure into a PolyriseError
 that quotes the failing process's last stderr lines. Without a config file the processes are plain DDP via
 torchrun: NCCL on GPUs, gloo on a CPU-only machine (each worker then trains with `use_cpu`). A config file for
-several machines (`num_machines` > 1) is launched once on each machine, with that machine's rank.
+several machines (`num_machines` > 1) is launched once on each machine, with that machine's rank; on a Ray
+cluster (`training.ray`) `Machines` gives every node its rank and the main node's address.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ import codecs
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 from collections import deque
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from polyrise.errors import PolyriseError
@@ -29,6 +32,23 @@ _TAIL_LINES = 25
 # the launcher's own traceback (accelerate → torch.distributed.run) only repeats that a worker failed
 _LAUNCHER_FRAME = re.compile(r"accelerate[/\\]commands[/\\]launch\.py")
 _PROGRESS_BAR = re.compile(r"\d+%\|.*\|\s*\d+/\d+")
+
+
+@dataclass(frozen=True)
+class Machines:
+    """The machines of one training and this one's place among them: `count` machines, this one of `rank` (0 is
+    the main one, at `main_ip`, whose port `main_port` the others join)."""
+
+    count: int
+    rank: int
+    main_ip: str
+    main_port: int
+
+    def args(self) -> list[str]:
+        return [
+            *("--num_machines", str(self.count), "--machine_rank", str(self.rank)),
+            *("--main_process_ip", self.main_ip, "--main_process_port", str(self.main_port)),
+        ]
 
 
 def should_launch(num_processes: int, accelerate_config: Path | str | None) -> bool:
@@ -52,7 +72,10 @@ def check_accelerate_config(path: Path | str) -> tuple[Path, int]:
 
 
 def launch_command(
-    num_processes: int, accelerate_config: Path | str | None = None, machine_rank: int | None = None
+    num_processes: int,
+    accelerate_config: Path | str | None = None,
+    machine_rank: int | None = None,
+    machines: Machines | None = None,
 ) -> list[str]:
     """The argv prefix that runs a Python module under `accelerate launch`; append the module name and its args.
 
@@ -61,32 +84,35 @@ def launch_command(
     machine (a free port is picked, so concurrent launches do not collide), or one plain process for 1.
     A file for several machines needs `machine_rank`, this machine's (0 is the one at its `main_process_ip`;
     it overrides the file's `machine_rank`), so one file serves every machine; the process count is then the
-    total over all machines.
+    total over all machines. `machines` (a Ray cluster's nodes) replaces the file's machines, or makes the
+    processes without a file DDP workers over `machines.count` machines.
     """
     if num_processes < 1:
         raise PolyriseError(f"num_processes must be at least 1, not {num_processes}")
     cmd = [sys.executable, "-m", "accelerate.commands.launch"]
-    machines = 1
+    count = 1
     if accelerate_config is not None:
-        path, machines = check_accelerate_config(accelerate_config)
+        path, count = check_accelerate_config(accelerate_config)
         cmd += ["--config_file", str(path)]
         if num_processes > 1:
             cmd += ["--num_processes", str(num_processes)]
-        if machines > 1:
-            if machine_rank is None or not 0 <= machine_rank < machines:
+        if machines is not None:
+            cmd += machines.args()
+        elif count > 1:
+            if machine_rank is None or not 0 <= machine_rank < count:
                 given = "" if machine_rank is None else f"machine rank {machine_rank}: "
                 raise PolyriseError(
-                    f"{given}{path} trains on {machines} machines: start the training on each with its rank, "
-                    f"0 to {machines - 1} (polyrise train ... --machine-rank K; see docs/running-on-gpus.md)"
+                    f"{given}{path} trains on {count} machines: start the training on each with its rank, "
+                    f"0 to {count - 1} (polyrise train ... --machine-rank K; see docs/running-on-gpus.md)"
                 )
             cmd += ["--machine_rank", str(machine_rank)]
     else:
         # explicit values: no warning about defaults, and a user's default accelerate config does not switch
         # the backend (`--multi_gpu` is DDP through torchrun, also on CPU where the workers use gloo)
         cmd += ["--multi_gpu"] if num_processes > 1 else []
-        cmd += ["--num_processes", str(num_processes), "--num_machines", "1", "--mixed_precision", "no"]
-        cmd += ["--dynamo_backend", "no", "--main_process_port", "0"]
-    if machine_rank is not None and machines == 1:
+        cmd += ["--num_processes", str(num_processes), "--mixed_precision", "no", "--dynamo_backend", "no"]
+        cmd += machines.args() if machines is not None else ["--num_machines", "1", "--main_process_port", "0"]
+    if machine_rank is not None and count == 1:
         raise PolyriseError(
             f"machine rank {machine_rank}: only a training on several machines has machine ranks "
             "(an accelerate config with num_machines > 1, e.g. examples/accelerate/multi-node.yaml)"
@@ -107,16 +133,29 @@ def _failure_lines(stderr: str, n: int = _TAIL_LINES) -> list[str]:
     return lines[-n:]
 
 
-def run_launched(command: Sequence[str], *, env: Mapping[str, str] | None = None) -> None:
+def die_with_parent() -> None:
+    """Ask Linux to kill this (child) process when its parent dies (kill -9 included): a `preexec_fn`."""
+    import ctypes
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+
+
+def run_launched(command: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: Path | None = None) -> None:
     """Run `command` (e.g. `launch_command(...) + ["polyrise.cli", ...]`), its output streamed live.
 
     stdout goes straight to this process's stdout; stderr (progress bars, logs) is copied to this process's
     stderr as it comes, and its tail kept: a non-zero exit raises a PolyriseError quoting the last lines the
-    workers wrote. Interrupting this process terminates the launch.
+    workers wrote. Interrupting this process terminates the launch; its death kills it (Linux).
     """
     argv = [str(part) for part in command]
     try:
-        proc = subprocess.Popen(argv, stderr=subprocess.PIPE, env={**os.environ, **(env or {})})
+        proc = subprocess.Popen(
+            argv,
+            stderr=subprocess.PIPE,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+            preexec_fn=die_with_parent if sys.platform == "linux" else None,
+        )
     except OSError as e:
         raise PolyriseError(f"cannot start {argv[0]}: {e}") from None
     tail: deque[bytes] = deque()
