@@ -12,6 +12,8 @@ from polyrise.errors import PolyriseError
 
 METHODS: dict[str, str] = {
     "language-imbalance": "polyrise.methods.language_imbalance:LanguageImbalance",
+    "wrong-language-dpo": "polyrise.methods.wrong_language_dpo:WrongLanguageDPO",
+    "cross-lingual-grpo": "polyrise.methods.cross_lingual_grpo:CrossLingualGRPO",
     "implicit-cross-lingual": "polyrise.methods.implicit_cross_lingual:ImplicitCrossLingual",
     "question-alignment": "polyrise.methods.question_alignment:QuestionAlignment",
 }

@@ -56,7 +56,8 @@ def study(
         str,
         typer.Option(
             help="comma-separated: rewarding, swapped, nll0, no-filters (LIDR and its controls); icr, "
-            "icr-no-length-control, icr-native-instruction (Implicit Cross-Lingual Rewarding and its ablations)"
+            "icr-no-length-control, icr-native-instruction (Implicit Cross-Lingual Rewarding and its ablations); "
+            "wrong-language-dpo; cross-lingual-grpo (label-free rewards), grpo-gold (its oracle control)"
         ),
     ] = "rewarding",
     iterations: Annotated[int, typer.Option(min=1)] = 3,

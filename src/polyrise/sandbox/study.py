@@ -4,7 +4,9 @@ Every (seed, variant) is an ordinary `polyrise run` of a base config (e.g. `exam
 prompts and MGSM evaluation point at that seed's sandbox, with the variant's settings changed; the summary is
 the exact-match task accuracy per variant, language and iterate as mean ± sample sd over the seeds, the reward's
 accuracy per variant and iteration, and each variant's wall time. The `icr` variants run Implicit Cross-Lingual
-Rewarding instead: the policy is the sandbox's English-aligned `aligned/`, the reference its `model/`.
+Rewarding instead: the policy is the sandbox's English-aligned `aligned/`, the reference its `model/`. The
+`wrong-language-dpo` and GRPO variants judge a clone's language by its word list (`vocabulary/<code>.txt` in the
+study dir, the clones' lexicons: the same for every seed).
 """
 
 from __future__ import annotations
@@ -28,13 +30,20 @@ from polyrise.io import atomic_open, write_json
 from polyrise.methods import load_method
 from polyrise.reporting import collect_scores, model_order
 from polyrise.sandbox.build import SANDBOX_JSON, build_sandbox
+from polyrise.sandbox.world import make_clones
 from polyrise.settings import MAX_COUNT
+from polyrise.training.settings import TrainingSettings
 from polyrise.versions import format_versions
 
 NO_FILTERS = {"min_length_ratio": 1e-3, "max_length_ratio": 1e3, "repeated_line_limit": MAX_COUNT}
 """Pair filters at their loosest bounds: they keep every pair whose lengths differ less than a thousandfold (empty
 and identical pairs, which carry no preference, still drop)."""
 ICR = "implicit-cross-lingual"
+WRONG_LANGUAGE = "wrong-language-dpo"
+GRPO = "cross-lingual-grpo"
+GRPO_TRAINING = {"num_generations": 4, "beta": 0.04, "temperature": 1.0}
+"""The GRPO variants' trainer settings besides the base config's shared ones (the completions as long as the base's
+answers): groups of 4 completions, DeepSeekMath's KL weight, sampling at temperature 1."""
 VARIANTS: dict[str, dict[str, Any]] = {
     "rewarding": {},
     "swapped": {"training": {"swap_preferences": True}},
@@ -43,9 +52,30 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "icr": {"method": ICR, "implicit_reward": {}},
     "icr-no-length-control": {"method": ICR, "implicit_reward": {"length_control": False}},
     "icr-native-instruction": {"method": ICR, "implicit_reward": {"variant": "multilingual"}},
+    "wrong-language-dpo": {"method": WRONG_LANGUAGE, "wrong_language": {"rejected": "english"}},
+    "cross-lingual-grpo": {
+        "method": GRPO,
+        "training": GRPO_TRAINING | {"rewards": {"language": 1.0, "english_agreement": 1.0}},
+    },
+    "grpo-gold": {"method": GRPO, "training": GRPO_TRAINING | {"rewards": {"language": 1.0, "gold": 1.0}}},
 }
 """Changes to the base config: the method as configured (`rewarding`), its controls, Implicit Cross-Lingual
-Rewarding (`icr`) and its ablations (no length control; the native instead of the English instruction)."""
+Rewarding (`icr`) and its ablations (no length control; the native instead of the English instruction),
+wrong-language DPO (M(t)'s English answer rejected), cross-lingual GRPO with the label-free rewards (language +
+agreement with M(t)'s English answer) and its oracle control (language + the gold answer)."""
+
+
+def vocabulary_spec(out: Path) -> Path:
+    """Where a study in `out` keeps the clones' word lists (`write_vocabularies`), `{lang}` for the code."""
+    return out / "vocabulary" / "{lang}.txt"
+
+
+def write_vocabularies(out: Path) -> None:
+    """Each clone's words, one a line (its lexicon, lower-cased): how the wrong-language DPO and GRPO variants
+    judge that an answer is in a clone."""
+    for code, clone in make_clones().items():
+        with atomic_open(str(vocabulary_spec(out)).replace("{lang}", code)) as fh:
+            fh.write("".join(f"{w}\n" for w in sorted({w.lower() for w in clone.lexicon.values()})))
 
 
 def source_variant(variant: str) -> str:
@@ -66,8 +96,18 @@ def study_config(base: RunConfig, sandbox_dir: Path, seed: int, variant: str, ou
     data = base.model_dump(mode="json")
     for section, changes in variant_changes(variant).items():
         data[section] = {**(data.get(section) or {}), **changes} if isinstance(changes, dict) else changes
-    keep = set(RunSettings.model_fields) | set(load_method(data["method"]).sections)
+    method = load_method(data["method"])
+    keep = set(RunSettings.model_fields) | set(method.sections)
     data = {key: value for key, value in data.items() if key in keep}  # the base's method's own sections go
+    if not isinstance(base.training, method.training):  # another trainer: the shared keys, then the variant's
+        shared = set(TrainingSettings.model_fields)
+        changes = variant_changes(variant).get("training", {})
+        data["training"] = {k: v for k, v in data["training"].items() if k in shared} | changes
+    if data["method"] == WRONG_LANGUAGE:
+        data["wrong_language"] = {**data["wrong_language"], "vocabulary": str(vocabulary_spec(out))}
+    if data["method"] == GRPO:
+        completion = {"max_completion_length": base.generation.answer.max_new_tokens}
+        data["training"] = completion | data["training"] | {"vocabulary": str(vocabulary_spec(out))}
     icr = data["method"] == ICR
     if icr:  # the English-aligned policy against the model it was tuned from; k answers as long as the base's
         sampling = {"temperature": 0.9, "top_p": 1.0, "max_new_tokens": base.generation.answer.max_new_tokens}
@@ -114,6 +154,7 @@ def run_study(
     for variant in variants:  # fail before any sandbox is built
         variant_changes(variant)
     base = load_config(base_config)
+    write_vocabularies(out)
     configs = []
     for seed in seeds:
         sandbox_dir = out / f"sandbox-seed{seed}"
