@@ -107,6 +107,28 @@ def test_build_pairs_counts_drops_and_lengths():
     assert pairs[1].chosen == "u" and pairs[1].rejected == "vv"
 
 
+def test_random_pairing_is_seeded_and_not_the_rewards_choice():
+    rng = np.random.default_rng(0)
+    samples, scores, prompts = [], [], {}
+    for i in range(30):
+        samples.append(Samples(id=f"p{i}", lang="es", prompt=f"q{i}", outputs=[f"a{i}-{j}" for j in range(6)]))
+        policy = list(rng.normal(size=6))
+        scores.append(SampleScores(id=f"p{i}", lang="es", context="c", policy=policy, reference=[0.0] * 6))
+        prompts[(f"p{i}", "es")] = f"q{i}"
+    by_reward, _ = build_pairs(samples, scores, prompts, ["es"], ImplicitRewardSettings(reference="r"))
+    settings = ImplicitRewardSettings(reference="r", pairing="random")
+    drawn, stats = build_pairs(samples, scores, prompts, ["es"], settings, seed=(7, 1))
+    assert drawn == build_pairs(samples, scores, prompts, ["es"], settings, seed=(7, 1))[0]  # seeded
+    assert stats["es"]["kept"] == 30 and all(p.chosen != p.rejected for p in drawn)
+    assert [(p.id, p.prompt) for p in drawn] == [(p.id, p.prompt) for p in by_reward]  # the same prompts
+    picked = [(p.chosen, p.rejected) for p in drawn]
+    assert sum(a == b for a, b in zip(picked, [(p.chosen, p.rejected) for p in by_reward], strict=True)) < 5
+    assert picked != [(p.chosen, p.rejected) for p in build_pairs(samples, scores, prompts, ["es"], settings)[0]]
+    # a prompt's pair depends on the prompt and the seed alone, not on the other prompts
+    alone = build_pairs(samples[3:4], scores[3:4], prompts, ["es"], settings, seed=(7, 1))[0]
+    assert alone == [drawn[3]]
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

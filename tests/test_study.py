@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,32 @@ def test_icr_variants_run_the_aligned_policy_against_the_sandbox_model(tmp_path)
     native = study_config(base, box, 1, "icr-native-instruction", tmp_path, 3).implicit_reward
     assert native.model_dump() == {**plain, "variant": "multilingual"}
     assert getattr(study_config(base, box, 1, "rewarding", tmp_path, 3), "implicit_reward", None) is None
+    assert icr.implicit_reward.reference_after_first == "fixed" and icr.implicit_reward.pairing == "reward"
+    previous = study_config(base, box, 1, "icr-previous", tmp_path, 3).implicit_reward
+    assert previous.model_dump() == {**plain, "reference_after_first": "previous"}
+    random_pairs = study_config(base, box, 1, "icr-random", tmp_path, 3)
+    assert random_pairs.implicit_reward.model_dump() == {**plain, "pairing": "random"}
+    assert random_pairs.model.spec == icr.model.spec and random_pairs.training == icr.training
+
+
+def test_study_builds_at_the_alignment_strength_asked_and_refuses_another(tmp_path, monkeypatch):
+    built = []
+
+    def fake_build(out, seed, *, align, console):
+        built.append((seed, align.pairs))
+        _fake_sandbox(out)
+        (out / "sandbox.json").write_text(json.dumps({"languages": ["en"], "aligned": asdict(align)}))
+
+    monkeypatch.setattr("polyrise.sandbox.study.build_sandbox", fake_build)
+    monkeypatch.setattr("polyrise.runner.run_pipeline", lambda cfg, console: None)
+    monkeypatch.setattr("polyrise.sandbox.study.summarize_study", lambda out: {})
+    run_study(tmp_path, EXAMPLE, [0, 1], ["icr"], 1, align_pairs=800)
+    assert built == [(0, 800), (1, 800)]
+    run_study(tmp_path, EXAMPLE, [0, 1], ["icr"], 1, align_pairs=800)  # reused: nothing built again
+    assert len(built) == 2
+    with pytest.raises(PolyriseError, match=r"sandbox-seed0/sandbox.json: its English alignment is .*'pairs': 800"):
+        run_study(tmp_path, EXAMPLE, [0, 2], ["icr"], 1)  # the default strength: another study dir
+    assert len(built) == 2 and not (tmp_path / "sandbox-seed2").exists()
 
 
 def test_unknown_variant_fails_before_any_sandbox_is_built(tmp_path):

@@ -15,6 +15,7 @@ import sqlite3
 import statistics
 from collections.abc import Sequence
 from contextlib import closing
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from polyrise.errors import PolyriseError
 from polyrise.io import atomic_open, write_json
 from polyrise.methods import load_method
 from polyrise.reporting import collect_scores, model_order
-from polyrise.sandbox.build import SANDBOX_JSON, build_sandbox
+from polyrise.sandbox.build import SANDBOX_JSON, AlignSettings, build_sandbox
 from polyrise.settings import MAX_COUNT
 from polyrise.versions import format_versions
 
@@ -40,12 +41,16 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "swapped": {"training": {"swap_preferences": True}},
     "nll0": {"training": {"nll_weight": 0.0}},
     "no-filters": {"filters": NO_FILTERS},
-    "icr": {"method": ICR, "implicit_reward": {}},
+    "icr": {"method": ICR, "implicit_reward": {"reference_after_first": "fixed"}},
+    "icr-previous": {"method": ICR, "implicit_reward": {"reference_after_first": "previous"}},
+    "icr-random": {"method": ICR, "implicit_reward": {"pairing": "random"}},
     "icr-no-length-control": {"method": ICR, "implicit_reward": {"length_control": False}},
     "icr-native-instruction": {"method": ICR, "implicit_reward": {"variant": "multilingual"}},
 }
 """Changes to the base config: the method as configured (`rewarding`), its controls, Implicit Cross-Lingual
-Rewarding (`icr`) and its ablations (no length control; the native instead of the English instruction)."""
+Rewarding (`icr`: the reward's reference fixed at the aligned model's base; `icr-previous`: the previous iterate
+after M0), its control pairing two of the k samples at random (`icr-random`) and its ablations (no length control;
+the native instead of the English instruction)."""
 
 
 def source_variant(variant: str) -> str:
@@ -104,22 +109,28 @@ def run_study(
     variants: Sequence[str],
     iterations: int,
     console: Console | None = None,
+    *,
+    align_pairs: int | None = None,
 ) -> dict[str, Any]:
-    """Build (or reuse) each seed's sandbox in `out/sandbox-seed<S>`, run every variant on it, and summarise all
-    runs found in `out/runs` (`summarize_study`). A killed study resumes: sandboxes with a `sandbox.json` are
-    reused and the runs resume from their stage caches."""
+    """Build (or reuse) each seed's sandbox in `out/sandbox-seed<S>`, its English alignment on `align_pairs` pairs
+    (default `AlignSettings`'), run every variant on it, and summarise all runs found in `out/runs`
+    (`summarize_study`). A killed study resumes: sandboxes with a `sandbox.json` are reused (one aligned with
+    another strength is an error: a study dir holds one) and the runs resume from their stage caches."""
     from polyrise.runner import run_pipeline
 
     console = console or make_console()
     for variant in variants:  # fail before any sandbox is built
         variant_changes(variant)
     base = load_config(base_config)
+    align = AlignSettings() if align_pairs is None else AlignSettings(pairs=align_pairs)
+    for seed in seeds:  # fail before any sandbox is built or run is started
+        _check_alignment(out / f"sandbox-seed{seed}", align)
     configs = []
     for seed in seeds:
         sandbox_dir = out / f"sandbox-seed{seed}"
         if not (sandbox_dir / SANDBOX_JSON).is_file():
-            console.print(f"[bold]building the sandbox for seed {seed}[/]")
-            build_sandbox(sandbox_dir, seed, console=console)
+            console.print(f"[bold]building the sandbox for seed {seed}[/] (English alignment: {align.pairs} pairs)")
+            build_sandbox(sandbox_dir, seed, align=align, console=console)
         ordered = sorted(variants, key=lambda v: v != source_variant(v))  # the controls reuse its generations
         configs += [(v, study_config(base, sandbox_dir, seed, v, out, iterations)) for v in ordered]
     for variant, cfg in configs:
@@ -127,6 +138,20 @@ def run_study(
         _share_generations(out / "runs" / f"seed{cfg.seed}-{source_variant(variant)}", cfg.run_dir)
         run_pipeline(cfg, console)
     return summarize_study(out)
+
+
+def _check_alignment(sandbox_dir: Path, align: AlignSettings) -> None:
+    """An error if the sandbox in `sandbox_dir` exists with another English alignment than `align`."""
+    path = sandbox_dir / SANDBOX_JSON
+    if not path.is_file():
+        return
+    aligned = json.loads(path.read_text()).get("aligned", {})
+    built = {key: aligned.get(key) for key in asdict(align)}
+    if built != asdict(align):
+        raise PolyriseError(
+            f"{path}: its English alignment is {built}, not the {asdict(align)} asked for; "
+            "a study dir holds one alignment strength"
+        )
 
 
 def _share_generations(source_run: Path, run_dir: Path) -> None:
