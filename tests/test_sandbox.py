@@ -391,7 +391,7 @@ def test_three_rewarding_iterations_keep_the_measured_direction(seed0_sandbox, t
     assert clones >= -0.15, acc
 
 
-@pytest.mark.parametrize("killed_in", ["pretrain", "_save_model", "align_english", "measure_m0"])
+@pytest.mark.parametrize("killed_in", ["pretrain", "_save_model", "align_english", "measure_alignment", "measure_m0"])
 def test_a_killed_rebuild_leaves_no_complete_looking_mix(tiny, tmp_path, monkeypatch, killed_in):
     """A rebuild over an old sandbox that dies anywhere leaves no `sandbox.json` (a study rebuilds it) and never a
     mix of the two builds' files; the next build completes and cleans up."""
