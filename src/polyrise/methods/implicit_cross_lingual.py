@@ -77,8 +77,9 @@ class ImplicitRewardSettings(Section):
     to answer in L; `multilingual` the native one (the prompt the answer was sampled for)."""
     pairing: Literal["reward", "random"] = "reward"
     """Which two samples become the pair: `reward` the highest and lowest length-controlled reward (the method);
-    `random` two distinct samples drawn at random, the first chosen (seeded by the run's seed, the iteration, the
-    language and the prompt): the control that says what the reward's choice adds, everything else equal."""
+    `random` two samples of different rewards drawn at random, the first chosen (seeded by the run's seed, the
+    iteration, the language and the prompt; the same prompts drop): the control that says what the reward's choice
+    adds, everything else equal."""
     length_control: bool = True
     """Reward - alpha x length (characters), alpha the grid value whose chosen-minus-rejected mean length is
     closest to 0 (per language); off: alpha = 0."""
@@ -107,15 +108,19 @@ def length_controlled(rewards: np.ndarray, lengths: np.ndarray, alpha: float) ->
 
 
 def select_pair(rewards: np.ndarray, rng: np.random.Generator | None = None) -> tuple[int, int] | str:
-    """(chosen, rejected) = (first argmax, first argmin) of one prompt's rewards, or with `rng` two distinct
-    indices drawn from it (the random control); or the drop reason."""
+    """(chosen, rejected) = (first argmax, first argmin) of one prompt's rewards, or the drop reason. With `rng` (the
+    random control) the same prompts drop, and the pair is drawn from `rng`: chosen a random sample, rejected the
+    next one of a random order whose reward differs (so, as the reward's pairs, never two copies of one answer)."""
     if len(rewards) < 2:
         return "single_sample"
-    if rng is not None:
-        chosen, rejected = (int(i) for i in rng.choice(len(rewards), size=2, replace=False))
-        return chosen, rejected
     chosen, rejected = int(np.argmax(rewards)), int(np.argmin(rewards))
-    return "equal_rewards" if rewards[chosen] == rewards[rejected] else (chosen, rejected)
+    if rewards[chosen] == rewards[rejected]:
+        return "equal_rewards"
+    if rng is not None:
+        order = [int(i) for i in rng.permutation(len(rewards))]
+        chosen = order[0]
+        rejected = next(i for i in order[1:] if rewards[i] != rewards[chosen])
+    return chosen, rejected
 
 
 def alpha_grid(settings: ImplicitRewardSettings) -> np.ndarray:
