@@ -143,7 +143,12 @@ def test_summary_reports_reward_accuracy_with_pairs_and_wall_time(tmp_path):
     new = {"python": "3.11.7", "torch": "2.13.0"}
     _fake_sandbox(tmp_path / "sandbox-seed0")  # built before sandbox.json recorded versions
     (tmp_path / "sandbox-seed1").mkdir()
-    (tmp_path / "sandbox-seed1" / "sandbox.json").write_text(json.dumps({"versions": new}))
+    pair_accuracy = {
+        split: {"implicit_reward": {"accuracy": reward, "n": 200}, "m0_likelihood": {"accuracy": 1.0, "n": 200}}
+        for split, reward in (("train", 0.9), ("held_out", 0.85))
+    }
+    info = {"versions": new, "seed": 1, "aligned": {"pairs": 200, "pair_accuracy": pair_accuracy}}
+    (tmp_path / "sandbox-seed1" / "sandbox.json").write_text(json.dumps(info))
     for seed, (acc, informative, seconds) in enumerate([(0.8, 40, 100.0), (0.6, 20, 140.0)]):
         run = runs / f"seed{seed}-icr"
         _scores(run, 0, {"M0": {"en": 1.0}, "M1": {"en": 1.0}})
@@ -162,6 +167,9 @@ def test_summary_reports_reward_accuracy_with_pairs_and_wall_time(tmp_path):
     table = (tmp_path / "study.md").read_text()
     assert "| icr | qaa | 0.700 ± 0.141 (n=2, pairs=60) |" in table
     assert "| icr | 120 ± 28 (n=2) |" in table
+    assert cells["alignment|implicit_reward|held_out"]["seeds"] == {1: 0.85}
+    assert "| implicit_reward | held_out | 0.850 (n=1) |" in table
+    assert "| m0_likelihood | train | 1.000 (n=1) |" in table
     assert json.loads((tmp_path / "study.json").read_text())["versions"] == [new, old]
     assert "\nLibrary versions: python 3.11.7, torch 2.13.0; python 3.11.7, torch 2.12.0\n" in table
 

@@ -183,7 +183,8 @@ def summarize_study(out: Path) -> dict[str, Any]:
     the accuracy of the reward each iteration trains on (pairs of M<t>'s answers, per pair row, with the informative
     pairs summed over seeds) and beside it the language gap's baseline and the both-right and both-wrong shares
     (`REWARD_BESIDE`, with the labelled pairs summed over seeds), and of each run's wall time (its stages' seconds
-    in the manifest); writes `study.json`, `study.md` and `study.png` into `out`. Both name the library versions
+    in the manifest), and of the English alignment's pair accuracies in the sandboxes' `sandbox.json`; writes
+    `study.json`, `study.md` and `study.png` into `out`. Both name the library versions
     the sandboxes and runs were made with (`versions`: each distinct set once; none for runs from before versions
     were recorded)."""
     per_seed: dict[tuple[str, str, str], dict[int, float]] = {}
@@ -192,7 +193,17 @@ def summarize_study(out: Path) -> dict[str, Any]:
     beside: dict[str, dict[tuple[str, str, str], dict[int, float]]] = {metric: {} for metric in REWARD_BESIDE}
     labelled: dict[tuple[str, str, str], int] = {}
     seconds: dict[str, dict[int, float]] = {}
-    recorded = [json.loads(p.read_text()).get("versions") for p in sorted(out.glob(f"sandbox-seed*/{SANDBOX_JSON}"))]
+    recorded = []
+    alignment: dict[tuple[str, str], dict[int, float]] = {}
+    align_pairs: set[int] = set()
+    for path in sorted(out.glob(f"sandbox-seed*/{SANDBOX_JSON}")):
+        info = json.loads(path.read_text())
+        recorded.append(info.get("versions"))
+        aligned = info.get("aligned", {})
+        for split, measures in aligned.get("pair_accuracy", {}).items():
+            align_pairs.add(aligned["pairs"])
+            for measure, entry in measures.items():
+                alignment.setdefault((measure, split), {})[info["seed"]] = entry["accuracy"]
     for run_dir in sorted((out / "runs").glob("seed*-*")):
         seed_part, variant = run_dir.name.split("-", 1)
         if not any(run_dir.glob("iter_*/eval/scores.json")):
@@ -246,6 +257,10 @@ def summarize_study(out: Path) -> dict[str, Any]:
     cells |= {
         f"seconds|{v}": {**_mean_sd(values), "seeds": dict(sorted(values.items()))} for v, values in seconds.items()
     }
+    cells |= {
+        f"alignment|{measure}|{split}": {**_mean_sd(values), "seeds": dict(sorted(values.items()))}
+        for (measure, split), values in alignment.items()
+    }
     versions: list[dict[str, str]] = []  # the distinct ones, in the order first met
     for entry in recorded:
         if entry and entry not in versions:
@@ -278,6 +293,17 @@ def summarize_study(out: Path) -> dict[str, Any]:
                 stats = _mean_sd(values)
                 sd = "" if math.isnan(stats["sd"]) else f" ± {stats['sd']:.0f}"
                 fh.write(f"| {variant} | {stats['mean']:.0f}{sd} (n={len(values)}) |\n")
+        if alignment:
+            fh.write(
+                f"\nThe English alignment ({', '.join(map(str, sorted(align_pairs)))} pairs; sandbox.json "
+                "`aligned.pair_accuracy`): share of gold-vs-wrong English pairs whose gold answer the implicit reward "
+                "(log aligned - log model) or M0's plain likelihood ranks first, on the alignment's own pairs and on "
+                "held-out ones, mean ± sd over seeds\n\n| measure | pairs | accuracy |\n|---|---|---|\n"
+            )
+            for (measure, split), values in sorted(alignment.items()):
+                stats = _mean_sd(values)
+                sd = "" if math.isnan(stats["sd"]) else f" ± {stats['sd']:.3f}"
+                fh.write(f"| {measure} | {split} | {stats['mean']:.3f}{sd} (n={len(values)}) |\n")
         fh.write(f"\nLibrary versions: {'; '.join(map(format_versions, versions)) or 'not recorded'}\n")
     _plot(out / "study.png", per_seed)
     return cells
