@@ -107,6 +107,42 @@ def test_build_pairs_counts_drops_and_lengths():
     assert pairs[1].chosen == "u" and pairs[1].rejected == "vv"
 
 
+def test_random_pairing_is_seeded_and_not_the_rewards_choice():
+    rng = np.random.default_rng(0)
+    samples, scores, prompts = [], [], {}
+    for i in range(30):
+        samples.append(Samples(id=f"p{i}", lang="es", prompt=f"q{i}", outputs=[f"a{i}-{j}" for j in range(6)]))
+        policy = list(rng.normal(size=6))
+        scores.append(SampleScores(id=f"p{i}", lang="es", context="c", policy=policy, reference=[0.0] * 6))
+        prompts[(f"p{i}", "es")] = f"q{i}"
+    # the same prompts drop: all rewards equal (copies of one answer), a single sample; copies never pair up
+    samples += [
+        Samples(id="same", lang="es", prompt="qs", outputs=["x", "x", "x"]),
+        Samples(id="one", lang="es", prompt="qo", outputs=["y"]),
+        Samples(id="dup", lang="es", prompt="qd", outputs=["u", "u", "u", "v"]),
+    ]
+    scores += [
+        SampleScores(id="same", lang="es", context="c", policy=[-1.0] * 3, reference=[0.0] * 3),
+        SampleScores(id="one", lang="es", context="c", policy=[-1.0], reference=[0.0]),
+        SampleScores(id="dup", lang="es", context="c", policy=[-1.0] * 3 + [-2.0], reference=[0.0] * 4),
+    ]
+    prompts |= {("same", "es"): "qs", ("one", "es"): "qo", ("dup", "es"): "qd"}
+    by_reward, reward_stats = build_pairs(samples, scores, prompts, ["es"], ImplicitRewardSettings(reference="r"))
+    settings = ImplicitRewardSettings(reference="r", pairing="random")
+    drawn, stats = build_pairs(samples, scores, prompts, ["es"], settings, seed=(7, 1))
+    assert drawn == build_pairs(samples, scores, prompts, ["es"], settings, seed=(7, 1))[0]  # seeded
+    assert (stats["es"]["kept"], stats["es"]["dropped"]) == (31, {"single_sample": 1, "equal_rewards": 1})
+    assert stats["es"]["dropped"] == reward_stats["es"]["dropped"]
+    assert all(p.chosen != p.rejected for p in drawn) and {drawn[-1].chosen, drawn[-1].rejected} == {"u", "v"}
+    assert [(p.id, p.prompt) for p in drawn] == [(p.id, p.prompt) for p in by_reward]  # the same prompts
+    picked = [(p.chosen, p.rejected) for p in drawn]
+    assert sum(a == b for a, b in zip(picked, [(p.chosen, p.rejected) for p in by_reward], strict=True)) < 6
+    assert picked != [(p.chosen, p.rejected) for p in build_pairs(samples, scores, prompts, ["es"], settings)[0]]
+    # a prompt's pair depends on the prompt and the seed alone, not on the other prompts
+    alone = build_pairs(samples[3:4], scores[3:4], prompts, ["es"], settings, seed=(7, 1))[0]
+    assert alone == [drawn[3]]
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

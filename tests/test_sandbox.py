@@ -16,7 +16,16 @@ import pytest
 from polyrise.errors import PolyriseError
 from polyrise.evaluation.math import extract_answer, load_math
 from polyrise.languages import get_language
-from polyrise.sandbox import CLONES, DataMix, ModelSize, PretrainSettings, SandboxInfo, Sizes, build_sandbox
+from polyrise.sandbox import (
+    CLONES,
+    AlignSettings,
+    DataMix,
+    ModelSize,
+    PretrainSettings,
+    SandboxInfo,
+    Sizes,
+    build_sandbox,
+)
 from polyrise.sandbox.data import draw_splits, n_training_problems, training_examples, translation_example
 from polyrise.sandbox.tokenizer import END, TAGS, build_tokenizer, encode_example, instruction_phrases
 from polyrise.sandbox.world import Problem, _instruction_words, english_words, make_clones, render, sample_problems
@@ -231,6 +240,30 @@ def test_aligned_model_is_m0_tuned_towards_the_gold_answers(tiny):
         logps = [x.logprob for x in engine.loglikelihood(requests)]
         margins.append(np.array(logps[0::2]) - np.array(logps[1::2]))
     assert float(np.mean(margins[0] - margins[1])) > 0
+    # sandbox.json's pair accuracies are these margins' signs: the reward's, and M0's likelihood alone
+    measured = tiny.aligned["pair_accuracy"]
+    assert measured["train"]["implicit_reward"]["accuracy"] == float(np.mean(margins[0] - margins[1] > 0))
+    assert measured["train"]["m0_likelihood"]["accuracy"] == float(np.mean(margins[1] > 0))
+    assert measured["train"]["m0_likelihood"]["n"] == 24 and measured["held_out"]["implicit_reward"]["n"] == 6
+    saved = json.loads((out / "sandbox.json").read_text())["aligned"]["pair_accuracy"]
+    assert saved == measured
+
+
+def test_pair_accuracy_by_hand():
+    from polyrise.sandbox.measure import pair_accuracy
+
+    aligned = np.array([[-1.0, -5.0], [-2.0, -1.0], [-3.0, -3.0], [-4.0, -2.0]])
+    reference = np.array([[-2.0, -3.0], [-1.0, -3.0], [-3.0, -3.0], [-5.0, -6.0]])
+    # rewards (chosen, rejected): (1, -2) right, (-1, 2) wrong, (0, 0) a tie: wrong, (1, 4) wrong
+    # reference alone: -2 > -3 right, -1 > -3 right, a tie: wrong, -5 > -6 right
+    result = pair_accuracy(aligned, reference, seed=0, key="train")
+    assert {name: (r["accuracy"], r["n"]) for name, r in result.items()} == {
+        "implicit_reward": (0.25, 4),
+        "m0_likelihood": (0.75, 4),
+    }
+    for r in result.values():
+        assert 0.0 <= r["accuracy_ci_low"] <= r["accuracy"] <= r["accuracy_ci_high"] <= 1.0
+    assert pair_accuracy(aligned, reference, seed=0, key="train") == result  # seeded intervals
 
 
 def test_sandbox_json_is_written_atomically(tmp_path, monkeypatch):
@@ -269,6 +302,7 @@ def test_cli_builds(tmp_path, monkeypatch):
 
     def fake_build(out, seed, **kw):
         assert kw["mix"] == replace(DataMix(), clone_task=5) and kw["train"].epochs == 0.5
+        assert kw["align"] == AlignSettings(pairs=900)
         return SandboxInfo(
             out=str(out), seed=seed, languages=LANGS, clones=dict(CLONES), mix={}, model_size={}, train={},
             sizes={}, accuracy={"en": 0.9, "qaa": 0.5, "qab": 0.4}, gap={"qaa": 0.4, "qab": 0.5},
@@ -276,9 +310,8 @@ def test_cli_builds(tmp_path, monkeypatch):
         )  # fmt: skip
 
     monkeypatch.setattr("polyrise.sandbox.build_sandbox", fake_build)
-    result = CliRunner().invoke(
-        cli.app, ["sandbox", "build", "--out", str(tmp_path), "--seed", "2", "--clone-task", "5", "--epochs", "0.5"]
-    )
+    args = ["sandbox", "build", "--out", str(tmp_path), "--seed", "2", "--clone-task", "5", "--epochs", "0.5"]
+    result = CliRunner().invoke(cli.app, [*args, "--align-pairs", "900"])
     assert result.exit_code == 0, result.output
     qab = next(line for line in result.output.splitlines() if " qab " in line)
     assert "0.400" in qab and "+0.500" in qab
@@ -358,7 +391,7 @@ def test_three_rewarding_iterations_keep_the_measured_direction(seed0_sandbox, t
     assert clones >= -0.15, acc
 
 
-@pytest.mark.parametrize("killed_in", ["pretrain", "_save_model", "align_english", "measure_m0"])
+@pytest.mark.parametrize("killed_in", ["pretrain", "_save_model", "align_english", "measure_alignment", "measure_m0"])
 def test_a_killed_rebuild_leaves_no_complete_looking_mix(tiny, tmp_path, monkeypatch, killed_in):
     """A rebuild over an old sandbox that dies anywhere leaves no `sandbox.json` (a study rebuilds it) and never a
     mix of the two builds' files; the next build completes and cleans up."""

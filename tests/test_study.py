@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,32 @@ def test_icr_variants_run_the_aligned_policy_against_the_sandbox_model(tmp_path)
     native = study_config(base, box, 1, "icr-native-instruction", tmp_path, 3).implicit_reward
     assert native.model_dump() == {**plain, "variant": "multilingual"}
     assert getattr(study_config(base, box, 1, "rewarding", tmp_path, 3), "implicit_reward", None) is None
+    assert icr.implicit_reward.reference_after_first == "fixed" and icr.implicit_reward.pairing == "reward"
+    previous = study_config(base, box, 1, "icr-previous", tmp_path, 3).implicit_reward
+    assert previous.model_dump() == {**plain, "reference_after_first": "previous"}
+    random_pairs = study_config(base, box, 1, "icr-random", tmp_path, 3)
+    assert random_pairs.implicit_reward.model_dump() == {**plain, "pairing": "random"}
+    assert random_pairs.model.spec == icr.model.spec and random_pairs.training == icr.training
+
+
+def test_study_builds_at_the_alignment_strength_asked_and_refuses_another(tmp_path, monkeypatch):
+    built = []
+
+    def fake_build(out, seed, *, align, console):
+        built.append((seed, align.pairs))
+        _fake_sandbox(out)
+        (out / "sandbox.json").write_text(json.dumps({"languages": ["en"], "aligned": asdict(align)}))
+
+    monkeypatch.setattr("polyrise.sandbox.study.build_sandbox", fake_build)
+    monkeypatch.setattr("polyrise.runner.run_pipeline", lambda cfg, console: None)
+    monkeypatch.setattr("polyrise.sandbox.study.summarize_study", lambda out: {})
+    run_study(tmp_path, EXAMPLE, [0, 1], ["icr"], 1, align_pairs=800)
+    assert built == [(0, 800), (1, 800)]
+    run_study(tmp_path, EXAMPLE, [0, 1], ["icr"], 1, align_pairs=800)  # reused: nothing built again
+    assert len(built) == 2
+    with pytest.raises(PolyriseError, match=r"sandbox-seed0/sandbox.json: its English alignment is .*'pairs': 800"):
+        run_study(tmp_path, EXAMPLE, [0, 2], ["icr"], 1)  # the default strength: another study dir
+    assert len(built) == 2 and not (tmp_path / "sandbox-seed2").exists()
 
 
 def test_unknown_variant_fails_before_any_sandbox_is_built(tmp_path):
@@ -116,7 +143,12 @@ def test_summary_reports_reward_accuracy_with_pairs_and_wall_time(tmp_path):
     new = {"python": "3.11.7", "torch": "2.13.0"}
     _fake_sandbox(tmp_path / "sandbox-seed0")  # built before sandbox.json recorded versions
     (tmp_path / "sandbox-seed1").mkdir()
-    (tmp_path / "sandbox-seed1" / "sandbox.json").write_text(json.dumps({"versions": new}))
+    pair_accuracy = {
+        split: {"implicit_reward": {"accuracy": reward, "n": 200}, "m0_likelihood": {"accuracy": 1.0, "n": 200}}
+        for split, reward in (("train", 0.9), ("held_out", 0.85))
+    }
+    info = {"versions": new, "seed": 1, "aligned": {"pairs": 200, "pair_accuracy": pair_accuracy}}
+    (tmp_path / "sandbox-seed1" / "sandbox.json").write_text(json.dumps(info))
     for seed, (acc, informative, seconds) in enumerate([(0.8, 40, 100.0), (0.6, 20, 140.0)]):
         run = runs / f"seed{seed}-icr"
         _scores(run, 0, {"M0": {"en": 1.0}, "M1": {"en": 1.0}})
@@ -135,6 +167,9 @@ def test_summary_reports_reward_accuracy_with_pairs_and_wall_time(tmp_path):
     table = (tmp_path / "study.md").read_text()
     assert "| icr | qaa | 0.700 ± 0.141 (n=2, pairs=60) |" in table
     assert "| icr | 120 ± 28 (n=2) |" in table
+    assert cells["alignment|implicit_reward|held_out"]["seeds"] == {1: 0.85}
+    assert "| implicit_reward | held_out | 0.850 (n=1) |" in table
+    assert "| m0_likelihood | train | 1.000 (n=1) |" in table
     assert json.loads((tmp_path / "study.json").read_text())["versions"] == [new, old]
     assert "\nLibrary versions: python 3.11.7, torch 2.13.0; python 3.11.7, torch 2.12.0\n" in table
 

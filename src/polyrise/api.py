@@ -810,19 +810,22 @@ def sandbox_build(
     clone_task: int | None = None,
     translation: int | None = None,
     epochs: float | None = None,
+    align_pairs: int | None = None,
     threads: int = 1,
     console: Console | None = None,
 ) -> SandboxInfo:
     """Train the sandbox's M0 from scratch on an imbalanced mix (the counts default to `DataMix`'s, the epochs to
-    `PretrainSettings`'), write its data, and measure it; returns what `out/sandbox.json` holds."""
+    `PretrainSettings`'), align it on `align_pairs` English preferences (the alignment's strength; default:
+    `AlignSettings`'), write its data, and measure both; returns what `out/sandbox.json` holds."""
     from dataclasses import replace
 
-    from polyrise.sandbox import DataMix, PretrainSettings, build_sandbox
+    from polyrise.sandbox import AlignSettings, DataMix, PretrainSettings, build_sandbox
 
     knobs = {"english_task": english_task, "clone_task": clone_task, "translation": translation}
     mix = replace(DataMix(), **{k: v for k, v in knobs.items() if v is not None})
     pretrain = PretrainSettings() if epochs is None else replace(PretrainSettings(), epochs=epochs)
-    return build_sandbox(out, seed, mix=mix, train=pretrain, threads=threads, console=console)
+    align = AlignSettings() if align_pairs is None else AlignSettings(pairs=align_pairs)
+    return build_sandbox(out, seed, mix=mix, train=pretrain, align=align, threads=threads, console=console)
 
 
 def sandbox_study(
@@ -832,10 +835,12 @@ def sandbox_study(
     seeds: Sequence[int] = (0, 1, 2),
     variants: Sequence[str] = ("rewarding",),
     iterations: int = 3,
+    align_pairs: int | None = None,
     console: Console | None = None,
 ) -> dict[str, Any]:
-    """Run the pipeline on one sandbox per seed for each variant (reusing what `out` holds); returns the summary,
-    also written as out/study.md, study.json and study.png."""
+    """Run the pipeline on one sandbox per seed (its English alignment on `align_pairs` pairs, default
+    `AlignSettings`') for each variant (reusing what `out` holds); returns the summary, also written as
+    out/study.md, study.json and study.png."""
     from polyrise.sandbox import run_study
 
-    return run_study(out, config, list(seeds), list(variants), iterations, _quiet(console))
+    return run_study(out, config, list(seeds), list(variants), iterations, _quiet(console), align_pairs=align_pairs)

@@ -11,6 +11,12 @@ from polyrise import api
 from polyrise.cli.options import comma_list, console, print_table
 from polyrise.errors import PolyriseError
 
+ALIGN_PAIRS_OPTION = typer.Option(
+    min=1,
+    help="the English alignment's strength: its DPO + NLL pairs, one epoch (default: AlignSettings, 200; at most the "
+    "English task examples)",
+)
+
 app = typer.Typer(
     no_args_is_help=True, help="The cloned-language sandbox: a tiny model with a known language imbalance."
 )
@@ -24,6 +30,7 @@ def build(
     clone_task: Annotated[int | None, typer.Option(help="task examples per clone")] = None,
     translation: Annotated[int | None, typer.Option(help="translation examples per clone and direction")] = None,
     epochs: Annotated[float | None, typer.Option(help="training epochs (default: PretrainSettings)")] = None,
+    align_pairs: Annotated[int | None, ALIGN_PAIRS_OPTION] = None,
     threads: Annotated[int, typer.Option(min=1, help="torch CPU threads (part of a build's reproducibility)")] = 1,
 ) -> None:
     """Train the sandbox's M0 from scratch on an imbalanced mix, write its data, and print its M0 numbers."""
@@ -36,6 +43,7 @@ def build(
         clone_task=clone_task,
         translation=translation,
         epochs=epochs,
+        align_pairs=align_pairs,
         threads=threads,
         console=console,
     )
@@ -55,12 +63,14 @@ def study(
     variants: Annotated[
         str,
         typer.Option(
-            help="comma-separated: rewarding, swapped, nll0, no-filters (LIDR and its controls); icr, "
-            "icr-no-length-control, icr-native-instruction (Implicit Cross-Lingual Rewarding and its ablations); "
+            help="comma-separated: rewarding, swapped, nll0, no-filters (LIDR and its controls); icr, icr-previous, "
+            "icr-random, icr-no-length-control, icr-native-instruction (Implicit Cross-Lingual Rewarding, its "
+            "reference after M0 the previous iterate, its random-pairs control, and its ablations); "
             "wrong-language-dpo; cross-lingual-grpo (label-free rewards), grpo-gold (its oracle control)"
         ),
     ] = "rewarding",
     iterations: Annotated[int, typer.Option(min=1)] = 3,
+    align_pairs: Annotated[int | None, ALIGN_PAIRS_OPTION] = None,
 ) -> None:
     """Run the pipeline on one sandbox per seed for each variant; print MGSM accuracy as mean ± sd over seeds.
 
@@ -71,7 +81,13 @@ def study(
     except ValueError:
         raise PolyriseError(f"--seeds: expected comma-separated integers, got {seeds!r}") from None
     api.sandbox_study(
-        out, config, seeds=seed_list, variants=comma_list(variants), iterations=iterations, console=console
+        out,
+        config,
+        seeds=seed_list,
+        variants=comma_list(variants),
+        iterations=iterations,
+        align_pairs=align_pairs,
+        console=console,
     )
     console.print((out / "study.md").read_text())
     console.print(f"written: {out / 'study.md'}, {out / 'study.json'}, {out / 'study.png'}")

@@ -18,6 +18,7 @@ the first answer token and counts the EOS; docs/icr.md).
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -74,6 +75,11 @@ class ImplicitRewardSettings(Section):
     variant: Literal["cross-lingual", "multilingual"] = "cross-lingual"
     """The instruction an answer in L is scored under: `cross-lingual` the English one, prefixed with the request
     to answer in L; `multilingual` the native one (the prompt the answer was sampled for)."""
+    pairing: Literal["reward", "random"] = "reward"
+    """Which two samples become the pair: `reward` the highest and lowest length-controlled reward (the method);
+    `random` two samples of different rewards drawn at random, the first chosen (seeded by the run's seed, the
+    iteration, the language and the prompt; the same prompts drop): the control that says what the reward's choice
+    adds, everything else equal."""
     length_control: bool = True
     """Reward - alpha x length (characters), alpha the grid value whose chosen-minus-rejected mean length is
     closest to 0 (per language); off: alpha = 0."""
@@ -101,12 +107,20 @@ def length_controlled(rewards: np.ndarray, lengths: np.ndarray, alpha: float) ->
     return np.asarray(rewards, float) - alpha * np.asarray(lengths, float)
 
 
-def select_pair(rewards: np.ndarray) -> tuple[int, int] | str:
-    """(chosen, rejected) = (first argmax, first argmin) of one prompt's rewards, or the drop reason."""
+def select_pair(rewards: np.ndarray, rng: np.random.Generator | None = None) -> tuple[int, int] | str:
+    """(chosen, rejected) = (first argmax, first argmin) of one prompt's rewards, or the drop reason. With `rng` (the
+    random control) the same prompts drop, and the pair is drawn from `rng`: chosen a random sample, rejected the
+    next one of a random order whose reward differs (so, as the reward's pairs, never two copies of one answer)."""
     if len(rewards) < 2:
         return "single_sample"
     chosen, rejected = int(np.argmax(rewards)), int(np.argmin(rewards))
-    return "equal_rewards" if rewards[chosen] == rewards[rejected] else (chosen, rejected)
+    if rewards[chosen] == rewards[rejected]:
+        return "equal_rewards"
+    if rng is not None:
+        order = [int(i) for i in rng.permutation(len(rewards))]
+        chosen = order[0]
+        rejected = next(i for i in order[1:] if rewards[i] != rewards[chosen])
+    return chosen, rejected
 
 
 def alpha_grid(settings: ImplicitRewardSettings) -> np.ndarray:
@@ -137,10 +151,12 @@ def build_pairs(
     prompts: dict[tuple[str, str], str],
     languages: Sequence[str],
     settings: ImplicitRewardSettings,
+    seed: Sequence[int] = (0,),
 ) -> tuple[list[PreferencePair], dict[str, dict[str, Any]]]:
-    """One pair per prompt and language (the prompt's highest and lowest length-controlled implicit reward), and
-    per language: candidates, kept, drops by reason, alpha and the mean length gap it gives, reward margins (raw
-    and length-controlled) and chosen/rejected lengths (characters), over the kept pairs."""
+    """One pair per prompt and language (the prompt's highest and lowest length-controlled implicit reward; with
+    `pairing: random` two samples drawn at random, seeded by `seed` with the language and prompt id), and per
+    language: candidates, kept, drops by reason, alpha and the mean length gap it gives, reward margins (raw and
+    length-controlled) and chosen/rejected lengths (characters), over the kept pairs."""
     scored = {(s.id, s.lang): s for s in scores}
     pairs: list[PreferencePair] = []
     stats: dict[str, dict[str, Any]] = {}
@@ -154,7 +170,10 @@ def build_pairs(
         margins, raw_margins, chosen_len, rejected_len = [], [], [], []
         for row, r, n in zip(rows, rewards, lengths, strict=True):
             adjusted = length_controlled(r, n, alpha)
-            picked = select_pair(adjusted)
+            rng = None
+            if settings.pairing == "random":  # its own stream per prompt: a pair does not depend on the others
+                rng = np.random.default_rng([*seed, zlib.crc32(f"{lang}/{row.id}".encode())])
+            picked = select_pair(adjusted, rng)
             if isinstance(picked, str):
                 counts["dropped"][picked] += 1
                 continue
@@ -331,6 +350,7 @@ class ImplicitCrossLingual:
             prompts,
             self.languages,
             self.icr,
+            seed=(self.run.config.seed, t),
         )
         add_prompt_stats(stats, f["prompts_stats"])
         cfg = self.run.config

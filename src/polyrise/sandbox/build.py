@@ -38,7 +38,7 @@ from polyrise.sandbox.data import (
     training_examples,
     translation_rows,
 )
-from polyrise.sandbox.measure import measure_m0
+from polyrise.sandbox.measure import measure_alignment, measure_m0
 from polyrise.sandbox.tokenizer import build_tokenizer, encode_example, instruction_phrases
 from polyrise.sandbox.world import CLONES, SOURCE_LANG, Problem, make_clones
 from polyrise.versions import library_versions
@@ -68,11 +68,17 @@ class PretrainSettings:
     weight_decay: float = 0.01
 
 
+ALIGN_PAIRS = 200
+"""The English alignment's default strength: the pairs (one epoch) every documented sandbox number was built with."""
+
+
 @dataclass(frozen=True)
 class AlignSettings:
-    """The English alignment of `aligned/`: DPO + NLL (full fine-tuning) on `pairs` English training problems."""
+    """The English alignment of `aligned/`: DPO + NLL (full fine-tuning, one epoch) on `pairs` English training
+    problems. `pairs` is the alignment's strength (`polyrise sandbox build --align-pairs`): more pairs, more steps,
+    capped by the mix's English task problems (`DataMix.english_task`)."""
 
-    pairs: int = 200
+    pairs: int = ALIGN_PAIRS
     learning_rate: float = 1e-4
     beta: float = 0.1
     nll_weight: float = 1.0
@@ -106,8 +112,11 @@ class SandboxInfo:
     translation_exact_questions: dict[str, float] = field(default_factory=dict)
     """The same on the held-out questions alone."""
     aligned: dict[str, Any] = field(default_factory=dict)
-    """The English alignment of `aligned/`: its `AlignSettings`, the pairs it trained on (`examples`) and the
-    training's `train_loss`."""
+    """The English alignment of `aligned/`: its `AlignSettings`, the pairs it trained on (`examples`), the
+    training's `train_loss` and, measured, `pair_accuracy` (`measure_alignment`): how often the implicit reward
+    log aligned - log model (`implicit_reward`) and M0's plain log-likelihood (`m0_likelihood`) prefer the gold
+    answer on the alignment's own pairs (`train`) and on pairs built the same way from the held-out eval
+    problems (`held_out`)."""
     seconds: dict[str, float] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=library_versions)
     """The library versions of the build (`library_versions`)."""
@@ -288,11 +297,21 @@ def _build(
     _say(console, f"aligning M0 on {align.pairs} English preference pairs (DPO + NLL): {info.aligned_dir}")
     t_align = time.perf_counter()
     english = splits.train[: min(align.pairs, mix.english_task)]  # the English task problems of the mix
-    loss = align_english(info.model_dir, info.aligned_dir, english, align, seed)
+    pairs = {
+        "train": english_preferences(english, random.Random(seed)),
+        "held_out": english_preferences(splits.eval, random.Random(seed)),  # never trained on by M0 or the alignment
+    }
+    loss = align_english(info.model_dir, info.aligned_dir, pairs["train"], align, seed)
     info.aligned = asdict(align) | {"examples": len(english), "train_loss": loss}
     info.seconds["align"] = round(time.perf_counter() - t_align, 1)
 
     if evaluate:
+        _say(console, "measuring the alignment: implicit reward and M0's likelihood on train and held-out pairs")
+        t_pairs = time.perf_counter()
+        info.aligned["pair_accuracy"] = measure_alignment(
+            info.model_dir, info.aligned_dir, pairs, seed, model=model.eval(), tokenizer=tokenizer
+        )
+        info.seconds["align_measure"] = round(time.perf_counter() - t_pairs, 1)
         _say(console, "measuring M0: task accuracy per language, self-translation per direction")
         t_eval = time.perf_counter()
         for key, value in measure_m0(out, info.languages, model=model.eval(), tokenizer=tokenizer).items():
@@ -321,8 +340,8 @@ def english_preferences(problems: Sequence[Problem], rng: random.Random) -> list
     return pairs
 
 
-def align_english(base: Path, out: Path, problems: Sequence[Problem], settings: AlignSettings, seed: int) -> float:
-    """DPO + NLL of `base` on `problems`' English preferences into `out` (written atomically); the training loss."""
+def align_english(base: Path, out: Path, pairs: Sequence[PreferencePair], settings: AlignSettings, seed: int) -> float:
+    """DPO + NLL of `base` on English preference `pairs` into `out` (written atomically); the training loss."""
     from polyrise.models import resolve_model
     from polyrise.training.dpo import train_dpo
     from polyrise.training.settings import DPOSettings
@@ -335,7 +354,6 @@ def align_english(base: Path, out: Path, problems: Sequence[Problem], settings: 
         batch_size=settings.batch_size,
         max_length=192,
     )
-    pairs = english_preferences(problems, random.Random(seed))
     return float(train_dpo(resolve_model(str(base)), pairs, out, dpo, seed=seed)["train_loss"])
 
 

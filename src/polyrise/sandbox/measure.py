@@ -1,12 +1,18 @@
-"""M0's measurements on a built sandbox: task accuracy per language and self-translation exact match per direction."""
+"""Measurements on a built sandbox: M0's task accuracy per language and self-translation exact match per direction,
+and how well the English alignment's implicit reward (and M0's plain likelihood) tells gold answers from wrong ones."""
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from polyrise.records import PreferencePair
 from polyrise.sandbox.world import SOURCE_LANG
+from polyrise.stats import interval_entries
 
 
 def measure_m0(out: Path, langs: list[str], *, model: Any = None, tokenizer: Any = None) -> dict[str, dict[str, float]]:
@@ -54,3 +60,50 @@ def measure_m0(out: Path, langs: list[str], *, model: Any = None, tokenizer: Any
         "translation_exact": {k: sum(v) / len(v) for k, v in hits.items()},
         "translation_exact_questions": {k: sum(v) / len(v) for k, v in questions.items()},
     }
+
+
+def pair_accuracy(aligned: np.ndarray, reference: np.ndarray, seed: int, key: str) -> dict[str, dict[str, float]]:
+    """From the summed log-probs of (chosen, rejected) per pair (shape n x 2) under the aligned policy and its
+    reference: how often the implicit reward log aligned - log reference ranks chosen strictly above rejected
+    (`implicit_reward`), and how often the reference's plain log-likelihood does (`m0_likelihood`, the baseline
+    the reward must beat); each `accuracy` with its 95% bootstrap interval (seeded by `seed` and `key`) and `n`."""
+    aligned, reference = np.asarray(aligned, float), np.asarray(reference, float)
+    reward = aligned - reference
+    right = {
+        "implicit_reward": reward[:, 0] > reward[:, 1],
+        "m0_likelihood": reference[:, 0] > reference[:, 1],
+    }
+    return {
+        name: interval_entries("accuracy", hits.astype(float), seed, f"{key}/{name}") | {"n": len(hits)}
+        for name, hits in right.items()
+    }
+
+
+def measure_alignment(
+    model_dir: Path,
+    aligned_dir: Path,
+    pairs: Mapping[str, Sequence[PreferencePair]],
+    seed: int,
+    *,
+    model: Any = None,
+    tokenizer: Any = None,
+) -> dict[str, dict[str, dict[str, float]]]:
+    """`pair_accuracy` of each named set of English preference pairs (`train`: the alignment's own; `held_out`),
+    the answers scored after the chat-rendered question as Implicit Cross-Lingual Rewarding scores them; `model`
+    and `tokenizer`: `model_dir`'s, already loaded."""
+    from polyrise.generation import ChatRequest
+    from polyrise.generation.hf import HFEngine
+    from polyrise.models import resolve_model
+
+    engines = {
+        "aligned": HFEngine(resolve_model(str(aligned_dir)), batch_size=64),
+        "reference": HFEngine(resolve_model(str(model_dir)), batch_size=64, model=model, tokenizer=tokenizer),
+    }
+    result = {}
+    for name, rows in pairs.items():
+        logps = {}
+        for role, engine in engines.items():
+            requests = [(engine.render(ChatRequest.user(p.prompt)), y) for p in rows for y in (p.chosen, p.rejected)]
+            logps[role] = np.array([x.logprob for x in engine.loglikelihood(requests)]).reshape(-1, 2)
+        result[name] = pair_accuracy(logps["aligned"], logps["reference"], seed, name)
+    return result

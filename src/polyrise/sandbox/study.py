@@ -17,6 +17,7 @@ import sqlite3
 import statistics
 from collections.abc import Sequence
 from contextlib import closing
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from polyrise.errors import PolyriseError
 from polyrise.io import atomic_open, write_json
 from polyrise.methods import load_method
 from polyrise.reporting import collect_scores, model_order
-from polyrise.sandbox.build import SANDBOX_JSON, build_sandbox
+from polyrise.sandbox.build import SANDBOX_JSON, AlignSettings, build_sandbox
 from polyrise.sandbox.world import make_clones
 from polyrise.settings import MAX_COUNT
 from polyrise.training.settings import TrainingSettings
@@ -49,7 +50,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "swapped": {"training": {"swap_preferences": True}},
     "nll0": {"training": {"nll_weight": 0.0}},
     "no-filters": {"filters": NO_FILTERS},
-    "icr": {"method": ICR, "implicit_reward": {}},
+    "icr": {"method": ICR, "implicit_reward": {"reference_after_first": "fixed"}},
+    "icr-previous": {"method": ICR, "implicit_reward": {"reference_after_first": "previous"}},
+    "icr-random": {"method": ICR, "implicit_reward": {"pairing": "random"}},
     "icr-no-length-control": {"method": ICR, "implicit_reward": {"length_control": False}},
     "icr-native-instruction": {"method": ICR, "implicit_reward": {"variant": "multilingual"}},
     "wrong-language-dpo": {"method": WRONG_LANGUAGE, "wrong_language": {"rejected": "english"}},
@@ -60,9 +63,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "grpo-gold": {"method": GRPO, "training": GRPO_TRAINING | {"rewards": {"language": 1.0, "gold": 1.0}}},
 }
 """Changes to the base config: the method as configured (`rewarding`), its controls, Implicit Cross-Lingual
-Rewarding (`icr`) and its ablations (no length control; the native instead of the English instruction),
-wrong-language DPO (M(t)'s English answer rejected), cross-lingual GRPO with the label-free rewards (language +
-agreement with M(t)'s English answer) and its oracle control (language + the gold answer)."""
+Rewarding (`icr`: the reward's reference fixed at the aligned model's base; `icr-previous`: the previous iterate
+after M0), its control pairing two of the k samples at random (`icr-random`) and its ablations (no length control;
+the native instead of the English instruction), wrong-language DPO (M(t)'s English answer rejected), cross-lingual
+GRPO with the label-free rewards (language + agreement with M(t)'s English answer) and its oracle control (language
++ the gold answer)."""
 
 
 def vocabulary_spec(out: Path) -> Path:
@@ -144,23 +149,29 @@ def run_study(
     variants: Sequence[str],
     iterations: int,
     console: Console | None = None,
+    *,
+    align_pairs: int | None = None,
 ) -> dict[str, Any]:
-    """Build (or reuse) each seed's sandbox in `out/sandbox-seed<S>`, run every variant on it, and summarise all
-    runs found in `out/runs` (`summarize_study`). A killed study resumes: sandboxes with a `sandbox.json` are
-    reused and the runs resume from their stage caches."""
+    """Build (or reuse) each seed's sandbox in `out/sandbox-seed<S>`, its English alignment on `align_pairs` pairs
+    (default `AlignSettings`'), run every variant on it, and summarise all runs found in `out/runs`
+    (`summarize_study`). A killed study resumes: sandboxes with a `sandbox.json` are reused (one aligned with
+    another strength is an error: a study dir holds one) and the runs resume from their stage caches."""
     from polyrise.runner import run_pipeline
 
     console = console or make_console()
     for variant in variants:  # fail before any sandbox is built
         variant_changes(variant)
     base = load_config(base_config)
+    align = AlignSettings() if align_pairs is None else AlignSettings(pairs=align_pairs)
+    for seed in seeds:  # fail before any sandbox is built or run is started
+        _check_alignment(out / f"sandbox-seed{seed}", align)
     write_vocabularies(out)
     configs = []
     for seed in seeds:
         sandbox_dir = out / f"sandbox-seed{seed}"
         if not (sandbox_dir / SANDBOX_JSON).is_file():
-            console.print(f"[bold]building the sandbox for seed {seed}[/]")
-            build_sandbox(sandbox_dir, seed, console=console)
+            console.print(f"[bold]building the sandbox for seed {seed}[/] (English alignment: {align.pairs} pairs)")
+            build_sandbox(sandbox_dir, seed, align=align, console=console)
         ordered = sorted(variants, key=lambda v: v != source_variant(v))  # the controls reuse its generations
         configs += [(v, study_config(base, sandbox_dir, seed, v, out, iterations)) for v in ordered]
     for variant, cfg in configs:
@@ -168,6 +179,20 @@ def run_study(
         _share_generations(out / "runs" / f"seed{cfg.seed}-{source_variant(variant)}", cfg.run_dir)
         run_pipeline(cfg, console)
     return summarize_study(out)
+
+
+def _check_alignment(sandbox_dir: Path, align: AlignSettings) -> None:
+    """An error if the sandbox in `sandbox_dir` exists with another English alignment than `align`."""
+    path = sandbox_dir / SANDBOX_JSON
+    if not path.is_file():
+        return
+    aligned = json.loads(path.read_text()).get("aligned", {})
+    built = {key: aligned.get(key) for key in asdict(align)}
+    if built != asdict(align):
+        raise PolyriseError(
+            f"{path}: its English alignment is {built}, not the {asdict(align)} asked for; "
+            "a study dir holds one alignment strength"
+        )
 
 
 def _share_generations(source_run: Path, run_dir: Path) -> None:
@@ -199,7 +224,8 @@ def summarize_study(out: Path) -> dict[str, Any]:
     the accuracy of the reward each iteration trains on (pairs of M<t>'s answers, per pair row, with the informative
     pairs summed over seeds) and beside it the language gap's baseline and the both-right and both-wrong shares
     (`REWARD_BESIDE`, with the labelled pairs summed over seeds), and of each run's wall time (its stages' seconds
-    in the manifest); writes `study.json`, `study.md` and `study.png` into `out`. Both name the library versions
+    in the manifest), and of the English alignment's pair accuracies in the sandboxes' `sandbox.json`; writes
+    `study.json`, `study.md` and `study.png` into `out`. Both name the library versions
     the sandboxes and runs were made with (`versions`: each distinct set once; none for runs from before versions
     were recorded)."""
     per_seed: dict[tuple[str, str, str], dict[int, float]] = {}
@@ -208,7 +234,17 @@ def summarize_study(out: Path) -> dict[str, Any]:
     beside: dict[str, dict[tuple[str, str, str], dict[int, float]]] = {metric: {} for metric in REWARD_BESIDE}
     labelled: dict[tuple[str, str, str], int] = {}
     seconds: dict[str, dict[int, float]] = {}
-    recorded = [json.loads(p.read_text()).get("versions") for p in sorted(out.glob(f"sandbox-seed*/{SANDBOX_JSON}"))]
+    recorded = []
+    alignment: dict[tuple[str, str], dict[int, float]] = {}
+    align_pairs: set[int] = set()
+    for path in sorted(out.glob(f"sandbox-seed*/{SANDBOX_JSON}")):
+        info = json.loads(path.read_text())
+        recorded.append(info.get("versions"))
+        aligned = info.get("aligned", {})
+        for split, measures in aligned.get("pair_accuracy", {}).items():
+            align_pairs.add(aligned["pairs"])
+            for measure, entry in measures.items():
+                alignment.setdefault((measure, split), {})[info["seed"]] = entry["accuracy"]
     for run_dir in sorted((out / "runs").glob("seed*-*")):
         seed_part, variant = run_dir.name.split("-", 1)
         if not any(run_dir.glob("iter_*/eval/scores.json")):
@@ -262,6 +298,10 @@ def summarize_study(out: Path) -> dict[str, Any]:
     cells |= {
         f"seconds|{v}": {**_mean_sd(values), "seeds": dict(sorted(values.items()))} for v, values in seconds.items()
     }
+    cells |= {
+        f"alignment|{measure}|{split}": {**_mean_sd(values), "seeds": dict(sorted(values.items()))}
+        for (measure, split), values in alignment.items()
+    }
     versions: list[dict[str, str]] = []  # the distinct ones, in the order first met
     for entry in recorded:
         if entry and entry not in versions:
@@ -294,6 +334,17 @@ def summarize_study(out: Path) -> dict[str, Any]:
                 stats = _mean_sd(values)
                 sd = "" if math.isnan(stats["sd"]) else f" ± {stats['sd']:.0f}"
                 fh.write(f"| {variant} | {stats['mean']:.0f}{sd} (n={len(values)}) |\n")
+        if alignment:
+            fh.write(
+                f"\nThe English alignment ({', '.join(map(str, sorted(align_pairs)))} pairs; sandbox.json "
+                "`aligned.pair_accuracy`): share of gold-vs-wrong English pairs whose gold answer the implicit reward "
+                "(log aligned - log model) or M0's plain likelihood ranks first, on the alignment's own pairs and on "
+                "held-out ones, mean ± sd over seeds\n\n| measure | pairs | accuracy |\n|---|---|---|\n"
+            )
+            for (measure, split), values in sorted(alignment.items()):
+                stats = _mean_sd(values)
+                sd = "" if math.isnan(stats["sd"]) else f" ± {stats['sd']:.3f}"
+                fh.write(f"| {measure} | {split} | {stats['mean']:.3f}{sd} (n={len(values)}) |\n")
         fh.write(f"\nLibrary versions: {'; '.join(map(format_versions, versions)) or 'not recorded'}\n")
     _plot(out / "study.png", per_seed)
     return cells
