@@ -104,8 +104,9 @@ def test_a_run_config_for_several_machines_is_refused_before_any_work(tmp_path):
     accelerate = Path("examples/accelerate/multi-node.yaml")
     config = tmp_path / "run.yaml"
     config.write_text(f"name: x\noutput_dir: {tmp_path / 'runs'}\nlanguages: [es]\n")
-    refusal = "trains on 2 machines, and a run without a `cluster` trains on this one only"
-    with pytest.raises(PolyriseError, match=refusal):
+    with pytest.raises(
+        PolyriseError, match="trains on 2 machines, and a run without a `cluster` trains on this one only"
+    ):
         api.run(config, accelerate_config=accelerate)
     with pytest.raises(PolyriseError, match="trains on 2 machines"):
         api.plan(polyrise.load_config(config), accelerate_config=accelerate)
