@@ -60,7 +60,8 @@ def _config(tmp_path: Path, model_dir: Path, **extra) -> Path:
 
 
 def test_one_iteration_end_to_end_and_rerun_skips(tmp_path, tiny_model_dir):
-    config = load_config(_config(tmp_path, tiny_model_dir))
+    # in-process stages (the stage processes have their own tests below): the same stages, without 9 interpreters
+    config = load_config(_config(tmp_path, tiny_model_dir, stage_processes=False))
     [summary] = run_pipeline(config)
     it = config.run_dir / "iter_0"
 
@@ -108,6 +109,7 @@ def test_one_iteration_end_to_end_and_rerun_skips(tmp_path, tiny_model_dir):
         _config(
             tmp_path,
             tiny_model_dir,
+            stage_processes=False,
             filters={
                 "min_length_ratio": 0.001,
                 "max_length_ratio": 1000,
@@ -284,7 +286,11 @@ def test_reward_is_measured_against_gold_answers_and_by_a_judge(tmp_path, tiny_m
     judge = {"judge": {"engine": "hf", "model": str(tiny_model_dir), "max_new_tokens": 4}, "sample": 2}
     config = load_config(
         _config(
-            tmp_path, tiny_model_dir, prompts={"source": str(gold), "checks": {"enabled": False}}, reward_judge=judge
+            tmp_path,
+            tiny_model_dir,
+            prompts={"source": str(gold), "checks": {"enabled": False}},
+            reward_judge=judge,
+            stage_processes=False,
         )
     )
     run_pipeline(config)
