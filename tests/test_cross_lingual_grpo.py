@@ -1,5 +1,5 @@
 """Cross-lingual GRPO: each reward by hand, the settings' checks, the study's GRPO variants, and one iteration end
-to end on a small sandbox (per-step reward logs, a rerun that skips every stage)."""
+to end on a small sandbox (per-step reward logs, in the run and in TensorBoard; a rerun that skips every stage)."""
 
 from __future__ import annotations
 
@@ -106,6 +106,7 @@ def test_one_iteration_end_to_end_on_a_small_sandbox(small_sandbox, tmp_path):
     data = study_config(load_config(EXAMPLE), box, 0, "cross-lingual-grpo", tmp_path, 1).model_dump(mode="json")
     data["prompts"]["source"] = str(prompts)
     data["training"] |= {"max_steps": 4, "batch_size": 8}
+    data["tracking"] = {"backend": "tensorboard"}
     config = RunConfig.model_validate(data)
     runner = Runner(config, Console(file=io.StringIO()))
     runner.run()
@@ -133,6 +134,12 @@ def test_one_iteration_end_to_end_on_a_small_sandbox(small_sandbox, tmp_path):
     assert len(steps) == 4  # each step logs each weighted reward
     assert all({"rewards/language/mean", "rewards/english_agreement/mean", "kl"} <= row.keys() for row in steps)
     assert "rewards/gold/mean" not in steps[0]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(runner.run_dir / "tensorboard" / f"{config.name}-iter_0-train")).Reload()
+    for name in ("language", "english_agreement"):  # the tracker has each reward of every step
+        logged = [(e.step, e.value) for e in events.Scalars(f"train/rewards/{name}/mean")]
+        assert logged == [(row["step"], pytest.approx(row[f"rewards/{name}/mean"], rel=1e-6)) for row in steps]
     assert manifest["iter_0/train"]["counts"]["examples"] == 24
     # a rerun finds every stage up to date
     again = Runner(config, Console(file=io.StringIO()))

@@ -171,3 +171,18 @@ def test_one_iteration_end_to_end_on_a_small_sandbox(small_sandbox, tmp_path):
     assert {s["reward"]["n"] for s in stats.values() if "reward" in s}  # labelled against the gold answers
     assert manifest["iter_0/train"]["counts"]["examples"] == len(pairs)
     assert (it / "model" / "config.json").is_file()
+
+    # rejected: sampled reruns only what that setting decides: k samples per prompt in L, the pairs, the training
+    data["wrong_language"] |= {"rejected": "sampled", "samples": 3}
+    sampled = Runner(RunConfig.model_validate(data), Console(file=io.StringIO()))
+    sampled.run()
+    again = json.loads((runner.run_dir / "manifest.json").read_text())["stages"]
+    assert set(again) == {*manifest, "iter_0/sample"}
+    for name in ("iter_0/eval_M0", "iter_0/prompts", "iter_0/generate"):
+        assert again[name] == manifest[name]
+    samples = {(s.id, s.lang): s.outputs for s in read_jsonl(it / "samples.jsonl", Samples)}
+    assert len(samples) == 24 and {len(ys) for ys in samples.values()} == {3}
+    for p in read_jsonl(it / "pairs.jsonl", PreferencePair):  # the first sample judged outside L
+        off = [y for y in samples[(p.id, p.lang)] if language_share(y, p.lang, LANGID, words[p.lang]) is not None]
+        off = [y for y in off if language_share(y, p.lang, LANGID, words[p.lang]) < 0.25]
+        assert p.chosen == answers[(p.id, p.lang)] and p.rejected == off[0]

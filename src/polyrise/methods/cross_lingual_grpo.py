@@ -206,20 +206,19 @@ def train_grpo(
     ckpt_dir = checkpoints_dir(out)
     arguments = trainer_arguments(settings, ckpt_dir, seed)
     del arguments["max_length"]  # GRPO bounds the completion (max_completion_length); prompts are kept whole
-    args = GRPOConfig(
-        **arguments,
-        beta=settings.beta,
-        num_generations=settings.num_generations,
-        generation_batch_size=settings.generations_per_step,
-        max_steps=settings.max_steps or -1,
-        max_completion_length=settings.max_completion_length,
-        temperature=settings.temperature,
-        top_p=settings.top_p,
-        reward_weights=list(settings.weights.values()),
-        use_vllm=settings.use_vllm,
-        vllm_mode="colocate",
-        **report,
-    )
+    grpo = {
+        "beta": settings.beta,
+        "num_generations": settings.num_generations,
+        "generation_batch_size": settings.generations_per_step,
+        "max_steps": settings.max_steps or -1,
+        "max_completion_length": settings.max_completion_length,
+        "temperature": settings.temperature,
+        "top_p": settings.top_p,
+        "reward_weights": list(settings.weights.values()),
+        "use_vllm": settings.use_vllm,
+        "vllm_mode": "colocate",
+    }
+    args = GRPOConfig(**(arguments | grpo | report))  # `report` sends the metrics to the tracker (report_to, ...)
     dtype = model_settings.dtype
     resume = checkpoint_to_resume(ckpt_dir, run_key(model, rows, settings, seed, dtype))
     tokenizer, policy, peft_config = load_for_training(
