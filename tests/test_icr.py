@@ -138,6 +138,11 @@ def test_random_pairing_is_seeded_and_not_the_rewards_choice():
     picked = [(p.chosen, p.rejected) for p in drawn]
     assert sum(a == b for a, b in zip(picked, [(p.chosen, p.rejected) for p in by_reward], strict=True)) < 6
     assert picked != [(p.chosen, p.rejected) for p in build_pairs(samples, scores, prompts, ["es"], settings)[0]]
+    # symmetric: an answer sampled 4 times of 5 is no likelier chosen than rejected (not a majority vote)
+    majority = np.array([0.0, 0.0, 1.0, 0.0, 0.0])
+    draws = [select_pair(majority, np.random.default_rng(i)) for i in range(400)]
+    assert all(2 in pair for pair in draws)
+    assert 0.4 < sum(pair[0] == 2 for pair in draws) / len(draws) < 0.6
     # a prompt's pair depends on the prompt and the seed alone, not on the other prompts
     alone = build_pairs(samples[3:4], scores[3:4], prompts, ["es"], settings, seed=(7, 1))[0]
     assert alone == [drawn[3]]

@@ -77,9 +77,9 @@ class ImplicitRewardSettings(Section):
     to answer in L; `multilingual` the native one (the prompt the answer was sampled for)."""
     pairing: Literal["reward", "random"] = "reward"
     """Which two samples become the pair: `reward` the highest and lowest length-controlled reward (the method);
-    `random` two samples of different rewards drawn at random, the first chosen (seeded by the run's seed, the
-    iteration, the language and the prompt; the same prompts drop): the control that says what the reward's choice
-    adds, everything else equal."""
+    `random` an ordered pair of samples with different rewards drawn uniformly at random (seeded by the run's seed,
+    the iteration, the language and the prompt; the same prompts drop): the control that says what the reward's
+    choice adds, everything else equal."""
     length_control: bool = True
     """Reward - alpha x length (characters), alpha the grid value whose chosen-minus-rejected mean length is
     closest to 0 (per language); off: alpha = 0."""
@@ -109,17 +109,18 @@ def length_controlled(rewards: np.ndarray, lengths: np.ndarray, alpha: float) ->
 
 def select_pair(rewards: np.ndarray, rng: np.random.Generator | None = None) -> tuple[int, int] | str:
     """(chosen, rejected) = (first argmax, first argmin) of one prompt's rewards, or the drop reason. With `rng` (the
-    random control) the same prompts drop, and the pair is drawn from `rng`: chosen a random sample, rejected the
-    next one of a random order whose reward differs (so, as the reward's pairs, never two copies of one answer)."""
+    random control) the same prompts drop, and the pair is drawn from `rng` uniformly among the ordered pairs of
+    samples whose rewards differ (so, as the reward's pairs, never two copies of one answer): either side is equally
+    likely to be chosen, so a frequent answer is no likelier chosen than rejected."""
     if len(rewards) < 2:
         return "single_sample"
     chosen, rejected = int(np.argmax(rewards)), int(np.argmin(rewards))
     if rewards[chosen] == rewards[rejected]:
         return "equal_rewards"
     if rng is not None:
-        order = [int(i) for i in rng.permutation(len(rewards))]
-        chosen = order[0]
-        rejected = next(i for i in order[1:] if rewards[i] != rewards[chosen])
+        rewards = np.asarray(rewards)
+        sides = np.argwhere(rewards[:, None] != rewards[None, :])
+        chosen, rejected = (int(i) for i in sides[rng.integers(len(sides))])
     return chosen, rejected
 
 
