@@ -43,9 +43,11 @@ class RunSettings(Section):
     """The run directory's name under `output_dir`: one path component."""
     method: str = "language-imbalance"
     """A method of `polyrise.plugins.METHODS`: `language-imbalance` (the self-rewarding DPO loop),
-    `implicit-cross-lingual` (DPO on pairs ranked by the implicit reward, `implicit_reward` section) or
+    `implicit-cross-lingual` (DPO on pairs ranked by the implicit reward, `implicit_reward` section),
     `question-alignment` (one SFT step on question translation pairs, `alignment` section, evaluated on trained and
-    unseen languages)."""
+    unseen languages), `wrong-language-dpo` (DPO preferring the on-target answer in L over a wrong-language one,
+    `wrong_language` section) or `cross-lingual-grpo` (online GRPO with language and agreement rewards, all in
+    `training`)."""
     output_dir: Path = Path("runs")
     seed: Seed = 0
     iterations: int = Field(default=1, ge=1, le=1000)
