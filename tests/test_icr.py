@@ -167,6 +167,10 @@ def test_random_pairing_is_seeded_and_not_the_rewards_choice():
             {"method": "implicit-cross-lingual", "implicit_reward": {"reference": "x", "variant": "translated"}},
             "implicit_reward.variant",
         ),
+        (
+            {"method": "implicit-cross-lingual", "implicit_reward": {"reference": "x", "pairing": "best"}},
+            "implicit_reward.pairing",
+        ),
     ],
 )
 def test_config_errors_name_the_key(tmp_path, tiny_model_dir, extra, message):

@@ -195,3 +195,24 @@ def test_controls_start_from_a_copy_of_the_rewarding_runs_generations(tmp_path):
     assert GenerationCache(control / "generations.sqlite").get_many(["k", "k2"]) == {"k": "an answer"}
     _share_generations(tmp_path / "seed1-rewarding", tmp_path / "seed1-nll0")  # nothing to share yet
     assert not (tmp_path / "seed1-nll0").exists()
+
+
+def test_cli_study_passes_the_alignment_strength(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from polyrise import cli
+
+    calls = []
+
+    def fake_study(out, config, seeds, variants, iterations, console, *, align_pairs):
+        calls.append((seeds, variants, iterations, align_pairs))
+        (out / "study.md").write_text("the summary")
+        return {}
+
+    monkeypatch.setattr("polyrise.sandbox.run_study", fake_study)
+    args = ["sandbox", "study", "--out", str(tmp_path), "--seeds", "0,3", "--variants", "icr,icr-random"]
+    result = CliRunner().invoke(cli.app, [*args, "--iterations", "2", "--align-pairs", "2500"])
+    assert result.exit_code == 0, result.output
+    assert calls == [([0, 3], ["icr", "icr-random"], 2, 2500)] and "the summary" in result.output
+    CliRunner().invoke(cli.app, args)
+    assert calls[-1][-1] is None  # the default strength: `AlignSettings`'
