@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,8 +151,9 @@ def test_wrong_key_and_unknown_model_are_clear_errors(server, key, monkeypatch):
 
 
 def _cached(db: Path) -> int:
+    """Rows in the cache so far, read only: the poll never creates the file the stage is about to create."""
     try:
-        with sqlite3.connect(db, timeout=1) as con:
+        with closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=1)) as con:
             return con.execute("SELECT COUNT(*) FROM outputs").fetchone()[0]
     except sqlite3.Error:
         return 0
@@ -160,19 +162,20 @@ def _cached(db: Path) -> int:
 def test_server_killed_mid_stage_then_rerun_finishes_from_cache(server, key, embedded_dir, tmp_path):
     """The module's server is killed and restarted on the same port (one start less than a server of its own)."""
     prompts = tmp_path / "prompts.jsonl"
-    texts = [f"{p} Answer in {n} words." for n in (5, 10) for p in PROMPTS]
+    texts = [f"{p} Answer in {n} words." for n in (5, 10, 15, 20) for p in PROMPTS]
     prompts.write_text(
         "".join(json.dumps({"id": f"q{i}", "lang": "en", "instruction": t}) + "\n" for i, t in enumerate(texts))
     )
     out, db = tmp_path / "translations.jsonl", tmp_path / "generations.sqlite"
     command = [sys.executable, "-m", "polyrise.cli", "translate", str(prompts), "--to", "es,de", "--out", str(out)]
     command += ["--engine", "openai", "--base-url", server.base_url, "--model", NAME, "--api-key-env", KEY_ENV]
-    command += ["--batch-size", "2", "--max-new-tokens", "24"]  # 2 chunks of 8 requests, committed one by one
+    # 4 chunks of 8 requests, committed one by one: the 3 left outlast the poll below even on an idle machine
+    command += ["--batch-size", "2", "--max-new-tokens", "24"]
 
     stage = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 600
     while _cached(db) < 8 and stage.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
+        time.sleep(0.05)
     server.stop(signal.SIGKILL)  # the server dies mid-stage
     _, err = stage.communicate(timeout=300)
     done = _cached(db)

@@ -269,7 +269,8 @@ def _generator(model: str | EngineSettings, cache: Path | None, out: Path) -> tu
     settings = model if isinstance(model, EngineSettings) else EngineSettings(model=model)
     cache = cache or out.parent / "generations.sqlite"
     existing = GenerationCache(cache) if cache.exists() else None  # a file that is no cache fails before the model
-    return Generator(open_engine(settings), existing or GenerationCache(cache)), cache
+    engine = open_engine(settings)  # (an empty cache is falsy: `or` would open it twice)
+    return Generator(engine, existing if existing is not None else GenerationCache(cache)), cache
 
 
 @dataclass(frozen=True)
