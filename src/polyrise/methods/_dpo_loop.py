@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING, Any
 from polyrise.context import RunContext, Stage
 from polyrise.errors import PolyriseError
 from polyrise.evaluation.reward import RewardLabel, label_pairs, pair_row, reward_scores
+from polyrise.generation import ChatRequest, Generator
 from polyrise.io import read_jsonl, write_json, write_jsonl
 from polyrise.methods import PairFiles
 from polyrise.records import DroppedPrompt, PreferencePair, Prompt, Response, Translation
 from polyrise.self_translation import PROMPT_DROP_REASONS, translate_prompts
-from polyrise.settings import ModelSettings
+from polyrise.settings import ModelSettings, SamplingSettings
 from polyrise.sources import load_prompts, source_files
 from polyrise.training.settings import DPOSettings, TrainingSettings
 
@@ -210,6 +211,21 @@ def trained_labels(path: Path, settings: TrainingSettings) -> list[RewardLabel]:
         )
         for x in labels
     ]
+
+
+def sample_answers(
+    generator: Generator, prompts: Sequence[Prompt], sampling: SamplingSettings, k: int
+) -> list[list[str]]:
+    """`k` answers to each prompt (stripped), from k batched request sets: sample j seeded `seed + j`, so the
+    samples differ and each is cached under its own seed. The sample stages of ICR and wrong-language DPO."""
+    requests = [ChatRequest.user(p.instruction) for p in prompts]
+    draws = [
+        generator.generate(
+            requests, sampling.model_copy(update={"seed": sampling.seed + j}), desc=f"sampling {j + 1}/{k}"
+        )
+        for j in range(k)
+    ]
+    return [[draw[i].strip() for draw in draws] for i in range(len(prompts))]
 
 
 def train_dpo_nll(

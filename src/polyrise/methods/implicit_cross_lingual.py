@@ -40,6 +40,7 @@ from polyrise.methods._dpo_loop import (
     pair_files,
     prompt_cells,
     reward_labels,
+    sample_answers,
     train_dpo_nll,
     trained_labels,
 )
@@ -292,24 +293,15 @@ class ImplicitCrossLingual:
         }
 
     def _sample(self, t: int) -> dict[str, Any]:
-        """k answers per prompt in its language: k batched request sets, sample j seeded `seed + j` (distinct
-        samples, each cached under its own seed). Empty answers are left out (they have no tokens to score)."""
+        """k answers per prompt in its language (`sample_answers`). Empty answers are left out (they have no tokens
+        to score)."""
         f, icr = self.files(t), self.icr
         prompts = [p for p in read_jsonl(f["prompts"], Prompt) if p.lang in self.languages]
-        generator = self.run.generator(self.run.model_spec(t))
-        requests = [ChatRequest.user(p.instruction) for p in prompts]
-        draws = [
-            generator.generate(
-                requests,
-                icr.sampling.model_copy(update={"seed": icr.sampling.seed + j}),
-                desc=f"sampling {j + 1}/{icr.samples}",
-            )
-            for j in range(icr.samples)
+        answers = sample_answers(self.run.generator(self.run.model_spec(t)), prompts, icr.sampling, icr.samples)
+        rows = [
+            Samples(id=p.id, lang=p.lang, prompt=p.instruction, outputs=[y for y in outputs if y])
+            for p, outputs in zip(prompts, answers, strict=True)
         ]
-        rows = []
-        for i, p in enumerate(prompts):
-            outputs = [y.strip() for y in (draw[i] for draw in draws)]
-            rows.append(Samples(id=p.id, lang=p.lang, prompt=p.instruction, outputs=[y for y in outputs if y]))
         write_jsonl(f["samples"], rows)
         n = len(prompts) * icr.samples
         return {"samples": n, "empty": n - sum(len(r.outputs) for r in rows)}

@@ -32,7 +32,6 @@ from rich.table import Table
 from polyrise.context import RunContext, RunSettings, Stage
 from polyrise.errors import PolyriseError
 from polyrise.evaluation.reward import reward_scores
-from polyrise.generation import ChatRequest
 from polyrise.io import read_jsonl, write_json, write_jsonl
 from polyrise.langid import LangIdSettings, judge, measurable
 from polyrise.methods import MethodViews
@@ -43,6 +42,7 @@ from polyrise.methods._dpo_loop import (
     pair_files,
     prompt_cells,
     reward_labels,
+    sample_answers,
     train_dpo_nll,
     trained_labels,
 )
@@ -305,22 +305,15 @@ class WrongLanguageDPO:
         return work | {"pairs": n * langs}  # one per prompt and target language, before the drops
 
     def _sample(self, t: int) -> dict[str, Any]:
-        """k answers per prompt in each target language, sample j seeded `seed + j` (each cached under its seed)."""
+        """k answers per prompt in each target language (`sample_answers`)."""
         f, settings = self.files(t), self.settings
         prompts = [p for p in read_jsonl(f["prompts"], Prompt) if p.lang in self.run.config.languages]
-        generator = self.run.generator(self.run.model_spec(t))
-        requests = [ChatRequest.user(p.instruction) for p in prompts]
-        draws = [
-            generator.generate(
-                requests,
-                settings.sampling.model_copy(update={"seed": settings.sampling.seed + j}),
-                desc=f"sampling {j + 1}/{settings.samples}",
-            )
-            for j in range(settings.samples)
-        ]
+        answers = sample_answers(
+            self.run.generator(self.run.model_spec(t)), prompts, settings.sampling, settings.samples
+        )
         rows = [
-            Samples(id=p.id, lang=p.lang, prompt=p.instruction, outputs=[draw[i].strip() for draw in draws])
-            for i, p in enumerate(prompts)
+            Samples(id=p.id, lang=p.lang, prompt=p.instruction, outputs=outputs)
+            for p, outputs in zip(prompts, answers, strict=True)
         ]
         write_jsonl(f["samples"], rows)
         return {"samples": len(prompts) * settings.samples}
