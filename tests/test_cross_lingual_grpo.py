@@ -141,6 +141,12 @@ def test_one_iteration_end_to_end_on_a_small_sandbox(small_sandbox, tmp_path):
         logged = [(e.step, e.value) for e in events.Scalars(f"train/rewards/{name}/mean")]
         assert logged == [(row["step"], pytest.approx(row[f"rewards/{name}/mean"], rel=1e-6)) for row in steps]
     assert manifest["iter_0/train"]["counts"]["examples"] == 24
+    # its cost: the tokens of M0's English answers (those of the eval stages are not the method's) and completions
+    english_tokens = runner.generator(str(box / "model")).engine.tokenizer(
+        list(english.values()), add_special_tokens=False
+    )["input_ids"]
+    assert manifest["iter_0/english"]["counts"]["generated_tokens"] == sum(map(len, english_tokens))
+    assert manifest["iter_0/train"]["counts"]["generated_tokens"] > 0
     # a rerun finds every stage up to date
     again = Runner(config, Console(file=io.StringIO()))
     again.run()

@@ -97,11 +97,14 @@ def test_cache_hit_skips_generation(engine, tmp_path):
     requests = [ChatRequest.user(p) for p in PROMPTS]
     gen = Generator(engine, GenerationCache(tmp_path / "c.sqlite"))
     first = gen.generate(requests, params)
-    assert gen.stats == {"cached": 0, "generated": len(PROMPTS), "scored": 0}
+    tokens = sum(len(engine.tokenizer(out, add_special_tokens=False)["input_ids"]) for out in first)
+    assert tokens > 0
+    assert gen.stats == {"cached": 0, "generated": len(PROMPTS), "scored": 0, "tokens": tokens}
 
     reopened = Generator(engine, GenerationCache(tmp_path / "c.sqlite"))  # a new process would do this
     assert reopened.generate(requests, params) == first
-    assert reopened.stats == {"cached": len(PROMPTS), "generated": 0, "scored": 0}
+    # cached outputs count their tokens too: what the requests cost, whoever generated them
+    assert reopened.stats == {"cached": len(PROMPTS), "generated": 0, "scored": 0, "tokens": tokens}
 
     reopened.generate(requests, params.model_copy(update={"max_new_tokens": 9}))
     assert reopened.stats["generated"] == len(PROMPTS)  # other sampling params are other keys

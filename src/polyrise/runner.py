@@ -33,7 +33,7 @@ from polyrise.context import Stage
 from polyrise.errors import PolyriseError
 from polyrise.evaluation import evaluate_model
 from polyrise.evaluation.fidelity import off_target_rates
-from polyrise.generation import Engine, Generator, answer_prompts, open_engine
+from polyrise.generation import Engine, Generator, answer_prompts, new_stats, open_engine
 from polyrise.generation.cache import GenerationCache
 from polyrise.io import (
     atomic_open,
@@ -223,6 +223,8 @@ class Runner:
     _engine_key: str | None = None
     _generator: Generator | None = None
     _cache: GenerationCache | None = None
+    generation_stats: dict[str, int] = field(default_factory=new_stats)
+    """The counters of every policy and translator generator this runner loads (`Generator.stats`)."""
     tracker: Tracker | None = None
     """polyrise's per-iteration metrics go here during `run()` when `tracking.backend` is set."""
 
@@ -298,7 +300,7 @@ class Runner:
         if self._engine_key != key:
             self.release_engine()
             with self.console.status(f"loading {label}"):
-                generator = Generator(build(), self.cache, system_prompt=system_prompt)
+                generator = Generator(build(), self.cache, self.generation_stats, system_prompt)
                 self._generator, self._engine_key = generator, key
         assert self._generator is not None
         return self._generator
@@ -427,7 +429,7 @@ class Runner:
         elif launcher is None:
             log = self.layout.stage_log(stage.name)
             with writing_into(self.run_dir, f"stage {stage.name}'s outputs"), library_output(log, self.verbose):
-                counts = stage.run()
+                counts = self.run_counted(stage)
         else:
             self.release_engine()
             counts = self._in_child_process(stage.name, launcher)
@@ -483,6 +485,15 @@ class Runner:
             f"killed by signal {-code}" if code < 0 else f"the stage process exited with code {code}"
         )
         raise PolyriseError(f"stage {name} failed: {problem}")
+
+    def run_counted(self, stage: Stage) -> dict[str, Any]:
+        """The stage body's counts, with `generated_tokens`: the tokens of what the policy and translator generated
+        for it (cached outputs included; `Generator.generate`), where an engine could count them."""
+        before = self.generation_stats["tokens"]
+        counts = stage.run()
+        if tokens := self.generation_stats["tokens"] - before:
+            counts["generated_tokens"] = tokens
+        return counts
 
     def find_stage(self, name: str) -> Stage:
         """The stage called `name` (`iter_<t>/...`), rebuilt from the config (a stage process runs it)."""
@@ -676,7 +687,7 @@ def run_stage(run_dir: Path, name: str, result: Path, verbose: bool = False) -> 
         layout = RunLayout(run_dir)
         runner = Runner(load_config(layout.config), child=True, verbose=verbose)
         with runner, writing_into(run_dir, f"stage {name}'s outputs"), library_output(layout.stage_log(name), verbose):
-            outcome: dict[str, Any] = {"counts": runner.find_stage(name).run()}
+            outcome: dict[str, Any] = {"counts": runner.run_counted(runner.find_stage(name))}
     except PolyriseError as e:
         outcome = {"error": str(e)}
     except Exception as e:

@@ -21,12 +21,19 @@ __all__ = [
     "Generator",
     "LogLikelihood",
     "answer_prompts",
+    "new_stats",
     "open_engine",
     "render_chat",
 ]
 
 CHUNK_BATCHES = 4
 """Batches per generator chunk: what is computed, then committed to the cache, at a time."""
+
+
+def new_stats() -> dict[str, int]:
+    """A generator's counters: requests answered from the cache, generated, scored, and the generated outputs'
+    tokens (`Generator.generate`)."""
+    return {"cached": 0, "generated": 0, "scored": 0, "tokens": 0}
 
 
 def open_engine(
@@ -50,7 +57,8 @@ class Generator:
 
     engine: Engine
     cache: GenerationCache
-    stats: dict[str, int] = field(default_factory=lambda: {"cached": 0, "generated": 0, "scored": 0})
+    stats: dict[str, int] = field(default_factory=new_stats)
+    """Counters (`new_stats`); several generators may share one dict (a run's policy and translator)."""
     system_prompt: str | None = None
     """The system turn put before every chat without one (`generation.system_prompt` for the policy)."""
 
@@ -61,6 +69,9 @@ class Generator:
     def generate(
         self, requests: Sequence[ChatRequest], params: SamplingSettings, desc: str = "generating"
     ) -> list[str]:
+        """Each request's continuation, from the cache or the engine. `stats["tokens"]` grows by the outputs'
+        tokens in the engine's `tokenizer` (the local engines have one; a server's are not counted), cached ones
+        included: what the requests cost to generate, whoever generated them first (the stop token not counted)."""
         requests = [r.with_system(self.system_prompt) for r in requests]
         rendered = [self.engine.render(r) for r in requests]
         keys = [self.cache.key(self.engine.fingerprint, text, params) for text in rendered]
@@ -75,7 +86,11 @@ class Generator:
             "generated",
             desc,
         )
-        return [found[k] for k in keys]
+        outputs = [found[k] for k in keys]
+        if (tokenizer := getattr(self.engine, "tokenizer", None)) is not None:
+            ids = tokenizer(outputs, add_special_tokens=False)["input_ids"] if outputs else []
+            self.stats["tokens"] += sum(map(len, ids))
+        return outputs
 
     def loglikelihood(
         self, requests: Sequence[tuple[str, str]], max_tokens: int | None = None, desc: str = "scoring"

@@ -53,6 +53,7 @@ class Engine(Protocol):
     fingerprint: str
     """Identity of the weights; part of every cache key."""
     batch_size: int
+    # optional: `tokenizer`, the local model's (hf, vllm, ray have one): the generator counts generated tokens with it
 
     def render(self, request: ChatRequest) -> str:
         """The exact text the model sees (the cache key's prompt part)."""

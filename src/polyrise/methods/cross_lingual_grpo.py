@@ -89,11 +89,18 @@ class GRPOSettings(TrainingSettings):
             raise ValueError("reference: only used with beta > 0 and method: full (LoRA's reference is M(t))")
         if self.vocabulary is not None and "{lang}" not in str(self.vocabulary):
             raise ValueError("vocabulary: the path needs `{lang}`: one word list per language")
-        per_round = self.generations_per_step or self.batch_size * self.gradient_accumulation_steps
+        global_batch = self.batch_size * self.gradient_accumulation_steps * self.num_processes
+        per_round = self.generations_per_step or global_batch
         if per_round % self.num_generations:
             raise ValueError(
                 f"{per_round} completions per round (generations_per_step, or batch_size x "
-                f"gradient_accumulation_steps) is not a multiple of num_generations={self.num_generations}"
+                f"gradient_accumulation_steps x num_processes) is not a multiple of "
+                f"num_generations={self.num_generations}"
+            )
+        if per_round % global_batch:
+            raise ValueError(
+                f"generations_per_step={per_round} is not a multiple of the global batch "
+                f"(batch_size x gradient_accumulation_steps x num_processes = {global_batch})"
             )
         return self
 
@@ -241,7 +248,25 @@ def train_grpo(
         peft_config=peft_config,
     )
     policy.config._name_or_path = model.path
-    return train_and_save(trainer, resume, tokenizer, out, settings, model, use_cache)
+    metrics = train_and_save(trainer, resume, tokenizer, out, settings, model, use_cache)
+    return metrics | {"generated_tokens": completion_tokens(trainer.state.log_history, trainer.args)}
+
+
+def completion_tokens(log: Sequence[dict[str, Any]], args: Any) -> int:
+    """The tokens of every completion the trainer sampled, the stop token not counted (as a generation stage
+    counts them), from its per-step log (a resumed run's log is the whole training's): TRL logs each generation
+    round's mean completion length (stop token included) and clipped ratio (completions that never stopped) on the
+    step that generated it: a round of `generation_batch_size` completions (a multiple of the global batch,
+    `GRPOSettings`) every `generation_batch_size / global batch` steps."""
+    global_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+    per_step = max(args.generation_batch_size, global_batch)
+    return round(
+        sum(
+            (row["completions/mean_length"] - (1.0 - row["completions/clipped_ratio"])) * per_step
+            for row in log
+            if "completions/mean_length" in row
+        )
+    )
 
 
 class CrossLingualGRPO:
@@ -259,6 +284,7 @@ class CrossLingualGRPO:
         *(f"rewards/{name}/mean" for name in REWARDS),
         "kl",
         "train_runtime",
+        "generated_tokens",
     )
     train = staticmethod(train_grpo)
 

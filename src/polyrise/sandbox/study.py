@@ -3,7 +3,8 @@
 Every (seed, variant) is an ordinary `polyrise run` of a base config (e.g. `examples/sandbox.yaml`) whose model,
 prompts and MGSM evaluation point at that seed's sandbox, with the variant's settings changed; the summary is
 the exact-match task accuracy per variant, language and iterate as mean ± sample sd over the seeds, the reward's
-accuracy per variant and iteration, and each variant's wall time. The `icr` variants run Implicit Cross-Lingual
+accuracy per variant and iteration, the off-target rate of the answers in each clone, and each variant's wall
+time and tokens generated. The `icr` variants run Implicit Cross-Lingual
 Rewarding instead: the policy is the sandbox's English-aligned `aligned/`, the reference its `model/`. The
 `wrong-language-dpo` and GRPO variants judge a clone's language by its word list (`vocabulary/<code>.txt` in the
 study dir, the clones' lexicons: the same for every seed).
@@ -27,8 +28,11 @@ from polyrise.config import RunConfig, load_config
 from polyrise.console import make_console
 from polyrise.context import RunSettings
 from polyrise.errors import PolyriseError
-from polyrise.io import atomic_open, write_json
+from polyrise.evaluation.fidelity import SavedOutput
+from polyrise.io import atomic_open, read_jsonl, write_json
+from polyrise.langid import LangIdSettings
 from polyrise.methods import load_method
+from polyrise.methods.wrong_language_dpo import in_language, read_vocabularies
 from polyrise.reporting import collect_scores, model_order
 from polyrise.sandbox.build import SANDBOX_JSON, AlignSettings, build_sandbox
 from polyrise.sandbox.world import make_clones
@@ -208,6 +212,35 @@ def _share_generations(source_run: Path, run_dir: Path) -> None:
     tmp.replace(target)
 
 
+MEASUREMENTS = ("eval_M", "heldout_M")
+"""The stages every variant runs alike (M<k>'s evaluation and held-out answers): not counted in a method's tokens."""
+
+
+def method_tokens(manifest: dict[str, Any]) -> int | None:
+    """The tokens a run's method generated (its stages' `generated_tokens`, the measurements not counted); None
+    where no stage counted any (a run recorded before polyrise counted them; engines without a tokenizer)."""
+    stages = {name: e for name, e in manifest["stages"].items() if not name.split("/")[-1].startswith(MEASUREMENTS)}
+    counted = [e["counts"]["generated_tokens"] for e in stages.values() if "generated_tokens" in e.get("counts", {})]
+    return sum(counted) if counted else None
+
+
+def off_target(run_dir: Path, vocabularies: dict[str, frozenset[str]]) -> dict[tuple[str, str], tuple[int, int]]:
+    """Per (clone, M<k>): (off-target, judged) MGSM answers of the run (`iter_*/eval/mgsm_M<k>.jsonl`): an answer is
+    off target unless every word of it is in its clone's word list (`in_language` with `min_share` 1); one without
+    a word is not judged."""
+    counts: dict[tuple[str, str], tuple[int, int]] = {}
+    for path in sorted(run_dir.glob("iter_*/eval/mgsm_M*.jsonl")):
+        label = path.stem.removeprefix("mgsm_")
+        for row in read_jsonl(path, SavedOutput):
+            if (words := vocabularies.get(row.lang)) is None:
+                continue
+            verdict = in_language(row.output, row.lang, LangIdSettings(), words)
+            if verdict is not None:
+                off, judged = counts.get((row.lang, label), (0, 0))
+                counts[(row.lang, label)] = (off + (not verdict), judged + 1)
+    return counts
+
+
 REWARD_BESIDE = {
     "gap_baseline": (
         "The reward accuracy the language gap alone predicts (M<t>'s accuracies in en and L on the pairs' prompts, "
@@ -223,8 +256,10 @@ def summarize_study(out: Path) -> dict[str, Any]:
     """Mean ± sd over seeds of MGSM accuracy for every variant, language and iterate in `out/runs/seed*-*`, of
     the accuracy of the reward each iteration trains on (pairs of M<t>'s answers, per pair row, with the informative
     pairs summed over seeds) and beside it the language gap's baseline and the both-right and both-wrong shares
-    (`REWARD_BESIDE`, with the labelled pairs summed over seeds), and of each run's wall time (its stages' seconds
-    in the manifest), and of the English alignment's pair accuracies in the sandboxes' `sandbox.json`; writes
+    (`REWARD_BESIDE`, with the labelled pairs summed over seeds), of the off-target rate of the MGSM answers in
+    each clone (`off_target`, the judged answers summed over seeds), of each run's wall time (its stages' seconds
+    in the manifest) and the tokens its method generated (`method_tokens`), and of the English alignment's pair
+    accuracies in the sandboxes' `sandbox.json`; writes
     `study.json`, `study.md` and `study.png` into `out`. Both name the library versions
     the sandboxes and runs were made with (`versions`: each distinct set once; none for runs from before versions
     were recorded)."""
@@ -234,6 +269,11 @@ def summarize_study(out: Path) -> dict[str, Any]:
     beside: dict[str, dict[tuple[str, str, str], dict[int, float]]] = {metric: {} for metric in REWARD_BESIDE}
     labelled: dict[tuple[str, str, str], int] = {}
     seconds: dict[str, dict[int, float]] = {}
+    tokens: dict[str, dict[int, float]] = {}
+    off: dict[tuple[str, str, str], dict[int, float]] = {}
+    judged: dict[tuple[str, str, str], int] = {}
+    clones = sorted(p.stem for p in (out / "vocabulary").glob("*.txt"))
+    vocabularies = read_vocabularies(vocabulary_spec(out), clones)
     recorded = []
     alignment: dict[tuple[str, str], dict[int, float]] = {}
     align_pairs: set[int] = set()
@@ -251,6 +291,9 @@ def summarize_study(out: Path) -> dict[str, Any]:
             continue
         seed = int(seed_part[4:])
         scores = collect_scores(run_dir)
+        for (lang, label), (n_off, n) in off_target(run_dir, vocabularies).items():
+            off.setdefault((variant, lang, label), {})[seed] = n_off / n
+            judged[(variant, lang, label)] = judged.get((variant, lang, label), 0) + n
         for task, into, metric in (("mgsm", per_seed, "accuracy"), ("reward", reward, "reward_accuracy")):
             for label, rows in scores.get(task, {}).items():
                 for row, metrics in rows.items():
@@ -264,8 +307,11 @@ def summarize_study(out: Path) -> dict[str, Any]:
                                 if not math.isnan(other := float(metrics.get(name, math.nan))):
                                     by_key.setdefault(key, {})[seed] = other
         if (manifest := run_dir / "manifest.json").is_file():
-            stages = json.loads(manifest.read_text())["stages"].values()
+            entries = json.loads(manifest.read_text())
+            stages = entries["stages"].values()
             seconds.setdefault(variant, {})[seed] = sum(float(e.get("seconds", 0.0)) for e in stages)
+            if (generated := method_tokens(entries)) is not None:
+                tokens.setdefault(variant, {})[seed] = generated
             recorded += [e.get("versions") for e in stages]
     if not per_seed:
         raise PolyriseError(f"{out / 'runs'}: no evaluated study runs (seed<S>-<variant>) to summarise")
@@ -296,7 +342,17 @@ def summarize_study(out: Path) -> dict[str, Any]:
         for key, values in sorted(by_key.items())
     }
     cells |= {
-        f"seconds|{v}": {**_mean_sd(values), "seeds": dict(sorted(values.items()))} for v, values in seconds.items()
+        "off_target|" + "|".join(key): {
+            **_mean_sd(values),
+            "judged": judged[key],
+            "seeds": dict(sorted(values.items())),
+        }
+        for key, values in sorted(off.items())
+    }
+    cells |= {
+        f"{name}|{v}": {**_mean_sd(values), "seeds": dict(sorted(values.items()))}
+        for name, by_variant in (("seconds", seconds), ("tokens", tokens))
+        for v, values in by_variant.items()
     }
     cells |= {
         f"alignment|{measure}|{split}": {**_mean_sd(values), "seeds": dict(sorted(values.items()))}
@@ -327,13 +383,23 @@ def summarize_study(out: Path) -> dict[str, Any]:
                             f"{REWARD_BESIDE[name]}; pairs: labelled pairs summed over seeds", by_key, pairs=labelled
                         )
                     )
+        if off:
+            fh.write("\n")
+            title = (
+                "Off-target rate of the MGSM answers in each clone (not every word in the clone's word list), mean ± "
+                "sd over seeds; judged: the answers with a word, summed over seeds"
+            )
+            fh.write(_table(title, off, pairs=judged, counted="judged"))
         if seconds:
-            fh.write("\nWall time per run (the stages' seconds summed), mean ± sd over seeds\n\n")
-            fh.write("| variant | seconds |\n|---|---|\n")
+            fh.write(
+                "\nCost per run, mean ± sd over seeds: wall time (the stages' seconds summed; a control starts from "
+                "a copy of its seed's `rewarding` or `icr` generation cache) and the tokens its method generated "
+                "(every iteration's answers, translations, samples and GRPO completions, cached ones included, the "
+                "stop token not counted; the evaluations not counted; `-`: not recorded)\n\n"
+            )
+            fh.write("| variant | seconds | tokens generated |\n|---|---|---|\n")
             for variant, values in sorted(seconds.items(), key=lambda kv: (kv[0] != "rewarding", kv[0])):
-                stats = _mean_sd(values)
-                sd = "" if math.isnan(stats["sd"]) else f" ± {stats['sd']:.0f}"
-                fh.write(f"| {variant} | {stats['mean']:.0f}{sd} (n={len(values)}) |\n")
+                fh.write(f"| {variant} | {_cell(values, '.0f')} | {_cell(tokens.get(variant, {}), ',.0f')} |\n")
         if alignment:
             fh.write(
                 f"\nThe English alignment ({', '.join(map(str, sorted(align_pairs)))} pairs; sandbox.json "
@@ -342,9 +408,7 @@ def summarize_study(out: Path) -> dict[str, Any]:
                 "held-out ones, mean ± sd over seeds\n\n| measure | pairs | accuracy |\n|---|---|---|\n"
             )
             for (measure, split), values in sorted(alignment.items()):
-                stats = _mean_sd(values)
-                sd = "" if math.isnan(stats["sd"]) else f" ± {stats['sd']:.3f}"
-                fh.write(f"| {measure} | {split} | {stats['mean']:.3f}{sd} (n={len(values)}) |\n")
+                fh.write(f"| {measure} | {split} | {_cell(values, '.3f')} |\n")
         fh.write(f"\nLibrary versions: {'; '.join(map(format_versions, versions)) or 'not recorded'}\n")
     _plot(out / "study.png", per_seed)
     return cells
@@ -359,6 +423,15 @@ def _mean_sd(values: dict[int, float]) -> dict[str, float]:
     }
 
 
+def _cell(values: dict[int, float], spec: str) -> str:
+    """`mean ± sd (n=seeds)` in the format `spec`, or `-` without values."""
+    stats = _mean_sd(values)
+    if not stats:
+        return "-"
+    sd = "" if math.isnan(stats["sd"]) else f" ± {format(stats['sd'], spec)}"
+    return f"{format(stats['mean'], spec)}{sd} (n={len(values)})"
+
+
 def _labels(per_seed: dict[tuple[str, str, str], dict[int, float]]) -> list[str]:
     return sorted({label for _, _, label in per_seed}, key=model_order)
 
@@ -368,9 +441,10 @@ def _table(
     data: dict[tuple[str, str, str], dict[int, float]],
     signed: bool = False,
     pairs: dict[tuple[str, str, str], int] | None = None,
+    counted: str = "pairs",
 ) -> str:
     """A Markdown table: a row per (variant, language), a column per iterate, cells `mean ± sd (n=seeds)` (and
-    `pairs=N` from `pairs`)."""
+    `<counted>=N` from `pairs`)."""
     labels = _labels(data)
     lines = [title, "", "| variant | lang | " + " | ".join(labels) + " |", "|---" * (len(labels) + 2) + "|"]
     number = "{:+.3f}" if signed else "{:.3f}"
@@ -382,7 +456,7 @@ def _table(
                 row.append("-")
                 continue
             sd = "" if math.isnan(stats["sd"]) else f" ± {stats['sd']:.3f}"
-            extra = f", pairs={pairs[(variant, lang, label)]}" if pairs else ""
+            extra = f", {counted}={pairs[(variant, lang, label)]}" if pairs else ""
             row.append(f"{number.format(stats['mean'])}{sd} (n={len(data[(variant, lang, label)])}{extra})")
         lines.append(f"| {variant} | {lang} | " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
