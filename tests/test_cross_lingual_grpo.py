@@ -1,5 +1,6 @@
-"""Cross-lingual GRPO: each reward by hand, the settings' checks, the study's GRPO variants, and one iteration end
-to end on a small sandbox (per-step reward logs, in the run and in TensorBoard; a rerun that skips every stage)."""
+"""Cross-lingual GRPO: each reward by hand, the settings' checks, the study's GRPO variants, a killed training that
+resumes from its checkpoint (and counts its completions' tokens), and one iteration end to end on a small sandbox
+(per-step reward logs, in the run and in TensorBoard; a rerun that skips every stage)."""
 
 from __future__ import annotations
 
@@ -57,6 +58,25 @@ def test_agreement_and_gold_rewards_by_hand():
     assert gold(completions, langs, ["7", "8", None, "12"]) == [1.0, 1.0, None, 1.0]
 
 
+def test_completion_tokens_by_hand():
+    """Eight completions a round: six stopped (5 tokens, then the stop token TRL counts) and two cut at 6 tokens;
+    a round every second step when a round is two global batches."""
+    from types import SimpleNamespace
+
+    from polyrise.methods.cross_lingual_grpo import completion_tokens
+
+    lengths = [6, 6, 6, 6, 6, 6, 6, 6]  # stop token included for the six stopped ones
+    row = {"completions/mean_length": sum(lengths) / 8, "completions/clipped_ratio": 2 / 8}
+    args = SimpleNamespace(
+        per_device_train_batch_size=4, gradient_accumulation_steps=2, world_size=1, generation_batch_size=8
+    )
+    assert completion_tokens([row, row, {"train_runtime": 1.0}], args) == 2 * (6 * 5 + 2 * 6)
+    every_other = SimpleNamespace(
+        per_device_train_batch_size=2, gradient_accumulation_steps=1, world_size=2, generation_batch_size=8
+    )
+    assert completion_tokens([row, {"loss": 0.1}, row, {"loss": 0.2}], every_other) == 2 * (6 * 5 + 2 * 6)
+
+
 def test_settings_checks_and_reward_order():
     assert [f.func.__name__ if hasattr(f, "func") else f.__name__ for f in reward_functions(GRPOSettings())] == [
         "language",
@@ -72,6 +92,7 @@ def test_settings_checks_and_reward_order():
         ({"batch_size": 6, "num_generations": 4}, "6 completions per round"),
         ({"generations_per_step": 10, "num_generations": 4}, "10 completions per round"),
         ({"vocabulary": "words.txt"}, "needs `\\{lang\\}`"),
+        ({"batch_size": 4, "num_generations": 2, "generations_per_step": 6}, "not a multiple of the global batch"),
     ]:
         with pytest.raises(ValidationError, match=message):
             GRPOSettings.model_validate(bad)
@@ -151,3 +172,88 @@ def test_one_iteration_end_to_end_on_a_small_sandbox(small_sandbox, tmp_path):
     again = Runner(config, Console(file=io.StringIO()))
     again.run()
     assert json.loads((runner.run_dir / "manifest.json").read_text())["stages"] == manifest
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_a_killed_grpo_training_resumes_from_its_checkpoint_and_counts_every_token(
+    tiny_model_dir, tmp_path, monkeypatch
+):
+    """Kill GRPO after its step-1 checkpoint; the rerun resumes there and ends as the uninterrupted run did: the same
+    weights, the same per-step log, and the same count of generated tokens, which equals the completions' tokens the
+    reward functions received (stop tokens not counted)."""
+    import torch
+    from trl import GRPOTrainer
+
+    from polyrise.methods import cross_lingual_grpo
+    from polyrise.models import load_model, load_tokenizer, resolve_model
+    from polyrise.settings import ModelSettings
+    from polyrise.training.runs import TRAINING_LOG, checkpoints_dir
+
+    base = resolve_model(str(tiny_model_dir))
+    tokenizer = load_tokenizer(base)
+    stops = {tokenizer.eos_token_id, tokenizer.pad_token_id}
+    seen: list[int] = []
+
+    def counting_gold(completions, completion_ids, **kwargs):
+        seen.append(sum(len(ids) - (ids[-1] in stops) for ids in completion_ids))
+        return gold(completions, **kwargs)
+
+    counting_gold.__name__ = "gold"
+    monkeypatch.setattr(cross_lingual_grpo, "gold", counting_gold)
+    rows = [
+        GRPOPrompt(id=f"p{i}", lang="de", prompt=f"Was ist {i} plus {i}?", others=["en"], gold=str(2 * i))
+        for i in range(4)
+    ]
+    settings = GRPOSettings(
+        rewards={"gold": 1.0}, batch_size=4, num_generations=2, max_steps=3, max_completion_length=6, learning_rate=1e-2
+    )
+
+    def train(out: Path) -> dict[str, float]:
+        return cross_lingual_grpo.train_grpo(
+            base, rows, out, settings, ModelSettings(spec=str(tiny_model_dir)), seed=0, cache=None, report={}
+        )
+
+    plain = train(tmp_path / "plain")
+    assert plain["generated_tokens"] == sum(seen) > 0
+    seen.clear()
+
+    save_checkpoint = GRPOTrainer._save_checkpoint
+
+    def save_then_die(self, *args, **kwargs):
+        save_checkpoint(self, *args, **kwargs)
+        raise _Killed
+
+    out = tmp_path / "model"
+    with monkeypatch.context() as patch:
+        patch.setattr(GRPOTrainer, "_save_checkpoint", save_then_die)
+        with pytest.raises(_Killed):
+            train(out)
+    assert (checkpoints_dir(out) / "checkpoint-1").is_dir() and not out.exists()
+    resumed_from = []
+    real_train = GRPOTrainer.train
+
+    def spy_train(self, *args, resume_from_checkpoint=None, **kwargs):
+        resumed_from.append(resume_from_checkpoint)
+        return real_train(self, *args, resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+    monkeypatch.setattr(GRPOTrainer, "train", spy_train)
+    seen.clear()
+    resumed = train(out)
+    assert resumed_from == [str(checkpoints_dir(out) / "checkpoint-1")]
+    assert resumed["step"] == 3 and resumed["resumed"] == 1 and not checkpoints_dir(out).exists()
+    assert len(seen) == 2  # steps 2 and 3 sampled again, step 1 not
+
+    def steps(model: Path) -> list[dict[str, float]]:
+        return [
+            {k: v for k, v in json.loads(line).items() if k != "step_time"} for line in (model / TRAINING_LOG).open()
+        ][:3]
+
+    assert steps(out) == steps(tmp_path / "plain")
+    assert resumed["generated_tokens"] == plain["generated_tokens"]  # the whole training's completions, not step 2-3's
+    cpu = torch.device("cpu")
+    expected = load_model(resolve_model(str(tmp_path / "plain")), device=cpu).state_dict()
+    for key, value in load_model(resolve_model(str(out)), device=cpu).state_dict().items():
+        torch.testing.assert_close(value, expected[key], rtol=0, atol=1e-6)
