@@ -129,8 +129,12 @@ def test_summary_is_mean_and_sample_sd_over_seeds(tmp_path):
     # paired with the same seed's M0: seed 0 +0.1, seed 1 +0.2
     assert m1["change_mean"] == pytest.approx(0.15) and m1["change_sd"] == pytest.approx(statistics.stdev([0.1, 0.2]))
     assert "change_mean" not in cells["rewarding|qaa|M0"]
-    change = table[table.index("Change from M0 (the same seed's M0), mean ± sd over seeds") :]
-    assert "| rewarding | qaa | +0.150 ± 0.071 (n=2) | +0.400 (n=1) |" in change
+    change = table[
+        table.index("Change from M0 (the same seed's M0), mean ± sd over seeds [95% t-interval of the mean]") :
+    ]
+    # the 95% t-interval of the mean by hand: 0.15 ± t(0.975, 1 df) 12.706 x 0.0707 / sqrt(2)
+    assert "| rewarding | qaa | +0.150 ± 0.071 [-0.485, +0.785] (n=2) | +0.400 (n=1) |" in change
+    assert m1["change_ci_low"] == pytest.approx(0.15 - 12.7062 * 0.05, abs=1e-4)
     assert "| no-filters | en | -0.500 (n=1) | - |" in change
     assert (tmp_path / "study.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((tmp_path / "study.json").read_text())["versions"] == []  # runs without a manifest
@@ -216,3 +220,38 @@ def test_cli_study_passes_the_alignment_strength(tmp_path, monkeypatch):
     assert calls == [([0, 3], ["icr", "icr-random"], 2, 2500)] and "the summary" in result.output
     CliRunner().invoke(cli.app, args)
     assert calls[-1][-1] is None  # the default strength: `AlignSettings`'
+
+
+def test_summary_counts_off_target_answers_by_word_list_and_the_methods_tokens(tmp_path):
+    runs = tmp_path / "runs"
+    (tmp_path / "vocabulary").mkdir()
+    (tmp_path / "vocabulary" / "qaa.txt").write_text("ba\nko\nmi\n")
+    answers = {
+        "M0": ["Ba ko 7.", "Ba has 7 apples.", "7."],  # on target, off target (two English words), not judged
+        "M1": ["Ko mi 3.", "BA KO 4."],  # the word list is compared lower-cased
+    }
+    for seed in (0, 1):
+        run = runs / f"seed{seed}-rewarding"
+        _scores(run, 0, {"M0": {"qaa": 0.5}, "M1": {"qaa": 0.6}})
+        for label, outputs in answers.items():
+            rows = [{"id": f"q{i}", "lang": "qaa", "output": text, "gold": "7"} for i, text in enumerate(outputs)]
+            rows.append({"id": "q9", "lang": "en", "output": "Tom has 7 cups.", "gold": "7"})  # no word list: left out
+            (run / "iter_0" / "eval" / f"mgsm_{label}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        stages = {
+            "iter_0/eval_M0": {"seconds": 5.0, "counts": {"generated_tokens": 1000}},  # a measurement: not the method's
+            "iter_0/prompts": {"seconds": 5.0, "counts": {"generated_tokens": 30 + seed}},
+            "iter_0/train": {"seconds": 5.0, "counts": {"generated_tokens": 12}},
+            "iter_0/eval_M1": {"seconds": 5.0, "counts": {"generated_tokens": 999}},
+        }
+        if seed == 1:  # recorded before polyrise counted tokens
+            stages = {name: {"seconds": 5.0, "counts": {}} for name in stages}
+        (run / "manifest.json").write_text(json.dumps({"stages": stages}))
+    cells = summarize_study(tmp_path)
+    assert cells["off_target|rewarding|qaa|M0"]["seeds"] == {0: 0.5, 1: 0.5}
+    assert cells["off_target|rewarding|qaa|M0"]["judged"] == 4
+    assert cells["off_target|rewarding|qaa|M1"]["mean"] == 0.0
+    assert not any(key.startswith("off_target|rewarding|en") for key in cells)
+    assert cells["tokens|rewarding"]["seeds"] == {0: 42}
+    table = (tmp_path / "study.md").read_text()
+    assert "| rewarding | qaa | 0.500 ± 0.000 (n=2, judged=4) | 0.000 ± 0.000 (n=2, judged=4) |" in table
+    assert "| rewarding | 20 ± 0 (n=2) | 42 (n=1) |" in table

@@ -366,7 +366,13 @@ def summarize_study(out: Path) -> dict[str, Any]:
     with atomic_open(out / "study.md") as fh:
         fh.write(_table("MGSM exact-match accuracy, mean ± sd over seeds (n = seeds with that iterate)", per_seed))
         fh.write("\n")
-        fh.write(_table("Change from M0 (the same seed's M0), mean ± sd over seeds", change, signed=True))
+        fh.write(
+            _table(
+                "Change from M0 (the same seed's M0), mean ± sd over seeds [95% t-interval of the mean]",
+                change,
+                signed=True,
+            )
+        )
         if reward:
             fh.write("\n")
             title = (
@@ -415,12 +421,16 @@ def summarize_study(out: Path) -> dict[str, Any]:
 
 
 def _mean_sd(values: dict[int, float]) -> dict[str, float]:
+    """Mean, sample sd and the mean's 95% t-interval over the seeds (sd and interval NaN for one seed)."""
     if not values:
         return {}
-    return {
-        "mean": statistics.fmean(values.values()),
-        "sd": statistics.stdev(values.values()) if len(values) > 1 else math.nan,
-    }
+    from scipy.stats import t as student
+
+    mean = statistics.fmean(values.values())
+    n = len(values)
+    sd = statistics.stdev(values.values()) if n > 1 else math.nan
+    half = float(student.ppf(0.975, n - 1)) * sd / math.sqrt(n) if n > 1 else math.nan
+    return {"mean": mean, "sd": sd, "ci_low": mean - half, "ci_high": mean + half}
 
 
 def _cell(values: dict[int, float], spec: str) -> str:
@@ -444,7 +454,7 @@ def _table(
     counted: str = "pairs",
 ) -> str:
     """A Markdown table: a row per (variant, language), a column per iterate, cells `mean ± sd (n=seeds)` (and
-    `<counted>=N` from `pairs`)."""
+    `<counted>=N` from `pairs`); `signed` (a change): `mean ± sd [95% interval of the mean] (n=seeds)`."""
     labels = _labels(data)
     lines = [title, "", "| variant | lang | " + " | ".join(labels) + " |", "|---" * (len(labels) + 2) + "|"]
     number = "{:+.3f}" if signed else "{:.3f}"
@@ -456,6 +466,8 @@ def _table(
                 row.append("-")
                 continue
             sd = "" if math.isnan(stats["sd"]) else f" ± {stats['sd']:.3f}"
+            if signed and not math.isnan(stats["sd"]):
+                sd += f" [{number.format(stats['ci_low'])}, {number.format(stats['ci_high'])}]"
             extra = f", {counted}={pairs[(variant, lang, label)]}" if pairs else ""
             row.append(f"{number.format(stats['mean'])}{sd} (n={len(data[(variant, lang, label)])}{extra})")
         lines.append(f"| {variant} | {lang} | " + " | ".join(row) + " |")
