@@ -150,6 +150,11 @@ def test_one_iteration_end_to_end_on_a_small_sandbox(small_sandbox, tmp_path):
         assert r.gold == golds[r.id] and set(r.others) == {"en", "qaa", "qab"} - {r.lang}
         assert r.vocabulary == sorted(words[r.lang])  # the language reward's word list travels with the prompt
         assert r.english_number == extract_answer(english[r.id], "en")
+    stats = json.loads((it / "grpo_stats.json").read_text())
+    for lang in ("qaa", "qab"):  # how often the label-free target equals the oracle's, by hand
+        mine = [r for r in rows if r.lang == lang and r.english_number is not None]
+        assert stats[lang]["english_checked"] == len(mine)
+        assert stats[lang]["english_right"] == sum(float(r.english_number) == float(r.gold) for r in mine)
     log = [json.loads(line) for line in (it / "model" / "training_log.jsonl").open()]
     steps = [row for row in log if "loss" in row]
     assert len(steps) == 4  # each step logs each weighted reward

@@ -222,7 +222,7 @@ def test_cli_study_passes_the_alignment_strength(tmp_path, monkeypatch):
     assert calls[-1][-1] is None  # the default strength: `AlignSettings`'
 
 
-def test_summary_counts_off_target_answers_by_word_list_and_the_methods_tokens(tmp_path):
+def test_summary_counts_off_target_answers_the_agreement_target_and_the_methods_tokens(tmp_path):
     runs = tmp_path / "runs"
     (tmp_path / "vocabulary").mkdir()
     (tmp_path / "vocabulary" / "qaa.txt").write_text("ba\nko\nmi\n")
@@ -243,6 +243,8 @@ def test_summary_counts_off_target_answers_by_word_list_and_the_methods_tokens(t
             "iter_0/train": {"seconds": 5.0, "counts": {"generated_tokens": 12}},
             "iter_0/eval_M1": {"seconds": 5.0, "counts": {"generated_tokens": 999}},
         }
+        stats = {"qaa": {"prompts": 10, "english_checked": 8, "english_right": 6 + seed}, "qab": {"english_checked": 0}}
+        (run / "iter_0" / "grpo_stats.json").write_text(json.dumps(stats))
         if seed == 1:  # recorded before polyrise counted tokens
             stages = {name: {"seconds": 5.0, "counts": {}} for name in stages}
         (run / "manifest.json").write_text(json.dumps({"stages": stages}))
@@ -252,6 +254,8 @@ def test_summary_counts_off_target_answers_by_word_list_and_the_methods_tokens(t
     assert cells["off_target|rewarding|qaa|M1"]["mean"] == 0.0
     assert not any(key.startswith("off_target|rewarding|en") for key in cells)
     assert cells["tokens|rewarding"]["seeds"] == {0: 42}
+    assert cells["english_target|rewarding|qaa|M0"]["seeds"] == {0: 0.75, 1: 0.875}
+    assert cells["english_target|rewarding|qaa|M0"]["prompts"] == 16 and "english_target|rewarding|qab|M0" not in cells
     table = (tmp_path / "study.md").read_text()
     assert "| rewarding | qaa | 0.500 ± 0.000 (n=2, judged=4) | 0.000 ± 0.000 (n=2, judged=4) |" in table
     assert "| rewarding | 20 ± 0 (n=2) | 42 (n=1) |" in table

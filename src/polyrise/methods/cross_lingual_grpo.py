@@ -413,6 +413,11 @@ class CrossLingualGRPO:
                 "prompts": sum(r.lang == lang for r in rows),
                 "with_english_number": sum(r.lang == lang and r.english_number is not None for r in rows),
                 "with_gold": sum(r.lang == lang and r.gold is not None for r in rows),
+                # how often the label-free target is the oracle's: the English number equals the gold answer
+                "english_checked": sum(r.lang == lang and None not in (r.english_number, r.gold) for r in rows),
+                "english_right": sum(
+                    r.lang == lang and r.gold is not None and is_correct(r.english_number, r.gold) for r in rows
+                ),
             }
             for lang in cfg.languages
         }

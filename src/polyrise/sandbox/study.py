@@ -31,6 +31,7 @@ from polyrise.errors import PolyriseError
 from polyrise.evaluation.fidelity import SavedOutput
 from polyrise.io import atomic_open, read_jsonl, write_json
 from polyrise.langid import LangIdSettings
+from polyrise.layout import RunLayout
 from polyrise.methods import load_method
 from polyrise.methods.wrong_language_dpo import in_language, read_vocabularies
 from polyrise.reporting import collect_scores, model_order
@@ -272,6 +273,8 @@ def summarize_study(out: Path) -> dict[str, Any]:
     tokens: dict[str, dict[int, float]] = {}
     off: dict[tuple[str, str, str], dict[int, float]] = {}
     judged: dict[tuple[str, str, str], int] = {}
+    target: dict[tuple[str, str, str], dict[int, float]] = {}
+    checked: dict[tuple[str, str, str], int] = {}
     clones = sorted(p.stem for p in (out / "vocabulary").glob("*.txt"))
     vocabularies = read_vocabularies(vocabulary_spec(out), clones)
     recorded = []
@@ -294,6 +297,12 @@ def summarize_study(out: Path) -> dict[str, Any]:
         for (lang, label), (n_off, n) in off_target(run_dir, vocabularies).items():
             off.setdefault((variant, lang, label), {})[seed] = n_off / n
             judged[(variant, lang, label)] = judged.get((variant, lang, label), 0) + n
+        for path in run_dir.glob("iter_*/grpo_stats.json"):  # cross-lingual GRPO's agreement target, by gold
+            for lang, counts in json.loads(path.read_text()).items():
+                if counts.get("english_checked"):
+                    key = (variant, lang, f"M{RunLayout.iteration_of(path.parent.name)}")
+                    target.setdefault(key, {})[seed] = counts["english_right"] / counts["english_checked"]
+                    checked[key] = checked.get(key, 0) + counts["english_checked"]
         for task, into, metric in (("mgsm", per_seed, "accuracy"), ("reward", reward, "reward_accuracy")):
             for label, rows in scores.get(task, {}).items():
                 for row, metrics in rows.items():
@@ -350,6 +359,14 @@ def summarize_study(out: Path) -> dict[str, Any]:
         for key, values in sorted(off.items())
     }
     cells |= {
+        "english_target|" + "|".join(key): {
+            **_mean_sd(values),
+            "prompts": checked[key],
+            "seeds": dict(sorted(values.items())),
+        }
+        for key, values in sorted(target.items())
+    }
+    cells |= {
         f"{name}|{v}": {**_mean_sd(values), "seeds": dict(sorted(values.items()))}
         for name, by_variant in (("seconds", seconds), ("tokens", tokens))
         for v, values in by_variant.items()
@@ -389,6 +406,13 @@ def summarize_study(out: Path) -> dict[str, Any]:
                             f"{REWARD_BESIDE[name]}; pairs: labelled pairs summed over seeds", by_key, pairs=labelled
                         )
                     )
+        if target:
+            fh.write("\n")
+            title = (
+                "The English-agreement reward's target (M<t>'s greedy answer to the English prompt) right against "
+                "the gold answer, share of the GRPO prompts with both, mean ± sd over seeds; prompts: summed over seeds"
+            )
+            fh.write(_table(title, target, pairs=checked, counted="prompts"))
         if off:
             fh.write("\n")
             title = (
