@@ -458,7 +458,12 @@ def test_evaluate_math_through_a_scripted_engine(tmp_path):
     assert thai.messages[0]["content"].startswith("จงแก้โจทย์คณิตศาสตร์")
 
     again, _ = evaluate_math(gen, problems, params)  # served from the cache
-    assert again == predictions and gen.stats == {"cached": 5, "generated": 5, "scored": 0}
+    assert again == predictions and gen.stats == {
+        "cached": 5,
+        "generated": 5,
+        "scored": 0,
+        "tokens": 0,
+    }  # no tokenizer: not counted
 
 
 def test_evaluate_math_few_shot_never_shows_the_problem_itself(tmp_path):

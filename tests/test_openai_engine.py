@@ -187,7 +187,7 @@ def test_generator_cache_skips_http(server, api_key, tmp_path):
     assert first == [f"echo:q{i}" for i in range(5)] and len(server.requests) == 5
     again = Generator(make(server, max_concurrency=2), GenerationCache(tmp_path / "cache.sqlite"))
     assert again.generate(requests, SamplingSettings()) == first
-    assert len(server.requests) == 5 and again.stats == {"cached": 5, "generated": 0, "scored": 0}
+    assert len(server.requests) == 5 and again.stats == {"cached": 5, "generated": 0, "scored": 0, "tokens": 0}
 
 
 @pytest.mark.parametrize(
