@@ -92,7 +92,8 @@ def test_stop_strings_cut_output():
     assert truncate_at_stop("nothing", []) == "nothing"
 
 
-def test_cache_hit_skips_generation(engine, tmp_path):
+def test_cache_hit_skips_generation(engine, tmp_path, monkeypatch):
+    monkeypatch.setattr("polyrise.generation.COUNT_SLICE", 2)  # the tokens are counted over several slices
     params = SamplingSettings(max_new_tokens=8)
     requests = [ChatRequest.user(p) for p in PROMPTS]
     gen = Generator(engine, GenerationCache(tmp_path / "c.sqlite"))

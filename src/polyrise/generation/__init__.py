@@ -30,6 +30,10 @@ CHUNK_BATCHES = 4
 """Batches per generator chunk: what is computed, then committed to the cache, at a time."""
 
 
+COUNT_SLICE = 1024
+"""Outputs tokenised at a time to count their tokens."""
+
+
 def new_stats() -> dict[str, int]:
     """A generator's counters: requests answered from the cache, generated, scored, and the generated outputs'
     tokens (`Generator.generate`)."""
@@ -88,8 +92,9 @@ class Generator:
         )
         outputs = [found[k] for k in keys]
         if (tokenizer := getattr(self.engine, "tokenizer", None)) is not None:
-            ids = tokenizer(outputs, add_special_tokens=False)["input_ids"] if outputs else []
-            self.stats["tokens"] += sum(map(len, ids))
+            for start in range(0, len(outputs), COUNT_SLICE):  # a slice's ids at a time: a stage may ask for millions
+                ids = tokenizer(outputs[start : start + COUNT_SLICE], add_special_tokens=False)["input_ids"]
+                self.stats["tokens"] += sum(map(len, ids))
         return outputs
 
     def loglikelihood(
