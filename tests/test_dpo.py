@@ -202,6 +202,34 @@ def test_a_checkpoint_cut_short_by_a_kill_is_never_resumed(tmp_path):
     assert sorted(p.name for p in ckpt.iterdir() if p.is_dir()) == ["checkpoint-1"]
 
 
+def test_a_kill_while_the_finished_checkpoints_are_deleted_never_resumes_them(tmp_path, monkeypatch):
+    """After the model is saved its checkpoints are deleted file by file; a kill that has deleted checkpoint-2's
+    weights but not its trainer_state.json must not leave it to be resumed (transformers would fail on it: "Can't
+    find a valid checkpoint"): the next start deletes it and trains afresh."""
+    import shutil
+
+    from polyrise.training import runs
+
+    ckpt = tmp_path / "model.checkpoints"
+    runs.checkpoint_to_resume(ckpt, "key")
+    (ckpt / "checkpoint-2").mkdir()
+    (ckpt / "checkpoint-2" / "adapter_model.safetensors").write_bytes(b"w")
+    (ckpt / "checkpoint-2" / "trainer_state.json").write_text('{"global_step": 2}')
+    rmtree = shutil.rmtree
+
+    def killed_midway(path, *args, **kwargs):
+        (ckpt / "checkpoint-2" / "adapter_model.safetensors").unlink()
+        raise KeyboardInterrupt  # the kill
+
+    monkeypatch.setattr(runs.shutil, "rmtree", killed_midway)
+    with pytest.raises(KeyboardInterrupt):
+        runs.drop_checkpoints(ckpt)
+    monkeypatch.setattr(runs.shutil, "rmtree", rmtree)
+    assert (ckpt / "checkpoint-2" / "trainer_state.json").is_file()
+    assert runs.checkpoint_to_resume(ckpt, "key") is None
+    assert not (ckpt / "checkpoint-2").exists()
+
+
 def _unpacked_logps(model, prompt: list[int], answer: list[int]) -> float:
     """log p(answer | prompt) from a plain forward of the unpacked row `prompt + answer`."""
     ids = torch.tensor([prompt + answer])

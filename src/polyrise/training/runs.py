@@ -201,6 +201,14 @@ def checkpoint_to_resume(ckpt_dir: Path, key: str) -> str | None:
     return str(complete[-1]) if complete else None
 
 
+def drop_checkpoints(ckpt_dir: Path) -> None:
+    """Delete a training's checkpoints, its run key first: a kill midway (the tree deleted file by file, the
+    weights perhaps before `trainer_state.json`) leaves checkpoints of no run, which the next start deletes
+    (`checkpoint_to_resume`) instead of resuming one whose weights are gone."""
+    (ckpt_dir / _RUN_KEY_FILE).unlink(missing_ok=True)
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+
+
 def _checkpoints(ckpt_dir: Path) -> list[Path]:
     """The `checkpoint-<step>` folders, by step."""
     found = [p for p in ckpt_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-", 1)[1].isdigit()]
@@ -334,7 +342,7 @@ def train_and_save(
     result = trainer.train(resume_from_checkpoint=resume)
     if diverged.step is not None:
         if accelerator.is_main_process:  # its checkpoints hold the diverged weights: a rerun starts afresh
-            shutil.rmtree(checkpoints_dir(out_dir), ignore_errors=True)
+            drop_checkpoints(checkpoints_dir(out_dir))
         raise PolyriseError(
             f"the training diverged: loss {diverged.loss} at step {diverged.step}/{trainer.state.max_steps}; no "
             f"model was saved to {out_dir}. Lower training.learning_rate (now {settings.lr:g}) or check the data"
@@ -352,7 +360,7 @@ def train_and_save(
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
-        shutil.rmtree(checkpoints_dir(out_dir))
+        drop_checkpoints(checkpoints_dir(out_dir))
     accelerator.wait_for_everyone()
 
     step_logs = [log for log in trainer.state.log_history if "loss" in log]
