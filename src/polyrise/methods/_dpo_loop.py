@@ -195,22 +195,24 @@ def reward_labels(
     return labels, reward_scores(labels, seed)
 
 
-def trained_labels(path: Path, settings: TrainingSettings) -> list[RewardLabel]:
-    """The reward labels of what training sees: the pairs' own, swapped under `swap_preferences` (the control)."""
+def trained_reward(path: Path, t: int, settings: TrainingSettings, seed: int) -> dict[str, Any]:
+    """The DPO methods' `scores(t)` of their reward: the accuracy of the pairs iteration `t` trains on (the labels
+    in `path`, swapped under `swap_preferences`: the control), against the prompts' gold answers; nothing where no
+    pair could be labelled."""
     labels = read_jsonl(path, RewardLabel)
-    if not (isinstance(settings, DPOSettings) and settings.swap_preferences):
-        return labels
-    return [
-        x.model_copy(
-            update={
-                "chosen_right": x.rejected_right,
-                "rejected_right": x.chosen_right,
-                "chosen_from_right": x.rejected_from_right,
-                "rejected_from_right": x.chosen_from_right,
-            }
-        )
-        for x in labels
-    ]
+    if isinstance(settings, DPOSettings) and settings.swap_preferences:
+        labels = [
+            x.model_copy(
+                update={
+                    "chosen_right": x.rejected_right,
+                    "rejected_right": x.chosen_right,
+                    "chosen_from_right": x.rejected_from_right,
+                    "rejected_from_right": x.chosen_from_right,
+                }
+            )
+            for x in labels
+        ]
+    return {"reward": {f"M{t}": reward_scores(labels, seed)}} if labels else {}
 
 
 def sample_answers(

@@ -28,7 +28,6 @@ from pydantic import BaseModel, Field, model_validator
 from rich.table import Table
 
 from polyrise.context import RunContext, RunSettings, Stage
-from polyrise.evaluation.reward import reward_scores
 from polyrise.generation import ChatRequest
 from polyrise.io import read_jsonl, write_json, write_jsonl
 from polyrise.methods import MethodViews
@@ -42,7 +41,7 @@ from polyrise.methods._dpo_loop import (
     reward_labels,
     sample_answers,
     train_dpo_nll,
-    trained_labels,
+    trained_reward,
 )
 from polyrise.records import PreferencePair, Prompt, Samples, SampleScores
 from polyrise.settings import SamplingSettings, Section
@@ -361,8 +360,7 @@ class ImplicitCrossLingual:
 
     def scores(self, t: int) -> dict[str, Any]:
         """The accuracy of the implicit reward iteration `t` trains on, against the prompts' gold answers."""
-        labels = trained_labels(self.files(t)["reward"], self.run.config.training)
-        return {"reward": {f"M{t}": reward_scores(labels, self.run.config.seed)}} if labels else {}
+        return trained_reward(self.files(t)["reward"], t, self.run.config.training, self.run.config.seed)
 
     @classmethod
     def report_views(cls, config: RunSettings) -> MethodViews:

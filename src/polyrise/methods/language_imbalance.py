@@ -26,7 +26,7 @@ from rich.table import Table
 from polyrise.context import RunContext, RunSettings, Stage
 from polyrise.errors import PolyriseError
 from polyrise.evaluation.judge import JudgeItem, Judgement, judge, win_rates
-from polyrise.evaluation.reward import pair_row, reward_scores
+from polyrise.evaluation.reward import pair_row
 from polyrise.generation import Generator, answer_prompts, open_engine
 from polyrise.io import iter_jsonl, read_jsonl, refuse_duplicate_ids, write_json, write_jsonl
 from polyrise.langid import LangIdSettings, matches_language
@@ -41,7 +41,7 @@ from polyrise.methods._dpo_loop import (
     prompt_cells,
     reward_labels,
     train_dpo_nll,
-    trained_labels,
+    trained_reward,
 )
 from polyrise.records import DroppedPair, PreferencePair, Prompt, Response, Translation
 from polyrise.self_translation import cross_translate
@@ -561,8 +561,7 @@ class LanguageImbalance:
         the control), when its prompts carry gold answers (`pairs_stats.json` has it for the pairs as built); with
         `reward_judge`, the judge's agreement with it (the win rate of what training prefers)."""
         cfg, f = self.run.config, self.files(t)
-        labels = trained_labels(f["reward"], cfg.training)
-        scores = {"reward": {f"M{t}": reward_scores(labels, cfg.seed)}} if labels else {}
+        scores = trained_reward(f["reward"], t, cfg.training, cfg.seed)
         if self.reward_judge:
             judged = [Judgement(**row) for _, row in iter_jsonl(f["reward_judge"])]
             if isinstance(cfg.training, DPOSettings) and cfg.training.swap_preferences:

@@ -31,7 +31,6 @@ from rich.table import Table
 
 from polyrise.context import RunContext, RunSettings, Stage
 from polyrise.errors import PolyriseError
-from polyrise.evaluation.reward import reward_scores
 from polyrise.io import read_jsonl, write_json, write_jsonl
 from polyrise.langid import LangIdSettings, judge, measurable
 from polyrise.methods import MethodViews
@@ -44,7 +43,7 @@ from polyrise.methods._dpo_loop import (
     reward_labels,
     sample_answers,
     train_dpo_nll,
-    trained_labels,
+    trained_reward,
 )
 from polyrise.methods.language_imbalance import DROP_REASONS as FILTER_REASONS
 from polyrise.methods.language_imbalance import FilterSettings, LanguageImbalance, drop_reason
@@ -351,8 +350,7 @@ class WrongLanguageDPO:
     def scores(self, t: int) -> dict[str, Any]:
         """The accuracy of the pairs iteration `t` trains on, against the prompts' gold answers (a wrong-language
         pair's preference is about language: its accuracy says how often it also prefers the right answer)."""
-        labels = trained_labels(self.files(t)["reward"], self.run.config.training)
-        return {"reward": {f"M{t}": reward_scores(labels, self.run.config.seed)}} if labels else {}
+        return trained_reward(self.files(t)["reward"], t, self.run.config.training, self.run.config.seed)
 
     @classmethod
     def report_views(cls, config: RunSettings) -> MethodViews:
