@@ -10,6 +10,11 @@ from pathlib import Path
 _ITERATION = re.compile(r"iter_(\d+)")
 
 
+HELDOUT_STAGE = "heldout_M"
+EVAL_STAGE = "eval_M"
+"""The names (+ k) of M<k>'s measurement stages, alike in every method's run (`iter_<t>/eval_M<k>`)."""
+
+
 @dataclass(frozen=True)
 class RunLayout:
     """The files of the run directory `root` (`output_dir/name`)."""

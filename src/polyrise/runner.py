@@ -45,7 +45,7 @@ from polyrise.io import (
     write_jsonl,
     writing_into,
 )
-from polyrise.layout import RunLayout
+from polyrise.layout import EVAL_STAGE, HELDOUT_STAGE, RunLayout
 from polyrise.methods import Method, load_method
 from polyrise.models import resolve_model
 from polyrise.records import Prompt, Response
@@ -522,7 +522,7 @@ class Runner:
             heldout = [p.model_dump() for p in self.heldout]
             stages.append(
                 Stage(
-                    f"{where}/heldout_M{k}",
+                    f"{where}/{HELDOUT_STAGE}{k}",
                     lambda: self._answer_heldout(k),
                     outputs=[self.layout.heldout_file(k)],
                     models=[self.model_spec(k)],
@@ -540,7 +540,7 @@ class Runner:
             judges = [j.model for task in cfg.evaluation if (j := getattr(task, "judge", None)) and j.model]
             stages.append(
                 Stage(
-                    f"{where}/eval_M{k}",
+                    f"{where}/{EVAL_STAGE}{k}",
                     lambda: self._evaluate(k),
                     outputs=[self.layout.model_scores(k)],
                     models=[self.model_spec(k), *judges],

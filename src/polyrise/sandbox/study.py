@@ -31,7 +31,7 @@ from polyrise.errors import PolyriseError
 from polyrise.evaluation.fidelity import SavedOutput
 from polyrise.io import atomic_open, read_jsonl, write_json
 from polyrise.langid import LangIdSettings
-from polyrise.layout import RunLayout
+from polyrise.layout import EVAL_STAGE, HELDOUT_STAGE, RunLayout
 from polyrise.methods import load_method
 from polyrise.methods.wrong_language_dpo import in_language, read_vocabularies
 from polyrise.reporting import collect_scores, model_order
@@ -213,14 +213,11 @@ def _share_generations(source_run: Path, run_dir: Path) -> None:
     tmp.replace(target)
 
 
-MEASUREMENTS = ("eval_M", "heldout_M")
-"""The stages every variant runs alike (M<k>'s evaluation and held-out answers): not counted in a method's tokens."""
-
-
 def method_tokens(manifest: dict[str, Any]) -> int | None:
     """The tokens a run's method generated (its stages' `generated_tokens`, the measurements not counted); None
     where no stage counted any (a run recorded before polyrise counted them; engines without a tokenizer)."""
-    stages = {name: e for name, e in manifest["stages"].items() if not name.split("/")[-1].startswith(MEASUREMENTS)}
+    measurements = (EVAL_STAGE, HELDOUT_STAGE)  # alike in every variant
+    stages = {name: e for name, e in manifest["stages"].items() if not name.split("/")[-1].startswith(measurements)}
     counted = [e["counts"]["generated_tokens"] for e in stages.values() if "generated_tokens" in e.get("counts", {})]
     return sum(counted) if counted else None
 
@@ -230,7 +227,9 @@ def off_target(run_dir: Path, vocabularies: dict[str, frozenset[str]]) -> dict[t
     off target unless every word of it is in its clone's word list (`in_language` with `min_share` 1); one without
     a word is not judged."""
     counts: dict[tuple[str, str], tuple[int, int]] = {}
-    for path in sorted(run_dir.glob("iter_*/eval/mgsm_M*.jsonl")):
+    layout = RunLayout(run_dir)
+    paths = [p for t in layout.iterations() for p in sorted((layout.iter_dir(t) / "eval").glob("mgsm_M*.jsonl"))]
+    for path in paths:
         label = path.stem.removeprefix("mgsm_")
         for row in read_jsonl(path, SavedOutput):
             if (words := vocabularies.get(row.lang)) is None:
@@ -297,10 +296,12 @@ def summarize_study(out: Path) -> dict[str, Any]:
         for (lang, label), (n_off, n) in off_target(run_dir, vocabularies).items():
             off.setdefault((variant, lang, label), {})[seed] = n_off / n
             judged[(variant, lang, label)] = judged.get((variant, lang, label), 0) + n
-        for path in run_dir.glob("iter_*/grpo_stats.json"):  # cross-lingual GRPO's agreement target, by gold
-            for lang, counts in json.loads(path.read_text()).items():
+        layout = RunLayout(run_dir)
+        for t in layout.iterations():  # cross-lingual GRPO's agreement target, by gold
+            path = layout.file(t, "grpo_stats.json")
+            for lang, counts in (json.loads(path.read_text()) if path.is_file() else {}).items():
                 if counts.get("english_checked"):
-                    key = (variant, lang, f"M{RunLayout.iteration_of(path.parent.name)}")
+                    key = (variant, lang, f"M{t}")
                     target.setdefault(key, {})[seed] = counts["english_right"] / counts["english_checked"]
                     checked[key] = checked.get(key, 0) + counts["english_checked"]
         for task, into, metric in (("mgsm", per_seed, "accuracy"), ("reward", reward, "reward_accuracy")):
@@ -457,13 +458,18 @@ def _mean_sd(values: dict[int, float]) -> dict[str, float]:
     return {"mean": mean, "sd": sd, "ci_low": mean - half, "ci_high": mean + half}
 
 
-def _cell(values: dict[int, float], spec: str) -> str:
-    """`mean ± sd (n=seeds)` in the format `spec`, or `-` without values."""
+def _cell(values: dict[int, float], spec: str, interval: bool = False, extra: str = "") -> str:
+    """`mean ± sd (n=seeds<extra>)` in the format `spec` (the sd unsigned), with `interval` the mean's 95%
+    t-interval after the sd; `-` without values."""
     stats = _mean_sd(values)
     if not stats:
         return "-"
-    sd = "" if math.isnan(stats["sd"]) else f" ± {format(stats['sd'], spec)}"
-    return f"{format(stats['mean'], spec)}{sd} (n={len(values)})"
+    text = format(stats["mean"], spec)
+    if not math.isnan(stats["sd"]):
+        text += f" ± {format(stats['sd'], spec.lstrip('+'))}"
+        if interval:
+            text += f" [{format(stats['ci_low'], spec)}, {format(stats['ci_high'], spec)}]"
+    return f"{text} (n={len(values)}{extra})"
 
 
 def _labels(per_seed: dict[tuple[str, str, str], dict[int, float]]) -> list[str]:
@@ -481,19 +487,12 @@ def _table(
     `<counted>=N` from `pairs`); `signed` (a change): `mean ± sd [95% interval of the mean] (n=seeds)`."""
     labels = _labels(data)
     lines = [title, "", "| variant | lang | " + " | ".join(labels) + " |", "|---" * (len(labels) + 2) + "|"]
-    number = "{:+.3f}" if signed else "{:.3f}"
     for variant, lang in sorted({(v, lang) for v, lang, _ in data}, key=lambda k: (k[0] != "rewarding", k)):
         row = []
         for label in labels:
-            stats = _mean_sd(data.get((variant, lang, label), {}))
-            if not stats:
-                row.append("-")
-                continue
-            sd = "" if math.isnan(stats["sd"]) else f" ± {stats['sd']:.3f}"
-            if signed and not math.isnan(stats["sd"]):
-                sd += f" [{number.format(stats['ci_low'])}, {number.format(stats['ci_high'])}]"
-            extra = f", {counted}={pairs[(variant, lang, label)]}" if pairs else ""
-            row.append(f"{number.format(stats['mean'])}{sd} (n={len(data[(variant, lang, label)])}{extra})")
+            key = (variant, lang, label)
+            extra = f", {counted}={pairs[key]}" if pairs and key in data else ""
+            row.append(_cell(data.get(key, {}), "+.3f" if signed else ".3f", interval=signed, extra=extra))
         lines.append(f"| {variant} | {lang} | " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
